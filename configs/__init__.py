@@ -1,0 +1,1 @@
+"""Profiles of thresholds and workload sizes (TOML files beside this module)."""

@@ -1,0 +1,16 @@
+"""gunicorn config for the probe: starts the probe in every worker once it has booted.
+
+``post_worker_init`` runs after the gevent worker has monkey-patched and imported
+the app (FIELD-NOTES §3), so the probe sees what the app sees. ``post_fork`` would
+be too early: the worker is not patched yet. This file is loaded by the master and
+must not import the driver (that would change the import order under test).
+"""
+
+worker_class = "gevent"
+
+
+def post_worker_init(worker):
+    """Start the probe greenlet; it runs while the worker serves."""
+    from geventprobe.harness import probe
+
+    probe.start(worker)

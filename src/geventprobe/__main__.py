@@ -1,0 +1,5 @@
+"""``python -m geventprobe``."""
+
+from geventprobe.cli import main
+
+main()

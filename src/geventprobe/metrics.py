@@ -1,0 +1,115 @@
+"""From what the workers reported and the parent sampled, to the figures the rules read."""
+
+from __future__ import annotations
+
+import statistics
+
+from geventprobe.cpu import CpuSampler
+from geventprobe.model import BuildMetrics, Ratios, WorkerFigures
+from geventprobe.stats import histogram, ratio, summarize
+
+_TIMELINE_BUCKET_S = 0.01
+
+
+def _lags_in_windows(report: dict) -> list[tuple[float, float]]:
+    """(due time, lag s) of every heartbeat tick that was due inside a wait window."""
+    windows = report["windows"]
+    out = []
+    for due, lag in zip(report["heartbeat_expected"], report["heartbeat_lag"]):
+        if any(a <= due <= b for a, b in windows):
+            out.append((due, lag))
+    return out
+
+
+def _timeline(report: dict) -> list[list[float]]:
+    """The worst lag per 10 ms from the first window on, for charts."""
+    if not report["windows"]:
+        return []
+    origin = report["windows"][0][0]
+    end = report["windows"][-1][1]
+    worst: dict[int, float] = {}
+    for due, lag in zip(report["heartbeat_expected"], report["heartbeat_lag"]):
+        if origin <= due <= end:
+            k = int((due - origin) / _TIMELINE_BUCKET_S)
+            worst[k] = max(worst.get(k, 0.0), lag)
+    return [[round(k * _TIMELINE_BUCKET_S, 3), round(v * 1000, 3)]
+            for k, v in sorted(worst.items())]
+
+
+def _cpu_over(cpu: CpuSampler | None, pid: int, windows: list[list[float]]) -> float | None:
+    """CPU-s per wall-s of ``pid`` over ``windows``; None where the samples do not cover them."""
+    if cpu is None:
+        return None
+    used = 0.0
+    wall = 0.0
+    for a, b in windows:
+        seconds = cpu.cpu_seconds(pid, a, b)
+        if seconds is None:
+            return None
+        used += seconds
+        wall += b - a
+    return used / wall if wall > 0 else None
+
+
+def worker_figures(report: dict, cpu: CpuSampler | None) -> WorkerFigures:
+    """One worker's figures from its ``result-<pid>.json`` and the parent's CPU samples."""
+    w = report["wait_seconds"]
+    factors = [(b - a) / w for a, b in report["windows"]]
+    lags = _lags_in_windows(report)
+    latencies = report["select1_latencies_us"]
+    s0, s1 = report["select1_window"]
+    select_cpu = cpu.cpu_seconds(report["pid"], s0, s1) if cpu else None
+    return WorkerFigures(
+        pid=report["pid"],
+        wait_factors=[round(f, 4) for f in factors],
+        wait_factor=statistics.median(factors) if factors else 0.0,
+        max_hub_lag_ms=max((lag for _, lag in lags), default=0.0) * 1000,
+        cpu_during_waits=_cpu_over(cpu, report["pid"], report["windows"]),
+        select1=summarize(latencies),
+        select1_qps=len(latencies) / (s1 - s0) if s1 > s0 else 0.0,
+        cpu_per_query_us=(select_cpu / len(latencies) * 1e6
+                          if select_cpu is not None and latencies else None),
+        hub_lag_timeline=_timeline(report),
+    )
+
+
+def build_metrics(reports: list[dict], figures: list[WorkerFigures], cpu: CpuSampler | None,
+                  greenlets: int) -> BuildMetrics:
+    """Summarise the workers: the worst worker decides the wait evidence, samples are pooled."""
+    w = reports[0]["wait_seconds"]
+    latencies = [v for r in reports for v in r["select1_latencies_us"]]
+    cpus = [f.cpu_during_waits for f in figures if f.cpu_during_waits is not None]
+    select_cpu = [cpu.cpu_seconds(r["pid"], *r["select1_window"]) for r in reports] if cpu else []
+    total_cpu = sum(c for c in select_cpu if c is not None) if select_cpu else None
+    all_windows = [win for r in reports for win in r["windows"]]
+    machine_busy = None
+    if cpu is not None and all_windows:
+        machine_busy = cpu.machine_busy(min(a for a, _ in all_windows),
+                                        max(b for _, b in all_windows))
+    return BuildMetrics(
+        workers=len(reports),
+        greenlets=greenlets,
+        wait_seconds=w,
+        wait_rounds=len(reports[0]["windows"]),
+        wait_factor=max(f.wait_factor for f in figures),
+        max_hub_lag_ms=max(f.max_hub_lag_ms for f in figures),
+        cpu_during_waits=max(cpus) if cpus else None,
+        cpu_during_waits_median=statistics.median(cpus) if cpus else None,
+        machine_busy=machine_busy,
+        select1=summarize(latencies),
+        select1_qps=sum(f.select1_qps for f in figures),
+        cpu_per_query_us=(total_cpu / len(latencies) * 1e6
+                          if total_cpu is not None and latencies else None),
+        latency_histogram=histogram(latencies),
+    )
+
+
+def versus(build: BuildMetrics, baseline: BuildMetrics, name: str) -> Ratios:
+    """``build`` relative to ``baseline`` (>1: the build is slower / uses more)."""
+    return Ratios(
+        baseline=name,
+        p50=ratio(build.select1.p50_us, baseline.select1.p50_us),
+        p99=ratio(build.select1.p99_us, baseline.select1.p99_us),
+        qps=ratio(build.select1_qps, baseline.select1_qps),
+        cpu_per_query=ratio(build.cpu_per_query_us, baseline.cpu_per_query_us),
+    )

@@ -1,0 +1,41 @@
+"""The versioned JSON form of a run (``schema/result.schema.json`` describes it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from enum import Enum
+
+from geventprobe.model import RunResult
+
+
+def _clean(value):
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def to_dict(result: RunResult) -> dict:
+    """The result as plain JSON-ready data."""
+    return _clean(dataclasses.asdict(result))
+
+
+def render(result: RunResult) -> str:
+    """The result as JSON text."""
+    return json.dumps(to_dict(result), indent=2, ensure_ascii=False) + "\n"
+
+
+def write(result: RunResult, path: str) -> None:
+    """Write the JSON to ``path`` (write then rename: a reader never sees half a file)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(render(result))
+    os.replace(tmp, path)
