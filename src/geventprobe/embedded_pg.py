@@ -16,6 +16,7 @@ import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -84,6 +85,25 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
                      "PostgreSQL as: create one (useradd postgres) or pass --dsn")
 
 
+def _first_untraversable(path: str, uid: int, gid: int) -> str | None:
+    """The first directory on ``path`` that ``uid`` may not enter, if any."""
+    path = os.path.abspath(path)
+    while True:
+        st = os.stat(path)
+        if st.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid == gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+
+
 def free_port() -> int:
     """A loopback TCP port that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -133,6 +153,11 @@ class EmbeddedPostgres:
         if account is not None:
             uid, gid = account.pw_uid, account.pw_gid
             os.chown(self.root, uid, gid)
+            blocked = _first_untraversable(os.path.dirname(self.root), uid, gid)
+            if blocked:
+                raise ProbeError(
+                    f"the embedded server runs as user {account.pw_name}, who cannot enter "
+                    f"{blocked}: set TMPDIR to a directory it can reach (e.g. TMPDIR=/tmp)")
         data = os.path.join(self.root, "data")
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env.update(LC_ALL="C", HOME=self.root)

@@ -98,7 +98,8 @@ def summary(builds: Sequence[BuildResult], code: int) -> str:
             parts.append(f"{len(bad)} of {len(tested)} psycopg 3 builds regressed: "
                          + ", ".join(f"{b.build} {b.verdict}" for b in bad))
         else:
-            parts.append(f"all {len(tested)} psycopg 3 builds cooperate with gevent")
+            parts.append("psycopg 3 builds under test cooperate with gevent ("
+                         + ", ".join(b.build for b in tested) + ")")
     elif not errors:
         parts.append("no psycopg 3 build under test")
     baselines = [b for b in builds if b.baseline and b.verdict is not Verdict.UNAVAILABLE]

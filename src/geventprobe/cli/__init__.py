@@ -1,0 +1,28 @@
+"""The command line: one module per command, each thin (parse, call the core, render, exit).
+
+Exit codes, for every command: 0 every psycopg 3 build under test cooperates;
+1 one of them BLOCKS or BUSY-WAITs; 2 usage or environment error (or a probe
+that failed); 3 inconclusive (a baseline did not get its known class);
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import click
+
+from geventprobe import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="geventprobe")
+def main() -> None:
+    """Does your PostgreSQL driver block or busy-wait under gunicorn -k gevent?"""
+
+
+def _register() -> None:
+    from geventprobe.cli import run
+
+    main.add_command(run.run_command)
+
+
+_register()

@@ -1,0 +1,73 @@
+"""Shared fixtures: a private TMPDIR that must end empty, and the CLI run as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psutil
+import pytest
+
+SCHEMA = Path(__file__).parent.parent / "src" / "geventprobe" / "schema" / "result.schema.json"
+
+
+def our_processes(marker: str) -> list[psutil.Process]:
+    """Live processes whose command line or working dir mentions ``marker``."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        try:
+            text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["cwd"] or "")
+        except psutil.Error:
+            continue
+        if marker in text and proc.pid != os.getpid():
+            found.append(proc)
+    return found
+
+
+@pytest.fixture
+def probe_tmp():
+    """A TMPDIR for one geventprobe process; afterwards nothing may be left in it or running."""
+    # Under /tmp and world-traversable: as root the embedded server runs as another user.
+    path = tempfile.mkdtemp(prefix="gp-test-", dir="/tmp")
+    os.chmod(path, 0o755)
+    before_harness = {p.pid for p in our_processes("geventprobe.harness")}
+    yield path
+    leftovers = os.listdir(path)
+    running = our_processes(path) + [p for p in our_processes("geventprobe.harness")
+                                     if p.pid not in before_harness]
+    for proc in running:  # clean up for the next test, then fail this one
+        proc.kill()
+    shutil.rmtree(path, ignore_errors=True)
+    assert not leftovers, f"temp files left behind: {leftovers}"
+    assert not running, f"processes left running: {[p.pid for p in running]}"
+
+
+@pytest.fixture
+def run_cli(probe_tmp):
+    """Run ``python -m geventprobe ARGS`` for real; return the CompletedProcess."""
+
+    def run(*args: str, env: dict | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "GEVENTPROBE"))}
+        full_env["TMPDIR"] = probe_tmp
+        full_env.update(env or {})
+        return subprocess.run([sys.executable, "-m", "geventprobe", *args], env=full_env,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def schema() -> dict:
+    """The published JSON Schema of a run result."""
+    return json.loads(SCHEMA.read_text())
+
+
+def by_build(result: dict) -> dict[str, dict]:
+    """The builds of a JSON result, by name."""
+    return {b["build"]: b for b in result["builds"]}

@@ -1,0 +1,89 @@
+"""geventprobe run against a real embedded PostgreSQL and real gunicorn gevent workers.
+
+Each test runs the CLI as a user would and asserts the classification, never a
+timing. A small workload (2 workers × 8 greenlets) keeps the suite quick; the
+gap between the classes is wide (wait factor ≈ 1 against ≈ 8).
+"""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+from conftest import by_build
+
+pytestmark = pytest.mark.integration
+
+SMALL = ["--workers", "2", "--greenlets", "8"]
+
+
+def load(path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_default_builds(run_cli, tmp_path, schema):
+    out = tmp_path / "r.json"
+    proc = run_cli("run", *SMALL, "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = load(out)
+    jsonschema.validate(result, schema)
+    builds = by_build(result)
+    for name in ("binary", "c", "python", "psycopg2-green"):
+        assert builds[name]["verdict"] == "OK", (name, builds[name]["evidence"])
+    assert builds["psycopg2"]["verdict"] == "BLOCKING"
+    assert "no wait callback" in builds["psycopg2"]["cause"]
+    # The facts come from inside the workers: gevent patched, psycopg's cooperative wait.
+    binary = builds["binary"]
+    assert binary["facts"]["psycopg"]["impl"] == "binary"
+    assert binary["facts"]["psycopg"]["wait"] != "wait_c"
+    assert binary["facts"]["select_patched"] and binary["facts"]["socket_patched"]
+    assert len(binary["workers"]) == 2
+    assert len({w["pid"] for w in binary["workers"]}) == 2
+    assert binary["metrics"]["vs_baseline"]["baseline"] == "psycopg2-green"
+    assert builds["psycopg2-green"]["facts"]["psycopg2"]["wait_callback"].startswith("psycogreen")
+    assert result["server"]["embedded"] is True
+    assert "BLOCKING" in proc.stdout and "psycopg2 †" in proc.stdout
+
+
+def test_preload_blocks_the_c_builds(run_cli, tmp_path):
+    out = tmp_path / "r.json"
+    proc = run_cli("run", *SMALL, "--preload", "--builds", "binary,c,python,psycopg2",
+                   "--json", str(out))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    builds = by_build(load(out))
+    for name in ("binary", "c"):
+        b = builds[name]
+        assert b["verdict"] == "BLOCKING"
+        assert b["facts"]["psycopg"]["wait"] == "wait_c"
+        assert "imported before gevent patched select" in b["cause"]
+        assert b["facts"]["driver_imported_in_master"] is True
+    assert builds["python"]["verdict"] == "OK"
+    assert "imported before gevent patched select" in proc.stdout
+
+
+def test_busy_wait_is_seen(run_cli, tmp_path):
+    # The harness's busy-wait control: a cooperative wait that polls with a zero timeout.
+    out = tmp_path / "r.json"
+    proc = run_cli("run", *SMALL, "--builds", "binary", "--json", str(out),
+                   env={"GEVENTPROBE_CONTROL": "busy-wait"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    b = by_build(load(out))["binary"]
+    assert b["verdict"] == "BUSY-WAIT", b["evidence"]
+    assert "never sleeps" in b["cause"]
+
+
+def test_own_server_via_dsn(run_cli, tmp_path):
+    """--dsn points at a server we started: no embedded server, same verdicts."""
+    from geventprobe.embedded_pg import EmbeddedPostgres
+
+    out = tmp_path / "r.json"
+    with EmbeddedPostgres(max_connections=60) as pg:
+        proc = run_cli("run", *SMALL, "--builds", "python,psycopg2", "--json", str(out),
+                       env={"GEVENTPROBE_DSN": pg.dsn})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = load(out)
+    assert result["server"]["embedded"] is False
+    builds = by_build(result)
+    assert builds["python"]["verdict"] == "OK" and builds["psycopg2"]["verdict"] == "BLOCKING"

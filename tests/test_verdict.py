@@ -1,0 +1,102 @@
+"""The verdict rules on figures recorded on a 2-core box (PostgreSQL 15, psycopg 3.3.8)."""
+
+from __future__ import annotations
+
+import pytest
+
+from geventprobe.config import Thresholds
+from geventprobe.model import BuildMetrics, BuildResult, LatencySummary, Verdict
+from geventprobe.verdict import classify, evidence, exit_code, summary
+
+T = Thresholds()
+
+
+def metrics(wait_factor: float, lag_ms: float, cpu: float | None, greenlets: int = 16,
+            w: float = 0.15) -> BuildMetrics:
+    return BuildMetrics(
+        workers=4, greenlets=greenlets, wait_seconds=w, wait_rounds=3, wait_factor=wait_factor,
+        max_hub_lag_ms=lag_ms, cpu_during_waits=cpu, cpu_during_waits_median=cpu,
+        machine_busy=0.3, select1=LatencySummary(100, 60, 90, 170, 900, 70),
+        select1_qps=60000, cpu_per_query_us=20, latency_histogram={})
+
+
+# (build, wait factor, max hub lag ms, CPU-s/s during waits) -> class, as measured.
+RECORDED = [
+    ("binary, patched first", 1.03, 6.3, 0.043, Verdict.OK),
+    ("c, patched first", 1.04, 4.2, 0.062, Verdict.OK),
+    ("python, patched first", 1.08, 12.0, 0.051, Verdict.OK),
+    ("psycopg2 + psycogreen", 1.03, 3.8, 0.031, Verdict.OK),
+    ("psycopg2, no callback", 16.10, 2413.7, 0.001, Verdict.BLOCKING),
+    ("binary, --preload", 16.11, 2414.7, 0.003, Verdict.BLOCKING),
+    ("c, --preload", 16.12, 2417.5, 0.004, Verdict.BLOCKING),
+    ("binary, spinning wait", 1.07, 19.7, 0.389, Verdict.BUSY_WAIT),
+    ("binary, spinning wait, busiest", 1.03, 9.6, 0.721, Verdict.BUSY_WAIT),
+]
+
+
+@pytest.mark.parametrize(("name", "factor", "lag", "cpu", "expected"), RECORDED,
+                         ids=[r[0] for r in RECORDED])
+def test_recorded_figures_get_their_class(name, factor, lag, cpu, expected):
+    assert classify(evidence(metrics(factor, lag, cpu), T)) is expected
+
+
+def test_blocking_wins_over_busy_wait():
+    # A wait loop that spins without ever yielding both stalls the hub and burns CPU.
+    assert classify(evidence(metrics(15.0, 2000, 0.9), T)) is Verdict.BLOCKING
+
+
+def test_hub_lag_alone_is_blocking():
+    # Windows that overlap but a hub stalled for most of w: partial blocking.
+    rules = evidence(metrics(1.2, 100.0, 0.01), T)
+    assert classify(rules) is Verdict.BLOCKING
+    assert [e.rule for e in rules if e.fired] == ["hub-lag"]
+
+
+def test_missing_cpu_figures_do_not_invent_a_busy_wait():
+    rules = evidence(metrics(1.02, 3.0, None), T)
+    assert classify(rules) is Verdict.OK
+    assert "cpu-during-waits" not in {e.rule for e in rules}
+
+
+def test_evidence_states_its_numbers():
+    texts = [e.text for e in evidence(metrics(16.1, 2413.7, 0.001), T)]
+    assert "16.10× w" in texts[0] and "limit 2×" in texts[0]
+    assert "2413.7 ms" in texts[1] and "limit 75 ms" in texts[1]
+
+
+def result(build: str, verdict: Verdict, baseline: bool = False,
+           expected: str | None = None) -> BuildResult:
+    return BuildResult(build=build, description="", baseline=baseline, expected=expected,
+                       verdict=verdict, cause=None, advice=None, evidence=[], facts={},
+                       metrics=None, workers=[])
+
+
+GOOD_BASELINES = [result("psycopg2-green", Verdict.OK, True, "OK"),
+                  result("psycopg2", Verdict.BLOCKING, True, "BLOCKING")]
+
+
+def test_exit_0_when_every_psycopg3_build_is_ok():
+    builds = [result("binary", Verdict.OK), result("c", Verdict.UNAVAILABLE), *GOOD_BASELINES]
+    assert exit_code(builds) == 0
+    assert summary(builds, 0).endswith("exit 0")
+
+
+def test_exit_1_for_a_regression():
+    builds = [result("binary", Verdict.BLOCKING), result("python", Verdict.OK), *GOOD_BASELINES]
+    assert exit_code(builds) == 1
+    assert "binary BLOCKING" in summary(builds, 1)
+
+
+def test_exit_3_when_the_positive_control_is_not_seen():
+    builds = [result("binary", Verdict.BLOCKING), result("psycopg2", Verdict.OK, True, "BLOCKING")]
+    assert exit_code(builds) == 3
+    assert "INCONCLUSIVE" in summary(builds, 3)
+
+
+def test_exit_2_when_a_probe_failed():
+    builds = [result("binary", Verdict.ERROR), *GOOD_BASELINES]
+    assert exit_code(builds) == 2
+
+
+def test_exit_2_when_nothing_could_be_tested():
+    assert exit_code([result("binary", Verdict.UNAVAILABLE)]) == 2
