@@ -89,12 +89,16 @@ def collect_facts(worker=None) -> dict:
         from psycopg import pq, waiting
 
         facts["driver"] = "psycopg"
+        # Old releases lack some of these attributes: report what exists (issue reports
+        # often come from exactly those releases).
+        build_version = getattr(pq, "__build_version__", None)
+        wait = getattr(waiting, "wait", None)
         facts["psycopg"] = {
             "version": psycopg.__version__,
-            "impl": pq.__impl__,
+            "impl": getattr(pq, "__impl__", None),
             "libpq": _libpq_version(pq.version()),
-            "libpq_build": _libpq_version(pq.__build_version__),
-            "wait": waiting.wait.__name__,
+            "libpq_build": _libpq_version(build_version) if build_version else None,
+            "wait": getattr(wait, "__name__", None),
         }
     if "psycopg2" in sys.modules:
         import psycopg2
