@@ -61,17 +61,42 @@ def _callable_name(func) -> str | None:
     return f"{module}.{name}" if module else name
 
 
+def app_mode() -> bool:
+    """True under ``geventprobe run --app``: the user's app and config, not harness/app.py."""
+    return os.environ.get("GEVENTPROBE_MODE") == "app"
+
+
+def _import_facts(worker=None) -> dict:
+    """Which build this is and how its driver got imported (harness app or the user's app)."""
+    if app_mode():
+        from geventprobe.harness import import_watch
+
+        preload = bool(worker is not None and worker.cfg.preload_app)
+        out = import_watch.facts(preload)
+        out.update(build=os.environ.get("GEVENTPROBE_BUILD", "app"), import_error=None,
+                   mode="app", preload=preload,
+                   user_config=os.environ.get("GEVENTPROBE_USER_CONFIG_SHOWN"))
+        return out
+    from geventprobe.harness import app
+
+    return {"build": app.BUILD, "driver_import": dict(app.IMPORT_FACTS),
+            "driver_imported_in_master": app.IMPORT_FACTS["pid"] != os.getpid(),
+            "import_error": app.IMPORT_ERROR}
+
+
 def collect_facts(worker=None) -> dict:
     """What this worker really runs: driver, wait function, patching, versions."""
     import gevent
     import greenlet
     from gevent import monkey
-    from geventprobe.harness import app
 
+    origin = _import_facts(worker)
     facts: dict = {
         "pid": os.getpid(),
-        "build": app.BUILD,
+        "build": origin.pop("build"),
         "python": platform.python_version(),
+        # Which environment the worker runs in (a version matrix runs isolated ones).
+        "prefix": sys.prefix,
         "gevent": gevent.__version__,
         "greenlet": greenlet.__version__,
         "gunicorn": _dist_version("gunicorn"),
@@ -79,11 +104,12 @@ def collect_facts(worker=None) -> dict:
         "select_patched": bool(monkey.is_module_patched("select")),
         "socket_patched": bool(monkey.is_module_patched("socket")),
         "env": {k: os.environ.get(k) for k in ("PSYCOPG_IMPL", "PSYCOPG_WAIT_FUNC")},
-        "driver_import": dict(app.IMPORT_FACTS),
-        "driver_imported_in_master": app.IMPORT_FACTS["pid"] != os.getpid(),
-        "import_error": app.IMPORT_ERROR,
+        "driver_import": origin.pop("driver_import"),
+        "driver_imported_in_master": origin.pop("driver_imported_in_master"),
+        "import_error": origin.pop("import_error"),
         "driver": None,
     }
+    facts.update(origin)  # --app mode: who imported what, and when
     if "psycopg" in sys.modules:
         import psycopg
         from psycopg import pq, waiting
@@ -124,7 +150,10 @@ class _Driver:
         self.kwargs = {
             "application_name": "geventprobe",
             "connect_timeout": int(workload["connect_timeout_s"]),
-            "options": f"-c statement_timeout={int(workload['statement_timeout_ms'])}",
+            # Read-only sessions: the probe only reads, and a server it is pointed at must
+            # not be written to even by mistake.
+            "options": (f"-c statement_timeout={int(workload['statement_timeout_ms'])} "
+                        "-c default_transaction_read_only=on"),
         }
 
     def connect(self):
@@ -175,10 +204,63 @@ def _wait_for_go(timeout: float) -> None:
         gevent.sleep(0.005)
 
 
+def _driver_module():
+    """(driver module, import error): the harness app's, or whatever the user's app uses."""
+    if app_mode():
+        from geventprobe.harness import import_watch
+
+        module, _, error = import_watch.driver_module()
+        return module, error
+    from geventprobe.harness import app
+
+    return app.driver, app.IMPORT_ERROR
+
+
+def _serve_route(driver: _Driver, workload: dict) -> None:
+    """Open the HTTP route's own connections and serve it (the parent's load needs it)."""
+    import gevent
+    from geventprobe.harness import probe_route
+
+    if float(workload.get("http_rate", 0)) <= 0:
+        return
+    jobs = [gevent.spawn(driver.connect) for _ in range(int(workload.get("http_pool", 1)))]
+    gevent.joinall(jobs, raise_error=True)
+    # Not closed with the probe's: requests may still arrive after the result is written;
+    # they close when the worker exits.
+    probe_route.configure([job.value for job in jobs], float(workload.get("http_query_ms", 0)))
+
+
+def _request_phase(driver: _Driver, cursors: list, workload: dict) -> None:
+    """While the parent's HTTP load runs, keep every greenlet waiting on the server.
+
+    Like the requests already in flight in a busy worker: each greenlet runs
+    ``pg_sleep(w)`` again and again. A cooperating hub serves the parent's
+    requests in between; a blocked one makes them queue behind every sleep.
+    """
+    import gevent
+
+    if float(workload.get("http_rate", 0)) <= 0:
+        return
+    go = os.path.join(_run_dir(), "http-go")
+    deadline = time.monotonic() + float(workload["go_timeout_s"])
+    while not os.path.exists(go):
+        if time.monotonic() > deadline:
+            return
+        gevent.sleep(0.005)
+    end = time.monotonic() + float(workload.get("http_seconds", 1.0))
+    w = float(workload["wait_seconds"])
+
+    def in_flight(cursor):
+        while time.monotonic() < end:
+            driver.query(cursor, "SELECT pg_sleep(%s)", (w,))
+            gevent.sleep(0)  # what a request's end gives the hub: a turn for the others
+
+    gevent.joinall([gevent.spawn(in_flight, c) for c in cursors])
+
+
 def run(worker=None) -> None:
     """Run the whole workload once and write ``result-<pid>.json``."""
     import gevent
-    from geventprobe.harness import app
 
     pid = os.getpid()
     workload = _env_workload()
@@ -186,19 +268,22 @@ def run(worker=None) -> None:
     conns: list = []
     heartbeat = _Heartbeat(workload["heartbeat_ms"] / 1000.0)
     try:
+        module, import_error = _driver_module()
         result["facts"] = collect_facts(worker)
-        if app.IMPORT_ERROR:
-            raise ImportError(app.IMPORT_ERROR)
-        driver = _Driver(app.driver, workload)
+        if import_error:
+            raise ImportError(import_error)
+        driver = _Driver(module, workload)
         greenlets = int(workload["greenlets"])
         jobs = [gevent.spawn(driver.connect) for _ in range(greenlets)]
         gevent.joinall(jobs, raise_error=True)
         conns = [job.value for job in jobs]
         cursors = [conn.cursor() for conn in conns]
+        _serve_route(driver, workload)
         port = None
         if worker is not None and worker.sockets:
             port = worker.sockets[0].getsockname()[1]
-        _write_json(f"ready-{pid}.json", {"pid": pid, "port": port})
+        # The facts go along already: a worker killed mid-probe never writes its result.
+        _write_json(f"ready-{pid}.json", {"pid": pid, "port": port, "facts": result["facts"]})
         _wait_for_go(float(workload["go_timeout_s"]))
 
         hb = gevent.spawn(heartbeat.run)
@@ -247,16 +332,28 @@ def run(worker=None) -> None:
         result["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         result["traceback"] = traceback.format_exc()
     finally:
+        _write_json(f"result-{pid}.json", result)
+        if result["error"] is None and conns:
+            # After the verdict's windows, never during them: the requests' own CPU and
+            # greenlets would disturb the evidence (measured: README, request latency).
+            with contextlib.suppress(Exception):
+                _request_phase(driver, cursors, workload)
         for conn in conns:
             with contextlib.suppress(Exception):
                 conn.close()
-        _write_json(f"result-{pid}.json", result)
 
 
 def start(worker) -> None:
     """Entry point from ``post_worker_init``: apply the build's set-up, spawn the probe."""
     import gevent
-    from geventprobe.harness import app, controls
+    from geventprobe.harness import controls, probe_route
+
+    # The parent's HTTP load reaches the route through the worker's own WSGI callable.
+    worker.wsgi = probe_route.wrap(worker.wsgi)
+    if app_mode():  # the user's app and hooks have set everything up already
+        gevent.spawn(run, worker)
+        return
+    from geventprobe.harness import app
 
     controls.apply()
     if app.BUILD == "psycopg2-green" and app.IMPORT_ERROR is None:

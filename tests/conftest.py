@@ -29,6 +29,13 @@ def our_processes(marker: str) -> list[psutil.Process]:
     return found
 
 
+def _tmpdir(proc: psutil.Process) -> str | None:
+    try:
+        return proc.environ().get("TMPDIR")
+    except psutil.Error:  # gone, or a zombie: not running anything
+        return None
+
+
 @pytest.fixture
 def probe_tmp():
     """A TMPDIR for one geventprobe process; afterwards nothing may be left in it or running."""
@@ -38,8 +45,10 @@ def probe_tmp():
     before_harness = {p.pid for p in our_processes("geventprobe.harness")}
     yield path
     leftovers = os.listdir(path)
+    # Only harness processes of THIS run (they inherit its TMPDIR): other test runs on the
+    # same machine start and reap their own meanwhile.
     running = our_processes(path) + [p for p in our_processes("geventprobe.harness")
-                                     if p.pid not in before_harness]
+                                     if p.pid not in before_harness and _tmpdir(p) == path]
     for proc in running:  # clean up for the next test, then fail this one
         proc.kill()
     shutil.rmtree(path, ignore_errors=True)
@@ -51,13 +60,14 @@ def probe_tmp():
 def run_cli(probe_tmp):
     """Run ``python -m geventprobe ARGS`` for real; return the CompletedProcess."""
 
-    def run(*args: str, env: dict | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess:
+    def run(*args: str, env: dict | None = None, timeout: float = 300,
+            cwd: str | None = None) -> subprocess.CompletedProcess:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "GEVENTPROBE"))}
         full_env["TMPDIR"] = probe_tmp
         full_env.update(env or {})
         return subprocess.run([sys.executable, "-m", "geventprobe", *args], env=full_env,
-                              capture_output=True, text=True, timeout=timeout, check=False)
+                              capture_output=True, text=True, timeout=timeout, check=False,
+                              cwd=cwd)
 
     return run
 
@@ -71,3 +81,15 @@ def schema() -> dict:
 def by_build(result: dict) -> dict[str, dict]:
     """The builds of a JSON result, by name."""
     return {b["build"]: b for b in result["builds"]}
+
+
+@pytest.fixture(scope="session")
+def env_cache():
+    """A version-matrix environment cache (``GEVENTPROBE_CACHE_DIR``) for this test session.
+
+    Shared by the session's tests, so one test reuses the environments another made;
+    removed at the end of the session.
+    """
+    path = tempfile.mkdtemp(prefix="gp-test-envs-", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -26,10 +26,13 @@ def test_histogram_buckets_are_ordered_and_count_everything():
 
 
 class FakeCpu:
-    """CPU samples of a worker that used 0.5 CPU-s per wall-s all along (unit test only)."""
+    """Samples of a worker that used 0.5 CPU-s/s, waited 0.1 s/s for a CPU, slept 100×/s."""
+
+    def delta(self, pid, metric, start, end):
+        return {"cpu": 0.5, "run_delay": 0.1, "voluntary": 100.0}[metric] * (end - start)
 
     def cpu_seconds(self, pid, start, end):
-        return 0.5 * (end - start)
+        return self.delta(pid, "cpu", start, end)
 
 
 def test_worker_figures_from_a_report():
@@ -48,6 +51,8 @@ def test_worker_figures_from_a_report():
     assert f.wait_factor == pytest.approx(2.0)
     assert f.max_hub_lag_ms == pytest.approx(80.0)
     assert f.cpu_during_waits == pytest.approx(0.5)
+    assert f.runnable_during_waits == pytest.approx(0.6)
+    assert f.sleeps_per_s_during_waits == pytest.approx(100.0)
     assert f.select1_qps == pytest.approx(2.0)
     assert f.cpu_per_query_us == pytest.approx(0.5 * 2.0 / 4 * 1e6)
 

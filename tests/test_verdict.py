@@ -11,13 +11,14 @@ from geventprobe.verdict import classify, evidence, exit_code, summary
 T = Thresholds()
 
 
-def metrics(wait_factor: float, lag_ms: float, cpu: float | None, greenlets: int = 16,
-            w: float = 0.15) -> BuildMetrics:
+def metrics(wait_factor: float, lag_ms: float, cpu: float | None, runnable: float | None = None,
+            sleeps: float | None = None, greenlets: int = 16, w: float = 0.15) -> BuildMetrics:
     return BuildMetrics(
         workers=4, greenlets=greenlets, wait_seconds=w, wait_rounds=3, wait_factor=wait_factor,
         max_hub_lag_ms=lag_ms, cpu_during_waits=cpu, cpu_during_waits_median=cpu,
         machine_busy=0.3, select1=LatencySummary(100, 60, 90, 170, 900, 70),
-        select1_qps=60000, cpu_per_query_us=20, latency_histogram={})
+        select1_qps=60000, cpu_per_query_us=20, latency_histogram={},
+        runnable_during_waits=runnable, sleeps_per_s_during_waits=sleeps)
 
 
 # (build, wait factor, max hub lag ms, CPU-s/s during waits) -> class, as measured.
@@ -38,6 +39,37 @@ RECORDED = [
                          ids=[r[0] for r in RECORDED])
 def test_recorded_figures_get_their_class(name, factor, lag, cpu, expected):
     assert classify(evidence(metrics(factor, lag, cpu), T)) is expected
+
+
+# Every core loaded by a CPU hog (2 busy loops on 2 cores): a spinning worker gets less
+# CPU than the CPU rule's limit, but is still runnable all the time (CPU + run-queue wait).
+LOADED = [
+    ("binary, hog", 1.03, 8.0, 0.041, 0.056, 509, Verdict.OK),
+    ("python, hog", 1.05, 12.0, 0.062, 0.162, 450, Verdict.OK),
+    ("psycopg2 + psycogreen, hog", 1.03, 6.0, 0.043, 0.056, 491, Verdict.OK),
+    ("psycopg2, hog", 16.1, 2414.0, 0.003, 0.004, 7, Verdict.BLOCKING),
+    ("binary, spinning wait, hog", 1.14, 34.1, 0.120, 0.985, 7, Verdict.BUSY_WAIT),
+    ("binary, spinning wait, hog, least runnable", 1.10, 20.0, 0.128, 0.941, 8,
+     Verdict.BUSY_WAIT),
+    # A healthy worker queued behind other programs wants a CPU half the time, but keeps
+    # going to sleep (figures of this shape were seen under the test suite's own load).
+    ("psycopg 3.1.4, machine crowded", 1.05, 30.0, 0.08, 0.50, 400, Verdict.OK),
+]
+
+
+@pytest.mark.parametrize(("name", "factor", "lag", "cpu", "runnable", "sleeps", "expected"),
+                         LOADED, ids=[r[0] for r in LOADED])
+def test_recorded_figures_under_load_get_their_class(name, factor, lag, cpu, runnable, sleeps,
+                                                     expected):
+    rules = evidence(metrics(factor, lag, cpu, runnable, sleeps), T)
+    assert classify(rules) is expected
+
+
+def test_cpu_alone_misses_a_starved_spinner_runnable_does_not():
+    # Without schedstat (not Linux) only the CPU rule exists, and a starved spin is missed:
+    # this is why the runnable rule exists.
+    assert classify(evidence(metrics(1.14, 34.1, 0.120, None), T)) is Verdict.OK
+    assert classify(evidence(metrics(1.14, 34.1, 0.120, 0.985, 7), T)) is Verdict.BUSY_WAIT
 
 
 def test_blocking_wins_over_busy_wait():

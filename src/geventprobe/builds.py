@@ -118,17 +118,22 @@ def parse_builds(text: str | None) -> tuple[list[Build], bool]:
     return seen, True
 
 
-def check(builds: list[Build], timeout: float = 60.0) -> dict[str, Availability]:
-    """Import each build in its own fresh interpreter, all at once."""
+def check(builds: list[Build], timeout: float = 60.0, *, python: str | None = None,
+          base_env: dict[str, str] | None = None) -> dict[str, Availability]:
+    """Import each build in its own fresh interpreter, all at once.
+
+    ``python`` and ``base_env``: check in another environment (a version matrix's
+    isolated one) instead of ours.
+    """
     import os
 
     running = {}
     for build in builds:
-        env = dict(os.environ)
+        env = dict(os.environ if base_env is None else base_env)
         env.pop("PSYCOPG_WAIT_FUNC", None)  # a bad value would fail here for the wrong reason
         env.update(build.env)
         running[build.name] = subprocess.Popen(
-            [sys.executable, "-c", _CHECK, build.name], env=env, stdout=subprocess.PIPE,
+            [python or sys.executable, "-c", _CHECK, build.name], env=env, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)
     result = {}
     for name, proc in running.items():

@@ -42,6 +42,22 @@ class Workload:
     """libpq ``connect_timeout`` of every probe connection."""
     boot_timeout_s: float = 60.0
     """How long gunicorn and all its workers may take to get ready."""
+    http_rate: float = 100.0
+    """HTTP requests per second the parent sends at the workers' probe route, open loop,
+    in the request phase after the verdict's windows (0: no request phase)."""
+    http_seconds: float = 1.5
+    """Length of the request phase (the probe's greenlets keep waiting on the server)."""
+    http_query_ms: float = 10.0
+    """Each request runs ``SELECT pg_sleep(http_query_ms / 1000)`` (0: ``SELECT 1``)."""
+    http_pool: int = 4
+    """Connections per worker the probe route uses (its own, besides the greenlets')."""
+    http_timeout_s: float = 30.0
+    """A request not answered this long after it was due counts as an error."""
+    http_max_requests: int = 20000
+    """At most this many requests per build."""
+    worker_timeout_s: int = 0
+    """gunicorn ``--timeout`` (set it to your deployment's to see whether a blocked hub would
+    get workers killed there); unset (0): long enough for a fully blocked run."""
 
     def blocked_seconds(self) -> float:
         """How long the wait windows last if every query blocks the hub (the worst case)."""
@@ -52,8 +68,8 @@ class Workload:
         return 30.0 + 1.5 * self.blocked_seconds() + self.select1_seconds
 
     def connections(self) -> int:
-        """Server connections one build needs at once."""
-        return self.workers * self.greenlets
+        """Server connections one build needs at once (the HTTP route's pool included)."""
+        return self.workers * (self.greenlets + (self.http_pool if self.http_rate > 0 else 0))
 
     def to_worker(self) -> dict:
         """What the harness reads from ``GEVENTPROBE_WORKLOAD``."""
@@ -72,6 +88,12 @@ class Thresholds:
     """BLOCKING when a heartbeat inside a window was late by this fraction of w or more."""
     busy_wait_cpu: float = 0.2
     """BUSY-WAIT when a worker used this many CPU-s per wall-s while only waiting."""
+    busy_wait_runnable: float = 0.4
+    """BUSY-WAIT when a worker was runnable (on a CPU or waiting for one) this fraction of
+    the time while only waiting, and slept at most ``busy_wait_max_sleeps`` times a second:
+    unlike CPU used, neither figure changes when other programs take the cores."""
+    busy_wait_max_sleeps: float = 50.0
+    """See ``busy_wait_runnable``: a healthy worker sleeps about once per heartbeat tick."""
 
 
 @dataclass(frozen=True)
@@ -81,11 +103,57 @@ class Profile:
     workload: Workload
     thresholds: Thresholds
     source: str
+    calibrate: bool = False
+    """Run the calibration controls before the builds (``[run] calibrate``)."""
+    fail_on: tuple[str, ...] = ("blocking", "busy-wait")
+    """Verdicts that make ``run`` exit 1 (``[run] fail_on``, ``--fail-on``)."""
+
+
+FAIL_ON_CHOICES = ("blocking", "busy-wait")
+
+
+def parse_fail_on(value, source: str) -> tuple[str, ...]:
+    """``blocking,busy-wait`` (a string or a list) as a tuple; ``none`` for never."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ProbeError(f"{source} must be a list such as [\"blocking\", \"busy-wait\"], "
+                         f"got {value!r}")
+    names = [str(v).strip().lower() for v in items if str(v).strip()]
+    bad = [n for n in names if n not in (*FAIL_ON_CHOICES, "none")]
+    if bad or not names or ("none" in names and len(names) > 1):
+        what = repr(bad[0]) if bad else repr(value)
+        raise ProbeError(f"{source}: unknown verdict {what}: choose from blocking, busy-wait "
+                         "(comma-separated), or none")
+    return () if names == ["none"] else tuple(dict.fromkeys(names))
+
+
+def _run_section(table, base: Profile, source: str) -> dict:
+    """The [run] section of a profile: calibrate, fail_on."""
+    if not isinstance(table, dict):
+        raise ProbeError(f"{source}: [run] must be a table of keys, got {table!r}")
+    out = {"calibrate": base.calibrate, "fail_on": base.fail_on}
+    for key, value in table.items():
+        if key == "calibrate":
+            if not isinstance(value, bool):
+                raise ProbeError(f"{source}: [run].calibrate must be true or false, got {value!r}")
+            out["calibrate"] = value
+        elif key == "fail_on":
+            out["fail_on"] = parse_fail_on(value, f"{source}: [run].fail_on")
+        else:
+            raise ProbeError(f"{source}: unknown key [run].{key}: valid keys are calibrate, "
+                             "fail_on")
+    return out
+
+
+# Keys for which 0 is a meaningful value (it turns something off).
+_ZERO_MEANS_OFF = {"http_rate", "http_query_ms"}
 
 
 def _apply(cls, base, table: dict, section: str, source: str):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = dataclasses.asdict(base)
+    if not isinstance(table, dict):
+        raise ProbeError(f"{source}: [{section}] must be a table of keys, got {table!r}")
     for key, value in table.items():
         if key not in fields:
             raise ProbeError(f"{source}: unknown key [{section}].{key}: "
@@ -95,8 +163,9 @@ def _apply(cls, base, table: dict, section: str, source: str):
             raise ProbeError(f"{source}: [{section}].{key} must be a number, got {value!r}")
         if expected is int and not isinstance(value, int):
             raise ProbeError(f"{source}: [{section}].{key} must be a whole number, got {value!r}")
-        if value <= 0:
-            raise ProbeError(f"{source}: [{section}].{key} must be greater than 0, got {value!r}")
+        if value < 0 or (value == 0 and key not in _ZERO_MEANS_OFF):
+            least = "0 or more" if key in _ZERO_MEANS_OFF else "greater than 0"
+            raise ProbeError(f"{source}: [{section}].{key} must be {least}, got {value!r}")
         values[key] = expected(value)
     return cls(**values)
 
@@ -106,14 +175,20 @@ def _parse(text: str, source: str, base: Profile) -> Profile:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProbeError(f"{source}: not valid TOML ({exc}): fix the file") from exc
-    unknown = set(data) - {"workload", "thresholds"}
+    return profile_from_tables(data, source, base)
+
+
+def profile_from_tables(data: dict, source: str, base: Profile) -> Profile:
+    """``base`` overridden by parsed TOML tables ([workload], [thresholds], [run])."""
+    unknown = set(data) - {"workload", "thresholds", "run"}
     if unknown:
         raise ProbeError(f"{source}: unknown section [{sorted(unknown)[0]}]: "
-                         "valid sections are [workload] and [thresholds]")
+                         "valid sections are [workload], [thresholds] and [run]")
     workload = _apply(Workload, base.workload, data.get("workload", {}), "workload", source)
     thresholds = _apply(Thresholds, base.thresholds, data.get("thresholds", {}), "thresholds",
                         source)
-    return Profile(workload, thresholds, source)
+    return Profile(workload, thresholds, source, **_run_section(data.get("run", {}), base,
+                                                                 source))
 
 
 def default_profile() -> Profile:

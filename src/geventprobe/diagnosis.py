@@ -52,6 +52,9 @@ def _psycopg_blocking(facts: dict, preload: bool) -> tuple[str, str]:
             where = " (in the gunicorn master: --preload" if preload else \
                 " (in the gunicorn master: config file or hook"
             where += ", before the worker patched)"
+        if imported.get("where"):  # run --app: the import hook saw where, and who imported it
+            where = f" ({imported['where']})"
+            preload = preload and imported.get("phase") == "master"
         advice = ("drop --preload, or " + PATCH_FIRST) if preload else \
             ("import psycopg only from the app, never from the gunicorn config file or its "
              "on_starting/post_fork hooks, or " + PATCH_FIRST)
@@ -106,4 +109,9 @@ def explain_error(error: str) -> str:
     if "worker timeout" in lowered or "killed a worker" in lowered:
         return ("the hub was blocked longer than gunicorn's --timeout: this is BLOCKING "
                 "evidence; rerun with fewer --greenlets to see the figures")
+    if "gevent worker requires gevent" in lowered:
+        # A version matrix holds gunicorn to ours while --gevent varies: gunicorn 27 refuses
+        # gevent < 24.10.1 at start-up.
+        return ("this gunicorn's gevent worker refuses that gevent release: pick a newer "
+                "--gevent, or probe with an older gunicorn installed")
     return "rerun with --debug for the full error"

@@ -5,6 +5,15 @@ unprivileged user (``postgres`` if the system has one, else ``nobody``). The
 server listens on 127.0.0.1 and on a unix socket in its own temp dir, trusts
 local connections (it holds no data and lives for one run) and is sized for the
 run's connections.
+
+``GEVENTPROBE_PG_BINDIR`` names the directory of the server programs to use
+(``initdb``, ``postgres``) instead of searching PATH, ``pg_config`` and Debian's
+layout; pointed at an empty directory it makes the "no PostgreSQL" path testable.
+
+Every process runs in its own session (initdb too: it starts postgres children
+of its own) and is stopped with its whole group; the temp dir is registered with
+``procs`` so it is removed even if the run is interrupted mid-start. While the
+server runs, a guard makes every wait loop of the run notice if it died.
 """
 
 from __future__ import annotations
@@ -18,7 +27,6 @@ import signal
 import socket
 import stat
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 
@@ -26,10 +34,12 @@ from geventprobe import procs
 from geventprobe.errors import ProbeError
 
 SUPERUSER = "geventprobe"
+BINDIR_ENV = "GEVENTPROBE_PG_BINDIR"
 INSTALL_HINT = (
     "install the PostgreSQL server (Debian/Ubuntu: apt-get install postgresql; "
     "macOS: brew install postgresql) or pass --dsn to use your own server"
 )
+BIND_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,10 @@ class PgBinaries:
     def postgres(self) -> str:
         return os.path.join(self.bindir, "postgres")
 
+    def usable(self) -> bool:
+        """Both programs exist and are executable."""
+        return all(os.access(p, os.X_OK) for p in (self.initdb, self.postgres))
+
 
 def _version_key(path: str) -> tuple:
     parts = os.path.basename(os.path.dirname(path)).split(".")
@@ -53,7 +67,16 @@ def _version_key(path: str) -> tuple:
 
 
 def find_binaries() -> PgBinaries:
-    """Find initdb and postgres: PATH, then ``pg_config --bindir``, then Debian's layout."""
+    """Find initdb and postgres: $GEVENTPROBE_PG_BINDIR alone if set, else PATH,
+    ``pg_config --bindir``, then Debian's layout."""
+    forced = os.environ.get(BINDIR_ENV)
+    if forced:
+        binaries = PgBinaries(forced)
+        if binaries.usable():
+            return binaries
+        raise ProbeError(f"no PostgreSQL server programs (initdb, postgres) in "
+                         f"{BINDIR_ENV}={forced}: point it at PostgreSQL's bin directory, "
+                         f"unset it, or pass --dsn to use your own server")
     candidates: list[str] = []
     initdb = shutil.which("initdb")
     if initdb:
@@ -69,7 +92,7 @@ def find_binaries() -> PgBinaries:
     candidates.extend(debian)
     for bindir in candidates:
         binaries = PgBinaries(bindir)
-        if all(os.access(p, os.X_OK) for p in (binaries.initdb, binaries.postgres)):
+        if binaries.usable():
             return binaries
     raise ProbeError(f"no PostgreSQL server programs (initdb, postgres) found: {INSTALL_HINT}")
 
@@ -111,19 +134,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class EmbeddedPostgres:
-    """Context manager: a running throwaway cluster; ``dsn`` tells workers where it is."""
+def _server_env(root: str) -> dict[str, str]:
+    """A minimal environment: when we are root the server runs as another user, who can
+    read its /proc/<pid>/environ, so nothing of ours (GEVENTPROBE_DSN, PG*) goes along."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C",
+           "HOME": root}
+    if os.environ.get("TZ"):
+        env["TZ"] = os.environ["TZ"]
+    return env
 
-    def __init__(self, max_connections: int, start_timeout: float = 60.0):
+
+class EmbeddedPostgres:
+    """Context manager: a running throwaway cluster; ``dsn`` tells workers where it is.
+
+    With ``password`` the superuser gets that password and TCP connections must
+    give it (scram-sha-256); unix-socket connections stay trusted. Without it,
+    every local connection is trusted.
+    """
+
+    def __init__(self, max_connections: int, start_timeout: float = 60.0,
+                 password: str | None = None):
         self.max_connections = max_connections
         self.start_timeout = start_timeout
+        self.password = password
         self.root: str | None = None
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
 
     @property
     def dsn(self) -> str:
-        return f"host=127.0.0.1 port={self.port} user={SUPERUSER} dbname=postgres"
+        dsn = f"host=127.0.0.1 port={self.port} user={SUPERUSER} dbname=postgres"
+        return f"{dsn} password={self.password}" if self.password else dsn
 
     @property
     def log_path(self) -> str:
@@ -135,6 +176,7 @@ class EmbeddedPostgres:
         except BaseException:
             self.close()
             raise
+        procs.add_guard(self.check_alive)
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -143,12 +185,8 @@ class EmbeddedPostgres:
     def _start(self) -> None:
         binaries = find_binaries()
         account = _unprivileged_user()
-        try:
-            # Short path: the unix socket lives here and socket paths max out at 107 bytes.
-            self.root = tempfile.mkdtemp(prefix="geventprobe-pg-")
-        except OSError as exc:
-            raise ProbeError(f"cannot create a temp dir for the embedded server ({exc}): "
-                             "set TMPDIR to a writable directory") from exc
+        # Short path: the unix socket lives here and socket paths max out at 107 bytes.
+        self.root = procs.make_temp_dir("geventprobe-pg-")
         uid = gid = None
         if account is not None:
             uid, gid = account.pw_uid, account.pw_gid
@@ -159,18 +197,9 @@ class EmbeddedPostgres:
                     f"the embedded server runs as user {account.pw_name}, who cannot enter "
                     f"{blocked}: set TMPDIR to a directory it can reach (e.g. TMPDIR=/tmp)")
         data = os.path.join(self.root, "data")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env.update(LC_ALL="C", HOME=self.root)
-        init = subprocess.run(
-            [binaries.initdb, "-D", data, "-U", SUPERUSER, "--auth=trust", "--no-sync",
-             "-E", "UTF8", "--locale=C", "--no-instructions"],
-            capture_output=True, text=True, user=uid, group=gid,
-            extra_groups=[] if uid is not None else None, cwd=self.root, env=env, check=False,
-        )
-        if init.returncode != 0:
-            last = (init.stderr or init.stdout).strip().splitlines()[-1:]
-            raise ProbeError(f"initdb failed ({' '.join(last)}): {INSTALL_HINT}")
-        for attempt in range(3):
+        env = _server_env(self.root)
+        self._initdb(binaries, data, env, uid, gid)
+        for attempt in range(BIND_ATTEMPTS):
             self.port = free_port()
             self.proc = procs.spawn(
                 [binaries.postgres, "-D", data, "-p", str(self.port),
@@ -184,15 +213,67 @@ class EmbeddedPostgres:
             if self._wait_ready():
                 return
             procs.stop(self.proc, signal.SIGINT)
-            if "could not bind" not in self._log_tail() or attempt == 2:
+            self.proc = None
+            # Another program can take the port between free_port() and the server's bind.
+            bind_error = self._log_line("could not bind")
+            if bind_error is None:
                 break
+            if attempt == BIND_ATTEMPTS - 1:
+                detail = bind_error.split("LOG:", 1)[-1].strip()
+                raise ProbeError(
+                    f"the embedded PostgreSQL could not listen on 127.0.0.1: the ports it "
+                    f"picked were taken by other programs {BIND_ATTEMPTS} times "
+                    f"({detail}): free some ports, or pass --dsn")
         raise ProbeError(f"the embedded PostgreSQL did not start ({self._log_tail()}): "
-                         "see its log above, or pass --dsn")
+                         "check that its programs work (postgres --version), or pass --dsn")
+
+    def _initdb(self, binaries: PgBinaries, data: str, env: dict, uid, gid) -> None:
+        auth = ["--auth=trust"]
+        pwfile = None
+        if self.password:
+            # The password goes through a file only its owner can read, never argv.
+            pwfile = os.path.join(self.root, "pwfile")
+            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(self.password + "\n")
+            if uid is not None:
+                os.chown(pwfile, uid, gid)
+            auth = ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
+        log = os.path.join(self.root, "initdb.log")
+        # Its own session: initdb starts postgres children, and stopping the group gets them.
+        proc = procs.spawn(
+            [binaries.initdb, "-D", data, "-U", SUPERUSER, *auth, "--no-sync",
+             "-E", "UTF8", "--locale=C", "--no-instructions"],
+            env=env, log_path=log, cwd=self.root, user=uid, group=gid)
+        with procs.running(proc, signal.SIGTERM, timeout=5):
+            code = procs.wait(proc, self.start_timeout)
+        if pwfile:
+            os.unlink(pwfile)
+        if code != 0:
+            try:
+                with open(log, errors="replace") as f:
+                    last = [ln.strip() for ln in f if ln.strip()][-1:]
+            except OSError:
+                last = []
+            what = "timed out" if code is None else procs.describe_exit(code)
+            raise ProbeError(f"initdb {what} ({' '.join(last) or 'no output'}): "
+                             f"check the PostgreSQL installation in {binaries.bindir}, "
+                             "or pass --dsn")
+
+    def _log_line(self, text: str) -> str | None:
+        """The last line of the server's log that contains ``text``."""
+        try:
+            with open(self.log_path, errors="replace") as f:
+                lines = [ln.strip() for ln in f if text in ln]
+        except OSError:
+            return None
+        return lines[-1] if lines else None
 
     def _log_tail(self) -> str:
         try:
             with open(self.log_path, errors="replace") as f:
-                lines = [ln.strip() for ln in f if "FATAL" in ln or "ERROR" in ln]
+                lines = [ln.strip() for ln in f
+                         if "FATAL" in ln or "ERROR" in ln or "PANIC" in ln]
             return lines[-1] if lines else "no error in its log"
         except OSError:
             return "no log"
@@ -201,6 +282,7 @@ class EmbeddedPostgres:
         sock = os.path.join(self.root, f".s.PGSQL.{self.port}")
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
+            procs.check_guards()
             if self.proc.poll() is not None:
                 return False
             # The socket file appears once the postmaster accepts connections; the
@@ -217,11 +299,22 @@ class EmbeddedPostgres:
         except OSError:
             return False
 
+    def check_alive(self) -> None:
+        """Raise ProbeError if the server died while the run needs it (a run guard)."""
+        proc = self.proc
+        if proc is None or proc.poll() is None:
+            return
+        raise ProbeError(
+            f"the embedded PostgreSQL (pid {proc.pid}) {procs.describe_exit(proc.returncode)} "
+            f"mid-run ({self._log_tail()}): the run was stopped and everything it started "
+            "removed; find what stopped it (out of memory? dmesg) and run again")
+
     def close(self) -> None:
         """Stop the server (fast shutdown, then SIGKILL) and delete its directory."""
+        procs.remove_guard(self.check_alive)
         if self.proc is not None:
             procs.stop(self.proc, signal.SIGINT, timeout=10)
             self.proc = None
         if self.root is not None:
-            shutil.rmtree(self.root, ignore_errors=True)
+            procs.remove_temp_dir(self.root)
             self.root = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 EXIT_OK = 0
 EXIT_FINDINGS = 1
 EXIT_USAGE = 2
@@ -16,3 +18,20 @@ class ProbeError(Exception):
     """
 
     exit_code = EXIT_USAGE
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP, raised in the main thread so every context manager cleans up.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the
+    way out swallows it.
+    """
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        """``SIGTERM`` or ``SIGHUP``."""
+        return signal.Signals(self.signum).name

@@ -13,17 +13,22 @@ from __future__ import annotations
 import glob
 import json
 import os
-import shutil
+import re
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
+
+import psutil
 
 from geventprobe import procs
 from geventprobe.config import Workload
 from geventprobe.cpu import CpuSampler
 from geventprobe.dsn import redact
+from geventprobe.errors import ProbeError
+from geventprobe.harness.probe_route import PATH as PROBE_ROUTE
+from geventprobe.http_load import LoadSpec, OpenLoopLoad
+from geventprobe.model import RequestFigures
 
 HARNESS_CONFIG = "python:geventprobe.harness.gunicorn_conf"
 HARNESS_APP = "geventprobe.harness.app:application"
@@ -39,6 +44,14 @@ class HarnessRun:
     worker_timeouts: int = 0
     log_tail: list[str] = field(default_factory=list)
     boot_seconds: float | None = None
+    timed_out_pids: list[int] = field(default_factory=list)
+    """Workers the master killed with "WORKER TIMEOUT": their hub was blocked too long."""
+    timeout_s: int = 0
+    """gunicorn's ``--timeout`` for this run."""
+    ready_facts: dict = field(default_factory=dict)
+    """A worker's facts from its ready file: all there is when no worker got to report."""
+    requests: RequestFigures | None = None
+    """The HTTP load's figures (None when the profile turned it off)."""
 
 
 def _read_json_files(run_dir: str, prefix: str) -> dict[int, dict]:
@@ -71,10 +84,14 @@ def _explain_exit(log: list[str]) -> str:
     return log[-1].strip() if log else "no output"
 
 
-def gunicorn_argv(workers: int, timeout: int, preload: bool) -> list[str]:
-    """The gunicorn command line for the built-in harness (no secrets on it)."""
+def gunicorn_argv(workers: int, timeout: int, preload: bool, *, python: str | None = None
+                  ) -> list[str]:
+    """The gunicorn command line for the built-in harness (no secrets on it).
+
+    ``python``: the interpreter to run gunicorn with (a version matrix's isolated one).
+    """
     argv = [
-        sys.executable, "-m", "gunicorn",
+        python or sys.executable, "-m", "gunicorn",
         "--worker-class", "gevent", "--workers", str(workers),
         "--bind", "127.0.0.1:0",
         "--config", HARNESS_CONFIG,
@@ -87,14 +104,24 @@ def gunicorn_argv(workers: int, timeout: int, preload: bool) -> list[str]:
     return argv
 
 
-def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: bool
-              ) -> HarnessRun:
-    """Run the harness once under gunicorn with ``build_env`` on top of our environment."""
+def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: bool, *,
+              python: str | None = None, base_env: dict[str, str] | None = None,
+              argv: list[str] | None = None, cwd: str | None = None,
+              keep_cmd_args: bool = False) -> HarnessRun:
+    """Run the harness once under gunicorn with ``build_env`` on top of our environment.
+
+    ``python`` and ``base_env`` run it in another environment instead (a version
+    matrix's isolated one, whose ``PYTHONPATH`` holds only the harness shim).
+    ``argv``, ``cwd`` and ``keep_cmd_args`` run the user's own app and gunicorn config
+    instead of the harness app (``run --app``: ``app_mode.py`` builds the command line,
+    and ``GUNICORN_CMD_ARGS`` applies as in their deployment).
+    """
     run = HarnessRun()
-    run_dir = tempfile.mkdtemp(prefix="geventprobe-run-")
+    run_dir = procs.make_temp_dir("geventprobe-run-")
     log_path = os.path.join(run_dir, "gunicorn.log")
-    env = dict(os.environ)
-    env.pop("GUNICORN_CMD_ARGS", None)  # the built-in harness runs as we say, not as the shell says
+    env = dict(os.environ if base_env is None else base_env)
+    if not keep_cmd_args:  # the built-in harness runs as we say, not as the shell says
+        env.pop("GUNICORN_CMD_ARGS", None)
     env.update(build_env)
     env.update(
         GEVENTPROBE_RUN_DIR=run_dir,
@@ -103,16 +130,21 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
         GEVENTPROBE_WORKLOAD=json.dumps(workload.to_worker()),
         PYTHONUNBUFFERED="1",
     )
-    # A hub blocked for a whole window must not get the worker killed by the master.
-    timeout = int(30 + workload.blocked_seconds())
+    # A hub blocked for a whole window must not get the worker killed by the master
+    # (unless the profile sets the timeout, as a deployment's gunicorn --timeout would).
+    timeout = workload.worker_timeout_s or int(30 + workload.blocked_seconds())
+    run.timeout_s = timeout
     started = time.monotonic()
     try:
-        proc = procs.spawn(gunicorn_argv(workload.workers, timeout, preload), env=env,
-                           log_path=log_path, cwd=run_dir)
+        proc = procs.spawn(argv or gunicorn_argv(workload.workers, timeout, preload,
+                                                  python=python),
+                           env=env,
+                           log_path=log_path, cwd=cwd or run_dir)
         with procs.running(proc, signal.SIGINT, timeout=10):
             ready = _wait_for(run_dir, "ready", workload.workers, workload.boot_timeout_s, proc)
             run.boot_seconds = time.monotonic() - started
             if ready is None:
+                _raise_app_error(run_dir)
                 early = _read_json_files(run_dir, "result")
                 if early:  # the probe failed before it got ready: its own words say why
                     run.results = list(early.values())
@@ -121,6 +153,7 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
                                          workload.boot_timeout_s)
                 return run
             pids = sorted(ready)
+            run.ready_facts = next((r["facts"] for r in ready.values() if r.get("facts")), {})
             with CpuSampler(pids) as sampler:
                 with open(os.path.join(run_dir, "go"), "w"):
                     pass
@@ -128,25 +161,107 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
                                     workload.probe_timeout_s(), proc, pids)
             run.cpu = sampler
             if results is None:
+                results = {p: d for p, d in _read_json_files(run_dir, "result").items()
+                           if p in pids}
                 run.error = _failure(proc, log_path, "the probe did not finish in every worker",
-                                     workload.probe_timeout_s())
-                results = _read_json_files(run_dir, "result")
+                                     workload.probe_timeout_s(), pids, results)
             run.results = [results[p] for p in sorted(results)]
+            spec = _load_spec(workload, ready)
+            if spec is not None and run.error is None and run.results and \
+                    not any(r.get("error") for r in run.results):
+                run.requests = _drive_requests(run_dir, spec, workload, proc)
     finally:
         run.log_tail = _log_tail(log_path)
-        run.worker_timeouts = sum("WORKER TIMEOUT" in line for line in run.log_tail)
-        shutil.rmtree(run_dir, ignore_errors=True)
+        run.timed_out_pids = _timed_out_pids(log_path)
+        run.worker_timeouts = len(run.timed_out_pids)
+        procs.remove_temp_dir(run_dir)
     return run
 
 
-def _failure(proc, log_path: str, what: str, timeout: float) -> str:
+def _drive_requests(run_dir: str, spec: LoadSpec, workload: Workload, proc) -> RequestFigures:
+    """The request phase, after the verdict's windows: the workers keep their greenlets
+    waiting on the server while we send open-loop requests at their probe route."""
+    with OpenLoopLoad(spec) as load:
+        with open(os.path.join(run_dir, "http-go"), "w"):
+            pass
+        load.start()
+        end = time.monotonic() + workload.http_seconds
+        while time.monotonic() < end and proc.poll() is None:
+            procs.check_guards()
+            time.sleep(0.05)
+        # A blocked hub answers late: wait for what is in flight (bounded per request).
+        return load.stop(grace_s=workload.http_timeout_s)
+
+
+def _load_spec(workload: Workload, ready: dict[int, dict]) -> LoadSpec | None:
+    """The HTTP load for this run: at the port(s) the workers reported, at the profile's rate."""
+    ports = tuple(sorted({r["port"] for r in ready.values() if isinstance(r.get("port"), int)}))
+    if workload.http_rate <= 0 or not ports:
+        return None
+    query = (f"SELECT pg_sleep({workload.http_query_ms / 1000:g})" if workload.http_query_ms > 0
+             else "SELECT 1")
+    return LoadSpec(ports=ports, path=PROBE_ROUTE, rate=workload.http_rate,
+                    max_requests=workload.http_max_requests,
+                    max_seconds=workload.http_seconds, timeout_s=workload.http_timeout_s,
+                    query=query)
+
+
+def _raise_app_error(run_dir: str) -> None:
+    """``run --app``: the user's app failed to load; say so in its own words (exit 2)."""
+    errors = _read_json_files(run_dir, "app-error")
+    if not errors:
+        return
+    e = errors[min(errors)]
+    origin = f" ({e['origin']})" if e.get("origin") else ""
+    raise ProbeError(f"your app failed to load {e.get('where', '')}: {redact(e['error'])}{origin}: "
+                     "fix it, then check that plain gunicorn starts it")
+
+
+def _failure(proc, log_path: str, what: str, timeout: float,
+             pids: list[int] | None = None, reported: dict | None = None) -> str:
     log = _log_tail(log_path)
     if proc.poll() is not None:
-        return f"{what}: gunicorn exited with code {proc.returncode}: {_explain_exit(log)}"
+        return (f"{what}: the gunicorn master (pid {proc.pid}) "
+                f"{procs.describe_exit(proc.returncode)}: {_explain_exit(log)}")
     timeouts = [line for line in log if "WORKER TIMEOUT" in line]
     if timeouts:
         return f"{what}: gunicorn killed a worker whose hub was blocked ({timeouts[-1].strip()})"
+    dead = [p for p in pids or [] if p not in (reported or {}) and _gone(p)]
+    if dead:
+        return f"{what}: worker {dead[0]} died mid-probe ({_worker_exit(log_path, dead[0])})"
     return f"{what} within {timeout:.0f} s"
+
+
+_TIMEOUT_LINE = re.compile(r"WORKER TIMEOUT \(pid:(\d+)\)")
+
+
+def _timed_out_pids(log_path: str) -> list[int]:
+    """Workers the master killed for a blocked hub, from the whole log."""
+    try:
+        with open(log_path, errors="replace") as f:
+            return sorted({int(m.group(1)) for m in _TIMEOUT_LINE.finditer(f.read())})
+    except OSError:
+        return []
+
+
+def _gone(pid: int) -> bool:
+    """True once a worker has exited (a zombie its master has not reaped yet counts)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _worker_exit(log_path: str, pid: int, wait: float = 2.0) -> str:
+    """What the master logged about a dead worker; it logs once it has reaped it."""
+    deadline = time.monotonic() + wait
+    needle = f"pid:{pid})"
+    while True:
+        lines = [ln.strip() for ln in _log_tail(log_path, 200) if needle in ln]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return f"gunicorn: {lines[-1]}" if lines else "gunicorn logged nothing about it"
 
 
 def _wait_for(run_dir: str, prefix: str, count: int, timeout: float, proc,
@@ -157,10 +272,14 @@ def _wait_for(run_dir: str, prefix: str, count: int, timeout: float, proc,
         found = _read_json_files(run_dir, prefix)
         if pids is not None:
             found = {p: d for p, d in found.items() if p in pids}
+        # The embedded server's death or the run's time limit end the run here.
+        procs.check_guards()
         if len(found) >= count:
             return found
         if prefix == "ready" and _read_json_files(run_dir, "result"):
             return None  # a worker gave up before getting ready
         if proc.poll() is not None or time.monotonic() > deadline:
             return None
+        if pids is not None and any(_gone(p) for p in pids if p not in found):
+            return None  # a worker died without reporting: its report will never come
         time.sleep(0.02)

@@ -36,14 +36,15 @@ def _timeline(report: dict) -> list[list[float]]:
             for k, v in sorted(worst.items())]
 
 
-def _cpu_over(cpu: CpuSampler | None, pid: int, windows: list[list[float]]) -> float | None:
-    """CPU-s per wall-s of ``pid`` over ``windows``; None where the samples do not cover them."""
+def _rate_over(cpu: CpuSampler | None, pid: int, windows: list[list[float]],
+               metric: str = "cpu") -> float | None:
+    """Growth of ``metric`` per wall-second of ``pid`` over ``windows`` (None if not covered)."""
     if cpu is None:
         return None
     used = 0.0
     wall = 0.0
     for a, b in windows:
-        seconds = cpu.cpu_seconds(pid, a, b)
+        seconds = cpu.delta(pid, metric, a, b)
         if seconds is None:
             return None
         used += seconds
@@ -59,17 +60,20 @@ def worker_figures(report: dict, cpu: CpuSampler | None) -> WorkerFigures:
     latencies = report["select1_latencies_us"]
     s0, s1 = report["select1_window"]
     select_cpu = cpu.cpu_seconds(report["pid"], s0, s1) if cpu else None
+    delay = _rate_over(cpu, report["pid"], report["windows"], "run_delay")
     return WorkerFigures(
         pid=report["pid"],
         wait_factors=[round(f, 4) for f in factors],
         wait_factor=statistics.median(factors) if factors else 0.0,
         max_hub_lag_ms=max((lag for _, lag in lags), default=0.0) * 1000,
-        cpu_during_waits=_cpu_over(cpu, report["pid"], report["windows"]),
+        cpu_during_waits=(busy := _rate_over(cpu, report["pid"], report["windows"])),
         select1=summarize(latencies),
         select1_qps=len(latencies) / (s1 - s0) if s1 > s0 else 0.0,
         cpu_per_query_us=(select_cpu / len(latencies) * 1e6
                           if select_cpu is not None and latencies else None),
         hub_lag_timeline=_timeline(report),
+        runnable_during_waits=(None if busy is None or delay is None else busy + delay),
+        sleeps_per_s_during_waits=_rate_over(cpu, report["pid"], report["windows"], "voluntary"),
     )
 
 
@@ -79,13 +83,22 @@ def build_metrics(reports: list[dict], figures: list[WorkerFigures], cpu: CpuSam
     w = reports[0]["wait_seconds"]
     latencies = [v for r in reports for v in r["select1_latencies_us"]]
     cpus = [f.cpu_during_waits for f in figures if f.cpu_during_waits is not None]
+    # The worker that wanted a CPU the most, and how often it went to sleep meanwhile.
+    busiest = max((f for f in figures if f.runnable_during_waits is not None),
+                  key=lambda f: f.runnable_during_waits, default=None)
     select_cpu = [cpu.cpu_seconds(r["pid"], *r["select1_window"]) for r in reports] if cpu else []
     total_cpu = sum(c for c in select_cpu if c is not None) if select_cpu else None
     all_windows = [win for r in reports for win in r["windows"]]
-    machine_busy = None
+    machine_busy = foreign_busy = None
     if cpu is not None and all_windows:
-        machine_busy = cpu.machine_busy(min(a for a, _ in all_windows),
-                                        max(b for _, b in all_windows))
+        start, end = min(a for a, _ in all_windows), max(b for _, b in all_windows)
+        machine_busy = cpu.machine_busy(start, end)
+        ours = [cpu.cpu_seconds(r["pid"], start, end) for r in reports]
+        if machine_busy is not None and None not in ours and end > start:
+            # What the rest of the machine (other programs, PostgreSQL) kept the cores busy
+            # with: a spinning worker makes the machine busy too, but that is the finding.
+            cores = cpu.cores
+            foreign_busy = max(0.0, machine_busy - sum(ours) / ((end - start) * cores))
     return BuildMetrics(
         workers=len(reports),
         greenlets=greenlets,
@@ -101,6 +114,9 @@ def build_metrics(reports: list[dict], figures: list[WorkerFigures], cpu: CpuSam
         cpu_per_query_us=(total_cpu / len(latencies) * 1e6
                           if total_cpu is not None and latencies else None),
         latency_histogram=histogram(latencies),
+        foreign_busy=foreign_busy,
+        runnable_during_waits=busiest.runnable_during_waits if busiest else None,
+        sleeps_per_s_during_waits=busiest.sleeps_per_s_during_waits if busiest else None,
     )
 
 

@@ -20,6 +20,9 @@ class Verdict(str, Enum):
     BUSY_WAIT = "BUSY-WAIT"
     ERROR = "ERROR"
     UNAVAILABLE = "UNAVAILABLE"
+    INCONCLUSIVE = "INCONCLUSIVE"
+    """Measured, but the same run shows the detector could not be trusted (saturated machine,
+    a baseline or calibration control that missed its class)."""
 
     def __str__(self) -> str:
         return self.value
@@ -59,6 +62,11 @@ class WorkerFigures:
     """Worker CPU per ``SELECT 1``, in microseconds."""
     hub_lag_timeline: list[list[float]]
     """[seconds since the first window opened, lag in ms], the worst tick per 10 ms."""
+    runnable_during_waits: float | None = None
+    """(CPU time + time waiting for a CPU) per wall-second over the wait windows: the CPU the
+    worker wanted, whatever the machine could give (Linux schedstat; None elsewhere)."""
+    sleeps_per_s_during_waits: float | None = None
+    """Voluntary context switches per second over the wait windows (a spinning worker ≈ 0)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,39 @@ class Ratios:
     p99: float | None
     qps: float | None
     cpu_per_query: float | None
+
+
+@dataclass(frozen=True)
+class RequestFigures:
+    """HTTP requests the parent sent at the workers' probe route while the probe ran.
+
+    Open loop at a fixed arrival rate (``http_load.py``): a latency runs from the
+    moment the request was due to its last byte, so queueing behind a blocked hub
+    counts. What a user of these workers would feel; the verdict does not read it.
+    """
+
+    path: str
+    """The reserved route (``/__geventprobe__``); every other path goes to the app."""
+    rate: float
+    """Requests per second asked for, in total over the workers."""
+    query: str
+    """The one query each request ran, on the probe's own connections."""
+    sent: int
+    completed: int
+    """Requests answered ``200``; only these have a latency."""
+    errors: int
+    error_kinds: dict[str, int]
+    """``timeout``, ``connection refused``, ``HTTP 500``... → count."""
+    latency: LatencySummary
+    """From due time to the last byte, µs, completed requests."""
+    latency_histogram: dict[str, int]
+    """Lower bound of a log bucket (µs) → requests."""
+    duration_s: float
+    """From the first to the last due time."""
+    achieved_rate: float | None
+    """Requests per second actually sent."""
+    generator_late_ms: float
+    """How late the generator itself sent its latest request (large: it was saturated)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +142,14 @@ class BuildMetrics:
     latency_histogram: dict[str, int]
     """``SELECT 1`` latency: lower bound of a log bucket (µs) → samples."""
     vs_baseline: Ratios | None = None
+    foreign_busy: float | None = None
+    """Fraction of all cores busy with anything but the probed workers during the windows."""
+    runnable_during_waits: float | None = None
+    """Highest worker (CPU + run-queue wait) per wall-second over the wait windows."""
+    sleeps_per_s_during_waits: float | None = None
+    """Voluntary context switches per second of that same worker over the wait windows."""
+    requests: RequestFigures | None = None
+    """HTTP request latency at the probe route while the probe ran (None: no HTTP load)."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +157,8 @@ class Evidence:
     """One verdict rule, with the figures it was decided on."""
 
     rule: str
-    """``wait-factor``, ``hub-lag`` or ``cpu-during-waits``."""
+    """``wait-factor``, ``hub-lag`` or ``cpu-during-waits``; ``worker-timeout`` when gunicorn
+    killed a worker whose hub was blocked longer than ``--timeout`` (value: workers killed)."""
     value: float
     threshold: float
     fired: bool
@@ -141,6 +191,84 @@ class BuildResult:
     worker_timeouts: int = 0
     """Workers the gunicorn master killed for a blocked hub (``WORKER TIMEOUT``)."""
     duration_s: float = 0.0
+    versions: dict[str, str] | None = None
+    """Version matrix: the package versions this row's isolated environment was made with
+    (``{"psycopg": "3.1.12", "gevent": "26.9.0", ...}``); None outside a matrix."""
+    environment: str | None = None
+    """Version matrix: the cached environment it ran in (a ``RunResult.matrix`` name)."""
+
+
+@dataclass(frozen=True)
+class ControlOutcome:
+    """What one control got, with the figures it was judged on."""
+
+    control: str
+    description: str
+    build: str
+    expected: str
+    got: str
+    """The verdict it got (``UNAVAILABLE`` when its build does not import here)."""
+    passed: bool | None
+    """None when the control could not run."""
+    wait_factor: float | None
+    max_hub_lag_ms: float | None
+    cpu_during_waits: float | None
+    foreign_busy: float | None
+    """Fraction of the cores other programs kept busy while it measured."""
+    margin: float | None
+    """How far from its threshold the deciding figure was (>1: on the right side)."""
+    evidence: list[Evidence]
+    error: str | None = None
+    runnable_during_waits: float | None = None
+    """Worker (CPU + run-queue wait) per wall-second while the server slept."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The outcome of every control, and whether the detector can be trusted here."""
+
+    outcomes: list[ControlOutcome]
+    passed: bool
+    """Every control that ran got its class, and each class had a control that ran."""
+    saturated: bool
+    """The machine was too busy for any verdict to be trusted."""
+    reason: str
+    """One line: why it passed, failed or was inconclusive."""
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class MatrixEnv:
+    """One isolated environment of a version matrix (``run --psycopg/--gevent``, ``bisect``)."""
+
+    name: str
+    """Its directory name in the cache (``BuildResult.environment`` points here)."""
+    label: str
+    """The versions it was made for, in words (``psycopg 3.1.12 · gevent 26.9.0``)."""
+    versions: dict[str, str]
+    """Package → the version asked for (the varied ones and those held to ours)."""
+    varied: list[str]
+    """The packages the user asked to vary (``psycopg``, ``gevent``)."""
+    builds: list[str]
+    """The builds that were to run in it."""
+    requirements: list[str]
+    """What the installer was asked for."""
+    installed: dict[str, str]
+    """Distribution → version, as installed."""
+    installer: str
+    """``uv`` or ``pip``."""
+    cached: bool
+    """True when the environment was reused from the cache as it was."""
+    seconds: float
+    """Time spent making it ready (about 0 when cached)."""
+    path: str | None
+    """Where it is; None when it could not be made."""
+    python: str
+    """The Python it was made for (implementation, version, platform)."""
+    missing: dict[str, str] = field(default_factory=dict)
+    """Build → the installer's reason its package did not install (UNAVAILABLE)."""
+    error: str | None = None
+    """Why the environment could not be made at all (every build UNAVAILABLE)."""
 
 
 @dataclass(frozen=True)
@@ -165,3 +293,12 @@ class RunResult:
     exit_code: int
     notes: list[str] = field(default_factory=list)
     """Warnings a reader must see (unstable figures, missing controls...)."""
+    calibration: Calibration | None = None
+    """The controls' outcome when calibration ran (``run --calibrate``, ``calibrate``)."""
+    matrix: list[MatrixEnv] | None = None
+    """The version matrix's environments, one per version set; None for a run in
+    geventprobe's own environment."""
+    app: dict | None = None
+    """``run --app``: the user's app, gunicorn config and the settings gunicorn really used
+    (worker class and whether geventprobe forced gevent, workers, preload, what it overrode);
+    None for the built-in harness."""

@@ -3,14 +3,25 @@
 The parent is not gevent-patched, so it may use any driver that imports; it
 tries psycopg first and falls back to psycopg2 (a mismatched psycopg-c makes
 ``import psycopg`` fail, FIELD-NOTES §2).
+
+It sends one read-only query (settings and a count of ``pg_stat_activity``),
+on a connection with ``application_name=geventprobe``, a ``statement_timeout``
+and ``default_transaction_read_only=on``. A failed connection becomes one line
+that names the problem (refused, no answer, wrong password, no such database,
+not PostgreSQL, server full...) and its fix, with any password redacted.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 
 from geventprobe.dsn import redact
 from geventprobe.errors import ProbeError
+
+APPLICATION_NAME = "geventprobe"
+PARENT_STATEMENT_TIMEOUT_MS = 10000
 
 
 @dataclass(frozen=True)
@@ -29,19 +40,35 @@ class ServerInfo:
     """True when geventprobe started this server itself."""
     dsn: str
     """Where it was reached, password redacted."""
+    reserved_connections: int = 0
+    """Slots our role may not use: ``superuser_reserved_connections`` (+ ``reserved_connections``
+    on PostgreSQL 16+) unless we connect as a superuser."""
+    role_connection_limit: int = -1
+    """``rolconnlimit`` of the role we connect as (-1: none)."""
+    role_connections_in_use: int = 0
+    """Backends of that role when the run started."""
+
+    def free_connections(self) -> int:
+        """How many more connections this role can open now."""
+        free = self.max_connections - self.reserved_connections - self.connections_in_use
+        if self.role_connection_limit >= 0:
+            free = min(free, self.role_connection_limit - self.role_connections_in_use)
+        return max(0, free)
 
 
 def _connect(dsn: str, connect_timeout: int):
+    options = (f"-c statement_timeout={PARENT_STATEMENT_TIMEOUT_MS} "
+               "-c default_transaction_read_only=on")
     try:
         import psycopg
 
         return psycopg.connect(dsn, connect_timeout=connect_timeout, autocommit=True,
-                               application_name="geventprobe")
+                               application_name=APPLICATION_NAME, options=options)
     except ImportError:
         import psycopg2
 
         conn = psycopg2.connect(dsn, connect_timeout=connect_timeout,
-                                application_name="geventprobe")
+                                application_name=APPLICATION_NAME, options=options)
         conn.autocommit = True
         return conn
 
@@ -52,23 +79,148 @@ def first_error_line(exc: BaseException) -> str:
     return redact(text[0] if text else type(exc).__name__)
 
 
-def query_server(dsn: str, *, embedded: bool, connect_timeout: int = 10) -> ServerInfo:
+def parse_dsn(dsn: str) -> dict[str, str]:
+    """The DSN's keywords (libpq's own parser); ProbeError naming the problem if malformed."""
+    if not dsn:
+        return {}
+    try:
+        try:
+            from psycopg.conninfo import conninfo_to_dict
+
+            params = {k: str(v) for k, v in conninfo_to_dict(dsn).items()}
+        except ImportError:
+            from psycopg2.extensions import parse_dsn as _parse
+
+            params = _parse(dsn)
+    except ImportError:
+        return {}
+    except Exception as exc:
+        problem = first_error_line(exc).removeprefix("invalid dsn: ")
+        raise ProbeError(_malformed(_scrub(problem, dsn))) from exc
+    # psycopg's parser takes any port; libpq would only fail later, as an unknown host.
+    port = params.get("port", "")
+    if port and not all(p.strip().isdigit() for p in port.split(",")):
+        raise ProbeError(_malformed(f'port "{_scrub(port, dsn)}" is not a number'))
+    return params
+
+
+def _malformed(problem: str) -> str:
+    return (f"malformed DSN ({problem}): write it as libpq key=value pairs "
+            "(host=db port=5432 dbname=app user=me) or as a URI (postgresql://me@db:5432/app)")
+
+
+_SECRETS = re.compile(r"(?i)password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&#]+)"
+                      r"|://[^:/@\s]*:([^@/\s]+)@")
+
+
+def _scrub(text: str, dsn: str) -> str:
+    """``text`` redacted, and without any password the DSN holds, even when a parse error
+    quotes a fragment of a DSN that ``redact`` cannot recognise."""
+    text = redact(text)
+    for match in _SECRETS.finditer(dsn or ""):
+        secret = (match.group(1) or match.group(2) or "").strip("'")
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _params(dsn: str) -> dict[str, str]:
+    try:
+        return parse_dsn(dsn)
+    except ProbeError:
+        return {}
+
+
+def _where(dsn: str) -> str:
+    """``host:port`` the DSN (or the PG* environment) points at, for messages."""
+    params = _params(dsn)
+    host = params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST") or "localhost"
+    port = params.get("port") or os.environ.get("PGPORT") or "5432"
+    if host.startswith("/"):
+        return f"the unix socket in {host} (port {port})"
+    return f"{host}:{port}"
+
+
+def explain_connect_error(exc: BaseException, dsn: str, connect_timeout: int,
+                          needed: int | None = None) -> str:
+    """One line: what went wrong connecting to the server, and how to fix it."""
+    detail = _scrub(first_error_line(exc), dsn)
+    text = str(exc).lower()
+    where = _where(dsn)
+    params = _params(dsn)
+    user = params.get("user") or os.environ.get("PGUSER") or "(your login name)"
+    dbname = params.get("dbname") or os.environ.get("PGDATABASE") or user
+
+    def line(problem: str, fix: str) -> str:
+        return f"cannot connect to PostgreSQL at {where}: {problem}: {fix}"
+
+    if "timeout expired" in text:
+        return line(f"no answer within {connect_timeout} s (connect_timeout)",
+                    "check the host and port in the DSN, that the server is up, and that no "
+                    "firewall drops the connection")
+    if "connection refused" in text:
+        return line("connection refused (nothing listens there)",
+                    "check the port in the DSN and that PostgreSQL is running and listening "
+                    "on that address (listen_addresses)")
+    if ("could not translate host name" in text or "failed to resolve host" in text
+            or "name or service not known" in text):
+        return line("unknown host name", "check the host in the DSN")
+    if "network is unreachable" in text or "no route to host" in text:
+        return line("host unreachable", "check the host in the DSN and this machine's network")
+    if "password authentication failed" in text:
+        return line(f"wrong password for user {user}",
+                    "fix the password in GEVENTPROBE_DSN (or PGPASSWORD, ~/.pgpass)")
+    if "no password supplied" in text:
+        return line(f"the server wants a password for user {user} and none was given",
+                    "put password=... in GEVENTPROBE_DSN, or set PGPASSWORD or ~/.pgpass")
+    if "database" in text and "does not exist" in text:
+        return line(f'database "{dbname}" does not exist',
+                    "name an existing database in the DSN (dbname=postgres always exists)")
+    if "role" in text and "does not exist" in text:
+        return line(f'role "{user}" does not exist', "name an existing user in the DSN")
+    if "too many clients" in text or "remaining connection slots" in text:
+        more = f"; the run needs {needed} at once" if needed else ""
+        return line(f"the server refuses more connections ({detail}){more}",
+                    "wait for other clients to disconnect, lower --workers/--greenlets, or "
+                    "raise the server's max_connections")
+    if "no pg_hba.conf entry" in text:
+        return line("the server does not accept this client (no pg_hba.conf entry)",
+                    "connect as a user/database the server's pg_hba.conf allows, or ask its "
+                    "administrator")
+    if ("invalid response to ssl negotiation" in text
+            or "expected authentication request" in text or "received invalid response" in text):
+        return line(f"something answers there but it is not PostgreSQL ({detail})",
+                    "check the port in the DSN (another program holds it)")
+    if "server closed the connection unexpectedly" in text:
+        return line(f"the connection was closed at once ({detail})",
+                    "check the host and port in the DSN, and the server's log")
+    return line(detail, "check the DSN (--dsn or GEVENTPROBE_DSN), or omit it to use the "
+                        "embedded server")
+
+
+def query_server(dsn: str, *, embedded: bool, connect_timeout: int = 10,
+                 needed: int | None = None) -> ServerInfo:
     """Connect once and read the server's version and connection budget."""
+    parse_dsn(dsn)  # a malformed DSN gets its own message, not a connection failure
     try:
         conn = _connect(dsn, connect_timeout)
     except Exception as exc:
-        raise ProbeError(
-            f"cannot connect to PostgreSQL ({first_error_line(exc)}): "
-            "check --dsn, or omit it to use the embedded server"
-        ) from exc
+        raise ProbeError(explain_connect_error(exc, dsn, connect_timeout, needed)) from exc
     try:
         cur = conn.cursor()
         cur.execute(
             "SELECT current_setting('server_version'), current_setting('server_version_num')::int,"
             " current_setting('max_connections')::int,"
-            " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+            " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
+            " (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),"
+            " current_setting('superuser_reserved_connections')::int,"
+            " coalesce(current_setting('reserved_connections', true), '0')::int,"
+            " (SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user),"
+            " (SELECT count(*) FROM pg_stat_activity WHERE usename = current_user"
+            "  AND backend_type = 'client backend')"
         )
-        version, num, max_conn, in_use = cur.fetchone()
+        (version, num, max_conn, in_use, superuser, su_reserved, reserved, role_limit,
+         role_in_use) = cur.fetchone()
     finally:
         conn.close()
     return ServerInfo(
@@ -78,4 +230,9 @@ def query_server(dsn: str, *, embedded: bool, connect_timeout: int = 10) -> Serv
         connections_in_use=int(in_use),
         embedded=embedded,
         dsn=redact(dsn) if dsn else "(from PG* environment)",
+        # Superusers may use the reserved slots. The counts include this query's own
+        # backend, which is gone by the time the workers connect: one spare, on purpose.
+        reserved_connections=0 if superuser else int(su_reserved) + int(reserved),
+        role_connection_limit=-1 if superuser or role_limit is None else int(role_limit),
+        role_connections_in_use=int(role_in_use),
     )

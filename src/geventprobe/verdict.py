@@ -7,6 +7,7 @@ and its CPU figure is still reported.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from geventprobe.config import Thresholds
@@ -45,15 +46,29 @@ def evidence(m: BuildMetrics, t: Thresholds) -> list[Evidence]:
             text=(f"worker CPU while the server slept {m.cpu_during_waits:.3f} CPU-s/s "
                   f"(limit {t.busy_wait_cpu:g}; healthy ≈ 0.01, spinning up to 1.0)"),
         ))
+    if m.runnable_during_waits is not None and m.sleeps_per_s_during_waits is not None:
+        spinning = (m.runnable_during_waits >= t.busy_wait_runnable
+                    and m.sleeps_per_s_during_waits <= t.busy_wait_max_sleeps)
+        rules.append(Evidence(
+            rule="runnable-during-waits",
+            value=m.runnable_during_waits,
+            threshold=t.busy_wait_runnable,
+            fired=spinning,
+            text=(f"worker runnable (on a CPU or queued for one) {m.runnable_during_waits:.0%} "
+                  f"of the time and asleep {m.sleeps_per_s_during_waits:.0f}×/s while the "
+                  f"server slept (limits ≥ {t.busy_wait_runnable:.0%} and ≤ "
+                  f"{t.busy_wait_max_sleeps:g}×/s; a healthy worker sleeps in epoll about once "
+                  "per heartbeat, a spinning one never)"),
+        ))
     return rules
 
 
 def classify(rules: Sequence[Evidence]) -> Verdict:
-    """BLOCKING if a blocking rule fired, else BUSY-WAIT if the CPU rule fired, else OK."""
+    """BLOCKING if a blocking rule fired, else BUSY-WAIT if a CPU rule fired, else OK."""
     fired = {e.rule for e in rules if e.fired}
     if fired & {"wait-factor", "hub-lag"}:
         return Verdict.BLOCKING
-    if "cpu-during-waits" in fired:
+    if fired & {"cpu-during-waits", "runnable-during-waits"}:
         return Verdict.BUSY_WAIT
     return Verdict.OK
 
@@ -65,17 +80,75 @@ def baseline_mismatches(builds: Sequence[BuildResult]) -> list[BuildResult]:
             and b.verdict.value != b.expected]
 
 
-def exit_code(builds: Sequence[BuildResult]) -> int:
-    """2 if a probe failed, 3 if a baseline missed its class, 1 for findings, else 0."""
+def distrust(builds: Sequence[BuildResult]) -> str | None:
+    """Why no verdict of this run can be trusted, judged by its own baselines; or None.
+
+    A cooperating baseline (psycopg2-green) judged BLOCKING or BUSY-WAIT means the machine
+    was too busy to tell a blocked driver from a starved worker (saturation); a blocking
+    baseline (psycopg2) not judged BLOCKING means the detector is not seeing.
+    """
+    reasons = []
+    for b in baseline_mismatches(builds):
+        fired = ", ".join(short(e) for e in b.evidence if e.fired) or "no rule fired"
+        if b.expected == Verdict.OK.value:
+            load = b.metrics.foreign_busy if b.metrics else None
+            busy = (f"; other programs kept {load:.0%} of the cores busy" if load is not None
+                    else "")
+            reasons.append(f"the cooperating baseline {b.build} got {b.verdict} ({fired}{busy}): "
+                           "the machine is too saturated to tell a blocked or spinning driver "
+                           "from a starved worker; rerun on a quieter machine")
+        else:
+            reasons.append(f"the blocking baseline {b.build} got {b.verdict} instead of "
+                           f"{b.expected} ({fired}): the detector is not seeing")
+    return "; ".join(reasons) or None
+
+
+def short(e: Evidence) -> str:
+    """A rule that fired, in a few words: ``hub lag 108.8 ms ≥ 75 ms``."""
+    return {
+        "wait-factor": f"wait× {e.value:.2f} ≥ {e.threshold:g}",
+        "hub-lag": f"hub lag {e.value:.1f} ms ≥ {e.threshold:.0f} ms",
+        "cpu-during-waits": f"CPU in waits {e.value:.3f} ≥ {e.threshold:g}",
+        "runnable-during-waits": f"runnable {e.value:.0%} ≥ {e.threshold:.0%} and never asleep",
+    }.get(e.rule, e.text)
+
+
+def withhold(builds: Sequence[BuildResult], reason: str) -> list[BuildResult]:
+    """Replace the verdicts of the builds under test by INCONCLUSIVE, keeping their evidence.
+
+    A baseline that missed its class keeps what it got, but its cause becomes ``reason``:
+    the driver's own explanation would blame a driver that did nothing wrong.
+    """
+    missed = {b.build for b in baseline_mismatches(builds)}
+    out = []
+    for b in builds:
+        if b.build in missed:
+            b = dataclasses.replace(b, cause=reason, advice="rerun on a quieter machine")
+        if not b.baseline and b.verdict in (Verdict.OK, Verdict.BLOCKING, Verdict.BUSY_WAIT):
+            b = dataclasses.replace(
+                b, verdict=Verdict.INCONCLUSIVE,
+                cause=f"the rules said {b.verdict}, but {reason}",
+                advice="rerun on a quieter machine (or with fewer --workers); see the evidence")
+        out.append(b)
+    return out
+
+
+def exit_code(builds: Sequence[BuildResult],
+              fail_on: Sequence[str] = ("blocking", "busy-wait")) -> int:
+    """2 if a probe failed, 3 if inconclusive, 1 for findings, else 0.
+
+    ``fail_on`` (``--fail-on``): the verdicts, in lower case, that count as findings.
+    """
     if any(b.verdict is Verdict.ERROR for b in builds):
         return EXIT_USAGE
-    if baseline_mismatches(builds):
+    if baseline_mismatches(builds) or any(b.verdict is Verdict.INCONCLUSIVE for b in builds):
         return EXIT_INCONCLUSIVE
     tested = [b for b in builds if not b.baseline and b.verdict is not Verdict.UNAVAILABLE]
     if not tested and not any(b.baseline and b.verdict is not Verdict.UNAVAILABLE
                               for b in builds):
         return EXIT_USAGE
-    if any(b.verdict in (Verdict.BLOCKING, Verdict.BUSY_WAIT) for b in tested):
+    failing = {v for v in (Verdict.BLOCKING, Verdict.BUSY_WAIT) if v.value.lower() in fail_on}
+    if any(b.verdict in failing for b in tested):
         return EXIT_FINDINGS
     return EXIT_OK
 
@@ -92,8 +165,11 @@ def summary(builds: Sequence[BuildResult], code: int) -> str:
     if missed:
         parts.append("INCONCLUSIVE: baseline " + ", ".join(
             f"{b.build} got {b.verdict} instead of {b.expected}" for b in missed)
-            + " (the detector is not seeing; no verdict can be trusted)")
-    if tested:
+            + " (no verdict of this run can be trusted)")
+    withheld = [b.build for b in tested if b.verdict is Verdict.INCONCLUSIVE]
+    if withheld:
+        parts.append(f"verdicts withheld for {', '.join(withheld)}")
+    elif tested:
         if bad:
             parts.append(f"{len(bad)} of {len(tested)} psycopg 3 builds regressed: "
                          + ", ".join(f"{b.build} {b.verdict}" for b in bad))

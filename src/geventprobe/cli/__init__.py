@@ -11,18 +11,31 @@ from __future__ import annotations
 import click
 
 from geventprobe import __version__
+from geventprobe.cli.common import OneLineErrorsGroup
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# OneLineErrorsGroup: click's usage errors become one line and exit 2, like every bad input.
+@click.group(cls=OneLineErrorsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="geventprobe")
 def main() -> None:
     """Does your PostgreSQL driver block or busy-wait under gunicorn -k gevent?"""
 
 
 def _register() -> None:
-    from geventprobe.cli import run
+    from geventprobe.cli import calibrate, run
 
     main.add_command(run.run_command)
+    main.add_command(calibrate.calibrate_command)
+
+    from geventprobe.cli import compare, report
+
+    main.add_command(report.report_command)
+    main.add_command(compare.compare_command)
+
+    from geventprobe.cli import bisect, cache
+
+    main.add_command(bisect.bisect_command)
+    main.add_command(cache.cache_command)
 
 
 _register()

@@ -1,4 +1,13 @@
-"""What every command shares: one-line errors with exit codes, signals, progress, consoles."""
+"""What every command shares: one-line errors with exit codes, signals, progress, consoles.
+
+Signals: SIGINT raises KeyboardInterrupt and SIGTERM/SIGHUP raise ``Terminated``
+in the main thread, so every context manager on the way out stops what it
+started; a signal that lands while a child is being started or stopped is held
+until that step is over (``procs.shielded``). Once the first signal is being
+handled, later ones do not interrupt the cleanup: they only make it kill
+children at once instead of waiting for them to stop politely. Whatever a
+context manager did not get to, ``procs.cleanup()`` stops and removes last.
+"""
 
 from __future__ import annotations
 
@@ -13,46 +22,111 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from geventprobe.errors import EXIT_INTERRUPTED, EXIT_USAGE, ProbeError
+from geventprobe import procs
+from geventprobe.dsn import redact
+from geventprobe.errors import EXIT_INTERRUPTED, EXIT_USAGE, ProbeError, Terminated
 from geventprobe.model import BuildResult
 
+__all__ = ["OneLineErrorsGroup", "ProgressListener", "Terminated", "check_writable", "fail",
+           "handled_errors", "progress_console", "report_console", "warn_secret_argv"]
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so every context manager cleans up."""
+CLEANED = "every process and temp dir it started was stopped and removed"
+_HANDLED_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None))
+                         if s is not None)
+_signalled = False
+_cleaning = False
 
 
-def _on_sigterm(signum, frame):
-    raise Terminated()
+def _on_signal(signum, frame):
+    global _signalled
+    if _signalled or _cleaning:
+        procs.hurry()  # a second Ctrl-C: stop the children now, do not wait for them
+        return
+    _signalled = True
+    procs.deliver(KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum))
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> None:
     """Print one line on stderr and exit with ``code``."""
-    click.echo(f"geventprobe: error: {message}", err=True)
+    click.echo(f"geventprobe: error: {' '.join(message.split())}", err=True)
     sys.exit(code)
+
+
+def _outcome(exc: BaseException, debug: bool) -> tuple[str, int]:
+    """The one line and the exit code for what ended a command."""
+    if debug:
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    if isinstance(exc, ProbeError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return f"interrupted (Ctrl-C): {CLEANED}", EXIT_INTERRUPTED
+    if isinstance(exc, Terminated):
+        return f"terminated by {exc.name}: {CLEANED}", EXIT_USAGE
+    return (f"internal error: {type(exc).__name__}: {redact(str(exc))} (rerun with --debug "
+            "for the traceback, and please report it)", EXIT_USAGE)
 
 
 @contextlib.contextmanager
 def handled_errors(debug: bool) -> Iterator[None]:
-    """Turn every failure into one line and its exit code; tracebacks only with --debug."""
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    """Turn every failure into one line and its exit code; tracebacks only with --debug.
+
+    Also owns the signals for the block, and sweeps up (``procs.cleanup``) whatever the
+    block's own context managers did not stop or remove, however it ends.
+    """
+    global _signalled, _cleaning
+    _signalled = _cleaning = False
+    procs.hurry(False)
+    previous = {s: signal.signal(s, _on_signal) for s in _HANDLED_SIGNALS}
+    outcome = None
     try:
         yield
-    except ProbeError as exc:
-        if debug:
-            traceback.print_exc()
-        fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        fail("interrupted: every process and temp dir it started was cleaned up",
-             EXIT_INTERRUPTED)
-    except Terminated:
-        fail("terminated by SIGTERM: every process and temp dir it started was cleaned up")
-    except Exception as exc:
-        if debug:
-            raise
-        fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
-             "traceback, and please report it)")
+    except (Exception, KeyboardInterrupt, Terminated) as exc:
+        outcome = _outcome(exc, debug)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _cleaning = True
+        with contextlib.suppress(ProbeError, OSError):
+            procs.cleanup()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if outcome is not None:
+        fail(*outcome)
+
+
+def warn_secret_argv(console: Console | None, dsn: str | None) -> None:
+    """Say so when a password was given on our command line, where ``ps`` shows it."""
+    ctx = click.get_current_context(silent=True)
+    if not dsn or ctx is None or redact(dsn) == dsn:
+        return
+    source = ctx.get_parameter_source("dsn")
+    if source is click.core.ParameterSource.COMMANDLINE:
+        # click.echo, not the rich console: one line, never wrapped.
+        click.echo("geventprobe: warning: the password in --dsn is visible to every user of "
+                   "this machine (ps): pass the DSN in GEVENTPROBE_DSN instead (geventprobe "
+                   "itself never puts it on a command line)", err=True)
+
+
+class OneLineErrorsGroup(click.Group):
+    """A click group whose errors are one line and exit 2 (click's own are three lines:
+    usage, hint, error), like every other bad input."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        no_args_help = getattr(click.exceptions, "NoArgsIsHelpError", ())
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except no_args_help as exc:  # plain `geventprobe`: the help is the answer
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            path = exc.ctx.command_path if exc.ctx is not None else "geventprobe"
+            fail(f"{exc.format_message()} (see {path} --help)", EXIT_USAGE)
+        except click.ClickException as exc:
+            fail(exc.format_message(), exc.exit_code)
+        except click.Abort:
+            fail("interrupted (Ctrl-C) before anything started", EXIT_INTERRUPTED)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 def check_writable(path: str | None, flag: str) -> None:
@@ -66,7 +140,8 @@ def check_writable(path: str | None, flag: str) -> None:
 
 def report_console() -> Console:
     """Where reports go: stdout; CI logs are not terminals, so give tables room there."""
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    # 200: the verdict table with the request-latency column is 170 wide (wider in a matrix).
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
 def progress_console() -> Console:

@@ -7,15 +7,20 @@ import sys
 
 import click
 
+from geventprobe import app_mode, matrix, profiles
 from geventprobe.builds import parse_builds
+from geventprobe.cli import report as report_cli
 from geventprobe.cli.common import (
     ProgressListener,
     check_writable,
     handled_errors,
     progress_console,
     report_console,
+    warn_secret_argv,
 )
-from geventprobe.config import load_profile
+from geventprobe.config import parse_fail_on
+from geventprobe.errors import ProbeError
+from geventprobe.preflight import CONNECTION_CAP, DEFAULT_TIME_LIMIT_S
 from geventprobe.report import json_format, terminal
 from geventprobe.runner import RunOptions, run
 
@@ -36,8 +41,45 @@ from geventprobe.runner import RunOptions, run
               help="Write the whole result as JSON.")
 @click.option("--config", "config_path", metavar="PATH", default=None,
               help="TOML profile overriding configs/default.toml.")
+@click.option("--calibrate", "calibrate", is_flag=True,
+              help="Run the calibration controls first and record them: a report then shows "
+                   "the detector was live (exit 3 if a control missed its class).")
+@click.option("--psycopg", "psycopg_text", metavar="VERSIONS", default=None,
+              help="Version matrix: probe these psycopg releases (e.g. 3.1.12,3.3.8), each in "
+                   "its own cached isolated environment; one row per version × build.")
+@click.option("--gevent", "gevent_text", metavar="VERSIONS", default=None,
+              help="Version matrix: probe these gevent releases (combined with --psycopg).")
+@click.option("--markdown", "markdown_path", metavar="PATH", default=None,
+              help="Write the Markdown report (a GitHub issue attachment; also appended to "
+                   "$GITHUB_STEP_SUMMARY when that is set).")
+@click.option("--redact-hosts", is_flag=True,
+              help="Mask host names and IP addresses in every output (passwords always are).")
+@click.option("--allow-many-connections", is_flag=True,
+              help=f"Confirm a run that opens more than {CONNECTION_CAP} server connections at "
+                   "once (workers × greenlets).")
+@click.option("--time-limit", "time_limit", type=click.FloatRange(min=1),
+              default=DEFAULT_TIME_LIMIT_S, show_default=True, metavar="SECONDS",
+              help="Stop the run (exit 2; everything it started is removed) once it has lasted "
+                   "this long.")
+@click.option("--app", "app", metavar="MODULE:CALLABLE", default=None,
+              help="Pre-deploy check: probe YOUR app under YOUR gunicorn config (hooks, "
+                   "--preload, GUNICORN_CMD_ARGS) instead of the built-in driver builds.")
+@click.option("--gunicorn-config", "gunicorn_config", metavar="PATH", default=None,
+              help="With --app: your gunicorn config file [what gunicorn finds: -c in "
+                   "GUNICORN_CMD_ARGS, else ./gunicorn.conf.py].")
+@click.option("--chdir", "chdir", metavar="DIR", default=None,
+              help="With --app: the directory gunicorn runs in (your project) [.].")
+@click.option("--profile", "profile_name", metavar="NAME", default=None,
+              help="Named profile: default, quick (fast look), ci (stricter thresholds, "
+                   "calibration on) [default, or `profile` in pyproject's [tool.geventprobe]].")
+@click.option("--fail-on", "fail_on_text", metavar="LIST", default=None,
+              help="Verdicts that exit 1: blocking,busy-wait, or none [blocking,busy-wait].")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def run_command(workers, greenlets, builds_text, dsn, preload, json_path, config_path, debug):
+def run_command(workers, greenlets, builds_text, dsn, preload, json_path, config_path, calibrate,
+                debug, psycopg_text=None, gevent_text=None, markdown_path=None,
+                redact_hosts=False, allow_many_connections=False,
+                time_limit=DEFAULT_TIME_LIMIT_S, app=None, gunicorn_config=None, chdir=None,
+                profile_name=None, fail_on_text=None):
     """Probe each driver build inside real gunicorn gevent workers and judge it.
 
     Exit 0: every psycopg 3 build cooperates. 1: one BLOCKS or BUSY-WAITs.
@@ -46,21 +88,69 @@ def run_command(workers, greenlets, builds_text, dsn, preload, json_path, config
     """
     console = progress_console()
     with handled_errors(debug):
-        profile = load_profile(config_path)
+        # default.toml < --profile < pyproject's [tool.geventprobe] < --config < flags
+        project = profiles.load_project()
+        profile = profiles.resolve(profile_name, config_path, project)
         overrides = {k: v for k, v in (("workers", workers), ("greenlets", greenlets))
                      if v is not None}
         if overrides:
             profile = dataclasses.replace(
                 profile, workload=dataclasses.replace(profile.workload, **overrides))
-        builds, named = parse_builds(builds_text)
+        app_plan = _app_plan(app, gunicorn_config, chdir, builds_text, psycopg_text or
+                             gevent_text, workers, preload, project)
+        if app_plan is not None:  # their workers, as their config says (or --workers)
+            profile = dataclasses.replace(profile, workload=dataclasses.replace(
+                profile.workload, workers=app_plan.workers))
+            preload = app_plan.preload
+        builds, named = parse_builds(builds_text or project.builds)
+        if app_plan is not None:
+            builds, named = [], False
+        preload = preload or bool(project.preload and app_plan is None)
+        calibrate = calibrate or profile.calibrate
+        fail_on = parse_fail_on(fail_on_text, "--fail-on") if fail_on_text else profile.fail_on
+        sets = matrix.requested(psycopg_text, gevent_text)
         check_writable(json_path, "--json")
+        check_writable(markdown_path, "--markdown")
         options = RunOptions(profile=profile, builds=builds, builds_named=named,
                              dsn=dsn or None, preload=preload,
-                             command=["geventprobe", *sys.argv[1:]])
-        with ProgressListener(console, total=len(builds)) as listener:
-            result = run(options, listener)
+                             command=["geventprobe", *sys.argv[1:]], calibrate=calibrate,
+                             allow_many_connections=allow_many_connections,
+                             time_limit_s=time_limit, fail_on=fail_on, app=app_plan)
+        warn_secret_argv(console, dsn)
+        total = len(builds) + (1 if app_plan else 0) + (8 if calibrate else 0)
+        if sets:  # a version matrix: a row per version × build, each in its own environment
+            total = matrix.rows(matrix.plan(builds, sets, named=named))
+        with ProgressListener(console, total=total) as listener:
+            result = matrix.run(options, sets, listener) if sets else run(options, listener)
+        if app_plan is not None:
+            result = dataclasses.replace(result, summary=app_mode.summary(result))
+        result = report_cli.for_output(result, redact_hosts)  # every output reads this record
         terminal.render(result, report_console())
         if json_path:
             json_format.write(result, json_path)
             console.print(f"geventprobe: wrote {json_path}")
+        report_cli.write_run_outputs(result, markdown_path, console)
     sys.exit(result.exit_code)
+
+
+def _app_plan(app, gunicorn_config, chdir, builds_text, matrix_text, workers, preload,
+              project: profiles.ProjectSettings) -> app_mode.AppPlan | None:
+    """``--app`` (or ``app`` in pyproject): read the user's gunicorn settings; else None."""
+    if app and (builds_text or matrix_text):
+        raise ProbeError("--app probes the driver your app imports: drop --builds, --psycopg "
+                         "and --gevent (or drop --app to probe the built-in builds)")
+    if not app and (builds_text or matrix_text):
+        return None  # built-in builds asked for on the command line: the project's app waits
+    app = app or project.app
+    if not app:
+        if gunicorn_config or chdir:
+            raise ProbeError("--gunicorn-config and --chdir go with --app MODULE:CALLABLE: "
+                             "add --app (e.g. --app myproject.wsgi:application)")
+        return None
+    request = app_mode.AppRequest(
+        app=app,
+        gunicorn_config=gunicorn_config or project.gunicorn_config,
+        chdir=chdir or project.chdir,
+        workers=workers,
+        preload=preload or bool(project.preload))
+    return app_mode.plan(request)

@@ -1,0 +1,22 @@
+"""A plain WSGI app that imports psycopg at module level and queries per request.
+
+Harmless on its own: what makes it block is its gunicorn config (see
+gunicorn.conf.py beside it).
+"""
+
+import os
+
+import psycopg
+
+DATABASE_URL = os.environ.get("DATABASE_URL", "")
+
+
+def application(environ, start_response):
+    """``/now`` asks the database for the time; everything else says hello."""
+    if environ.get("PATH_INFO") == "/now":
+        with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+            body = f"{conn.execute('SELECT now()').fetchone()[0]}\n".encode()
+    else:
+        body = b"hello\n"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]

@@ -1,0 +1,74 @@
+"""A WSGI wrapper: one reserved path runs one query, every other path goes to the app.
+
+The parent's HTTP load (``geventprobe.http_load``) requests ``/__geventprobe__``
+at a fixed rate while the probe runs, so the report shows the latency a user of
+this worker would feel. The route is served by the same gunicorn gevent worker,
+in the same hub, as the app; each request takes one of the probe's own
+connections (opened with the driver the worker really uses, before the parent
+said go), runs one query and gives the connection back. A request that finds
+every connection busy waits for one: that queueing is part of what a user feels.
+
+Imports nothing at module level: the worker decides when gevent and the driver
+are imported (see ``harness/__init__.py``).
+"""
+
+from __future__ import annotations
+
+import os
+
+PATH = "/__geventprobe__"
+
+_state: dict = {"pool": None, "sql": None, "params": None}
+
+
+def configure(connections: list, sleep_ms: float) -> None:
+    """Serve the route with ``connections``: each request runs pg_sleep(sleep_ms), or SELECT 1."""
+    from gevent.queue import Queue
+
+    pool: Queue = Queue()
+    for conn in connections:
+        pool.put(conn)
+    if sleep_ms > 0:
+        _state.update(sql="SELECT pg_sleep(%s)", params=(sleep_ms / 1000.0,))
+    else:
+        _state.update(sql="SELECT 1", params=None)
+    _state["pool"] = pool
+
+
+def _respond(start_response, status: str, text: str) -> list[bytes]:
+    body = text.encode()
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
+                            ("Cache-Control", "no-store")])
+    return [body]
+
+
+def _answer(start_response) -> list[bytes]:
+    pool = _state["pool"]
+    if pool is None:
+        return _respond(start_response, "503 Service Unavailable", "geventprobe: not ready\n")
+    conn = pool.get()
+    try:
+        cursor = conn.cursor()
+        try:
+            cursor.execute(_state["sql"], _state["params"])
+            cursor.fetchone()
+        finally:
+            cursor.close()
+    except Exception as exc:
+        return _respond(start_response, "500 Internal Server Error",
+                        f"geventprobe: {type(exc).__name__}\n")
+    finally:
+        pool.put(conn)
+    return _respond(start_response, "200 OK", f"geventprobe ok {os.getpid()}\n")
+
+
+def wrap(app):
+    """``app`` with ``PATH`` answered by the probe; every other request passes through."""
+
+    def application(environ, start_response):
+        if environ.get("PATH_INFO") == PATH:
+            return _answer(start_response)
+        return app(environ, start_response)
+
+    application.__wrapped__ = app
+    return application

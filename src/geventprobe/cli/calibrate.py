@@ -1,0 +1,65 @@
+"""``geventprobe calibrate``: prove on this machine that the detector sees each failure class."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import click
+
+from geventprobe.cli.common import (
+    ProgressListener,
+    check_writable,
+    handled_errors,
+    progress_console,
+    report_console,
+)
+from geventprobe.config import load_profile
+from geventprobe.report import json_format, terminal
+from geventprobe.runner import RunOptions, calibration_only
+
+
+@click.command("calibrate")
+@click.option("--workers", type=click.IntRange(min=1, max=64), default=None,
+              help="gunicorn workers per control [profile: 4].")
+@click.option("--greenlets", type=click.IntRange(min=2, max=1000), default=None,
+              help="Concurrent greenlets per worker [profile: 16].")
+@click.option("--dsn", envvar="GEVENTPROBE_DSN", default=None, metavar="DSN",
+              help="Your PostgreSQL (env GEVENTPROBE_DSN keeps it out of ps). Default: PG* "
+                   "environment if set, else an embedded throwaway server.")
+@click.option("--json", "json_path", metavar="PATH", default=None,
+              help="Write the result (with its `calibration` record) as JSON.")
+@click.option("--config", "config_path", metavar="PATH", default=None,
+              help="TOML profile overriding configs/default.toml.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def calibrate_command(workers, greenlets, dsn, json_path, config_path, debug):
+    """Run controls whose class is known inside real gunicorn gevent workers.
+
+    BLOCKING controls: psycopg imported before patching (--preload), psycopg with
+    PSYCOPG_WAIT_FUNC=wait_c, psycopg2 without a wait callback. BUSY-WAIT
+    control: a wait that polls with a zero timeout and gevent.sleep(0). OK
+    controls: every available healthy build.
+
+    Exit 0: every control got its class. 1: one did not (named, with its
+    figures). 2: usage or environment error. 3: the machine was too saturated
+    to judge (inconclusive).
+    """
+    console = progress_console()
+    with handled_errors(debug):
+        profile = load_profile(config_path)
+        overrides = {k: v for k, v in (("workers", workers), ("greenlets", greenlets))
+                     if v is not None}
+        if overrides:
+            profile = dataclasses.replace(
+                profile, workload=dataclasses.replace(profile.workload, **overrides))
+        check_writable(json_path, "--json")
+        options = RunOptions(profile=profile, builds=[], builds_named=False, dsn=dsn or None,
+                             preload=False, command=["geventprobe", *sys.argv[1:]],
+                             calibrate=True)
+        with ProgressListener(console, total=8, unit="controls") as listener:
+            result = calibration_only(options, listener)
+        terminal.render(result, report_console())
+        if json_path:
+            json_format.write(result, json_path)
+            console.print(f"geventprobe: wrote {json_path}")
+    sys.exit(result.exit_code)

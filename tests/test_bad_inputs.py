@@ -1,0 +1,275 @@
+"""Every bad input gets one line that names the problem and the fix, exit 2, no traceback.
+
+The CLI runs for real; servers are real (an embedded PostgreSQL with a password
+and a small max_connections, a socket that never answers, one that answers but
+is not PostgreSQL). Missing programs and packages are hidden the way a user's
+machine would lack them: an empty GEVENTPROBE_PG_BINDIR, a PYTHONPATH entry
+whose ``gevent``/``gunicorn`` cannot be imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import socket
+import threading
+
+import psycopg
+import pytest
+
+from geventprobe.embedded_pg import EmbeddedPostgres, free_port
+from geventprobe.errors import ProbeError
+
+PASSWORD = "gp-" + secrets.token_hex(8)
+SMALL = ["--workers", "2", "--greenlets", "8"]
+
+
+def error_line(proc) -> str:
+    """The one ``geventprobe: error:`` line; fails unless there is exactly one and no traceback."""
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("geventprobe: error:")]
+    assert len(errors) == 1, proc.stderr
+    # Progress lines may come before it; nothing but the error comes after.
+    assert proc.stderr.strip().splitlines()[-1] == errors[0]
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def pg():
+    """A real server that wants a password over TCP and has room for 10 connections."""
+    with EmbeddedPostgres(max_connections=10, password=PASSWORD) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def silent_port():
+    """A TCP port that accepts connections and never says a word (a host that hangs)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        yield s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def http_port():
+    """A port held by another program, which answers, but not as PostgreSQL."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = s.accept()
+            except OSError:
+                return
+            with conn, contextlib.suppress(OSError):
+                conn.recv(1024)
+                conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield s.getsockname()[1]
+    stop.set()
+    s.close()
+    thread.join(5)
+
+
+@pytest.fixture
+def shim(tmp_path):
+    """A PYTHONPATH dir in which the named modules cannot be imported (as if not installed)."""
+
+    def make(*modules: str) -> dict:
+        for name in modules:
+            (tmp_path / f"{name}.py").write_text(
+                f"raise ModuleNotFoundError(\"No module named '{name}'\", name={name!r})\n")
+        return {"PYTHONPATH": str(tmp_path)}
+
+    return make
+
+
+def dsn_of(pg, **changes) -> str:
+    params = dict(p.split("=", 1) for p in pg.dsn.split())
+    params.update(changes)
+    return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+# --- no server needed -------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--workers", "0"], "Invalid value for '--workers': 0 is not in the range"),
+    (["--workers", "many"], "Invalid value for '--workers': 'many' is not a valid integer"),
+    (["--greenlets", "1"], "Invalid value for '--greenlets': 1 is not in the range"),
+    (["--time-limit", "0"], "Invalid value for '--time-limit'"),
+    (["--wrokers", "2"], "No such option"),
+    (["--builds", "binary,nope"], "unknown build nope in --builds: choose from binary"),
+    (["--builds", ","], "unknown build"),
+    (["--workers", "8", "--greenlets", "16"],
+     "connections at once (8 workers × "),
+    (["--config", "no-such-profile.toml"], "no-such-profile.toml"),
+    (["--profile", "no-such-profile"], "unknown profile 'no-such-profile'"),
+], ids=["workers-0", "workers-text", "greenlets-1", "time-limit-0", "unknown-option",
+        "unknown-build", "empty-builds", "connection-cap", "missing-profile-file",
+        "unknown-profile"])
+def test_bad_options(run_cli, args, message):
+    line = error_line(run_cli("run", *args))
+    assert message in line
+    if "8 workers" in message:
+        assert "more than the 100" in line and "--allow-many-connections" in line
+    if "Invalid value" in message or "No such option" in message:
+        assert line.endswith("run --help)")
+
+
+def test_connection_cap_can_be_confirmed(run_cli, silent_port):
+    # Confirmed, the run goes on to the server (which then does not answer: a quick failure).
+    proc = run_cli("run", "--workers", "8", "--greenlets", "16", "--allow-many-connections",
+                   "--builds", "binary", "--config", os.devnull,
+                   env={"GEVENTPROBE_DSN": f"host=127.0.0.1 port={free_port()}"})
+    line = error_line(proc)
+    assert "connection refused" in line and "--allow-many-connections" not in line
+
+
+@pytest.mark.parametrize(("dsn", "message"), [
+    ("host=db password s3cr3t", 'malformed DSN (missing "=" after "password"'),
+    ("host=db passwrd=s3cr3t", 'malformed DSN (invalid connection option "passwrd")'),
+    ("postgresql://me:s3cr3t@db:notaport/app", 'malformed DSN (port "notaport" is not a number)'),
+], ids=["no-equals", "unknown-key", "bad-port"])
+def test_malformed_dsn(run_cli, dsn, message):
+    proc = run_cli("run", "--builds", "binary", env={"GEVENTPROBE_DSN": dsn})
+    line = error_line(proc)
+    assert message in line and "key=value" in line
+    assert "s3cr3t" not in proc.stdout + proc.stderr
+
+
+def test_refused_port(run_cli):
+    proc = run_cli("run", "--builds", "binary",
+                   env={"GEVENTPROBE_DSN": f"host=127.0.0.1 port={free_port()} password=s3cr3t"})
+    line = error_line(proc)
+    assert "connection refused (nothing listens there)" in line and "check the port" in line
+    assert "s3cr3t" not in proc.stdout + proc.stderr
+
+
+def test_unreachable_host_is_bounded_by_the_connect_timeout(run_cli, silent_port, tmp_path):
+    # The server never answers (a host that accepts nothing or a black hole looks the same
+    # to libpq): the connect timeout of the profile bounds the wait.
+    profile = tmp_path / "p.toml"
+    profile.write_text("[workload]\nconnect_timeout_s = 2\n")
+    proc = run_cli("run", "--builds", "binary", "--config", str(profile),
+                   env={"GEVENTPROBE_DSN": f"host=127.0.0.1 port={silent_port}"})
+    line = error_line(proc)
+    assert f"127.0.0.1:{silent_port}: no answer within 2 s (connect_timeout)" in line
+
+
+def test_port_held_by_something_else(run_cli, http_port):
+    proc = run_cli("run", "--builds", "binary",
+                   env={"GEVENTPROBE_DSN": f"host=127.0.0.1 port={http_port}"})
+    line = error_line(proc)
+    assert "something answers there but it is not PostgreSQL" in line
+    assert "another program holds it" in line
+
+
+def test_embedded_server_port_taken_every_time(monkeypatch, tmp_path):
+    # The embedded server picks a free port; another program can take it before the server
+    # binds. It retries, and if that keeps happening says so in one line.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        monkeypatch.setattr("geventprobe.embedded_pg.free_port", lambda: port)
+        with pytest.raises(ProbeError) as info, EmbeddedPostgres(max_connections=5):
+            pass
+    assert info.value.exit_code == 2
+    message = str(info.value)
+    assert "could not listen on 127.0.0.1" in message and "taken by other programs" in message
+    assert "\n" not in message
+
+
+def test_gevent_not_installed(run_cli, shim):
+    line = error_line(run_cli("run", "--builds", "binary", env=shim("gevent")))
+    assert "gevent is not installed" in line and "pip install gevent" in line
+
+
+def test_gunicorn_not_installed(run_cli, shim):
+    line = error_line(run_cli("run", "--builds", "binary", env=shim("gunicorn")))
+    assert "gunicorn is not installed" in line and "pip install gunicorn" in line
+
+
+def test_no_postgresql_binaries(run_cli, tmp_path):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    line = error_line(run_cli("run", "--builds", "binary",
+                              env={"GEVENTPROBE_PG_BINDIR": str(empty)}))
+    assert "no PostgreSQL server programs (initdb, postgres)" in line and "--dsn" in line
+
+
+def test_temp_dir_is_not_a_directory(run_cli, tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    line = error_line(run_cli("run", "--builds", "binary", env={"TMPDIR": str(not_a_dir)}))
+    assert f"TMPDIR={not_a_dir} is not a directory" in line
+
+
+def test_temp_dir_not_writable(run_cli, tmp_path):
+    if os.geteuid() == 0:
+        target = "/proc"  # root may write anywhere a mode allows it to; not in /proc
+    else:
+        target = str(tmp_path / "ro")
+        os.mkdir(target, 0o500)
+    line = error_line(run_cli("run", "--builds", "binary", env={"TMPDIR": target}))
+    assert f"cannot create a directory in the temp dir {target}" in line
+    assert "set TMPDIR to a writable directory" in line
+
+
+def test_debug_shows_the_traceback(run_cli):
+    proc = run_cli("run", "--builds", "binary", "--debug",
+                   env={"GEVENTPROBE_DSN": "host=db password s3cr3t"})
+    assert proc.returncode == 2
+    assert "Traceback" in proc.stderr and "malformed DSN" in proc.stderr
+
+
+# --- a real server that says no ----------------------------------------------------------------
+
+def test_wrong_password(run_cli, pg):
+    proc = run_cli("run", "--builds", "binary",
+                   env={"GEVENTPROBE_DSN": dsn_of(pg, password="not-" + PASSWORD)})
+    line = error_line(proc)
+    assert "wrong password for user geventprobe" in line and "GEVENTPROBE_DSN" in line
+    assert PASSWORD not in proc.stdout + proc.stderr
+
+
+def test_missing_database(run_cli, pg):
+    proc = run_cli("run", "--builds", "binary", env={"GEVENTPROBE_DSN": dsn_of(pg, dbname="nope")})
+    line = error_line(proc)
+    assert 'database "nope" does not exist' in line and "dbname=postgres" in line
+    assert PASSWORD not in proc.stdout + proc.stderr
+
+
+def test_not_enough_free_connections(run_cli, pg):
+    # 2 workers × 8 greenlets = 16 connections (and more for the HTTP route); room for 10.
+    proc = run_cli("run", *SMALL, "--builds", "binary", env={"GEVENTPROBE_DSN": pg.dsn})
+    line = error_line(proc)
+    assert "free connections (max_connections 10" in line
+    assert re.search(r"the run needs (\d+) at once", line)
+    assert int(re.search(r"the run needs (\d+) at once", line).group(1)) >= 16
+    assert "lower --workers or --greenlets" in line
+
+
+def test_server_refuses_more_connections(run_cli, pg):
+    held = []
+    try:
+        with contextlib.suppress(psycopg.OperationalError):
+            while len(held) < 20:  # fill every slot, superuser ones included
+                held.append(psycopg.connect(pg.dsn))
+        proc = run_cli("run", "--workers", "1", "--greenlets", "2", "--builds", "binary",
+                       env={"GEVENTPROBE_DSN": pg.dsn})
+    finally:
+        for conn in held:
+            conn.close()
+    line = error_line(proc)
+    assert "the server refuses more connections" in line and "too many clients" in line
+    assert re.search(r"the run needs \d+ at once", line)
+    assert PASSWORD not in proc.stdout + proc.stderr

@@ -1,0 +1,130 @@
+"""geventprobe compare on recorded runs: verdict changes, figure changes, refusals.
+
+run-preload and run-default (tests/data) are the same workload on the same machine,
+with and without --preload: the question "did removing --preload fix it?".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from geventprobe.compare import FigureChange, compare
+from geventprobe.model import Verdict
+from geventprobe.report import load
+
+DATA = Path(__file__).parent / "data"
+PRELOAD = str(DATA / "run-preload.json")
+DEFAULT = str(DATA / "run-default.json")
+
+
+def changes(c) -> dict:
+    return {b.build: b for b in c.builds}
+
+
+def test_removing_preload_fixed_the_c_builds():
+    c = compare(load.load(PRELOAD), load.load(DEFAULT))
+    assert c.refused is None and not c.regressed
+    by = changes(c)
+    assert (by["binary"].before, by["binary"].after, by["binary"].change) == (
+        Verdict.BLOCKING, Verdict.OK, "fixed")
+    assert by["c"].change == "fixed"
+    assert by["python"].change == "unchanged" and by["psycopg2"].change == "unchanged"
+    wait = next(f for f in by["binary"].figures if f.figure == "wait×")
+    assert wait.before == pytest.approx(8.055, abs=0.01) and wait.ratio < 0.2
+    # what the workers reported differently explains it
+    facts = {d.what: (d.before, d.after) for d in by["binary"].facts}
+    assert facts["psycopg wait"] == ("wait_c", "wait_poll")
+    assert [(d.what, d.confounding) for d in c.differences] == [("--preload", False)]
+    assert c.summary == "fixed: binary BLOCKING → OK, c BLOCKING → OK"
+
+
+def test_adding_preload_is_a_regression():
+    c = compare(load.load(DEFAULT), load.load(PRELOAD))
+    assert [b.build for b in c.regressed] == ["binary", "c"]
+
+
+def test_a_different_workload_is_refused_unless_forced():
+    before = load.load(DEFAULT)
+    after = load.load(PRELOAD)
+    workload = dict(after.profile["workload"], greenlets=16)
+    after = dataclasses.replace(after, profile=dict(after.profile, workload=workload),
+                                environment=dict(after.environment, cpu_count=8))
+    c = compare(before, after)
+    assert c.refused is not None
+    assert "workload.greenlets (8 → 16)" in c.refused and "CPUs (2 → 8)" in c.refused
+    forced = compare(before, after, force=True)
+    assert forced.forced and "compared anyway" in forced.summary
+    assert changes(forced)["binary"].change == "regressed"
+
+
+def test_timeouts_do_not_confound():
+    after = load.load(DEFAULT)
+    workload = dict(after.profile["workload"], boot_timeout_s=120.0)
+    after = dataclasses.replace(after, profile=dict(after.profile, workload=workload))
+    c = compare(load.load(DEFAULT), after)
+    assert c.refused is None
+    assert [d.what for d in c.differences] == ["workload.boot_timeout_s"]
+
+
+def test_runs_without_a_common_build_are_refused():
+    before = load.load(DEFAULT)
+    after = dataclasses.replace(before, builds=[])
+    assert compare(before, after).refused == "the two runs have no build in common"
+
+
+def test_builds_in_one_run_only():
+    before = load.load(DEFAULT)
+    after = dataclasses.replace(before, builds=[b for b in before.builds if b.build != "c"])
+    by = changes(compare(before, after))
+    assert by["c"].change == "removed" and by["c"].after is None
+
+
+def test_figure_ratio():
+    assert FigureChange("wait×", 8.0, 1.0, True).ratio == pytest.approx(0.125)
+    assert FigureChange("wait×", 0.0, 1.0, True).ratio is None
+    assert FigureChange("wait×", None, 1.0, True).ratio is None
+
+
+def test_compare_cli(run_cli):
+    proc = run_cli("compare", PRELOAD, DEFAULT)
+    assert proc.returncode == 0, proc.stderr
+    assert "BLOCKING → OK" in proc.stdout and "fixed" in proc.stdout
+    assert "--preload: True → False" in proc.stdout
+    proc = run_cli("compare", DEFAULT, PRELOAD, "--format", "markdown")
+    assert proc.returncode == 1  # a build regressed
+    assert "| binary | OK → BLOCKING | **regressed** |" in proc.stdout
+    proc = run_cli("compare", PRELOAD, DEFAULT, "--format", "json")
+    data = json.loads(proc.stdout)
+    assert data["builds"][0]["change"] == "fixed"
+    assert data["builds"][0]["figures"][0]["ratio"] < 0.2
+
+
+def test_compare_cli_refuses_in_one_line(run_cli, tmp_path):
+    raw = json.loads(Path(DEFAULT).read_text())
+    raw["profile"]["thresholds"]["busy_wait_cpu"] = 0.5
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(raw))
+    proc = run_cli("compare", PRELOAD, str(other))
+    assert proc.returncode == 2
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("geventprobe: error:")]
+    assert len(errors) == 1 and "thresholds.busy_wait_cpu (0.2 → 0.5)" in errors[0]
+    assert "--force" in errors[0] and "Traceback" not in proc.stderr
+    assert run_cli("compare", PRELOAD, str(other), "--force").returncode == 0
+
+
+def test_compare_cli_bad_file(run_cli):
+    proc = run_cli("compare", PRELOAD, "/nonexistent.json")
+    assert proc.returncode == 2 and "cannot read /nonexistent.json" in proc.stderr
+
+
+def test_version_matrix_rows_compare_by_build_and_versions():
+    r = load.load(DEFAULT)
+    binary = next(b for b in r.builds if b.build == "binary")
+    rows = [dataclasses.replace(binary, versions={"psycopg": v}) for v in ("3.1.12", "3.3.8")]
+    c = compare(dataclasses.replace(r, builds=rows), dataclasses.replace(r, builds=rows[1:]))
+    assert [(b.build, b.change) for b in c.builds] == [
+        ("binary @ psycopg 3.1.12", "removed"), ("binary @ psycopg 3.3.8", "unchanged")]

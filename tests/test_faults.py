@@ -1,0 +1,278 @@
+"""Faults at every phase of a real run: nothing may be left behind, the exit code must say why.
+
+Each test starts the real CLI (embedded PostgreSQL, real gunicorn gevent workers),
+waits for the files the run itself creates to know which phase it is in
+(``geventprobe-pg-*/initdb.log`` while the server is being made, ``gunicorn.log``
+before any worker is ready, ``go`` while the workers probe), then signals or kills
+something. Every process the run started is recorded by pid (and start time, so a
+reused pid is not mistaken for it) while it runs; afterwards none may be alive, and
+the ``probe_tmp`` fixture checks that TMPDIR ended empty.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SMALL = ["--workers", "2", "--greenlets", "8"]
+# A SELECT 1 loop long enough that "during the probe" is a wide window.
+LONG_PROBE = "[workload]\nselect1_seconds = 8.0\n"
+
+
+class CliProcess:
+    """``python -m geventprobe ARGS`` started for real, watched from outside while it runs."""
+
+    def __init__(self, args: list[str], tmpdir: str, out_dir: Path, env: dict | None = None):
+        self.tmpdir = tmpdir
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "GEVENTPROBE"))}
+        full_env["TMPDIR"] = tmpdir
+        full_env.update(env or {})
+        # Files, not pipes: nobody reads a pipe while the test polls, and a full pipe hangs.
+        self.stdout_path, self.stderr_path = out_dir / "stdout", out_dir / "stderr"
+        with open(self.stdout_path, "w") as out, open(self.stderr_path, "w") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "geventprobe", *args],
+                                         env=full_env, stdout=out, stderr=err)
+        self.seen: dict[int, float] = {}
+
+    def watch(self) -> list[psutil.Process]:
+        """Record every live descendant (gunicorn, workers, postgres, backends, initdb)."""
+        try:
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        for child in children:
+            try:
+                self.seen.setdefault(child.pid, child.create_time())
+            except psutil.NoSuchProcess:
+                continue
+        return children
+
+    def wait_until(self, condition, what: str, timeout: float = 90.0):
+        """Poll ``condition()`` (recording processes meanwhile) until it returns something."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.watch()
+            value = condition()
+            if value:
+                return value
+            if self.proc.poll() is not None:
+                pytest.fail(f"the run ended before {what}: exit {self.proc.returncode}\n"
+                            f"{self.output()}")
+            time.sleep(0.01)
+        self.proc.kill()
+        pytest.fail(f"timed out waiting for {what}\n{self.output()}")
+
+    def files(self, pattern: str) -> list[str]:
+        """Paths under the run's TMPDIR matching ``pattern``."""
+        return glob.glob(os.path.join(self.tmpdir, pattern))
+
+    def finish(self, timeout: float = 120.0) -> tuple[int, str, str]:
+        """Wait for the CLI to exit; its exit code, stdout and stderr."""
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            self.watch()
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                pytest.fail(f"the run did not exit within {timeout:.0f} s\n{self.output()}")
+            time.sleep(0.05)
+        return self.proc.returncode, self.stdout_path.read_text(), self.stderr_path.read_text()
+
+    def output(self) -> str:
+        return self.stdout_path.read_text() + self.stderr_path.read_text()
+
+    def leftovers(self) -> list[int]:
+        """Processes the run started that are still running.
+
+        A zombie has exited: what remains is an entry for its parent to reap. Once the CLI
+        has exited, that parent is init, which may reap lazily (PID 1 of this test VM does),
+        so a zombie is not a leftover; anything else with the same pid and start time is.
+        """
+        alive = []
+        for pid, created in self.seen.items():
+            try:
+                proc = psutil.Process(pid)
+                if proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                continue
+        return alive
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def kill_all(self) -> None:
+        """After a failed assertion: leave nothing for the next test."""
+        for pid in [self.proc.pid, *self.seen]:
+            try:
+                psutil.Process(pid).kill()
+            except psutil.Error:
+                continue
+
+
+@pytest.fixture
+def cli(probe_tmp, tmp_path):
+    """Start CliProcess runs in the probe_tmp TMPDIR; kills what is left if a test fails."""
+    started: list[CliProcess] = []
+
+    def start(*args: str, env: dict | None = None, profile: str | None = None) -> CliProcess:
+        extra = []
+        if profile is not None:
+            path = tmp_path / "profile.toml"
+            path.write_text(profile)
+            extra = ["--config", str(path)]
+        out_dir = tmp_path / f"run{len(started)}"
+        out_dir.mkdir()
+        run = CliProcess(["run", *args, *extra], probe_tmp, out_dir, env)
+        started.append(run)
+        return run
+
+    yield start
+    for run in started:
+        run.kill_all()
+
+
+def assert_clean(run: CliProcess) -> None:
+    assert run.seen, "the run started no process: the test did not watch it"
+    left = []
+    for pid in run.leftovers():
+        try:
+            left.append((pid, psutil.Process(pid).name()))
+        except psutil.Error:
+            continue
+    assert not left, f"processes left running: {left}"
+
+
+# --- the three moments of a run ------------------------------------------------------------
+
+def during_server_start(run: CliProcess):
+    # initdb is running: the server's temp dir exists and is being filled.
+    return run.files("geventprobe-pg-*") and any(_name(p) == "initdb" for p in run.watch())
+
+
+def _name(proc: psutil.Process) -> str | None:
+    try:
+        return proc.name()
+    except psutil.Error:
+        return None
+
+
+def during_gunicorn_boot(run: CliProcess):
+    # gunicorn started (its log exists) and no worker is ready yet.
+    return (run.files("geventprobe-run-*/gunicorn.log")
+            and not run.files("geventprobe-run-*/ready-*"))
+
+
+def during_probe(run: CliProcess):
+    # Every worker is ready and the parent said go; no result yet.
+    return run.files("geventprobe-run-*/go") and not run.files("geventprobe-run-*/result-*")
+
+
+MOMENTS = {"server-start": during_server_start, "gunicorn-boot": during_gunicorn_boot,
+           "probe": during_probe}
+SIGNALS = {"SIGINT": (signal.SIGINT, 130, "interrupted (Ctrl-C)"),
+           "SIGTERM": (signal.SIGTERM, 2, "terminated by SIGTERM")}
+
+
+@pytest.mark.parametrize("moment", list(MOMENTS))
+@pytest.mark.parametrize("sig_name", list(SIGNALS))
+def test_signal_at_every_phase_leaves_nothing(cli, moment, sig_name):
+    sig, code, message = SIGNALS[sig_name]
+    run = cli(*SMALL, "--builds", "binary", profile=LONG_PROBE)
+    run.wait_until(lambda: MOMENTS[moment](run), moment)
+    before = run.watch()
+    assert before, "nothing was running at that moment"
+    run.signal(sig)
+    exit_code, stdout, stderr = run.finish()
+    assert exit_code == code, stdout + stderr
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("geventprobe: error:")]
+    assert len(errors) == 1 and message in errors[0], stderr
+    assert "stopped and removed" in errors[0]
+    assert "Traceback" not in stdout + stderr
+    assert_clean(run)
+
+
+def test_worker_killed_mid_probe(cli):
+    run = cli(*SMALL, "--builds", "binary", profile=LONG_PROBE)
+    ready = run.wait_until(lambda: during_probe(run) and run.files("geventprobe-run-*/ready-*"),
+                           "the probe")
+    victim = int(os.path.basename(sorted(ready)[0])[len("ready-"):-len(".json")])
+    os.kill(victim, signal.SIGKILL)
+    exit_code, stdout, stderr = run.finish()
+    assert exit_code == 2, stdout + stderr
+    assert f"worker {victim} died mid-probe" in " ".join(stdout.split())
+    assert "SIGKILL" in stdout
+    assert "probe failed for binary" in stdout
+    assert "Traceback" not in stdout + stderr
+    assert_clean(run)
+
+
+def test_gunicorn_master_killed_mid_probe(cli):
+    run = cli(*SMALL, "--builds", "binary", profile=LONG_PROBE)
+    ready = run.wait_until(lambda: during_probe(run) and run.files("geventprobe-run-*/ready-*"),
+                           "the probe")
+    worker = int(os.path.basename(ready[0])[len("ready-"):-len(".json")])
+    master = psutil.Process(worker).ppid()
+    os.kill(master, signal.SIGKILL)
+    exit_code, stdout, stderr = run.finish()
+    assert exit_code == 2, stdout + stderr
+    assert f"the gunicorn master (pid {master}) killed by SIGKILL" in " ".join(stdout.split())
+    assert "Traceback" not in stdout + stderr
+    # Its orphaned workers too: they were recorded while the run went on.
+    assert worker in run.seen
+    assert_clean(run)
+
+
+def test_embedded_server_killed_mid_probe(cli):
+    run = cli(*SMALL, "--builds", "binary,python", profile=LONG_PROBE)
+    run.wait_until(lambda: during_probe(run), "the probe")
+    pidfile = run.files("geventprobe-pg-*/data/postmaster.pid")[0]
+    postmaster = int(Path(pidfile).read_text().split()[0])
+    os.kill(postmaster, signal.SIGKILL)
+    exit_code, stdout, stderr = run.finish()
+    assert exit_code == 2, stdout + stderr
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("geventprobe: error:")]
+    assert len(errors) == 1, stderr
+    assert f"the embedded PostgreSQL (pid {postmaster}) killed by SIGKILL mid-run" in errors[0]
+    assert "Traceback" not in stdout + stderr
+    assert_clean(run)
+
+
+def test_time_limit_stops_the_run_mid_probe(cli):
+    # An error raised in the middle of a phase (here: the run's own time limit).
+    run = cli(*SMALL, "--builds", "binary", "--time-limit", "4", profile=LONG_PROBE)
+    exit_code, stdout, stderr = run.finish()
+    assert exit_code == 2, stdout + stderr
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("geventprobe: error:")]
+    assert len(errors) == 1 and "longer than --time-limit 4 s" in errors[0], stderr
+    assert "Traceback" not in stdout + stderr
+    assert_clean(run)
+
+
+def test_worker_timeout_is_blocking_evidence(cli, tmp_path):
+    # A deployment's short gunicorn --timeout: the blocked psycopg2 baseline's hub stalls for
+    # 8 × 1 s per window, so the master kills the worker. That is what BLOCKING looks like
+    # to gunicorn, not a crash of the probe.
+    out = tmp_path / "r.json"
+    run = cli("--workers", "1", "--greenlets", "8", "--builds", "psycopg2", "--json", str(out),
+              profile="[workload]\nworker_timeout_s = 3\nwait_seconds = 1.0\n")
+    exit_code, stdout, stderr = run.finish()
+    assert exit_code == 0, stdout + stderr  # the baseline got its known class
+    build = json.loads(out.read_text())["builds"][0]
+    assert build["verdict"] == "BLOCKING"
+    assert build["error"] is None
+    assert [e["rule"] for e in build["evidence"]] == ["worker-timeout"]
+    assert build["worker_timeouts"] == 1
+    assert "no wait callback" in build["cause"]
+    assert "WORKER TIMEOUT" in stdout
+    assert_clean(run)

@@ -1,0 +1,481 @@
+"""Renderers on recorded runs: Markdown, HTML, text, JSON, charts, reproduction scripts, redaction.
+
+The records in tests/data were written by `geventprobe run --workers 2 --greenlets 8 --json`
+on a 2-core Linux VM (PostgreSQL 15.18, psycopg 3.3.8, psycopg2 2.9.13, gevent 26.9.0):
+run-default (every build OK, psycopg2 BLOCKING), run-preload (the same with --preload:
+binary and c BLOCKING) and run-busy-wait (GEVENTPROBE_CONTROL=busy-wait: binary BUSY-WAIT).
+run-preload-http is a later --preload run that also sent HTTP requests at the workers
+(request latency), made with `--dsn '... password=...' --redact-hosts`.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import ClassVar
+
+import jsonschema
+import pytest
+
+from geventprobe.dsn import redact_hosts, scrub_result
+from geventprobe.errors import ProbeError
+from geventprobe.model import Calibration, ControlOutcome, Evidence, Verdict
+from geventprobe.report import charts, html, json_format, load, markdown, repro, text
+
+DATA = Path(__file__).parent / "data"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def recorded(name: str):
+    return load.load(str(DATA / f"run-{name}.json"))
+
+
+def build(result, name: str):
+    return next(b for b in result.builds if b.build == name)
+
+
+def _subset(small, big, path="") -> None:
+    """Every key and value of ``small`` is in ``big`` (``big`` may have new defaults)."""
+    if isinstance(small, dict):
+        for k, v in small.items():
+            assert k in big, f"{path}.{k} lost"
+            _subset(v, big[k], f"{path}.{k}")
+    elif isinstance(small, list):
+        assert len(small) == len(big), path
+        for i, (a, b) in enumerate(zip(small, big)):
+            _subset(a, b, f"{path}[{i}]")
+    else:
+        assert small == big, path
+
+
+# ---------------------------------------------------------------- load
+
+
+@pytest.mark.parametrize("name", ["default", "preload", "busy-wait", "preload-http"])
+def test_load_round_trips_a_recorded_run(name, schema):
+    raw = json.loads((DATA / f"run-{name}.json").read_text())
+    again = json_format.to_dict(recorded(name))
+    _subset(raw, again)
+    jsonschema.validate(again, schema)
+
+
+def _deref(schema: dict, node: dict) -> dict:
+    while "$ref" in node:
+        node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    for key in ("anyOf", "oneOf"):
+        if key in node:  # {"anyOf": [{"$ref": ...}, {"type": "null"}]}
+            node = next(_deref(schema, n) for n in node[key] if n.get("type") != "null")
+    return node
+
+
+def _schema_covers(schema: dict, cls, node: dict, path: str) -> None:
+    props = _deref(schema, node).get("properties", {})
+    for f in dataclasses.fields(cls):
+        assert f.name in props, f"{path}.{f.name} is not in result.schema.json"
+        kind, sub = load._resolve(str(f.type)), props[f.name]
+        while kind[0] in ("optional", "list", "dict"):
+            if kind[0] == "list":
+                sub = _deref(schema, sub).get("items", {})
+            elif kind[0] == "dict":
+                sub = _deref(schema, sub).get("additionalProperties", {})
+            kind = kind[1]
+        if kind[0] == "type" and dataclasses.is_dataclass(kind[1]):
+            _schema_covers(schema, kind[1], sub, f"{path}.{f.name}")
+
+
+def test_the_schema_describes_every_field_of_the_record(schema):
+    from geventprobe.model import RunResult
+
+    _schema_covers(schema, RunResult, schema, "result")
+
+
+def test_load_builds_typed_records():
+    r = recorded("preload")
+    b = build(r, "binary")
+    assert b.verdict is Verdict.BLOCKING
+    assert b.metrics.select1.p50_us > 0 and b.evidence[0].rule == "wait-factor"
+    assert r.calibration is None  # recorded before calibration existed: the default
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('{"schema_version": 2, "tool_version": "9.0"}', "schema_version 2; this geventprobe "
+                                                     "reads version 1"),
+    ("not json", "is not JSON"),
+    ("[1, 2]", "not a geventprobe result"),
+    ('{"schema_version": 1, "builds": []}', "result.tool_version is missing"),
+])
+def test_load_refuses_what_it_cannot_read(tmp_path, content, message):
+    path = tmp_path / "r.json"
+    path.write_text(content)
+    with pytest.raises(ProbeError) as info:
+        load.load(str(path))
+    assert message in str(info.value)
+
+
+def test_load_refuses_an_unknown_verdict(tmp_path):
+    raw = json.loads((DATA / "run-default.json").read_text())
+    raw["builds"][0]["verdict"] = "SLOW"
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ProbeError, match=r"builds\[0\]\.verdict: unknown value 'SLOW'"):
+        load.load(str(path))
+
+
+# ---------------------------------------------------------------- Markdown
+
+
+def test_markdown_holds_what_a_maintainer_asks_for():
+    r = recorded("preload")
+    md = markdown.render(r)
+    paragraph = markdown.verdict_paragraph(r)
+    assert "binary and c BLOCK the gevent hub" in paragraph
+    assert "8.06× as long as one sleep" in paragraph
+    assert "imported before gevent patched select" in paragraph
+    assert "psycopg2-green OK, psycopg2 BLOCKING" in paragraph
+    # the verdict table with its evidence figures
+    assert "| binary | psycopg 3.3.8 | binary | wait_c | BLOCKING | 8.06× | 1,212.0 |" in md
+    # cause and fix per non-OK build
+    assert md.count("**Cause:**") == 3 and "**Fix:** drop --preload" in md
+    # FIELD-NOTES §5 as the workers saw it
+    for fact in ("`pq.__impl__`", "`pq.version()`", "`pq.__build_version__`",
+                 "`psycopg.waiting.wait`", "env `PSYCOPG_IMPL`", "env `PSYCOPG_WAIT_FUNC`",
+                 "psycopg2 wait callback", "psycogreen", "`is_module_patched(\"select\")`",
+                 "`is_module_patched(\"socket\")`", "| driver imported in | gunicorn master |",
+                 "| greenlet |", "| gunicorn | 27.0.1 |", "worker class"):
+        assert fact in md, fact
+    assert "15.18 (Debian 15.18-0+deb12u1)" in md  # server version
+    assert "| **CPUs** | 2 |" in md and "| **kernel** |" in md
+    assert "geventprobe run --workers 2 --greenlets 8 --preload --json" in md
+    assert "```toml" in md and "blocking_wait_factor = 2.0" in md
+    assert "Calibration not run" in md
+    # a reproduction script for each non-OK build, none for the OK ones
+    assert re.findall(r"<code>repro_(\S+)\.py</code>", md) == ["binary", "c", "psycopg2"]
+    assert 'pip install "geventprobe[charts]"' in md
+
+
+def test_markdown_of_a_healthy_run():
+    r = recorded("default")
+    paragraph = markdown.verdict_paragraph(r)
+    assert paragraph.startswith("**Every psycopg 3 build under test cooperates with gevent**")
+    md = markdown.render(r)
+    assert re.findall(r"<code>repro_(\S+)\.py</code>", md) == ["psycopg2"]  # the baseline
+
+
+def test_markdown_of_a_busy_wait():
+    paragraph = markdown.verdict_paragraph(recorded("busy-wait"))
+    assert "binary BUSY-WAITS" in paragraph and "CPU-seconds per second" in paragraph
+
+
+def test_markdown_says_inconclusive_when_a_baseline_misses():
+    r = recorded("default")
+    missed = dataclasses.replace(build(r, "psycopg2"), verdict=Verdict.OK)
+    r = dataclasses.replace(r, builds=[b if b.build != "psycopg2" else missed for b in r.builds])
+    assert markdown.verdict_paragraph(r).startswith("**INCONCLUSIVE**: baseline psycopg2 got OK")
+
+
+def calibrated(result):
+    rule = Evidence("wait-factor", 8.1, 2.0, True, "8 concurrent pg_sleep(0.15) took 8.10× w")
+    outcomes = [
+        ControlOutcome("psycopg2-no-callback", "psycopg2 without a wait callback", "psycopg2",
+                       "BLOCKING", "BLOCKING", True, 8.1, 1210.0, 0.002, 0.05, 4.05, [rule]),
+        ControlOutcome("spinning-wait", "a wait that never sleeps", "binary", "BUSY-WAIT",
+                       "OK", False, 1.02, 3.0, 0.05, 0.9, 0.25, []),
+    ]
+    cal = Calibration(outcomes=outcomes, passed=False, saturated=True,
+                      reason="the machine was 90% busy with other programs", duration_s=12.5)
+    return dataclasses.replace(result, calibration=cal)
+
+
+def test_calibration_is_rendered_when_it_ran(monkeypatch):
+    monkeypatch.setattr(charts, "available", lambda: False)  # text only: skip drawing
+    r = calibrated(recorded("default"))
+    md = markdown.render(r)
+    assert "Calibration INCONCLUSIVE: the machine was 90% busy" in md
+    assert "| psycopg2-no-callback | psycopg2 | BLOCKING | BLOCKING ✓ |" in md
+    assert "| spinning-wait | binary | BUSY-WAIT | OK ✗ |" in md
+    assert "Calibration INCONCLUSIVE" in html.render(r)
+    # and it survives the JSON round trip
+    again = load.from_dict(json_format.to_dict(r))
+    assert again.calibration == r.calibration
+
+
+def test_request_latency_is_shown_beside_the_evidence():
+    r = recorded("preload-http")
+    headers, rows = markdown.verdict_rows(r)
+    assert headers[-1] == "request p99 ms"
+    by = {row[0]: row for row in rows}
+    assert float(by["binary"][-1].replace(",", "")) > 1000  # requests queued behind the hub
+    assert float(by["python"][-1].replace(",", "")) < 100
+    assert "HTTP requests to those workers had a p99 of" in markdown.verdict_paragraph(r)
+    assert "**request p99**: HTTP requests sent to the same workers" in markdown.render(r)
+
+
+def test_the_recorded_redacted_run_has_no_secret_or_host():
+    raw = (DATA / "run-preload-http.json").read_text()
+    assert "password=***" in raw and "host=***" in raw
+    assert "127.0.0.1" not in raw
+
+
+def test_version_matrix_rows_are_told_apart(monkeypatch):
+    monkeypatch.setattr(charts, "available", lambda: False)  # text only: skip drawing
+    r = recorded("preload")
+    old, new = build(r, "binary"), build(r, "python")
+    rows = [dataclasses.replace(old, versions={"psycopg": "3.1.12", "gevent": "26.9.0"}),
+            dataclasses.replace(new, build="binary",
+                                versions={"psycopg": "3.3.8", "gevent": "26.9.0"})]
+    r = dataclasses.replace(r, builds=rows, app={"app": "myapp.wsgi:application",
+                                                 "preload": True})
+    md = markdown.render(r)
+    assert "| binary @ psycopg 3.1.12, gevent 26.9.0 | psycopg 3.3.8 |" in md
+    assert "<code>repro_binary_psycopg_3.1.12_gevent_26.9.0.py</code>" in md
+    assert "| **app** | myapp.wsgi:application |" in md
+    assert "binary @ psycopg 3.1.12, gevent 26.9.0" in html.render(r)
+
+
+def test_markdown_table_cells_cannot_break_the_table():
+    assert markdown.md_table(["a"], [["x | y"]]).splitlines()[-1] == "| x \\| y |"
+
+
+# ---------------------------------------------------------------- HTML, text, charts
+
+
+class _Tags(HTMLParser):
+    VOID: ClassVar[set[str]] = {"meta", "img", "br", "hr", "link", "input"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack: list[str] = []
+        self.images: list[str] = []
+        self.external: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        for key in ("src", "href"):
+            if attrs.get(key, "").startswith(("http:", "https:", "//")):
+                self.external.append(attrs[key])
+        if tag == "img":
+            self.images.append(attrs["src"])
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, (tag, self.stack[-5:])
+        self.stack.pop()
+
+
+def test_html_is_one_well_formed_self_contained_file():
+    r = recorded("preload")
+    doc = html.render(r)
+    parser = _Tags()
+    parser.feed(doc)
+    assert parser.stack == [] and parser.external == []
+    assert len(parser.images) == 1
+    prefix = "data:image/png;base64,"
+    assert parser.images[0].startswith(prefix)
+    assert base64.b64decode(parser.images[0][len(prefix):]).startswith(PNG_MAGIC)
+    assert "binary and c BLOCK the gevent hub" in doc
+    assert "repro_binary.py" in doc and "monkey.patch_all()" in doc
+
+
+def test_html_without_matplotlib_says_how_to_get_the_charts(monkeypatch):
+    monkeypatch.setattr(charts, "available", lambda: False)
+    doc = html.render(recorded("preload"))
+    assert "data:image/png" not in doc
+    assert "need matplotlib" in doc and "geventprobe[charts]" in doc
+    with pytest.raises(charts.ChartsUnavailable, match=r"pip install \"geventprobe\[charts\]\""):
+        charts.render_png(recorded("preload"))
+
+
+def test_png_has_a_row_per_build_with_figures():
+    from PIL import Image  # installed with matplotlib
+
+    r = recorded("busy-wait")
+    data = charts.render_png(r)
+    assert data.startswith(PNG_MAGIC)
+    with Image.open(__import__("io").BytesIO(data)) as img:
+        width, height = img.size
+    assert width == 1300 and height == 100 + 230 * 3  # 13 in wide, 2.3 in per build at 100 dpi
+
+
+def test_text_report_is_plain():
+    out = text.render(recorded("preload"))
+    assert "\x1b[" not in out  # no colour codes
+    assert "BLOCKING" in out and "Calibration not run" in out
+    assert "psycopg.waiting.wait" in out and "wait_c" in out
+    assert not any(line != line.rstrip() for line in out.splitlines())
+
+
+# ---------------------------------------------------------------- reproduction scripts
+
+
+def test_repro_rebuilds_the_preload_import_order():
+    r = recorded("preload")
+    script = repro.script(build(r, "binary"), r)
+    compile(script, "repro_binary.py", "exec")
+    assert script.index("\nimport psycopg\n") < script.index("\nmonkey.patch_all()\n")
+    assert 'os.environ["PSYCOPG_IMPL"] = "binary"' in script
+    assert "N, W, TICK = 8, 0.15, 0.005" in script
+    assert 'pip install "psycopg[binary]==3.3.8" "gevent==26.9.0"' in script
+
+
+def test_repro_patches_first_when_the_workers_did():
+    r = recorded("default")
+    script = repro.script(build(r, "c"), r)
+    assert script.index("\nmonkey.patch_all()\n") < script.index("\nimport psycopg\n")
+    assert 'os.environ["PSYCOPG_IMPL"] = "c"' in script
+
+
+def test_repro_of_psycopg2_with_and_without_psycogreen():
+    r = recorded("default")
+    plain = repro.script(build(r, "psycopg2"), r)
+    green = repro.script(build(r, "psycopg2-green"), r)
+    compile(plain, "p.py", "exec")
+    compile(green, "g.py", "exec")
+    assert "patch_psycopg()" not in plain and "No wait callback" in plain
+    assert "patch_psycopg()" in green and '"psycogreen==1.0.2"' in green
+
+
+def test_repro_of_the_busy_wait_control_spins():
+    r = recorded("busy-wait")
+    script = repro.script(build(r, "binary"), r)
+    compile(script, "b.py", "exec")
+    assert "psycopg.waiting.wait = spinning_wait" in script and "poll.poll(0)" in script
+
+
+def test_repro_never_embeds_a_dsn():
+    r = recorded("preload")
+    for b in r.builds:
+        script = repro.script(b, r)
+        assert "host=" not in script.replace("'host=... dbname=...'", "")
+        assert "password" not in script
+        assert 'DSN = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("DSN", "")' in script
+
+
+# ---------------------------------------------------------------- redaction
+
+SECRET = "Sup3r-S3cret"
+
+
+def leaky(result):
+    """The record as if a password and a host had slipped into every free-text field."""
+    dsn = f"host=db.internal.example hostaddr=10.20.30.40 port=5432 password={SECRET}"
+    b = build(result, "psycopg2")
+    b = dataclasses.replace(b, error=f'connection to server at "db.internal.example" '
+                                     f"(10.20.30.40) failed for {dsn}", cause=dsn)
+    return dataclasses.replace(
+        result, command=["geventprobe", "run", "--dsn", dsn,
+                         f"--dsn=postgresql://alice:{SECRET}@db.internal.example/app"],
+        server=dict(result.server, dsn=dsn), notes=[f"saw {dsn}"],
+        builds=[b if x.build == "psycopg2" else x for x in result.builds])
+
+
+@pytest.mark.parametrize("hosts", [False, True])
+def test_no_output_carries_a_password(hosts, monkeypatch):
+    monkeypatch.setattr(charts, "available", lambda: False)  # text only: skip drawing
+    clean = scrub_result(leaky(recorded("preload")), hosts=hosts)
+    outputs = [markdown.render(clean), html.render(clean), text.render(clean),
+               json_format.render(clean)]
+    for out in outputs:
+        assert SECRET not in out
+        if hosts:
+            assert "db.internal.example" not in out and "10.20.30.40" not in out
+            assert "127.0.0.1" not in out  # the embedded server's address
+    assert "port=5432" in json_format.render(clean)  # only what is secret goes
+
+
+@pytest.mark.parametrize(("text_in", "gone", "kept"), [
+    ("host=db1.example port=5432 dbname=app", ["db1.example"], ["port=5432", "dbname=app"]),
+    ("postgresql://bob@db1.example:6432,db2:6433/app", ["db1.example", "db2"],
+     [":6432", ":6433", "/app"]),
+    ("postgres://[2001:db8::1]:5432/app", ["2001:db8::1"], [":5432/app"]),
+    ("at 10.0.0.7 and fe80::1%eth0", ["10.0.0.7", "fe80::1"], ["at "]),
+    ("host='/var/run/postgresql' port=5432", ["/var/run/postgresql"], ["port=5432"]),
+    ("started 13:46:56, psycopg 3.3.8, server 15.18", [], ["13:46:56", "3.3.8", "15.18"]),
+])
+def test_redact_hosts(text_in, gone, kept):
+    out = redact_hosts(text_in)
+    for g in gone:
+        assert g not in out
+    for k in kept:
+        assert k in out
+
+
+def test_redact_hosts_masks_named_hosts_wherever_they_stand():
+    out = redact_hosts('could not connect to server "dbprimary": dbprimary-replica, dbname=x',
+                       ["dbprimary"])
+    assert out == 'could not connect to server "***": dbprimary-replica, dbname=x'
+
+
+# ---------------------------------------------------------------- GitHub job summary
+
+
+def test_step_summary_fits_githubs_limit(tmp_path):
+    r = recorded("preload")
+    full = markdown.render(r)
+    assert markdown.step_summary(r) == full
+    short = markdown.step_summary(r, budget=len(full.encode()) - 1)
+    assert "Shortened to fit" in short and "BLOCK the gevent hub" in short
+    assert len(markdown.step_summary(r, budget=200).encode()) <= 200
+    path = tmp_path / "summary.md"
+    path.write_text("x" * (markdown.STEP_SUMMARY_LIMIT - 3000))
+    markdown.append_step_summary(r, str(path))
+    assert path.stat().st_size <= markdown.STEP_SUMMARY_LIMIT
+    assert "## geventprobe" in path.read_text()
+
+
+# ---------------------------------------------------------------- the report command
+
+
+def test_report_cli_rerenders_without_running(run_cli, tmp_path):
+    src = str(DATA / "run-preload.json")
+    proc = run_cli("report", src)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == markdown.render(recorded("preload"))
+    out = tmp_path / "r.html"
+    proc = run_cli("report", src, "--format", "html", "-o", str(out))
+    assert proc.returncode == 0 and f"wrote {out}" in proc.stderr
+    assert out.read_text().startswith("<!DOCTYPE html>")
+    proc = run_cli("report", src, "--format", "json")
+    assert json.loads(proc.stdout)["builds"][0]["verdict"] == "BLOCKING"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["report", "/nonexistent.json"], "cannot read /nonexistent.json"),
+    (["report", str(DATA / "run-preload.json"), "--format", "png"],
+     "--format png writes binary data: add -o PATH.png"),
+    (["report", str(DATA / "run-preload.json"), "-o", "/nonexistent/dir/r.md"],
+     "cannot write -o /nonexistent/dir/r.md"),
+    (["report", str(DATA / "run-preload.json"), "--format", "pdf"], "'pdf' is not one of"),
+])
+def test_report_cli_bad_input_is_one_line(run_cli, args, message):
+    proc = run_cli(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_run_refuses_an_unwritable_markdown_path_before_running(run_cli):
+    proc = run_cli("run", "--markdown", "/nonexistent/dir/r.md")
+    assert proc.returncode == 2
+    assert "cannot write --markdown /nonexistent/dir/r.md" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_unwritable_step_summary_does_not_fail_the_run(monkeypatch, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from geventprobe.cli import report as report_cli
+
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", "/nonexistent/dir/summary.md")
+    out = io.StringIO()
+    report_cli.write_run_outputs(recorded("default"), str(tmp_path / "r.md"),
+                                 Console(file=out, width=300))
+    assert (tmp_path / "r.md").read_text() == markdown.render(recorded("default"))
+    assert "warning: cannot append to $GITHUB_STEP_SUMMARY /nonexistent/dir/summary.md" \
+        in out.getvalue()
