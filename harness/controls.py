@@ -43,9 +43,14 @@ def _spinning_wait(gen, fileno, interval=None, timeout=None):
         return stop.value
 
 
-def apply() -> str | None:
-    """Apply the control named by ``GEVENTPROBE_CONTROL``; return its name."""
+def apply(build: str) -> str | None:
+    """Apply the control named by ``GEVENTPROBE_CONTROL`` to a psycopg 3 ``build``.
+
+    psycopg2 builds are left alone: importing psycopg there would change what they report.
+    """
     control = os.environ.get("GEVENTPROBE_CONTROL")
+    if build.startswith("psycopg2"):
+        return None
     if control == "busy-wait":
         from psycopg import waiting
 

@@ -355,7 +355,7 @@ def start(worker) -> None:
         return
     from geventprobe.harness import app
 
-    controls.apply()
+    controls.apply(app.BUILD)
     if app.BUILD == "psycopg2-green" and app.IMPORT_ERROR is None:
         # What a gevent app using psycopg2 does once per worker.
         from psycogreen.gevent import patch_psycopg
