@@ -62,6 +62,8 @@ def _short(path: str) -> str:
     for marker in ("site-packages/", "dist-packages/"):
         if marker in path:
             return path.split(marker, 1)[1]
+    if "/lib/python3" in path:  # the standard library: python3.11/importlib/__init__.py
+        return "python3" + path.split("/lib/python3", 1)[1]
     try:
         rel = os.path.relpath(path)
     except ValueError:
@@ -69,26 +71,32 @@ def _short(path: str) -> str:
     return path if rel.startswith("../..") else rel
 
 
-def _importers(limit: int = 6) -> list[str]:
-    """``file:line`` of the frames that are importing, innermost first, importlib skipped."""
+def _is_library(path: str) -> bool:
+    return any(m in path for m in ("site-packages/", "dist-packages/", "/lib/python3"))
+
+
+def _importers(limit: int = 6) -> list[tuple[str, bool]]:
+    """(``file:line``, is a library) of the importing frames, innermost first, no importlib."""
     frames = []
     frame = sys._getframe(2)
     here = __file__.rstrip("c")
     while frame is not None and len(frames) < limit:
         filename = frame.f_code.co_filename
         if not filename.startswith("<frozen importlib") and filename.rstrip("c") != here:
-            frames.append(f"{_short(filename)}:{frame.f_lineno}")
+            frames.append((f"{_short(filename)}:{frame.f_lineno}", _is_library(filename)))
         frame = frame.f_back
     return frames
 
 
-def _blame(frames: list[str]) -> str | None:
-    """The innermost importer that is the user's code rather than a library's."""
-    for f in frames:
-        if not f.startswith(("gunicorn/", "gevent/", "importlib/", "geventprobe/")) and \
-                "/lib/python" not in f:
-            return f
-    return frames[0] if frames else None
+def _blame(frames: list[tuple[str, bool]]) -> str | None:
+    """Who imported it: the importing line, and the user's line that led there if another."""
+    if not frames:
+        return None
+    inner = frames[0][0]
+    user = next((f for f, lib in frames if not lib and not f.startswith("geventprobe/")), None)
+    if user is None or user == inner:
+        return inner
+    return f"{inner} (from {user})" if frames[0][1] else user
 
 
 class _Finder:
@@ -104,7 +112,7 @@ class _Finder:
                 "time": time.time(),
                 "select_patched": _patched("select"),
                 "socket_patched": _patched("socket"),
-                "frames": frames,
+                "frames": [f for f, _ in frames],
                 "by": _blame(frames),
             }
         return None

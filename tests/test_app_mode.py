@@ -18,8 +18,9 @@ import pytest
 from conftest import by_build
 
 from geventprobe.embedded_pg import EmbeddedPostgres
+from geventprobe.model import Verdict
 
-pytestmark = pytest.mark.integration
+integration = pytest.mark.integration
 
 EXAMPLES = Path(__file__).parent.parent / "harness" / "examples"
 APP = "app:application"
@@ -55,6 +56,7 @@ CASES = [
 ]
 
 
+@integration
 @pytest.mark.parametrize(("example", "how", "expected", "cause"), CASES,
                          ids=[c[0] for c in CASES])
 def test_examples(run_cli, pg_dsn, tmp_path, schema, example, how, expected, cause):
@@ -90,8 +92,9 @@ def test_examples(run_cli, pg_dsn, tmp_path, schema, example, how, expected, cau
     assert "req p99 ms" in proc.stdout
 
 
+@integration
 def test_facts_say_what_the_workers_really_use(run_cli, pg_dsn, tmp_path):
-    """The psycogreen and import-order facts, for two examples, as the workers saw them."""
+    """psycogreen applied in post_fork: the callback, and who imported psycopg2 when."""
     out = tmp_path / "r.json"
     proc = run_app(run_cli, pg_dsn, out, "--app", APP, "--chdir",
                    str(EXAMPLES / "psycogreen_post_fork"))
@@ -102,12 +105,14 @@ def test_facts_say_what_the_workers_really_use(run_cli, pg_dsn, tmp_path):
     # psycogreen imported psycopg2 in post_fork, before gevent patched the worker...
     assert facts["driver_import"]["phase"] == "post_fork"
     assert facts["driver_import"]["select_patched"] is False
+    assert facts["driver_import"]["by"].endswith("(from gunicorn.conf.py:15)")
     # ...and its callback was in place from post_fork on.
     seen = {s["phase"]: s["psycopg2_wait_callback"] for s in facts["snapshots"]}
     assert seen["post_fork"] == seen["post_worker_init"] == facts["psycopg2"]["wait_callback"]
     assert "psycogreen" in proc.stdout
 
 
+@integration
 def test_lazy_app_from_pyproject_without_gunicorn_config(run_cli, pg_dsn, tmp_path):
     """No gunicorn config (so gunicorn's sync default: gevent is forced, and said so), the
     driver imported only when a request comes, and every setting from pyproject.toml."""
@@ -135,6 +140,7 @@ def test_lazy_app_from_pyproject_without_gunicorn_config(run_cli, pg_dsn, tmp_pa
     assert b["facts"]["driver_import"]["select_patched"] is True
 
 
+@integration
 @pytest.mark.parametrize("preload", [False, True], ids=["in-worker", "preload"])
 def test_app_that_fails_to_import_exits_2_with_its_own_error(run_cli, pg_dsn, tmp_path,
                                                               preload):
@@ -151,6 +157,7 @@ def test_app_that_fails_to_import_exits_2_with_its_own_error(run_cli, pg_dsn, tm
     assert last.startswith("geventprobe: error: your app failed to load"), last
 
 
+@integration
 @pytest.mark.parametrize(("config", "message"), [
     ("workers = 2\nbind = undefined_name\n",
      "NameError: name 'undefined_name' is not defined (gunicorn.conf.py, line 2)"),
@@ -168,6 +175,7 @@ def test_invalid_gunicorn_config_exits_2_with_its_own_error(run_cli, tmp_path, c
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+@integration
 def test_gunicorn_cmd_args_errors_are_theirs(run_cli, tmp_path):
     (tmp_path / "app.py").write_text("def application(environ, start_response):\n    pass\n")
     proc = run_cli("run", "--app", APP, "--chdir", str(tmp_path),
@@ -177,6 +185,7 @@ def test_gunicorn_cmd_args_errors_are_theirs(run_cli, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@integration
 def test_request_latency_shows_blocking_next_to_the_evidence(run_cli, tmp_path, pg_dsn):
     """Built-in builds, same run: users of the blocked psycopg2 workers wait far longer.
 
@@ -200,6 +209,7 @@ def test_request_latency_shows_blocking_next_to_the_evidence(run_cli, tmp_path, 
     assert f"{p['latency']['p99_us'] / 1000:,.0f}" in row
 
 
+@integration
 def test_no_http_load_when_turned_off(run_cli, tmp_path, pg_dsn):
     profile = tmp_path / "p.toml"
     profile.write_text("[workload]\nhttp_rate = 0\n")
@@ -215,3 +225,91 @@ def test_examples_are_documented():
     for example, *_ in CASES:
         assert f"`{example}/`" in readme
         assert os.path.exists(EXAMPLES / example / "app.py")
+
+
+# -- pure: no gunicorn, no server ---------------------------------------------------------
+
+
+def test_conninfo_becomes_the_uri_apps_read():
+    from geventprobe.app_mode import conninfo_to_uri
+
+    assert conninfo_to_uri("host=127.0.0.1 port=5433 user=geventprobe dbname=postgres") == \
+        "postgresql://geventprobe@127.0.0.1:5433/postgres"
+    assert conninfo_to_uri("host=db user=a password='p w' dbname=x sslmode=require") == \
+        "postgresql://a:p%20w@db/x?sslmode=require"
+    assert conninfo_to_uri("postgresql://u@h/d") == "postgresql://u@h/d"
+
+
+def test_who_imported_it_names_the_users_line():
+    from geventprobe.harness import import_watch
+
+    lib = [("psycogreen/gevent.py:12", True), ("gunicorn.conf.py:15", False),
+           ("gunicorn/arbiter.py:751", True)]
+    assert import_watch._blame(lib) == "psycogreen/gevent.py:12 (from gunicorn.conf.py:15)"
+    assert import_watch._blame([("app.py:9", False), ("gunicorn/util.py:1", True)]) == "app.py:9"
+    assert import_watch._blame([("gunicorn/workers/ggevent.py:12", True)]) == \
+        "gunicorn/workers/ggevent.py:12"
+    event = {"phase": "master", "by": "app.py:9"}
+    assert "(--preload / preload_app = True), by app.py:9" in import_watch.where(event, True)
+    assert "before any worker was forked" in import_watch.where(event, False)
+
+
+def app_facts(phase: str, in_master: bool, where: str) -> dict:
+    return {"driver": "psycopg", "mode": "app", "select_patched": True,
+            "psycopg": {"version": "3.3.8", "impl": "binary", "wait": "wait_c"},
+            "env": {}, "driver_imported_in_master": in_master,
+            "driver_import": {"select_patched": False, "phase": phase, "where": where}}
+
+
+def test_app_causes_say_where_and_advise_for_that_place():
+    from geventprobe.diagnosis import explain
+
+    cause, advice = explain(Verdict.BLOCKING, app_facts(
+        "config", True, "in the gunicorn master, while gunicorn read the config file, by "
+        "gunicorn.conf.py:12"), preload=True)
+    # Imported by the config file: the config is the culprit, even with preload on.
+    assert cause.endswith("by gunicorn.conf.py:12)") and "drop --preload" not in advice
+    cause, advice = explain(Verdict.BLOCKING, app_facts("master", True, "x"), preload=True)
+    assert "drop --preload" in advice
+    cause, advice = explain(Verdict.BLOCKING, app_facts(
+        "post_fork", False, "in the worker's post_fork hook"), preload=False)
+    assert "post_fork hook" in cause and "post_fork" in advice
+
+
+def test_app_summary_and_header():
+    from rich.console import Console
+
+    from geventprobe.app_mode import summary
+    from geventprobe.model import BuildResult, RunResult
+    from geventprobe.report import terminal
+
+    b = BuildResult(build=APP, description="", baseline=False, expected=None,
+                    verdict=Verdict.BLOCKING, cause="psycopg2 has no wait callback",
+                    advice="x", evidence=[], facts={"driver": "psycopg2", "mode": "app",
+                                                    "psycopg2": {"version": "2.9.13",
+                                                                 "wait_callback": None}},
+                    metrics=None, workers=[])
+    app = {"app": APP, "gunicorn_config": "gunicorn.conf.py", "chdir": "/srv", "workers": 3,
+           "worker_class": "gevent", "their_worker_class": "sync", "worker_class_forced": True,
+           "preload": False, "hooks": ["post_fork"], "overrides": ["bind 127.0.0.1:0"],
+           "gunicorn_cmd_args": None}
+    r = RunResult(schema_version=1, tool_version="0", started_at="", duration_s=1, command=[],
+                  preload=False, profile={}, environment={}, server={}, builds=[b], summary="",
+                  exit_code=1, app=app)
+    assert summary(r) == (f"your app {APP} is BLOCKING under this gunicorn config: psycopg2 "
+                          "has no wait callback; exit 1")
+    console = Console(record=True, width=200)
+    terminal.render(r, console)
+    text = console.export_text()
+    assert "forced: yours is sync" in text and "3 workers" in text and "hooks: post_fork" in text
+    assert "your app under gunicorn" in text and "plain" in text and "2.9.13" in text
+
+
+def test_gunicorn_cmd_args_are_recorded_without_secrets():
+    from geventprobe.app_mode import shown_cmd_args
+
+    shown = shown_cmd_args("--workers 3 -e SECRET_KEY=abc -eAPI=xyz --env=TOKEN=t "
+                           "--env DB=postgresql://u:pw@h/d --bind 0.0.0.0:8000")
+    for secret in ("abc", "xyz", "=t ", "pw"):
+        assert secret not in shown
+    assert "--workers 3" in shown and "SECRET_KEY=***" in shown and "0.0.0.0:8000" in shown

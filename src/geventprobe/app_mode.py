@@ -105,6 +105,29 @@ def conninfo_to_uri(dsn: str) -> str:
     return f"postgresql://{auth}{netloc}/{dbname}" + (f"?{query}" if query else "")
 
 
+def shown_cmd_args(text: str | None) -> str | None:
+    """``GUNICORN_CMD_ARGS`` for the report: ``-e KEY=VALUE`` values and passwords masked."""
+    if not text:
+        return None
+    import shlex
+
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        return "(unparsable)"
+    out, mask_next = [], False
+    for word in words:
+        if mask_next and "=" in word:
+            word = word.split("=", 1)[0] + "=***"
+        elif word.startswith(("--env=", "-e")) and "=" in word[2:]:
+            head, _, rest = word.partition("=") if word.startswith("--env=") else ("", "", word)
+            word = (f"{head}={rest.split('=', 1)[0]}=***" if head
+                    else word.split("=", 1)[0] + "=***")
+        mask_next = word in ("-e", "--env")
+        out.append(word)
+    return redact(shlex.join(out))
+
+
 def _shown(path: str) -> str:
     rel = os.path.relpath(path)
     return path if rel.startswith(".." + os.sep + "..") else rel
@@ -227,8 +250,7 @@ def plan(request: AppRequest) -> AppPlan:
         "preload": preload,
         "timeout": settings.get("timeout"),
         "hooks": settings.get("hooks") or [],
-        "gunicorn_cmd_args": redact(os.environ["GUNICORN_CMD_ARGS"])
-        if os.environ.get("GUNICORN_CMD_ARGS") else None,
+        "gunicorn_cmd_args": shown_cmd_args(os.environ.get("GUNICORN_CMD_ARGS")),
         "database_url_from_geventprobe": not os.environ.get("DATABASE_URL"),
         "overrides": overrides,
     }

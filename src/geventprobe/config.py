@@ -146,7 +146,7 @@ def _run_section(table, base: Profile, source: str) -> dict:
 
 
 # Keys for which 0 is a meaningful value (it turns something off).
-_ZERO_MEANS_OFF = {"http_rate", "http_query_ms"}
+_ZERO_MEANS_OFF = {"http_rate", "http_query_ms", "worker_timeout_s"}
 
 
 def _apply(cls, base, table: dict, section: str, source: str):

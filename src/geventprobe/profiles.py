@@ -189,3 +189,11 @@ def resolve(profile_name: str | None = None, config_path: str | None = None,
         profile = _layer(profile, text, config_path)
         layers.append(config_path)
     return dataclasses.replace(profile, source=" + ".join(layers))
+
+
+def with_sizes(profile: Profile, workers: int | None, greenlets: int | None) -> Profile:
+    """``profile`` with the ``--workers`` / ``--greenlets`` flags applied (they win)."""
+    sizes = {k: v for k, v in (("workers", workers), ("greenlets", greenlets)) if v is not None}
+    if not sizes:
+        return profile
+    return dataclasses.replace(profile, workload=dataclasses.replace(profile.workload, **sizes))

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import sys
-from enum import Enum
 
 import click
 from rich.console import Console
@@ -25,6 +23,7 @@ from geventprobe.cli.common import (
 )
 from geventprobe.config import load_profile
 from geventprobe.model import BuildResult
+from geventprobe.report import json_format
 from geventprobe.report.terminal import verdict_text, wait_name
 from geventprobe.runner import RunOptions
 
@@ -116,23 +115,11 @@ def render(result: bisect.BisectResult, console: Console) -> None:
     console.print(Text(f"{result.conclusion}; exit {result.exit_code}", style=style))
 
 
-def _clean(value):
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
 def write_json(result: bisect.BisectResult, path: str) -> None:
     """The whole bisect as JSON (write then rename)."""
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(_clean(dataclasses.asdict(result)), f, indent=2, ensure_ascii=False)
+        json.dump(json_format.plain(dataclasses.asdict(result)), f, indent=2, ensure_ascii=False)
         f.write("\n")
     os.replace(tmp, path)
 

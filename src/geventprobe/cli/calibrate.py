@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 import click
 
+from geventprobe import profiles
 from geventprobe.cli.common import (
     ProgressListener,
     check_writable,
@@ -14,7 +14,6 @@ from geventprobe.cli.common import (
     progress_console,
     report_console,
 )
-from geventprobe.config import load_profile
 from geventprobe.report import json_format, terminal
 from geventprobe.runner import RunOptions, calibration_only
 
@@ -31,8 +30,11 @@ from geventprobe.runner import RunOptions, calibration_only
               help="Write the result (with its `calibration` record) as JSON.")
 @click.option("--config", "config_path", metavar="PATH", default=None,
               help="TOML profile overriding configs/default.toml.")
+@click.option("--profile", "profile_name", metavar="NAME", default=None,
+              help="Named profile (default, quick, ci) [default, or `profile` in pyproject's "
+                   "[tool.geventprobe]]: calibrate what your runs use.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def calibrate_command(workers, greenlets, dsn, json_path, config_path, debug):
+def calibrate_command(workers, greenlets, dsn, json_path, config_path, profile_name, debug):
     """Run controls whose class is known inside real gunicorn gevent workers.
 
     BLOCKING controls: psycopg imported before patching (--preload), psycopg with
@@ -46,12 +48,9 @@ def calibrate_command(workers, greenlets, dsn, json_path, config_path, debug):
     """
     console = progress_console()
     with handled_errors(debug):
-        profile = load_profile(config_path)
-        overrides = {k: v for k, v in (("workers", workers), ("greenlets", greenlets))
-                     if v is not None}
-        if overrides:
-            profile = dataclasses.replace(
-                profile, workload=dataclasses.replace(profile.workload, **overrides))
+        profile = profiles.with_sizes(
+            profiles.resolve(profile_name, config_path, profiles.load_project()),
+            workers, greenlets)
         check_writable(json_path, "--json")
         options = RunOptions(profile=profile, builds=[], builds_named=False, dsn=dsn or None,
                              preload=False, command=["geventprobe", *sys.argv[1:]],

@@ -76,10 +76,9 @@ from geventprobe.runner import RunOptions, run
               help="Verdicts that exit 1: blocking,busy-wait, or none [blocking,busy-wait].")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def run_command(workers, greenlets, builds_text, dsn, preload, json_path, config_path, calibrate,
-                debug, psycopg_text=None, gevent_text=None, markdown_path=None,
-                redact_hosts=False, allow_many_connections=False,
-                time_limit=DEFAULT_TIME_LIMIT_S, app=None, gunicorn_config=None, chdir=None,
-                profile_name=None, fail_on_text=None):
+                debug, psycopg_text, gevent_text, markdown_path, redact_hosts,
+                allow_many_connections, time_limit, app, gunicorn_config, chdir, profile_name,
+                fail_on_text):
     """Probe each driver build inside real gunicorn gevent workers and judge it.
 
     Exit 0: every psycopg 3 build cooperates. 1: one BLOCKS or BUSY-WAITs.
@@ -90,12 +89,8 @@ def run_command(workers, greenlets, builds_text, dsn, preload, json_path, config
     with handled_errors(debug):
         # default.toml < --profile < pyproject's [tool.geventprobe] < --config < flags
         project = profiles.load_project()
-        profile = profiles.resolve(profile_name, config_path, project)
-        overrides = {k: v for k, v in (("workers", workers), ("greenlets", greenlets))
-                     if v is not None}
-        if overrides:
-            profile = dataclasses.replace(
-                profile, workload=dataclasses.replace(profile.workload, **overrides))
+        profile = profiles.with_sizes(profiles.resolve(profile_name, config_path, project),
+                                      workers, greenlets)
         app_plan = _app_plan(app, gunicorn_config, chdir, builds_text, psycopg_text or
                              gevent_text, workers, preload, project)
         if app_plan is not None:  # their workers, as their config says (or --workers)

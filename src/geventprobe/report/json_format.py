@@ -11,21 +11,23 @@ from enum import Enum
 from geventprobe.model import RunResult
 
 
-def _clean(value):
+def plain(value):
+    """``value`` (from ``dataclasses.asdict``) as JSON-ready data: enums as their value,
+    non-finite floats as null, every key a string."""
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
 def to_dict(result: RunResult) -> dict:
     """The result as plain JSON-ready data."""
-    return _clean(dataclasses.asdict(result))
+    return plain(dataclasses.asdict(result))
 
 
 def render(result: RunResult) -> str:
