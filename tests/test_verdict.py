@@ -132,3 +132,10 @@ def test_exit_2_when_a_probe_failed():
 
 def test_exit_2_when_nothing_could_be_tested():
     assert exit_code([result("binary", Verdict.UNAVAILABLE)]) == 2
+
+
+def test_summary_does_not_count_a_failed_probe_as_cooperating():
+    builds = [result("binary", Verdict.ERROR), result("python", Verdict.OK), *GOOD_BASELINES]
+    text = summary(builds, exit_code(builds))
+    assert "probe failed for binary" in text
+    assert "cooperate with gevent (python)" in text
