@@ -170,7 +170,8 @@ def _apply(cls, base, table: dict, section: str, source: str):
     return cls(**values)
 
 
-def _parse(text: str, source: str, base: Profile) -> Profile:
+def parse_profile(text: str, source: str, base: Profile) -> Profile:
+    """``base`` overridden by the TOML profile ``text`` (``source`` names it in errors)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -194,18 +195,22 @@ def profile_from_tables(data: dict, source: str, base: Profile) -> Profile:
 def default_profile() -> Profile:
     """The shipped ``configs/default.toml``."""
     text = resources.files("geventprobe.configs").joinpath("default.toml").read_text()
-    return _parse(text, "configs/default.toml", Profile(Workload(), Thresholds(), "built-in"))
+    return parse_profile(text, "configs/default.toml",
+                         Profile(Workload(), Thresholds(), "built-in"))
 
 
-def load_profile(path: str | None) -> Profile:
-    """The default profile, overridden by the TOML file at ``path`` if given."""
-    profile = default_profile()
-    if path is None:
-        return profile
+def read_profile_file(path: str, base: Profile) -> Profile:
+    """``base`` overridden by the TOML profile file at ``path`` (``--config``)."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as exc:
         raise ProbeError(f"cannot read --config {path} ({exc.strerror}): "
                          "pass the path of a TOML profile") from exc
-    return _parse(text, path, profile)
+    return parse_profile(text, path, base)
+
+
+def load_profile(path: str | None) -> Profile:
+    """The default profile, overridden by the TOML file at ``path`` if given."""
+    profile = default_profile()
+    return profile if path is None else read_profile_file(path, profile)

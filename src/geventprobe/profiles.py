@@ -25,7 +25,9 @@ from geventprobe.config import (
     Profile,
     default_profile,
     parse_fail_on,
+    parse_profile,
     profile_from_tables,
+    read_profile_file,
     tomllib,
 )
 from geventprobe.errors import ProbeError
@@ -157,14 +159,6 @@ def named_text(name: str) -> str:
     return resources.files("geventprobe.configs").joinpath(f"{name}.toml").read_text()
 
 
-def _layer(profile: Profile, text: str, source: str) -> Profile:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ProbeError(f"{source}: not valid TOML ({exc}): fix the file") from exc
-    return profile_from_tables(data, source, profile)
-
-
 def resolve(profile_name: str | None = None, config_path: str | None = None,
             project: ProjectSettings | None = None) -> Profile:
     """The profile a run uses: default, named profile, pyproject, --config, in that order."""
@@ -174,19 +168,13 @@ def resolve(profile_name: str | None = None, config_path: str | None = None,
     name = profile_name or project.profile or "default"
     if name != "default":
         source = f"configs/{name}.toml"
-        profile = _layer(profile, named_text(name), source)
+        profile = parse_profile(named_text(name), source, profile)
         layers.append(source)
     if project.tables:
         profile = profile_from_tables(project.tables, project.source, profile)
         layers.append(project.source)
     if config_path is not None:
-        try:
-            with open(config_path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as exc:
-            raise ProbeError(f"cannot read --config {config_path} ({exc.strerror}): "
-                             "pass the path of a TOML profile") from exc
-        profile = _layer(profile, text, config_path)
+        profile = read_profile_file(config_path, profile)
         layers.append(config_path)
     return dataclasses.replace(profile, source=" + ".join(layers))
 
