@@ -43,6 +43,7 @@ from pathlib import Path
 
 from geventprobe import procs
 from geventprobe.errors import ProbeError
+from geventprobe.files import write_atomic
 
 CACHE_ENV = "GEVENTPROBE_CACHE_DIR"
 """Environment variable: where the cache lives (tests point it at a temp dir)."""
@@ -318,10 +319,7 @@ def _read_manifest(path: Path) -> dict | None:
 
 
 def _write_manifest(path: Path, data: dict) -> None:
-    tmp = path / (MANIFEST + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    os.replace(tmp, path / MANIFEST)
+    write_atomic(path / MANIFEST, json.dumps(data, indent=2, sort_keys=True))
 
 
 def env_python(path: Path) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 
 import click
@@ -22,6 +21,7 @@ from geventprobe.cli.common import (
     report_console,
 )
 from geventprobe.config import load_profile
+from geventprobe.files import write_atomic
 from geventprobe.model import BuildResult
 from geventprobe.report import json_format
 from geventprobe.report.terminal import verdict_text, wait_name
@@ -117,11 +117,8 @@ def render(result: bisect.BisectResult, console: Console) -> None:
 
 def write_json(result: bisect.BisectResult, path: str) -> None:
     """The whole bisect as JSON (write then rename)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(json_format.plain(dataclasses.asdict(result)), f, indent=2, ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(json_format.plain(dataclasses.asdict(result)), indent=2,
+                                  ensure_ascii=False) + "\n")
 
 
 @click.command("bisect")

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 import re
 from collections.abc import Sequence
 
 from geventprobe.errors import ProbeError
+from geventprobe.files import write_atomic
 from geventprobe.model import BuildResult, RunResult, Verdict
 from geventprobe.report import charts, markdown, repro
 
@@ -190,10 +190,7 @@ def render(result: RunResult) -> str:
 def write(result: RunResult, path: str) -> None:
     """Write the report to ``path`` (write then rename)."""
     text = render(result)
-    tmp = f"{path}.tmp"
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        write_atomic(path, text)
     except OSError as exc:
         raise ProbeError(f"cannot write {path} ({exc.strerror}): choose another -o PATH") from exc

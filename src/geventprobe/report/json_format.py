@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from enum import Enum
 
+from geventprobe.files import write_atomic
 from geventprobe.model import RunResult
 
 
@@ -37,7 +37,4 @@ def render(result: RunResult) -> str:
 
 def write(result: RunResult, path: str) -> None:
     """Write the JSON to ``path`` (write then rename: a reader never sees half a file)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(render(result))
-    os.replace(tmp, path)
+    write_atomic(path, render(result))

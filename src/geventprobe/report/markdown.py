@@ -20,6 +20,7 @@ import re
 import shlex
 from collections.abc import Sequence
 
+from geventprobe.files import write_atomic
 from geventprobe.model import BuildResult, RunResult, Verdict
 from geventprobe.report import repro
 from geventprobe.verdict import baseline_mismatches
@@ -594,10 +595,7 @@ def render(result: RunResult) -> str:
 
 def write(result: RunResult, path: str) -> None:
     """Write the report to ``path`` (write then rename: a reader never sees half a file)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(render(result))
-    os.replace(tmp, path)
+    write_atomic(path, render(result))
 
 
 def step_summary(result: RunResult, budget: int = STEP_SUMMARY_LIMIT) -> str:
