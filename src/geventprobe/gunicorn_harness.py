@@ -41,7 +41,6 @@ class HarnessRun:
     results: list[dict] = field(default_factory=list)
     cpu: CpuSampler | None = None
     error: str | None = None
-    worker_timeouts: int = 0
     log_tail: list[str] = field(default_factory=list)
     boot_seconds: float | None = None
     timed_out_pids: list[int] = field(default_factory=list)
@@ -53,10 +52,21 @@ class HarnessRun:
     requests: RequestFigures | None = None
     """The HTTP load's figures (None when the profile turned it off)."""
 
+    @property
+    def worker_timeouts(self) -> int:
+        """How many workers the master killed for WORKER TIMEOUT."""
+        return len(self.timed_out_pids)
 
-def _read_json_files(run_dir: str, prefix: str) -> dict[int, dict]:
+
+def _read_json_files(run_dir: str, prefix: str, parsed: dict[str, dict] | None = None
+                     ) -> dict[int, dict]:
+    """Every worker's ``prefix-<pid>.json``, by pid. ``parsed`` caches files across calls of
+    a wait loop: a file is renamed into place whole and never changes, so read it once."""
     found = {}
     for path in glob.glob(os.path.join(run_dir, f"{prefix}-*.json")):
+        if parsed is not None and path in parsed:
+            found[parsed[path]["pid"]] = parsed[path]
+            continue
         try:
             with open(path) as f:
                 data = json.load(f)
@@ -64,6 +74,8 @@ def _read_json_files(run_dir: str, prefix: str) -> dict[int, dict]:
             continue  # a rename is atomic, so this is someone else's file: ignore it
         if isinstance(data, dict) and isinstance(data.get("pid"), int):
             found[data["pid"]] = data
+            if parsed is not None:
+                parsed[path] = data
     return found
 
 
@@ -173,7 +185,6 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
     finally:
         run.log_tail = _log_tail(log_path)
         run.timed_out_pids = _timed_out_pids(log_path)
-        run.worker_timeouts = len(run.timed_out_pids)
         procs.remove_temp_dir(run_dir)
     return run
 
@@ -268,15 +279,16 @@ def _wait_for(run_dir: str, prefix: str, count: int, timeout: float, proc,
               pids: list[int] | None = None) -> dict[int, dict] | None:
     """Wait until ``count`` workers wrote ``prefix-<pid>.json``; None on timeout or exit."""
     deadline = time.monotonic() + timeout
+    parsed: dict[str, dict] = {}
     while True:
-        found = _read_json_files(run_dir, prefix)
+        found = _read_json_files(run_dir, prefix, parsed)
         if pids is not None:
             found = {p: d for p, d in found.items() if p in pids}
         # The embedded server's death or the run's time limit end the run here.
         procs.check_guards()
         if len(found) >= count:
             return found
-        if prefix == "ready" and _read_json_files(run_dir, "result"):
+        if prefix == "ready" and glob.glob(os.path.join(run_dir, "result-*.json")):
             return None  # a worker gave up before getting ready
         if proc.poll() is not None or time.monotonic() > deadline:
             return None
