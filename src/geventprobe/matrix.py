@@ -235,7 +235,7 @@ class Session:
     def _unavailable(self, build: Build, reason: str, cell: Cell,
                      listener: Listener) -> BuildResult:
         hint = install_hint(build.name, cell.versions)
-        result = runner._unavailable(build, Availability(build.name, False, None, reason, hint))
+        result = runner.unavailable(build, Availability(build.name, False, None, reason, hint))
         listener.build_finished(result)
         return result
 
@@ -277,7 +277,7 @@ def _with_ratios(results: list[BuildResult]) -> list[BuildResult]:
         groups.setdefault((r.versions or {}).get("gevent"), []).append(r)
     fixed: dict[int, BuildResult] = {}
     for members in groups.values():
-        for old, new in zip(members, runner._with_ratios(members)):
+        for old, new in zip(members, runner.with_ratios(members)):
             fixed[id(old)] = new
     return [fixed[id(r)] for r in results]
 
@@ -315,14 +315,11 @@ def run(options: RunOptions, sets: list[VersionSet], listener: Listener | None =
     results = _with_ratios(results)
     # As in a single run, baselines that missed their class withhold every verdict; here
     # they ran in their own environment, so judge them over all rows.
-    distrust = verdict.distrust(results)
-    if distrust:
-        results = verdict.withhold(results, distrust)
-        notes.append(f"INCONCLUSIVE: {distrust}")
+    results, code, inconclusive = verdict.settle(results, options.fail_on)
+    notes += inconclusive
     varied = cells[0].varied
-    code = verdict.exit_code(results, fail_on=options.fail_on)
     named = [dataclasses.replace(r, build=row_name(r, varied)) for r in results]
-    result = runner._result(options, started_wall, started, server_info=session.server_info,
+    result = runner.result_record(options, started_wall, started, server_info=session.server_info,
                             results=results, code=code, summary=verdict.summary(named, code),
                             notes=notes, calibration=None)
     return dataclasses.replace(result, matrix=[matrix_env(c, e) for c, e in zip(cells, envs)])

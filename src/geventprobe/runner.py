@@ -137,7 +137,8 @@ def _open_server(options: RunOptions, listener: Listener) -> Iterator[tuple[str,
         yield pg.dsn, info
 
 
-def _unavailable(build: Build, avail: builds.Availability) -> BuildResult:
+def unavailable(build: Build, avail: builds.Availability) -> BuildResult:
+    """The row of a build that does not import here: reason and install command."""
     return BuildResult(
         build=build.name, description=build.description, baseline=build.baseline,
         expected=build.expected, verdict=Verdict.UNAVAILABLE, cause=avail.reason,
@@ -236,9 +237,10 @@ def run_controls(options: RunOptions, dsn: str, available: dict[str, builds.Avai
                            options.profile.workload.wait_seconds, started)
 
 
-def _result(options: RunOptions, started_wall: datetime, started: float, server_info: ServerInfo,
-            results: list[BuildResult], code: int, summary: str, notes: list[str],
-            calibration: Calibration | None) -> RunResult:
+def result_record(options: RunOptions, started_wall: datetime, started: float,
+                  server_info: ServerInfo, results: list[BuildResult], code: int, summary: str,
+                  notes: list[str], calibration: Calibration | None) -> RunResult:
+    """The whole run's record, from its parts (also for ``matrix``)."""
     return RunResult(
         schema_version=SCHEMA_VERSION,
         tool_version=__version__,
@@ -270,11 +272,11 @@ def calibration_only(options: RunOptions, listener: Listener | None = None) -> R
     with server(options, listener) as (dsn, server_info):
         cal = run_controls(options, dsn, available, listener)
     code = (EXIT_INCONCLUSIVE if cal.saturated else EXIT_OK if cal.passed else EXIT_FINDINGS)
-    return _result(options, started_wall, started, server_info, [], code,
+    return result_record(options, started_wall, started, server_info, [], code,
                    f"calibration: {cal.reason}; exit {code}", [], cal)
 
 
-def _with_ratios(results: list[BuildResult]) -> list[BuildResult]:
+def with_ratios(results: list[BuildResult]) -> list[BuildResult]:
     """Add each psycopg 3 build's figures relative to psycopg2-green from the same run."""
     base = next((r for r in results if r.build == BASELINE_FOR_RATIOS and r.metrics), None)
     if base is None or base.verdict is not Verdict.OK:
@@ -311,7 +313,7 @@ def run(options: RunOptions, listener: Listener | None = None) -> RunResult:
         runnable = [b for b in options.builds if available[b.name].ok]
         for build in options.builds:
             if not available[build.name].ok:
-                result = _unavailable(build, available[build.name])
+                result = unavailable(build, available[build.name])
             else:
                 listener.build_started(build.name, runnable.index(build), len(runnable))
                 result = probe_build(build, options, dsn)
@@ -323,20 +325,13 @@ def run(options: RunOptions, listener: Listener | None = None) -> RunResult:
                                  extra_env=options.app.env(dsn), harness=options.app.harness)
             results.append(result)
             listener.build_finished(result)
-    results = _with_ratios(results)
+    results = with_ratios(results)
     names = {b.name for b in options.builds}
     if "psycopg2" in names and not available["psycopg2"].ok:
         notes.append("no live positive control: the psycopg2 baseline is unavailable, so this "
                      "run cannot show that the detector sees a blocked hub")
-    # A detector that did not see its controls cannot clear (or condemn) anything.
-    distrust = verdict.distrust(results)
-    if calibration is not None and not calibration.passed:
-        distrust = f"calibration failed: {calibration.reason}" + (
-            f"; {distrust}" if distrust else "")
-    if distrust:
-        results = verdict.withhold(results, distrust)
-        notes.append(f"INCONCLUSIVE: {distrust}")
-    code = verdict.exit_code(results, fail_on=options.fail_on)
+    results, code, inconclusive = verdict.settle(results, options.fail_on, calibration)
+    notes += inconclusive
     summary = verdict.summary(results, code)
-    return _result(options, started_wall, started, server_info, results, code, summary, notes,
+    return result_record(options, started_wall, started, server_info, results, code, summary, notes,
                    calibration)

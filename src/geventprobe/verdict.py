@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from geventprobe.config import Thresholds
 from geventprobe.errors import EXIT_FINDINGS, EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE
-from geventprobe.model import BuildMetrics, BuildResult, Evidence, Verdict
+from geventprobe.model import BuildMetrics, BuildResult, Calibration, Evidence, Verdict
 
 
 def evidence(m: BuildMetrics, t: Thresholds) -> list[Evidence]:
@@ -131,6 +131,24 @@ def withhold(builds: Sequence[BuildResult], reason: str) -> list[BuildResult]:
                 advice="rerun on a quieter machine (or with fewer --workers); see the evidence")
         out.append(b)
     return out
+
+
+def settle(builds: Sequence[BuildResult], fail_on: Sequence[str],
+           calibration: Calibration | None = None) -> tuple[list[BuildResult], int, list[str]]:
+    """The run's final verdicts, exit code and notes.
+
+    A detector that did not see its controls cannot clear (or condemn) anything: when the
+    run's baselines, or its calibration, missed their class, every verdict is withheld.
+    """
+    reason = distrust(builds)
+    if calibration is not None and not calibration.passed:
+        reason = f"calibration failed: {calibration.reason}" + (f"; {reason}" if reason else "")
+    notes = []
+    results = list(builds)
+    if reason:
+        results = withhold(results, reason)
+        notes.append(f"INCONCLUSIVE: {reason}")
+    return results, exit_code(results, fail_on=fail_on), notes
 
 
 def exit_code(builds: Sequence[BuildResult],
