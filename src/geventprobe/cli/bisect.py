@@ -16,6 +16,8 @@ from geventprobe.builds import parse_builds
 from geventprobe.cli.common import (
     ProgressListener,
     check_writable,
+    debug_option,
+    dsn_option,
     handled_errors,
     progress_console,
     report_console,
@@ -134,15 +136,13 @@ def write_json(result: bisect.BisectResult, path: str) -> None:
               help="gunicorn workers per probe [2: a bisect runs several probes].")
 @click.option("--greenlets", type=click.IntRange(min=2, max=1000), default=None,
               help="Concurrent greenlets (one connection each) per worker [8].")
-@click.option("--dsn", envvar="GEVENTPROBE_DSN", default=None, metavar="DSN",
-              help="Your PostgreSQL (env GEVENTPROBE_DSN keeps it out of ps). Default: PG* "
-                   "environment if set, else an embedded throwaway server.")
+@dsn_option
 @click.option("--preload", is_flag=True, help="Probe with gunicorn --preload.")
 @click.option("--json", "json_path", metavar="PATH", default=None,
               help="Write the whole bisect as JSON.")
 @click.option("--config", "config_path", metavar="PATH", default=None,
               help="TOML profile overriding configs/default.toml.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@debug_option
 def bisect_command(good, bad, build_name, package, workers, greenlets, dsn, preload, json_path,
                    config_path, debug):
     """Find the first release of psycopg (or gevent) whose build blocks or busy-waits.

@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from geventprobe import venvs
-from geventprobe.cli.common import handled_errors, progress_console, report_console
+from geventprobe.cli.common import debug_option, handled_errors, progress_console, report_console
 
 
 def _size(n: int) -> str:
@@ -25,7 +25,7 @@ def cache_command() -> None:
 
 
 @cache_command.command("list")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@debug_option
 def list_command(debug):
     """List the cached environments: versions, size, last use."""
     with handled_errors(debug):
@@ -49,7 +49,7 @@ def list_command(debug):
 
 
 @cache_command.command("clear")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@debug_option
 def clear_command(debug):
     """Remove every cached environment (they are made again when needed)."""
     with handled_errors(debug):

@@ -10,6 +10,8 @@ from geventprobe import profiles
 from geventprobe.cli.common import (
     ProgressListener,
     check_writable,
+    debug_option,
+    dsn_option,
     handled_errors,
     progress_console,
     report_console,
@@ -23,9 +25,7 @@ from geventprobe.runner import RunOptions, calibration_only
               help="gunicorn workers per control [profile: 4].")
 @click.option("--greenlets", type=click.IntRange(min=2, max=1000), default=None,
               help="Concurrent greenlets per worker [profile: 16].")
-@click.option("--dsn", envvar="GEVENTPROBE_DSN", default=None, metavar="DSN",
-              help="Your PostgreSQL (env GEVENTPROBE_DSN keeps it out of ps). Default: PG* "
-                   "environment if set, else an embedded throwaway server.")
+@dsn_option
 @click.option("--json", "json_path", metavar="PATH", default=None,
               help="Write the result (with its `calibration` record) as JSON.")
 @click.option("--config", "config_path", metavar="PATH", default=None,
@@ -33,7 +33,7 @@ from geventprobe.runner import RunOptions, calibration_only
 @click.option("--profile", "profile_name", metavar="NAME", default=None,
               help="Named profile (default, quick, ci) [default, or `profile` in pyproject's "
                    "[tool.geventprobe]]: calibrate what your runs use.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@debug_option
 def calibrate_command(workers, greenlets, dsn, json_path, config_path, profile_name, debug):
     """Run controls whose class is known inside real gunicorn gevent workers.
 

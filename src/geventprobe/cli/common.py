@@ -27,8 +27,16 @@ from geventprobe.dsn import redact
 from geventprobe.errors import EXIT_INTERRUPTED, EXIT_USAGE, ProbeError, Terminated
 from geventprobe.model import BuildResult
 
-__all__ = ["OneLineErrorsGroup", "ProgressListener", "Terminated", "check_writable", "fail",
-           "handled_errors", "progress_console", "report_console", "warn_secret_argv"]
+__all__ = ["OneLineErrorsGroup", "ProgressListener", "Terminated", "check_writable",
+           "debug_option", "dsn_option", "fail", "handled_errors", "progress_console",
+           "report_console", "warn_secret_argv"]
+
+# Options every probing command shares, defined once so they cannot drift apart.
+dsn_option = click.option(
+    "--dsn", envvar="GEVENTPROBE_DSN", default=None, metavar="DSN",
+    help="Your PostgreSQL (libpq conninfo or URI; env GEVENTPROBE_DSN keeps it out of ps). "
+         "Default: PG* environment if set, else an embedded throwaway server.")
+debug_option = click.option("--debug", is_flag=True, help="Show tracebacks.")
 
 CLEANED = "every process and temp dir it started was stopped and removed"
 _HANDLED_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None))

@@ -11,7 +11,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from geventprobe.cli.common import handled_errors, report_console
+from geventprobe.cli.common import debug_option, handled_errors, report_console
 from geventprobe.compare import BuildChange, Comparison, FigureChange, compare
 from geventprobe.dsn import scrub_result
 from geventprobe.errors import EXIT_FINDINGS, EXIT_OK, ProbeError
@@ -169,7 +169,7 @@ def render_json(c: Comparison) -> str:
               "machine differ (the figures are then not comparable).")
 @click.option("--redact-hosts", is_flag=True,
               help="Also mask host names and IP addresses (passwords are always redacted).")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@debug_option
 def compare_command(before_path, after_path, fmt, force, redact_hosts, debug):
     """Per build: the verdict before and after, and how each evidence figure changed.
 

@@ -8,7 +8,7 @@ import sys
 import click
 from rich.console import Console
 
-from geventprobe.cli.common import check_writable, handled_errors
+from geventprobe.cli.common import check_writable, debug_option, handled_errors
 from geventprobe.dsn import scrub_result
 from geventprobe.errors import ProbeError
 from geventprobe.model import RunResult
@@ -66,7 +66,7 @@ def _render(result: RunResult, fmt: str) -> str | bytes:
               help="Write here instead of stdout.")
 @click.option("--redact-hosts", is_flag=True,
               help="Also mask host names and IP addresses (passwords are always redacted).")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@debug_option
 def report_command(result_path, fmt, output, redact_hosts, debug):
     """Render a saved run (geventprobe run --json) as Markdown, text, JSON, HTML or PNG charts.
 

@@ -13,6 +13,8 @@ from geventprobe.cli import report as report_cli
 from geventprobe.cli.common import (
     ProgressListener,
     check_writable,
+    debug_option,
+    dsn_option,
     handled_errors,
     progress_console,
     report_console,
@@ -32,9 +34,7 @@ from geventprobe.runner import RunOptions, run
               help="Concurrent greenlets (one connection each) per worker [profile: 16].")
 @click.option("--builds", "builds_text", metavar="LIST", default=None,
               help="Comma-separated: binary,c,python,psycopg2-green,psycopg2 [all].")
-@click.option("--dsn", envvar="GEVENTPROBE_DSN", default=None, metavar="DSN",
-              help="Your PostgreSQL (libpq conninfo or URI; env GEVENTPROBE_DSN keeps it out "
-                   "of ps). Default: PG* environment if set, else an embedded throwaway server.")
+@dsn_option
 @click.option("--preload", is_flag=True, help="Run gunicorn with --preload (app imported in "
               "the master, before the workers patch).")
 @click.option("--json", "json_path", metavar="PATH", default=None,
@@ -74,7 +74,7 @@ from geventprobe.runner import RunOptions, run
                    "calibration on) [default, or `profile` in pyproject's [tool.geventprobe]].")
 @click.option("--fail-on", "fail_on_text", metavar="LIST", default=None,
               help="Verdicts that exit 1: blocking,busy-wait, or none [blocking,busy-wait].")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@debug_option
 def run_command(workers, greenlets, builds_text, dsn, preload, json_path, config_path, calibrate,
                 debug, psycopg_text, gevent_text, markdown_path, redact_hosts,
                 allow_many_connections, time_limit, app, gunicorn_config, chdir, profile_name,
