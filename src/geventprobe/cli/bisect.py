@@ -26,7 +26,7 @@ from geventprobe.config import load_profile
 from geventprobe.files import write_atomic
 from geventprobe.model import BuildResult
 from geventprobe.report import json_format
-from geventprobe.report.terminal import verdict_text, wait_name
+from geventprobe.report.terminal import explanation, verdict_text, wait_name
 from geventprobe.runner import RunOptions
 
 _JUDGEMENT_STYLE = {bisect.GOOD: "green", bisect.BAD: "red", bisect.SKIP: "dim",
@@ -90,11 +90,7 @@ def evidence(result: bisect.BisectResult) -> list[Text]:
         head.append(b.verdict.value, style="bold red")
         head.append(f" (wait function {wait_name(b)}; {_figures(b)})")
         lines.append(head)
-        lines += [Text(f"  evidence: {e.text}") for e in b.evidence if e.fired]
-        if b.cause:
-            lines.append(Text(f"  cause: {b.cause}"))
-        if b.advice:
-            lines.append(Text(f"  fix: {b.advice}"))
+        lines += explanation(b)
     if good is not None and good.result is not None:
         g = good.result
         head = Text(f"{result.package} {result.last_good} (the release before): ", style="bold")

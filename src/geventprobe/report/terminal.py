@@ -176,6 +176,16 @@ def matrix_lines(result: RunResult) -> list[Text]:
     return lines
 
 
+def explanation(b: BuildResult) -> list[Text]:
+    """One build's rules that fired, with their numbers, its cause and its fix."""
+    lines = [Text(f"  evidence: {e.text}") for e in b.evidence if e.fired]
+    if b.cause:
+        lines.append(Text(f"  cause: {b.cause}"))
+    if b.advice:
+        lines.append(Text(f"  fix: {b.advice}"))
+    return lines
+
+
 def details(result: RunResult) -> list[Text]:
     """Per build: cause and fix for every non-OK verdict, with the rules that fired."""
     lines: list[Text] = []
@@ -187,13 +197,7 @@ def details(result: RunResult) -> list[Text]:
         if b.baseline and b.verdict.value == b.expected:
             head.append(" — baseline, as expected", style="dim")
         lines.append(head)
-        for e in b.evidence:
-            if e.fired:
-                lines.append(Text(f"  evidence: {e.text}"))
-        if b.cause:
-            lines.append(Text(f"  cause: {b.cause}"))
-        if b.advice:
-            lines.append(Text(f"  fix: {b.advice}"))
+        lines += explanation(b)
         if b.worker_timeouts:
             lines.append(Text(f"  gunicorn killed {b.worker_timeouts} worker(s) for a blocked "
                               "hub (WORKER TIMEOUT)"))
