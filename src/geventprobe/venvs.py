@@ -33,7 +33,6 @@ import signal
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -244,7 +243,7 @@ def _run(argv: list[str], timeout: float) -> tuple[int | None, str]:
     """Run an installer step; (exit code or None on timeout, its output). Always reaped."""
     # The installer's own temp files (pip's build dirs) go into a dir we remove whatever
     # happens: a pip stopped mid-build leaves its dirs behind.
-    work = tempfile.mkdtemp(prefix="geventprobe-install-")
+    work = procs.make_temp_dir("geventprobe-install-")
     log = os.path.join(work, "install.log")
     try:
         env = clean_environ()
@@ -259,7 +258,7 @@ def _run(argv: list[str], timeout: float) -> tuple[int | None, str]:
         with open(log, errors="replace") as f:
             return code, f.read()
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        procs.remove_temp_dir(work)
 
 
 def installer_reason(output: str, installer: str, requirements: tuple[str, ...] = ()) -> str:
@@ -555,7 +554,7 @@ def harness_shim() -> Iterator[str]:
     importable there without exposing anything else of geventprobe's environment.
     Copied from the installed package, so it is always the harness of this geventprobe.
     """
-    root = tempfile.mkdtemp(prefix="geventprobe-shim-")
+    root = procs.make_temp_dir("geventprobe-shim-")
     try:
         package = Path(root) / "geventprobe"
         package.mkdir()
@@ -564,7 +563,7 @@ def harness_shim() -> Iterator[str]:
         _copy_tree(resources.files("geventprobe.harness"), package / "harness")
         yield root
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        procs.remove_temp_dir(root)
 
 
 def run_environ(shim: str) -> dict[str, str]:
