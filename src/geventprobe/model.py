@@ -23,6 +23,12 @@ class Verdict(str, Enum):
     INCONCLUSIVE = "INCONCLUSIVE"
     """Measured, but the same run shows the detector could not be trusted (saturated machine,
     a baseline or calibration control that missed its class)."""
+    SERIALIZED = "SERIALIZED"
+    """A route of the user's app (``--route``): the hub stayed on time, yet concurrent
+    requests took several times the lone request: they waited on each other (one connection
+    shared by the greenlets, a pool smaller than the concurrency, a lock)."""
+    FAILING = "FAILING"
+    """A route of the user's app: requests answered 5xx, were reset or timed out."""
 
     def __str__(self) -> str:
         return self.value
@@ -114,6 +120,32 @@ class RequestFigures:
 
 
 @dataclass(frozen=True)
+class ConnectFigures:
+    """The connect phase: connection setup measured while the heartbeat ran.
+
+    Each worker opens one connection alone, then all G greenlets open theirs at once (the
+    connect window), then close them all and reopen them at once (the reconnect rounds: what
+    an app without a pool does on every request). Figures are the worst worker's.
+    """
+
+    single_ms: float
+    """One connection opened alone, with nothing else running (median over workers)."""
+    window_ms: float
+    """Wall time of the G connects at once (worst worker, worst round)."""
+    window_factor: float
+    """``window_ms / single_ms``: about 1 when the connects overlap, about G when the hub
+    runs them one at a time (loopback: the server's backend forks serialise them partly)."""
+    max_hub_lag_ms: float
+    """Latest heartbeat that was due while connecting, over every round and worker."""
+    rounds: int
+    """Connect windows per worker (the first plus the reconnect rounds)."""
+    rtt_ms: float = 0.0
+    """Round trip the delay proxy added (``--rtt``); 0 when the server was reached directly."""
+    window_ms_rounds: list[float] = field(default_factory=list)
+    """The worst worker's wall time of each round, ms."""
+
+
+@dataclass(frozen=True)
 class BuildMetrics:
     """The evidence the verdict rests on, summarised over the build's workers."""
 
@@ -150,6 +182,8 @@ class BuildMetrics:
     """Voluntary context switches per second of that same worker over the wait windows."""
     requests: RequestFigures | None = None
     """HTTP request latency at the probe route while the probe ran (None: no HTTP load)."""
+    connect: ConnectFigures | None = None
+    """The connect phase's figures (None in records made before it existed)."""
 
 
 @dataclass(frozen=True)
@@ -158,12 +192,75 @@ class Evidence:
 
     rule: str
     """``wait-factor``, ``hub-lag`` or ``cpu-during-waits``; ``worker-timeout`` when gunicorn
-    killed a worker whose hub was blocked longer than ``--timeout`` (value: workers killed)."""
+    killed a worker whose hub was blocked longer than ``--timeout`` (value: workers killed);
+    ``connect-factor``, ``connect-hub-lag`` in the connect phase; a route's rules are
+    ``route-*``."""
     value: float
     threshold: float
     fired: bool
     text: str
     """The rule in words, with its numbers."""
+    phase: str = "waits"
+    """When it was measured: ``waits`` (the pg_sleep windows), ``connect`` (while
+    connecting), ``route`` (a burst at one of the user's routes)."""
+
+
+@dataclass(frozen=True)
+class BlockedStack:
+    """Who blocked: one stack gevent's monitor thread caught while the hub was blocked.
+
+    Identical stacks are counted together. ``user_frame`` is the innermost frame of the
+    user's own code (not the standard library, site-packages or geventprobe), the line a
+    reader should look at; ``frames`` the whole stack, outermost first.
+    """
+
+    phase: str
+    """``waits``, ``connect`` or ``route <route>``."""
+    count: int
+    """How many times the monitor saw the hub blocked in this stack."""
+    blocked_s: float
+    """Sum of the blocking times it reported for them (a lower bound: it samples)."""
+    frames: list[str]
+    """``file:line in function``, outermost first."""
+    user_frame: str | None = None
+    """The innermost frame of the user's code, or None when there is none."""
+    innermost: str | None = None
+    """The innermost frame of all (the call that waited: ``hashlib.pbkdf2_hmac``)."""
+
+
+@dataclass(frozen=True)
+class RouteResult:
+    """One route of the user's app (``--route``): a lone request, then a concurrent burst."""
+
+    route: str
+    """``GET /path`` or ``POST /path``."""
+    verdict: Verdict
+    """OK, BLOCKING, SERIALIZED, FAILING or ERROR."""
+    concurrency: int
+    """Concurrent requests per worker in the burst."""
+    lone_ms: float | None
+    """Latency of the request sent alone (median over workers)."""
+    lone_status: int | None
+    """Its HTTP status (None: no answer)."""
+    burst: LatencySummary
+    """Burst latencies from when each request was due, µs (answered requests)."""
+    burst_factor: float | None
+    """Burst p50 / lone latency: about 1 when the requests overlap, about C when they run one
+    at a time."""
+    statuses: dict[str, int]
+    """HTTP status (or ``reset``, ``timeout``) → count, over the burst."""
+    max_hub_lag_ms: float
+    """Latest heartbeat in any worker during the burst."""
+    server_connections: int | None
+    """Most TCP connections to the server one worker held during the burst (psutil)."""
+    evidence: list[Evidence]
+    cause: str | None = None
+    advice: str | None = None
+    first_error: str | None = None
+    """The first error line of the workers' log during the burst (redacted)."""
+    blocked_by: list[BlockedStack] = field(default_factory=list)
+    """Stacks the monitor thread caught during the burst (BLOCKING: who blocked)."""
+    duration_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -196,6 +293,14 @@ class BuildResult:
     (``{"psycopg": "3.1.12", "gevent": "26.9.0", ...}``); None outside a matrix."""
     environment: str | None = None
     """Version matrix: the cached environment it ran in (a ``RunResult.matrix`` name)."""
+    blocked_by: list[BlockedStack] = field(default_factory=list)
+    """Who blocked: stacks gevent's monitor thread caught in the workers during the measured
+    phases (empty when the hub was never blocked past its threshold)."""
+    routes: list[RouteResult] = field(default_factory=list)
+    """``run --app --route``: each route's verdict, in the order asked."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Where this build's time went, seconds per phase (``boot``, ``connect``, ``waits``,
+    ``select1``, ``requests``, ``routes``, ``stop``)."""
 
 
 @dataclass(frozen=True)
@@ -272,6 +377,23 @@ class MatrixEnv:
 
 
 @dataclass(frozen=True)
+class DelayProxyFigures:
+    """``--rtt``: the loopback delay proxy between the workers and the server, as measured."""
+
+    rtt_ms: float
+    """Round trip asked for: each direction is delayed by half of it."""
+    upstream: str
+    """Where it forwarded to (``127.0.0.1:5432``, ``/run/postgresql/.s.PGSQL.5432``)."""
+    connections: int
+    """Client connections it carried during the run."""
+    chunks: int
+    """Chunks of bytes it forwarded (both directions)."""
+    extra_delay_us: LatencySummary
+    """How late each chunk left beyond its due time (read time + RTT/2): the proxy's own
+    added delay, µs."""
+
+
+@dataclass(frozen=True)
 class RunResult:
     """A whole ``geventprobe run``."""
 
@@ -302,3 +424,8 @@ class RunResult:
     """``run --app``: the user's app, gunicorn config and the settings gunicorn really used
     (worker class and whether geventprobe forced gevent, workers, preload, what it overrode);
     None for the built-in harness."""
+    proxy: DelayProxyFigures | None = None
+    """``--rtt``: the delay proxy the workers reached the server through; None without."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Where the run's time went, seconds: ``imports``, ``server``, ``calibration``, then
+    ``build <name>`` for each build (each build's own phases are in its ``timings``)."""
