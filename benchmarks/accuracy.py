@@ -68,6 +68,7 @@ def main() -> None:
           f"--greenlets {args.greenlets}; every other run with {psutil.cpu_count()} CPU hogs")
     confusion: Counter = Counter()
     margins: dict[tuple[str, bool], list[float]] = {}
+    connect_margins: dict[tuple[str, bool], list[float]] = {}
     walls: dict[bool, list[float]] = {False: [], True: []}
     other_load: dict[bool, list[float]] = {False: [], True: []}
     wrong, inconclusive = [], 0
@@ -85,6 +86,14 @@ def main() -> None:
                 confusion[(o["expected"], o["got"])] += 1
                 if o["margin"] is not None:
                     margins.setdefault((o["expected"], loaded), []).append(o["margin"])
+                connect = next((e for e in o["evidence"] if e["rule"] == "connect-stall"
+                                and e["threshold"] > 0), None)
+                if connect is not None:
+                    # The connect rule's own margin, for every control that ran it.
+                    m = (connect["value"] / connect["threshold"] if o["expected"] != "OK"
+                         else connect["threshold"] / max(connect["value"], 1e-9))
+                    if o["expected"] == "OK" or connect["fired"]:
+                        connect_margins.setdefault((o["expected"], loaded), []).append(m)
                 if o["foreign_busy"] is not None:
                     other_load[loaded].append(o["foreign_busy"])
                 if not o["passed"]:
@@ -110,6 +119,10 @@ def main() -> None:
             if values:
                 print(f"  {e:10} {'loaded' if loaded else 'unloaded':9} min {min(values):.2f}×"
                       f"  median {statistics.median(values):.2f}×  ({len(values)} controls)")
+    print("\nconnect phase, the connect-stall rule alone (BLOCKING: controls it fired for):")
+    for (e, loaded), values in sorted(connect_margins.items()):
+        print(f"  {e:10} {'loaded' if loaded else 'unloaded':9} min {min(values):.2f}×"
+              f"  median {statistics.median(values):.2f}×  ({len(values)} controls)")
     for loaded in (False, True):
         w = walls[loaded]
         if w:

@@ -11,7 +11,14 @@ import pytest
 from geventprobe import calibrate, verdict
 from geventprobe.builds import Availability
 from geventprobe.config import Thresholds
-from geventprobe.model import BuildMetrics, BuildResult, ControlOutcome, LatencySummary, Verdict
+from geventprobe.model import (
+    BuildMetrics,
+    BuildResult,
+    ConnectFigures,
+    ControlOutcome,
+    LatencySummary,
+    Verdict,
+)
 
 T = Thresholds()
 DATA = Path(__file__).parent / "data"
@@ -25,14 +32,16 @@ def available(*names: str) -> dict[str, Availability]:
 def test_controls_cover_every_class():
     names = [c.name for c in calibrate.controls(available("binary", "c", "python",
                                                           "psycopg2-green", "psycopg2"))]
-    assert names == ["preload-binary", "wait_c-binary", "psycopg2-no-callback",
+    assert names == ["preload-binary", "wait_c-binary", "preload-python-connect",
+                     "psycopg2-no-callback",
                      "busy-wait-binary", "healthy-binary", "healthy-c", "healthy-python",
                      "healthy-psycopg2-green"]
 
 
 def test_controls_fall_back_to_what_imports():
     controls = calibrate.controls(available("c", "python"))
-    assert [c.name for c in controls] == ["preload-c", "wait_c-c", "busy-wait-c", "healthy-c",
+    assert [c.name for c in controls] == ["preload-c", "wait_c-c", "preload-python-connect",
+                                          "busy-wait-c", "healthy-c",
                                           "healthy-python"]
 
 
@@ -125,6 +134,9 @@ def test_calibrate_classifies_every_control(run_cli, tmp_path, schema):
     got = {o["control"]: o["got"] for o in cal["outcomes"]}
     assert got["preload-binary"] == got["wait_c-binary"] == "BLOCKING"
     assert got["psycopg2-no-callback"] == "BLOCKING"
+    # Judged only when its connect windows were long enough (8 connects on loopback).
+    connect = next(o for o in cal["outcomes"] if o["control"] == "preload-python-connect")
+    assert connect["passed"] is None or connect["got"] == "BLOCKING", connect
     assert got["busy-wait-binary"] == "BUSY-WAIT"
     assert {got[f"healthy-{b}"] for b in ("binary", "c", "python", "psycopg2-green")} == {"OK"}
     assert "calibration" in proc.stdout and "BUSY-WAIT ✓" in proc.stdout
@@ -142,3 +154,20 @@ def test_run_with_calibration_records_it(run_cli, tmp_path, schema):
     assert [b["build"] for b in result["builds"]] == ["python"]
     assert result["builds"][0]["verdict"] == "OK"
     assert "calibration PASSED" in proc.stdout
+
+
+def test_a_connect_control_with_windows_too_short_did_not_run():
+    control = next(c for c in calibrate.controls(available("python"))
+                   if c.name == "preload-python-connect")
+    m = BuildMetrics(
+        workers=2, greenlets=4, wait_seconds=0.15, wait_rounds=3, wait_factor=1.02,
+        max_hub_lag_ms=1.1, cpu_during_waits=0.08, cpu_during_waits_median=0.08,
+        machine_busy=0.2, select1=LatencySummary(0, None, None, None, None, None),
+        select1_qps=0, cpu_per_query_us=None, latency_histogram={},
+        connect=ConnectFigures(single_ms=3.0, window_ms=16.7, window_factor=5.6,
+                               max_hub_lag_ms=16.0, rounds=2, stall_share=None))
+    result = BuildResult(build="python", description="", baseline=False, expected=None,
+                         verdict=Verdict.OK, cause=None, advice=None, evidence=[], facts={},
+                         metrics=m, workers=[])
+    got = calibrate.outcome(control, result)
+    assert got.passed is None and "too short" in got.error

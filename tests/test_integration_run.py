@@ -59,7 +59,14 @@ def test_preload_blocks_the_c_builds(run_cli, tmp_path):
         assert b["facts"]["psycopg"]["wait"] == "wait_c"
         assert "imported before gevent patched select" in b["cause"]
         assert b["facts"]["driver_imported_in_master"] is True
-    assert builds["python"]["verdict"] == "OK"
+    # The python build's queries cooperate (wait_poll), but its connects use the stdlib
+    # selector bound at import time: BLOCKING, seen in the connect phase only.
+    python = builds["python"]
+    assert python["verdict"] == "BLOCKING", python["evidence"]
+    assert python["facts"]["psycopg"]["wait"] == "wait_poll"
+    assert [e["phase"] for e in python["evidence"] if e["fired"]] == ["connect"]
+    assert "DefaultSelector = selectors." in python["cause"]
+    assert "drop --preload" in python["advice"]
     assert "imported before gevent patched select" in proc.stdout
 
 

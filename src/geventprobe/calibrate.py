@@ -6,7 +6,8 @@ a real gunicorn gevent run of the harness with one setup changed:
 
 - BLOCKING: psycopg (c or binary) imported before monkey-patching (``--preload``);
   psycopg forced to its C wait (``PSYCOPG_WAIT_FUNC=wait_c``); psycopg2 with no
-  wait callback.
+  wait callback; psycopg's python build imported before patching, BLOCKING only
+  in the connect phase (its queries cooperate).
 - BUSY-WAIT: psycopg whose wait function is replaced inside the worker by one that
   polls with a zero timeout and ``gevent.sleep(0)`` (harness/controls.py).
 - OK: every available healthy build, patched first, and psycopg2 with psycogreen.
@@ -40,6 +41,9 @@ class Control:
     env: dict = field(default_factory=dict)
     """Environment changed for this control only."""
     preload: bool = False
+    connect_only: bool = False
+    """Its fault shows in the connect phase alone: a run whose connect windows were too short
+    to judge cannot show it (the control did not run, rather than missed)."""
 
 
 def _first_available(names: Sequence[str], available: dict[str, builds.Availability]
@@ -58,6 +62,11 @@ def controls(available: dict[str, builds.Availability]) -> list[Control]:
                            c_build, Verdict.BLOCKING, preload=True))
         out.append(Control(f"wait_c-{c_build}", f"psycopg {c_build} with PSYCOPG_WAIT_FUNC=wait_c",
                            c_build, Verdict.BLOCKING, env={"PSYCOPG_WAIT_FUNC": "wait_c"}))
+    if available["python"].ok:
+        out.append(Control("preload-python-connect",
+                           "psycopg python imported in the master before patching (--preload): "
+                           "its queries cooperate, its connects stall the hub",
+                           "python", Verdict.BLOCKING, preload=True, connect_only=True))
     if available["psycopg2"].ok:
         out.append(Control("psycopg2-no-callback", "psycopg2 without a wait callback",
                            "psycopg2", Verdict.BLOCKING))
@@ -88,7 +97,7 @@ def _margin(expected: Verdict, rules: Sequence[Evidence]) -> float | None:
         return None
     by_rule = {e.rule: e for e in rules}
     if expected is Verdict.BLOCKING:
-        ratios = [e.value / e.threshold for r in ("wait-factor", "hub-lag")
+        ratios = [e.value / e.threshold for r in ("wait-factor", "hub-lag", "connect-stall")
                   if (e := by_rule.get(r)) and e.threshold > 0]
         return max(ratios) if ratios else None
     if expected is Verdict.BUSY_WAIT:
@@ -103,6 +112,13 @@ def outcome(control: Control, result: BuildResult) -> ControlOutcome:
     """Judge one control from the run of its build."""
     m = result.metrics
     ran = result.verdict not in (Verdict.UNAVAILABLE, Verdict.ERROR)
+    error = result.error
+    if ran and control.connect_only and m is not None and m.connect is not None \
+            and m.connect.stall_share is None:
+        ran = False
+        error = (f"not judged: its connect windows ({m.connect.window_ms:.0f} ms) were too short "
+                 "to tell a stalled hub from a busy one; more --greenlets or --rtt make them "
+                 "longer")
     margin = _margin(control.expected, result.evidence) if ran else None
     return ControlOutcome(
         control=control.name, description=control.description, build=control.build,
@@ -114,8 +130,9 @@ def outcome(control: Control, result: BuildResult) -> ControlOutcome:
         cpu_during_waits=m.cpu_during_waits if m else None,
         foreign_busy=m.foreign_busy if m else None,
         margin=None if margin is None or margin == float("inf") else round(margin, 3),
-        evidence=result.evidence, error=result.error,
+        evidence=result.evidence, error=error,
         runnable_during_waits=m.runnable_during_waits if m else None,
+        connect_stall_share=m.connect.stall_share if m and m.connect else None,
     )
 
 

@@ -34,6 +34,9 @@ class Workload:
     """Number of wait windows per worker."""
     heartbeat_ms: float = 2.0
     """Period of the hub-lag heartbeat greenlet."""
+    connect_rounds: int = 3
+    """Connect windows per worker: all greenlets connect at once, then ``connect_rounds - 1``
+    times close everything and reconnect at once (an app without a pool)."""
     select1_seconds: float = 1.0
     """Duration of the closed ``SELECT 1`` loop."""
     statement_timeout_ms: int = 30000
@@ -60,8 +63,10 @@ class Workload:
     get workers killed there); unset (0): long enough for a fully blocked run."""
 
     def blocked_seconds(self) -> float:
-        """How long the wait windows last if every query blocks the hub (the worst case)."""
-        return self.greenlets * self.wait_seconds * self.wait_rounds
+        """How long the wait windows and connect rounds last if every query and connect
+        blocks the hub (the worst case; a connect counted as 0.25 s, a slow remote one)."""
+        return self.greenlets * (self.wait_seconds * self.wait_rounds
+                                 + 0.25 * self.connect_rounds)
 
     def probe_timeout_s(self) -> float:
         """Upper bound for the whole in-worker workload, blocked or not."""
@@ -71,10 +76,13 @@ class Workload:
         """Server connections one build needs at once (the HTTP route's pool included)."""
         return self.workers * (self.greenlets + (self.http_pool if self.http_rate > 0 else 0))
 
-    def to_worker(self) -> dict:
-        """What the harness reads from ``GEVENTPROBE_WORKLOAD``."""
+    def to_worker(self, thresholds: Thresholds | None = None) -> dict:
+        """What the harness reads from ``GEVENTPROBE_WORKLOAD``; with ``thresholds``, the
+        workers stop repeating a measurement once the verdict's rules are decided."""
         data = dataclasses.asdict(self)
         data["go_timeout_s"] = self.boot_timeout_s + 30.0
+        if thresholds is not None:
+            data["thresholds"] = dataclasses.asdict(thresholds)
         return data
 
 
@@ -94,6 +102,12 @@ class Thresholds:
     unlike CPU used, neither figure changes when other programs take the cores."""
     busy_wait_max_sleeps: float = 50.0
     """See ``busy_wait_runnable``: a healthy worker sleeps about once per heartbeat tick."""
+    connect_stall_share: float = 0.75
+    """BLOCKING when the hub stalled for this share of a connect window or more (a worker's
+    median over its rounds): the connects waited in C one after another."""
+    connect_min_window_ms: float = 20.0
+    """A connect window shorter than this is too short to judge by its stall share (connects
+    on a fast loopback): the hub-lag rule still applies; ``--rtt`` makes them judgeable."""
 
 
 @dataclass(frozen=True)

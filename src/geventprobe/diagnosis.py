@@ -24,6 +24,45 @@ def _version(text: str | None) -> Version | None:
         return None
 
 
+def _imported_early(facts: dict, preload: bool) -> tuple[str, str]:
+    """(where psycopg was imported before gevent patched, in words; the fix)."""
+    imported = facts.get("driver_import") or {}
+    where = ""
+    if facts.get("driver_imported_in_master"):
+        where = " (in the gunicorn master: --preload" if preload else \
+            " (in the gunicorn master: config file or hook"
+        where += ", before the worker patched)"
+    if imported.get("where"):  # run --app: the import hook saw where, and who imported it
+        where = f" ({imported['where']})"
+        preload = preload and imported.get("phase") == "master"
+    advice = ("drop --preload, or " + PATCH_FIRST) if preload else \
+        ("import psycopg only from the app, never from the gunicorn config file or its "
+         "on_starting/post_fork hooks, or " + PATCH_FIRST)
+    return where, advice
+
+
+def _psycopg_connect_blocking(facts: dict, preload: bool) -> tuple[str, str]:
+    """Only connection setup blocked: psycopg's selector, bound when it was imported."""
+    pg = facts.get("psycopg") or {}
+    selector = pg.get("selector") or "unknown"
+    imported = facts.get("driver_import") or {}
+    if selector.startswith("selectors."):
+        where = ""
+        if imported and not imported.get("select_patched"):
+            where, advice = _imported_early(facts, preload)
+        else:
+            advice = PATCH_FIRST
+        return (f"psycopg sets connections up with psycopg.waiting.DefaultSelector = "
+                f"{selector}, the standard library's, bound because psycopg was imported "
+                f"before gevent patched select{where}: every connect waits in C and stalls the "
+                f"hub, although its queries cooperate ({pg.get('wait') or 'its wait function'})",
+                advice)
+    return (f"connecting stalled the hub although psycopg's connection selector is {selector}: "
+            "something else in connection setup waits in C (a host name resolved by libpq?)",
+            "try an IP address instead of a host name in the DSN, and report it to psycopg with "
+            "this run's Markdown or JSON report attached")
+
+
 def _psycopg_blocking(facts: dict, preload: bool) -> tuple[str, str]:
     pg = facts.get("psycopg") or {}
     wait = pg.get("wait")
@@ -47,17 +86,7 @@ def _psycopg_blocking(facts: dict, preload: bool) -> tuple[str, str]:
                 "so psycopg chose wait_c, which waits in C without yielding",
                 "let gevent patch select: call monkey.patch_all() without select=False")
     if imported and not imported.get("select_patched"):
-        where = ""
-        if facts.get("driver_imported_in_master"):
-            where = " (in the gunicorn master: --preload" if preload else \
-                " (in the gunicorn master: config file or hook"
-            where += ", before the worker patched)"
-        if imported.get("where"):  # run --app: the import hook saw where, and who imported it
-            where = f" ({imported['where']})"
-            preload = preload and imported.get("phase") == "master"
-        advice = ("drop --preload, or " + PATCH_FIRST) if preload else \
-            ("import psycopg only from the app, never from the gunicorn config file or its "
-             "on_starting/post_fork hooks, or " + PATCH_FIRST)
+        where, advice = _imported_early(facts, preload)
         return ("psycopg chose wait_c because it was imported before gevent patched select"
                 + where, advice)
     return ("psycopg uses wait_c although select was patched when it was imported",
@@ -87,11 +116,19 @@ def _busy_wait(facts: dict) -> tuple[str, str]:
             "replacement of psycopg.waiting.wait")
 
 
-def explain(verdict: Verdict, facts: dict, preload: bool) -> tuple[str | None, str | None]:
-    """(cause, advice) for a BLOCKING or BUSY-WAIT verdict; (None, None) otherwise."""
+def explain(verdict: Verdict, facts: dict, preload: bool,
+            phases: frozenset[str] | set[str] = frozenset({"waits"})
+            ) -> tuple[str | None, str | None]:
+    """(cause, advice) for a BLOCKING or BUSY-WAIT verdict; (None, None) otherwise.
+
+    ``phases``: when the rules that fired measured (``waits``, ``connect``): a driver that
+    blocked only while connecting has another cause than one whose queries block.
+    """
     if verdict is Verdict.BLOCKING:
         if facts.get("driver") == "psycopg2":
             return _psycopg2_blocking(facts)
+        if "waits" not in phases and "connect" in phases:
+            return _psycopg_connect_blocking(facts, preload)
         return _psycopg_blocking(facts, preload)
     if verdict is Verdict.BUSY_WAIT:
         return _busy_wait(facts)

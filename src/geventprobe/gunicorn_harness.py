@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from geventprobe import procs
-from geventprobe.config import Workload
+from geventprobe import files, procs
+from geventprobe.config import Thresholds, Workload
 from geventprobe.cpu import CpuSampler
 from geventprobe.dsn import redact
 from geventprobe.errors import ProbeError
@@ -119,14 +119,15 @@ def gunicorn_argv(workers: int, timeout: int, preload: bool, *, python: str | No
 def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: bool, *,
               python: str | None = None, base_env: dict[str, str] | None = None,
               argv: list[str] | None = None, cwd: str | None = None,
-              keep_cmd_args: bool = False) -> HarnessRun:
+              keep_cmd_args: bool = False, thresholds: Thresholds | None = None) -> HarnessRun:
     """Run the harness once under gunicorn with ``build_env`` on top of our environment.
 
     ``python`` and ``base_env`` run it in another environment instead (a version
     matrix's isolated one, whose ``PYTHONPATH`` holds only the harness shim).
     ``argv``, ``cwd`` and ``keep_cmd_args`` run the user's own app and gunicorn config
     instead of the harness app (``run --app``: ``app_mode.py`` builds the command line,
-    and ``GUNICORN_CMD_ARGS`` applies as in their deployment).
+    and ``GUNICORN_CMD_ARGS`` applies as in their deployment). ``thresholds`` go to the
+    workers so they stop repeating a measurement whose verdict is already decided.
     """
     run = HarnessRun()
     run_dir = procs.make_temp_dir("geventprobe-run-")
@@ -139,7 +140,7 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
         GEVENTPROBE_RUN_DIR=run_dir,
         # Through the environment, not argv: /proc/<pid>/environ is readable by us alone.
         GEVENTPROBE_DSN=dsn,
-        GEVENTPROBE_WORKLOAD=json.dumps(workload.to_worker()),
+        GEVENTPROBE_WORKLOAD=json.dumps(workload.to_worker(thresholds)),
         PYTHONUNBUFFERED="1",
     )
     # A hub blocked for a whole window must not get the worker killed by the master
@@ -167,8 +168,8 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
             pids = sorted(ready)
             run.ready_facts = next((r["facts"] for r in ready.values() if r.get("facts")), {})
             with CpuSampler(pids) as sampler:
-                with open(os.path.join(run_dir, "go"), "w"):
-                    pass
+                # The workers take turns in the connect phase in this order (probe.py).
+                files.write_atomic(os.path.join(run_dir, "go"), json.dumps({"order": pids}))
                 results = _wait_for(run_dir, "result", workload.workers,
                                     workload.probe_timeout_s(), proc, pids)
             run.cpu = sampler

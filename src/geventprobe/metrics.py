@@ -5,20 +5,37 @@ from __future__ import annotations
 import statistics
 
 from geventprobe.cpu import CpuSampler
-from geventprobe.model import BuildMetrics, Ratios, WorkerFigures
+from geventprobe.model import BuildMetrics, ConnectFigures, Ratios, WorkerFigures
 from geventprobe.stats import histogram, ratio, summarize
 
 _TIMELINE_BUCKET_S = 0.01
 
 
-def _lags_in_windows(report: dict) -> list[tuple[float, float]]:
-    """(due time, lag s) of every heartbeat tick that was due inside a wait window."""
-    windows = report["windows"]
+def _lags_in_windows(report: dict, windows: list[list[float]] | None = None
+                     ) -> list[tuple[float, float]]:
+    """(due time, lag s) of every heartbeat tick that was due inside one of ``windows``
+    (the wait windows unless given)."""
+    windows = report["windows"] if windows is None else windows
     out = []
     for due, lag in zip(report["heartbeat_expected"], report["heartbeat_lag"]):
         if any(a <= due <= b for a, b in windows):
             out.append((due, lag))
     return out
+
+
+def _connect_figures(report: dict) -> dict:
+    """A worker's connect phase: the single connect, each window's wall and hub lag, ms."""
+    connect = report.get("connect")
+    if not connect:
+        return {}
+    a, b = connect["single"]
+    walls, lags = [], []
+    for window in connect["windows"]:
+        walls.append(round((window[1] - window[0]) * 1000, 3))
+        worst = max((lag for _, lag in _lags_in_windows(report, [window])), default=0.0)
+        lags.append(round(worst * 1000, 3))
+    return {"connect_single_ms": round((b - a) * 1000, 3), "connect_windows_ms": walls,
+            "connect_hub_lag_ms": lags}
 
 
 def _timeline(report: dict) -> list[list[float]]:
@@ -74,11 +91,44 @@ def worker_figures(report: dict, cpu: CpuSampler | None) -> WorkerFigures:
         hub_lag_timeline=_timeline(report),
         runnable_during_waits=(None if busy is None or delay is None else busy + delay),
         sleeps_per_s_during_waits=_rate_over(cpu, report["pid"], report["windows"], "voluntary"),
+        **_connect_figures(report),
+    )
+
+
+def stall_share(f: WorkerFigures, min_window_ms: float = 0.0) -> float | None:
+    """Median over a worker's connect rounds of (longest hub stall / window wall time),
+    counting only windows of at least ``min_window_ms``; None when none was that long."""
+    shares = [lag / wall for wall, lag in zip(f.connect_windows_ms, f.connect_hub_lag_ms)
+              if wall >= min_window_ms and wall > 0]
+    return statistics.median(shares) if shares else None
+
+
+def connect_metrics(figures: list[WorkerFigures], rtt_ms: float = 0.0,
+                    min_window_ms: float = 0.0) -> ConnectFigures | None:
+    """The build's connect phase: the worst worker's rounds and stall share."""
+    phased = [f for f in figures if f.connect_windows_ms]
+    if not phased:
+        return None
+    worst = max(phased, key=lambda f: max(f.connect_windows_ms))
+    single = statistics.median(f.connect_single_ms for f in phased
+                               if f.connect_single_ms is not None)
+    window = max(worst.connect_windows_ms)
+    shares = [s for f in phased if (s := stall_share(f, min_window_ms)) is not None]
+    return ConnectFigures(
+        single_ms=round(single, 3),
+        window_ms=window,
+        window_factor=round(window / single, 3) if single > 0 else 0.0,
+        max_hub_lag_ms=max(max(f.connect_hub_lag_ms) for f in phased),
+        rounds=len(worst.connect_windows_ms),
+        rtt_ms=rtt_ms,
+        window_ms_rounds=list(worst.connect_windows_ms),
+        stall_share=round(max(shares), 4) if shares else None,
     )
 
 
 def build_metrics(reports: list[dict], figures: list[WorkerFigures], cpu: CpuSampler | None,
-                  greenlets: int) -> BuildMetrics:
+                  greenlets: int, *, rtt_ms: float = 0.0, min_connect_window_ms: float = 0.0
+                  ) -> BuildMetrics:
     """Summarise the workers: the worst worker decides the wait evidence, samples are pooled."""
     w = reports[0]["wait_seconds"]
     latencies = [v for r in reports for v in r["select1_latencies_us"]]
@@ -117,6 +167,7 @@ def build_metrics(reports: list[dict], figures: list[WorkerFigures], cpu: CpuSam
         foreign_busy=foreign_busy,
         runnable_during_waits=busiest.runnable_during_waits if busiest else None,
         sleeps_per_s_during_waits=busiest.sleeps_per_s_during_waits if busiest else None,
+        connect=connect_metrics(figures, rtt_ms, min_connect_window_ms),
     )
 
 

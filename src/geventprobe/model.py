@@ -73,6 +73,12 @@ class WorkerFigures:
     worker wanted, whatever the machine could give (Linux schedstat; None elsewhere)."""
     sleeps_per_s_during_waits: float | None = None
     """Voluntary context switches per second over the wait windows (a spinning worker ≈ 0)."""
+    connect_single_ms: float | None = None
+    """One connection opened alone, ms (None: no connect phase in this record)."""
+    connect_windows_ms: list[float] = field(default_factory=list)
+    """Wall time of each connect window (G connects at once), ms."""
+    connect_hub_lag_ms: list[float] = field(default_factory=list)
+    """Latest heartbeat due inside each connect window, ms."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,11 @@ class ConnectFigures:
     """Latest heartbeat that was due while connecting, over every round and worker."""
     rounds: int
     """Connect windows per worker (the first plus the reconnect rounds)."""
+    stall_share: float | None = None
+    """The hub's longest stall inside a connect window / that window's wall time (each
+    worker's median over its rounds, the worst worker): about 1 when the connects waited in
+    C one after the other and the hub never ran, well under 1 when it ran between them. None
+    when every window was too short to judge (``connect_min_window_ms``)."""
     rtt_ms: float = 0.0
     """Round trip the delay proxy added (``--rtt``); 0 when the server was reached directly."""
     window_ms_rounds: list[float] = field(default_factory=list)
@@ -326,6 +337,8 @@ class ControlOutcome:
     error: str | None = None
     runnable_during_waits: float | None = None
     """Worker (CPU + run-queue wait) per wall-second while the server slept."""
+    connect_stall_share: float | None = None
+    """Share of a connect window the hub stalled for (``ConnectFigures.stall_share``)."""
 
 
 @dataclass(frozen=True)

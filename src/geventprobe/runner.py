@@ -190,7 +190,8 @@ def probe_build(build: Build, options: RunOptions, dsn: str, *,
     preload = options.preload if preload is None else preload
     env = dict(build.env, GEVENTPROBE_BUILD=build.name, **(extra_env or {}))
     run = run_build(env, workload, dsn, preload, python=options.python,
-                    base_env=options.base_env, **(harness or {}))
+                    base_env=options.base_env, thresholds=options.profile.thresholds,
+                    **(harness or {}))
     reports = run.results
     facts = reports[0].get("facts", {}) if reports else {}
     if run.timed_out_pids:
@@ -201,14 +202,16 @@ def probe_build(build: Build, options: RunOptions, dsn: str, *,
     if run.error or not reports:
         return _error(build, run.error or "no worker reported", facts, run, started)
     figures = [metrics.worker_figures(r, run.cpu) for r in reports]
-    m = metrics.build_metrics(reports, figures, run.cpu, workload.greenlets)
+    m = metrics.build_metrics(
+        reports, figures, run.cpu, workload.greenlets,
+        min_connect_window_ms=options.profile.thresholds.connect_min_window_ms)
     # User-visible impact, beside the evidence: the rules below do not read it.
     m = dataclasses.replace(m, requests=run.requests)
     rules = verdict.evidence(m, options.profile.thresholds)
     v = verdict.classify(rules)
     # The wait function can be looked up on every query: judge by what it was at the end.
     facts = reports[0].get("facts_after") or facts
-    cause, advice = diagnosis.explain(v, facts, preload)
+    cause, advice = diagnosis.explain(v, facts, preload, {e.phase for e in rules if e.fired})
     return BuildResult(
         build=build.name, description=build.description, baseline=build.baseline,
         expected=build.expected, verdict=v, cause=cause, advice=advice, evidence=rules,

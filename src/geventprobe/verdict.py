@@ -12,7 +12,14 @@ from collections.abc import Sequence
 
 from geventprobe.config import Thresholds
 from geventprobe.errors import EXIT_FINDINGS, EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE
-from geventprobe.model import BuildMetrics, BuildResult, Calibration, Evidence, Verdict
+from geventprobe.model import (
+    BuildMetrics,
+    BuildResult,
+    Calibration,
+    ConnectFigures,
+    Evidence,
+    Verdict,
+)
 
 
 def evidence(m: BuildMetrics, t: Thresholds) -> list[Evidence]:
@@ -60,15 +67,46 @@ def evidence(m: BuildMetrics, t: Thresholds) -> list[Evidence]:
                   f"{t.busy_wait_max_sleeps:g}×/s; a healthy worker sleeps in epoll about once "
                   "per heartbeat, a spinning one never)"),
         ))
+    if m.connect is not None:
+        rules += connect_evidence(m.connect, m.greenlets, t)
     return rules
+
+
+def connect_evidence(c: ConnectFigures, greenlets: int, t: Thresholds) -> list[Evidence]:
+    """The connect phase's rule: the hub stalled for (nearly) a whole connect window while
+    the greenlets connected, i.e. the connects waited in C one after another.
+
+    There is no absolute hub-lag rule here, unlike the waits: connecting costs the worker
+    CPU (and the server a fork per connection), and a cooperating worker was measured with a
+    single 84 ms stall in one round on loopback, past the waits' 75 ms limit, while its stall
+    share stayed under 0.55; a blocked one never fell under 0.97 (docs/connect-phase.md).
+    """
+    if c.stall_share is None:
+        return [Evidence(
+            rule="connect-stall", phase="connect", value=0.0, threshold=t.connect_stall_share,
+            fired=False,
+            text=(f"while connecting: {greenlets} connects at once took {c.window_ms:.1f} ms, "
+                  f"too short to judge (under {t.connect_min_window_ms:g} ms): --rtt makes "
+                  "connects cost what they cost against a remote server"))]
+    return [Evidence(
+        rule="connect-stall", phase="connect", value=c.stall_share,
+        threshold=t.connect_stall_share, fired=c.stall_share >= t.connect_stall_share,
+        text=(f"while connecting: the hub stalled for {c.stall_share:.0%} of a connect window "
+              f"(limit {t.connect_stall_share:.0%}; {greenlets} connects at once took "
+              f"{c.window_ms:.1f} ms, one alone {c.single_ms:.1f} ms, max hub lag "
+              f"{c.max_hub_lag_ms:.1f} ms)"))]
+
+
+BLOCKING_RULES = frozenset({"wait-factor", "hub-lag", "connect-stall"})
+BUSY_WAIT_RULES = frozenset({"cpu-during-waits", "runnable-during-waits"})
 
 
 def classify(rules: Sequence[Evidence]) -> Verdict:
     """BLOCKING if a blocking rule fired, else BUSY-WAIT if a CPU rule fired, else OK."""
     fired = {e.rule for e in rules if e.fired}
-    if fired & {"wait-factor", "hub-lag"}:
+    if fired & BLOCKING_RULES:
         return Verdict.BLOCKING
-    if fired & {"cpu-during-waits", "runnable-during-waits"}:
+    if fired & BUSY_WAIT_RULES:
         return Verdict.BUSY_WAIT
     return Verdict.OK
 
@@ -110,6 +148,7 @@ def short(e: Evidence) -> str:
         "hub-lag": f"hub lag {e.value:.1f} ms ≥ {e.threshold:.0f} ms",
         "cpu-during-waits": f"CPU in waits {e.value:.3f} ≥ {e.threshold:g}",
         "runnable-during-waits": f"runnable {e.value:.0%} ≥ {e.threshold:.0%} and never asleep",
+        "connect-stall": f"hub stalled {e.value:.0%} of a connect window ≥ {e.threshold:.0%}",
     }.get(e.rule, e.text)
 
 

@@ -112,7 +112,7 @@ def run_command(workers, greenlets, builds_text, dsn, preload, json_path, config
                              allow_many_connections=allow_many_connections,
                              time_limit_s=time_limit, fail_on=fail_on, app=app_plan)
         warn_secret_argv(console, dsn)
-        total = len(builds) + (1 if app_plan else 0) + (8 if calibrate else 0)
+        total = len(builds) + (1 if app_plan else 0) + (9 if calibrate else 0)
         if sets:  # a version matrix: a row per version × build, each in its own environment
             total = matrix.rows(matrix.plan(builds, sets, named=named))
         with ProgressListener(console, total=total) as listener:

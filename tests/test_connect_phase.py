@@ -1,0 +1,114 @@
+"""The connect phase: its figures, its rule and its cause, on figures recorded on a 2-core box.
+
+Recorded with `geventprobe run --workers 4` (16 greenlets, loopback PostgreSQL 15,
+psycopg 3.3.8): every connect window as (wall ms, latest heartbeat lag ms) per worker.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from geventprobe import diagnosis, metrics
+from geventprobe.config import Thresholds
+from geventprobe.model import LatencySummary, Verdict, WorkerFigures
+from geventprobe.verdict import classify, connect_evidence
+
+T = Thresholds()
+
+
+def worker(windows: list[tuple[float, float]], single: float = 4.5) -> WorkerFigures:
+    return WorkerFigures(
+        pid=1, wait_factors=[1.0], wait_factor=1.0, max_hub_lag_ms=3.0, cpu_during_waits=0.05,
+        select1=LatencySummary(0, None, None, None, None, None), select1_qps=0.0,
+        cpu_per_query_us=None, hub_lag_timeline=[], connect_single_ms=single,
+        connect_windows_ms=[w for w, _ in windows], connect_hub_lag_ms=[lag for _, lag in windows])
+
+
+# (case, per-worker windows) -> class, as measured (docs/connect-phase.md).
+RECORDED = [
+    ("python, patched first", [[(37, 13), (113, 84)], [(35, 11), (36, 14)],
+                               [(42, 19), (37, 14)], [(35, 13), (37, 14)]], Verdict.OK),
+    ("binary, patched first", [[(34, 8), (32, 10)], [(30, 9), (30, 5)],
+                               [(41, 12), (35, 7)], [(31, 5), (33, 12)]], Verdict.OK),
+    ("psycopg2 + psycogreen", [[(28, 3), (26, 6)], [(30, 5), (29, 1)],
+                               [(29, 4), (34, 7)], [(90, 24), (34, 10)]], Verdict.OK),
+    ("python, --preload", [[(103, 102), (60, 60)], [(66, 65), (78, 76)],
+                           [(51, 49), (66, 65)], [(68, 66), (62, 61)]], Verdict.BLOCKING),
+    ("binary, --preload", [[(54, 53), (58, 57)], [(68, 67), (58, 58)],
+                           [(63, 62), (65, 62)], [(64, 63), (59, 57)]], Verdict.BLOCKING),
+    ("psycopg2, no callback", [[(51, 49), (44, 42)], [(54, 53), (53, 51)],
+                               [(65, 63), (66, 63)], [(66, 65), (51, 49)]], Verdict.BLOCKING),
+    # 20 ms RTT through a delay proxy, one worker of 16 greenlets (by hand)
+    ("python, patched first, 20 ms RTT", [[(72, 13), (65, 8), (80, 15)]], Verdict.OK),
+    ("python, imported before patching, 20 ms RTT",
+     [[(720, 718), (757, 755), (715, 713)]], Verdict.BLOCKING),
+]
+
+
+@pytest.mark.parametrize(("name", "workers", "expected"), RECORDED, ids=[r[0] for r in RECORDED])
+def test_recorded_connect_windows_get_their_class(name, workers, expected):
+    figures = [worker(w) for w in workers]
+    c = metrics.connect_metrics(figures, min_window_ms=T.connect_min_window_ms)
+    assert classify(connect_evidence(c, 16, T)) is expected
+
+
+def test_one_slow_round_does_not_decide_a_cooperating_worker():
+    # A cooperating python worker stalled 84 ms in one round (past the waits' hub-lag limit):
+    # the median over its rounds keeps it on the OK side.
+    f = worker([(37, 13), (113, 84), (35, 12)])
+    assert metrics.stall_share(f) == pytest.approx(13 / 37)
+
+
+def test_windows_too_short_are_not_judged():
+    c = metrics.connect_metrics([worker([(12, 12), (11, 11)], single=0.8)],
+                                min_window_ms=T.connect_min_window_ms)
+    assert c.stall_share is None
+    rules = connect_evidence(c, 16, T)
+    assert not any(e.fired for e in rules)
+    assert "too short to judge" in rules[0].text and "--rtt" in rules[0].text
+
+
+def test_build_figures_are_the_worst_workers():
+    c = metrics.connect_metrics([worker([(30, 5), (31, 6)]), worker([(90, 88), (70, 69)])])
+    assert c.window_ms == 90 and c.rounds == 2 and c.max_hub_lag_ms == 88
+    assert c.stall_share == pytest.approx((88 / 90 + 69 / 70) / 2, abs=1e-4)
+    assert c.window_factor == pytest.approx(90 / 4.5)
+
+
+def test_worker_connect_figures_from_a_report():
+    # Heartbeat ticks every 2 ms; the tick due inside the window fired 50 ms late.
+    report = {"connect": {"single": [0.0, 0.005], "windows": [[1.0, 1.052]]},
+              "heartbeat_expected": [0.998, 1.002, 1.054], "heartbeat_lag": [0.0, 0.050, 0.0],
+              "windows": []}
+    got = metrics._connect_figures(report)
+    assert got == {"connect_single_ms": 5.0, "connect_windows_ms": [52.0],
+                   "connect_hub_lag_ms": [50.0]}
+
+
+PRELOADED_PYTHON = {
+    "driver": "psycopg", "select_patched": True, "driver_imported_in_master": True,
+    "driver_import": {"select_patched": False},
+    "psycopg": {"version": "3.3.8", "impl": "python", "wait": "wait_poll",
+                "selector": "selectors.EpollSelector"},
+}
+
+
+def test_connect_only_blocking_names_the_selector_and_the_fix():
+    cause, advice = diagnosis.explain(Verdict.BLOCKING, PRELOADED_PYTHON, True, {"connect"})
+    assert "DefaultSelector = selectors.EpollSelector" in cause
+    assert "--preload" in cause and "queries cooperate (wait_poll)" in cause
+    assert advice.startswith("drop --preload")
+
+
+def test_connect_blocking_with_gevents_selector_is_not_blamed_on_import_order():
+    facts = dict(PRELOADED_PYTHON, driver_import={"select_patched": True},
+                 psycopg=dict(PRELOADED_PYTHON["psycopg"],
+                              selector="gevent.selectors.GeventSelector"))
+    cause, advice = diagnosis.explain(Verdict.BLOCKING, facts, False, {"connect"})
+    assert "gevent.selectors.GeventSelector" in cause and "report it" in advice
+
+
+def test_waits_blocking_keeps_the_wait_function_cause():
+    facts = dict(PRELOADED_PYTHON, psycopg=dict(PRELOADED_PYTHON["psycopg"], wait="wait_c"))
+    cause, _ = diagnosis.explain(Verdict.BLOCKING, facts, True, {"waits", "connect"})
+    assert "chose wait_c" in cause
