@@ -269,33 +269,52 @@ def _request_phase(driver: _Driver, cursors: list, workload: dict) -> None:
     gevent.joinall([gevent.spawn(in_flight, c) for c in cursors])
 
 
-class _ConnectRule:
-    """The parent's connect rule, so a worker stops reconnecting once its verdict is certain.
+class _Rules:
+    """The parent's verdict rules, so a worker stops repeating a measurement once more rounds
+    cannot change its verdict (the thresholds come in ``GEVENTPROBE_WORKLOAD``).
 
-    The verdict reads a worker's median, over its rounds, of the hub's longest stall in a
-    connect window divided by that window: once a majority of the rounds fall on one side
-    of the limit, more rounds cannot move the median.
+    Each rule reads either a maximum (hub lag: one window past the limit decides it) or a
+    median over the rounds (wait factor, connect stall share: a majority of rounds on one
+    side decides it). Without thresholds every round runs.
     """
 
     def __init__(self, workload: dict, heartbeat: _Heartbeat):
-        t = workload.get("thresholds") or {}
-        self.share = t.get("connect_stall_share")
-        self.min_window = float(t.get("connect_min_window_ms", 0.0)) / 1000
+        self.t = workload.get("thresholds")
+        self.w = float(workload["wait_seconds"])
         self.heartbeat = heartbeat
 
-    def decided(self, windows: list[list[float]], rounds: int) -> bool:
-        if self.share is None:  # no thresholds given: run every round
-            return False
+    def _lag(self, window: list[float]) -> float:
+        """The latest heartbeat due inside ``window``, s."""
+        a, b = window
         hb = self.heartbeat
-        shares = [max((lag for due, lag in zip(hb.expected, hb.lag) if a <= due <= b),
-                      default=0.0) / (b - a)
-                  for a, b in windows if b - a >= self.min_window and b > a]
+        return max((lag for due, lag in zip(hb.expected, hb.lag) if a <= due <= b), default=0.0)
+
+    @staticmethod
+    def _majority(flags: list[bool], rounds: int) -> bool:
         need = rounds // 2 + 1
-        return (sum(s >= self.share for s in shares) >= need
-                or sum(s < self.share for s in shares) >= need)
+        return sum(flags) >= need or sum(not f for f in flags) >= need
+
+    def connect_decided(self, windows: list[list[float]], rounds: int) -> bool:
+        """The connect-stall rule (a worker's median share over its rounds) is decided."""
+        if not self.t:
+            return False
+        least = float(self.t["connect_min_window_ms"]) / 1000
+        shares = [self._lag(win) / (win[1] - win[0]) for win in windows
+                  if win[1] - win[0] >= least and win[1] > win[0]]
+        return self._majority([s >= self.t["connect_stall_share"] for s in shares], rounds)
+
+    def waits_blocking(self, windows: list[list[float]], rounds: int) -> bool:
+        """A blocking rule already fired for good: a window's hub lag reached the limit, or
+        most rounds' wait factor did. (OK and BUSY-WAIT need every window: CPU is summed.)"""
+        if not self.t or not windows:
+            return False
+        if self._lag(windows[-1]) >= float(self.t["blocking_hub_lag_fraction"]) * self.w:
+            return True
+        factors = [(b - a) / self.w >= float(self.t["blocking_wait_factor"]) for a, b in windows]
+        return sum(factors) >= rounds // 2 + 1
 
 
-def _connect_phase(driver: _Driver, greenlets: int, rounds: int, rule: _ConnectRule
+def _connect_phase(driver: _Driver, greenlets: int, rounds: int, rules: _Rules
                    ) -> tuple[list, dict]:
     """Open the windows' connections while the heartbeat runs, and time it.
 
@@ -324,12 +343,12 @@ def _connect_phase(driver: _Driver, greenlets: int, rounds: int, rule: _ConnectR
         windows.append([t0, time.monotonic()])
         conns = [job.value for job in jobs]
         gevent.sleep(0.005)  # a late heartbeat fires now, so the rule sees this window's lag
-        if rule.decided(windows, rounds):
+        if rules.connect_decided(windows, rounds):
             break
     return conns, {"single": single, "windows": windows}
 
 
-def _connect_in_turn(driver: _Driver, workload: dict, order: list[int], heartbeat: _Heartbeat
+def _connect_in_turn(driver: _Driver, workload: dict, order: list[int], rules: _Rules
                      ) -> tuple[list, dict]:
     """The connect phase, one worker at a time, then wait until every worker is done.
 
@@ -345,8 +364,7 @@ def _connect_in_turn(driver: _Driver, workload: dict, order: list[int], heartbea
     before = [os.path.join(run_dir, f"connected-{p}") for p in order[:mine]]
     _wait_for_files(before, timeout, "the workers before this one did not finish connecting")
     conns, record = _connect_phase(driver, int(workload["greenlets"]),
-                                   int(workload.get("connect_rounds", 1)),
-                                   _ConnectRule(workload, heartbeat))
+                                   int(workload.get("connect_rounds", 1)), rules)
     _write_json(f"connected-{pid}", {"pid": pid})
     everyone = [os.path.join(run_dir, f"connected-{p}") for p in order]
     _wait_for_files(everyone, timeout, "the other workers did not finish connecting")
@@ -378,15 +396,21 @@ def run(worker=None) -> None:
 
         hb = gevent.spawn(heartbeat.run)
         gevent.sleep(0.02)  # the heartbeat ticks before anything is measured
-        conns, result["connect"] = _connect_in_turn(driver, workload, order, heartbeat)
+        rules = _Rules(workload, heartbeat)
+        conns, result["connect"] = _connect_in_turn(driver, workload, order, rules)
         cursors = [conn.cursor() for conn in conns]
         # One query per connection first, so first-use costs stay out of the windows.
         gevent.joinall([gevent.spawn(driver.query, c, "SELECT 1") for c in cursors],
                        raise_error=True)
         w = float(workload["wait_seconds"])
-        windows = []
-        for _ in range(int(workload["wait_rounds"])):
+        rounds = int(workload["wait_rounds"])
+        windows: list[list[float]] = []
+        for _ in range(rounds):
             gevent.sleep(0.05)  # let the heartbeat tick between windows
+            # A blocked hub serialises every window (16 × w = 2.4 s each by default): once
+            # the first one decided BLOCKING, the others would only repeat it.
+            if rules.waits_blocking(windows, rounds):
+                break
             t0 = time.monotonic()
             jobs = [gevent.spawn(driver.query, c, "SELECT pg_sleep(%s)", (w,)) for c in cursors]
             gevent.joinall(jobs, raise_error=True)

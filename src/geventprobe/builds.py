@@ -118,37 +118,64 @@ def parse_builds(text: str | None) -> tuple[list[Build], bool]:
     return seen, True
 
 
-def check(builds: list[Build], timeout: float = 60.0, *, python: str | None = None,
-          base_env: dict[str, str] | None = None) -> dict[str, Availability]:
-    """Import each build in its own fresh interpreter, all at once.
+class ImportCheck:
+    """Import each build in its own fresh interpreter, all at once, in the background.
 
-    ``python`` and ``base_env``: check in another environment (a version matrix's
+    Started first, so the embedded server can start meanwhile; ``result()`` waits for the
+    answers. ``python`` and ``base_env``: check in another environment (a version matrix's
     isolated one) instead of ours.
     """
-    import os
 
-    running = {}
-    for build in builds:
-        env = dict(os.environ if base_env is None else base_env)
-        env.pop("PSYCOPG_WAIT_FUNC", None)  # a bad value would fail here for the wrong reason
-        env.update(build.env)
-        running[build.name] = subprocess.Popen(
-            [python or sys.executable, "-c", _CHECK, build.name], env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True)
-    result = {}
-    for name, proc in running.items():
+    def __init__(self, builds: list[Build], timeout: float = 60.0, *, python: str | None = None,
+                 base_env: dict[str, str] | None = None):
+        import os
+
+        self.timeout = timeout
+        self.running: dict[str, subprocess.Popen] = {}
         try:
-            out, _ = proc.communicate(timeout=timeout)
-            data = json.loads(out.strip().splitlines()[-1])
-        except (subprocess.TimeoutExpired, ValueError, IndexError):
-            proc.kill()
-            proc.communicate()
-            data = {"ok": False, "error": "the import check did not answer"}
-        result[name] = Availability(
-            build=name,
-            ok=bool(data.get("ok")),
-            version=data.get("version"),
-            reason=None if data.get("ok") else data.get("error"),
-            install=None if data.get("ok") else install_command(name),
-        )
-    return result
+            for build in builds:
+                env = dict(os.environ if base_env is None else base_env)
+                env.pop("PSYCOPG_WAIT_FUNC", None)  # a bad value would fail for the wrong reason
+                env.update(build.env)
+                self.running[build.name] = subprocess.Popen(
+                    [python or sys.executable, "-c", _CHECK, build.name], env=env,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def result(self) -> dict[str, Availability]:
+        """Every build's availability, once each check answered (or timed out)."""
+        result = {}
+        try:
+            for name, proc in self.running.items():
+                try:
+                    out, _ = proc.communicate(timeout=self.timeout)
+                    data = json.loads(out.strip().splitlines()[-1])
+                except (subprocess.TimeoutExpired, ValueError, IndexError):
+                    proc.kill()
+                    proc.communicate()
+                    data = {"ok": False, "error": "the import check did not answer"}
+                result[name] = Availability(
+                    build=name,
+                    ok=bool(data.get("ok")),
+                    version=data.get("version"),
+                    reason=None if data.get("ok") else data.get("error"),
+                    install=None if data.get("ok") else install_command(name),
+                )
+        finally:
+            self.close()
+        return result
+
+    def close(self) -> None:
+        """Kill and reap the checks still running (the run was interrupted)."""
+        for proc in self.running.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+
+def check(builds: list[Build], timeout: float = 60.0, *, python: str | None = None,
+          base_env: dict[str, str] | None = None) -> dict[str, Availability]:
+    """Import each build in its own fresh interpreter, all at once, and wait for the answers."""
+    return ImportCheck(builds, timeout, python=python, base_env=base_env).result()

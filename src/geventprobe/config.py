@@ -37,7 +37,7 @@ class Workload:
     connect_rounds: int = 3
     """Connect windows per worker: all greenlets connect at once, then ``connect_rounds - 1``
     times close everything and reconnect at once (an app without a pool)."""
-    select1_seconds: float = 1.0
+    select1_seconds: float = 0.5
     """Duration of the closed ``SELECT 1`` loop."""
     statement_timeout_ms: int = 30000
     """``statement_timeout`` of every probe connection."""
@@ -48,7 +48,7 @@ class Workload:
     http_rate: float = 100.0
     """HTTP requests per second the parent sends at the workers' probe route, open loop,
     in the request phase after the verdict's windows (0: no request phase)."""
-    http_seconds: float = 1.5
+    http_seconds: float = 1.0
     """Length of the request phase (the probe's greenlets keep waiting on the server)."""
     http_query_ms: float = 10.0
     """Each request runs ``SELECT pg_sleep(http_query_ms / 1000)`` (0: ``SELECT 1``)."""

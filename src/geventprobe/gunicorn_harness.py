@@ -51,6 +51,8 @@ class HarnessRun:
     """A worker's facts from its ready file: all there is when no worker got to report."""
     requests: RequestFigures | None = None
     """The HTTP load's figures (None when the profile turned it off)."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds spent in each step seen from here: ``boot``, ``probe``, ``requests``, ``stop``."""
 
     @property
     def worker_timeouts(self) -> int:
@@ -156,6 +158,7 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
         with procs.running(proc, signal.SIGINT, timeout=10):
             ready = _wait_for(run_dir, "ready", workload.workers, workload.boot_timeout_s, proc)
             run.boot_seconds = time.monotonic() - started
+            run.timings["boot"] = run.boot_seconds
             if ready is None:
                 _raise_app_error(run_dir)
                 early = _read_json_files(run_dir, "result")
@@ -167,12 +170,14 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
                 return run
             pids = sorted(ready)
             run.ready_facts = next((r["facts"] for r in ready.values() if r.get("facts")), {})
+            probing = time.monotonic()
             with CpuSampler(pids) as sampler:
                 # The workers take turns in the connect phase in this order (probe.py).
                 files.write_atomic(os.path.join(run_dir, "go"), json.dumps({"order": pids}))
                 results = _wait_for(run_dir, "result", workload.workers,
                                     workload.probe_timeout_s(), proc, pids)
             run.cpu = sampler
+            run.timings["probe"] = time.monotonic() - probing
             if results is None:
                 results = {p: d for p, d in _read_json_files(run_dir, "result").items()
                            if p in pids}
@@ -182,7 +187,11 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
             spec = _load_spec(workload, ready)
             if spec is not None and run.error is None and run.results and \
                     not any(r.get("error") for r in run.results):
+                loading = time.monotonic()
                 run.requests = _drive_requests(run_dir, spec, workload, proc)
+                run.timings["requests"] = time.monotonic() - loading
+            stopping = time.monotonic()
+        run.timings["stop"] = time.monotonic() - stopping
     finally:
         run.log_tail = _log_tail(log_path)
         run.timed_out_pids = _timed_out_pids(log_path)

@@ -440,5 +440,6 @@ class RunResult:
     proxy: DelayProxyFigures | None = None
     """``--rtt``: the delay proxy the workers reached the server through; None without."""
     timings: dict[str, float] = field(default_factory=dict)
-    """Where the run's time went, seconds: ``imports``, ``server``, ``calibration``, then
-    ``build <name>`` for each build (each build's own phases are in its ``timings``)."""
+    """Where the run's time went, seconds: ``server`` (from the start until the server was
+    ready; the import checks run meanwhile), ``imports`` (waited for them after that),
+    ``calibration``, then ``build <name>`` for each build (its phases are in its ``timings``)."""

@@ -216,7 +216,24 @@ def probe_build(build: Build, options: RunOptions, dsn: str, *,
         build=build.name, description=build.description, baseline=build.baseline,
         expected=build.expected, verdict=v, cause=cause, advice=advice, evidence=rules,
         facts=facts, metrics=m, workers=figures, worker_timeouts=run.worker_timeouts,
-        duration_s=time.monotonic() - started)
+        duration_s=time.monotonic() - started, timings=phase_timings(run))
+
+
+def phase_timings(run: HarnessRun) -> dict[str, float]:
+    """Where a build's time went, s: the parent's steps, and inside ``probe`` the workers'
+    phases from the first worker to start one to the last to end it (one clock for all)."""
+    out = dict(run.timings)
+    spans = {
+        "connect": [(r["connect"]["single"][0], r["connect"]["windows"][-1][1])
+                    for r in run.results if r.get("connect")],
+        "waits": [(r["windows"][0][0], r["windows"][-1][1]) for r in run.results
+                  if r.get("windows")],
+        "select1": [tuple(r["select1_window"]) for r in run.results if r.get("select1_window")],
+    }
+    for name, pairs in spans.items():
+        if pairs:
+            out[name] = max(b for _, b in pairs) - min(a for a, _ in pairs)
+    return {k: round(v, 3) for k, v in out.items()}
 
 
 def run_controls(options: RunOptions, dsn: str, available: dict[str, builds.Availability],
@@ -301,33 +318,46 @@ def run(options: RunOptions, listener: Listener | None = None) -> RunResult:
     started_wall = datetime.now(timezone.utc)
     started = time.monotonic()
     listener.phase("checking which builds import")
-    available = builds.check(calibrate.all_builds() if options.calibrate else options.builds,
-                             python=options.python, base_env=options.base_env)
-    missing = [b for b in options.builds if not available[b.name].ok]
-    if options.builds_named and missing:
-        a = available[missing[0].name]
-        raise ProbeError(f"build {a.build} is not available ({a.reason}): {a.install}")
+    timings: dict[str, float] = {}
+    # The import checks run while the server starts (about a second each, measured).
+    checking = builds.ImportCheck(
+        calibrate.all_builds() if options.calibrate else options.builds,
+        python=options.python, base_env=options.base_env)
     results: list[BuildResult] = []
     notes: list[str] = []
     calibration = None
-    with server(options, listener) as (dsn, server_info):
-        if options.calibrate:
-            calibration = run_controls(options, dsn, available, listener)
-        runnable = [b for b in options.builds if available[b.name].ok]
-        for build in options.builds:
-            if not available[build.name].ok:
-                result = unavailable(build, available[build.name])
-            else:
-                listener.build_started(build.name, runnable.index(build), len(runnable))
-                result = probe_build(build, options, dsn)
-            results.append(result)
-            listener.build_finished(result)
-        if options.app is not None:
-            listener.build_started(options.app.build.name, 0, 1)
-            result = probe_build(options.app.build, options, dsn,
-                                 extra_env=options.app.env(dsn), harness=options.app.harness)
-            results.append(result)
-            listener.build_finished(result)
+    try:
+        with server(options, listener) as (dsn, server_info):
+            timings["server"] = time.monotonic() - started
+            available = checking.result()
+            timings["imports"] = time.monotonic() - started - timings["server"]
+            missing = [b for b in options.builds if not available[b.name].ok]
+            if options.builds_named and missing:
+                a = available[missing[0].name]
+                raise ProbeError(f"build {a.build} is not available ({a.reason}): {a.install}")
+            if options.calibrate:
+                mark = time.monotonic()
+                calibration = run_controls(options, dsn, available, listener)
+                timings["calibration"] = time.monotonic() - mark
+            runnable = [b for b in options.builds if available[b.name].ok]
+            for build in options.builds:
+                if not available[build.name].ok:
+                    result = unavailable(build, available[build.name])
+                else:
+                    listener.build_started(build.name, runnable.index(build), len(runnable))
+                    result = probe_build(build, options, dsn)
+                    timings[f"build {build.name}"] = result.duration_s
+                results.append(result)
+                listener.build_finished(result)
+            if options.app is not None:
+                listener.build_started(options.app.build.name, 0, 1)
+                result = probe_build(options.app.build, options, dsn,
+                                     extra_env=options.app.env(dsn), harness=options.app.harness)
+                timings[f"build {result.build}"] = result.duration_s
+                results.append(result)
+                listener.build_finished(result)
+    finally:
+        checking.close()
     results = with_ratios(results)
     names = {b.name for b in options.builds}
     if "psycopg2" in names and not available["psycopg2"].ok:
@@ -336,5 +366,7 @@ def run(options: RunOptions, listener: Listener | None = None) -> RunResult:
     results, code, inconclusive = verdict.settle(results, options.fail_on, calibration)
     notes += inconclusive
     summary = verdict.summary(results, code)
-    return result_record(options, started_wall, started, server_info, results, code, summary, notes,
-                   calibration)
+    return dataclasses.replace(
+        result_record(options, started_wall, started, server_info, results, code, summary,
+                      notes, calibration),
+        timings={k: round(v, 3) for k, v in timings.items()})
