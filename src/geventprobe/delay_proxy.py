@@ -29,6 +29,7 @@ import array
 import contextlib
 import ctypes
 import heapq
+import ipaddress
 import json
 import os
 import select
@@ -91,6 +92,96 @@ class Upstream:
         if self.is_unix:
             return ["--unix", self.host]
         return ["--tcp", self.host, str(self.port)]
+
+
+# Where libpq looks for a unix socket when the DSN names no host (distribution builds
+# use the first; PostgreSQL's own default is /tmp).
+_SOCKET_DIRS = ("/var/run/postgresql", "/run/postgresql", "/tmp")
+
+
+def _parse(dsn: str) -> dict[str, str]:
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:  # psycopg does not import here: psycopg2 has the same parser
+        from psycopg2.extensions import parse_dsn
+
+        return dict(parse_dsn(dsn))
+    return {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None}
+
+
+def _make(params: dict[str, str]) -> str:
+    try:
+        from psycopg.conninfo import make_conninfo
+    except ImportError:
+        from psycopg2.extensions import make_dsn
+
+        return make_dsn(**params)
+    return make_conninfo("", **params)
+
+
+def upstream_for(dsn: str) -> Upstream:
+    """Where the DSN (with libpq's PG* environment and defaults) reaches the server.
+
+    One host only; a service file is not read. Raises ProbeError with the fix otherwise.
+    """
+    from geventprobe.errors import ProbeError
+
+    params = _parse(dsn)
+    if params.get("service") or os.environ.get("PGSERVICE"):
+        raise ProbeError("--rtt cannot follow a service file (service= / PGSERVICE): name the "
+                         "host and port in the DSN instead")
+    host = params.get("host") or os.environ.get("PGHOST", "")
+    hostaddr = params.get("hostaddr") or os.environ.get("PGHOSTADDR", "")
+    port_text = params.get("port") or os.environ.get("PGPORT", "") or "5432"
+    if "," in host or "," in hostaddr or "," in port_text:
+        raise ProbeError("--rtt puts a proxy in front of one server: the DSN names several "
+                         "hosts; name one (host=... port=...)")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ProbeError(f"--rtt: the DSN's port {port_text!r} is not a number: fix the "
+                         "DSN") from None
+    if not hostaddr and (not host or host.startswith("/")):
+        folders = [host] if host else [d for d in _SOCKET_DIRS
+                                        if os.path.exists(f"{d}/.s.PGSQL.{port}")][:1]
+        if not folders:
+            raise ProbeError("--rtt: the DSN names no host and no PostgreSQL socket was found "
+                             f"in {', '.join(_SOCKET_DIRS)}: name the host (host=...)")
+        return Upstream(os.path.join(folders[0], f".s.PGSQL.{port}"))
+    if host.startswith("@"):
+        raise ProbeError("--rtt cannot reach an abstract unix socket (host=@...): name a "
+                         "socket directory or a TCP host")
+    target = hostaddr or host
+    try:
+        infos = socket.getaddrinfo(target, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ProbeError(f"--rtt: cannot resolve the server's host {target!r} ({exc.strerror}):"
+                         " fix the DSN's host") from None
+    address = infos[0][4][0]
+    shown = f"[{target}]:{port}" if ":" in target else f"{target}:{port}"
+    return Upstream(address, port, shown=shown)
+
+
+def proxied_dsn(dsn: str, port: int) -> str:
+    """``dsn`` with the server's address replaced by the proxy's; everything else kept.
+
+    ``hostaddr`` is what libpq connects to, so it is always set (a ``PGHOSTADDR`` in the
+    environment must not lead around the proxy). A host *name* stays as ``host``: libpq
+    then still checks the server's TLS certificate against it (``sslmode=verify-full``).
+    """
+    params = _parse(dsn)
+    host = params.get("host") or os.environ.get("PGHOST", "")
+    named = bool(host) and not host.startswith("/") and not _is_address(host)
+    params.update(host=host if named else "127.0.0.1", hostaddr="127.0.0.1", port=str(port))
+    return _make(params)
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class DelayProxy:
