@@ -190,7 +190,8 @@ class DelayProxy:
     ``figures`` is filled once it has stopped (``DelayProxyFigures``).
     """
 
-    def __init__(self, upstream: Upstream, rtt_ms: float, start_timeout: float = 15.0):
+    def __init__(self, upstream: Upstream, rtt_ms: float, start_timeout: float = 15.0,
+                 realtime: bool = True):
         from geventprobe.errors import ProbeError
 
         if not 0 < rtt_ms <= MAX_RTT_MS:
@@ -199,6 +200,7 @@ class DelayProxy:
         self.upstream = upstream
         self.rtt_ms = rtt_ms
         self.start_timeout = start_timeout
+        self.realtime = realtime
         self.dir: str | None = None
         self.proc = None
         self.port: int | None = None
@@ -228,6 +230,8 @@ class DelayProxy:
                if not k.startswith(("PG", "GEVENTPROBE_")) and k != "DATABASE_URL"}
         argv = [sys.executable, "-m", "geventprobe.delay_proxy", "--rtt-ms", repr(self.rtt_ms),
                 "--dir", self.dir, "--parent", str(os.getpid()), *self.upstream.argv()]
+        if not self.realtime:
+            argv.append("--no-realtime")
         self.proc = procs.spawn(argv, env=env, log_path=os.path.join(self.dir, LOG_FILE),
                                 cwd=self.dir)
         path = os.path.join(self.dir, PORT_FILE)
@@ -349,7 +353,8 @@ class Proxy:
         self.ep = select.epoll()
         self.ep.register(self.listener.fileno(), select.EPOLLIN)
         self.socks: dict[int, tuple[socket.socket, _Conn]] = {}
-        self.registered: set[int] = set()
+        self.registered: dict[int, int] = {}
+        """What each socket is registered for in the epoll set (to skip needless calls)."""
         self.timers: list = []
         self._seq = 0
         self.connections = 0
@@ -575,18 +580,21 @@ class Proxy:
             elif outbound.queue and outbound.queue[0][0] <= time.monotonic_ns():
                 mask |= select.EPOLLOUT  # due and not taken: wait until it can take more
             fd = sock.fileno()
+            registered = self.registered.get(fd)
+            if registered == mask or (registered is None and mask == 0):
+                continue  # the common case: no system call
             # Nothing to wait for: out of the set, or a hung-up socket would report
             # EPOLLHUP on every turn (epoll reports it whatever the mask).
             if mask == 0:
-                if fd in self.registered:
-                    self.registered.discard(fd)
-                    with contextlib.suppress(OSError):
-                        self.ep.unregister(fd)
-            elif fd in self.registered:
+                del self.registered[fd]
+                with contextlib.suppress(OSError):
+                    self.ep.unregister(fd)
+            elif registered is not None:
                 self.ep.modify(fd, mask)
+                self.registered[fd] = mask
             else:
                 self.ep.register(fd, mask)
-                self.registered.add(fd)
+                self.registered[fd] = mask
 
     def _close(self, conn: _Conn, reset: bool) -> None:
         if conn.closed:
@@ -597,8 +605,7 @@ class Proxy:
             if fd < 0:
                 continue
             self.socks.pop(fd, None)
-            if fd in self.registered:
-                self.registered.discard(fd)
+            if self.registered.pop(fd, None) is not None:
                 with contextlib.suppress(OSError):
                     self.ep.unregister(fd)
             if reset:  # pass the reset on: the other side sees ECONNRESET, not a clean EOF
@@ -640,12 +647,27 @@ def _prctl(option: int, value: int) -> None:
         libc.prctl(option, ctypes.c_ulong(value), 0, 0, 0)
 
 
+def _realtime() -> bool:
+    """Ask for the lowest real-time priority, where allowed (root, CAP_SYS_NICE).
+
+    A network does not wait for a CPU: without it, a chunk can be late by however long
+    the workers keep both cores (measured: benchmarks/proxy_delay.py). The loop sleeps
+    between chunks and spins at most ``_SPIN_NS``, so it takes little from them.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """The proxy process: ``python -m geventprobe.delay_proxy --rtt-ms MS --dir DIR ...``."""
     parser = argparse.ArgumentParser(prog="geventprobe.delay_proxy")
     parser.add_argument("--rtt-ms", type=float, required=True)
     parser.add_argument("--dir", required=True)
     parser.add_argument("--parent", type=int, default=None)
+    parser.add_argument("--no-realtime", dest="realtime", action="store_false")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--tcp", nargs=2, metavar=("ADDRESS", "PORT"))
     where.add_argument("--unix", metavar="PATH")
@@ -654,6 +676,8 @@ def main(argv: list[str] | None = None) -> int:
         # Die with the parent (SIGTERM, so we remove our dir first), and wake on time.
         _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
         _prctl(_PR_SET_TIMERSLACK, 1000)
+    if args.realtime:
+        _realtime()
     if args.parent is not None and os.getppid() != args.parent:
         return 1  # the parent died before we could ask to die with it
     upstream = (Upstream(args.unix) if args.unix
