@@ -378,7 +378,16 @@ class Proxy:
         """Forward until ``stop_soon`` or the parent's death."""
         epfd = self.ep.fileno()
         last_parent_check = time.monotonic()
-        while not self.stopping:
+        drain_until = None
+        while True:
+            if self.stopping and drain_until is None:
+                # Told to stop: take no new connection, but deliver what is on its way
+                # (a client's Terminate message reaches the server, as it would have).
+                self.ep.unregister(self.listener.fileno())
+                drain_until = time.monotonic_ns() + self.half_ns + 100_000_000
+            if drain_until is not None and (not self.timers or
+                                            time.monotonic_ns() > drain_until):
+                return
             now = time.monotonic_ns()
             timeout = _IDLE_S
             if self.timers:
