@@ -29,7 +29,7 @@ from conftest import by_build
 from geventprobe import procs
 from geventprobe.config import Profile, Thresholds, Workload, parse_profile
 from geventprobe.delay_proxy import DelayProxy, Upstream, proxied_dsn, upstream_for
-from geventprobe.embedded_pg import EmbeddedPostgres
+from geventprobe.embedded_pg import SUPERUSER, EmbeddedPostgres
 from geventprobe.errors import ProbeError
 from geventprobe.profiles import project_settings, resolve
 
@@ -394,7 +394,7 @@ def test_postgresql_through_the_proxy(postgres):
 def test_postgresql_over_its_unix_socket(postgres):
     path = os.path.join(postgres.root, f".s.PGSQL.{postgres.port}")
     with DelayProxy(Upstream(path), RTT_MS) as proxy:
-        dsn = proxied_dsn(f"host={postgres.root} port={postgres.port} user=postgres "
+        dsn = proxied_dsn(f"host={postgres.root} port={postgres.port} user={SUPERUSER} "
                           "dbname=postgres", proxy.port)
         connect_ms, select_ms = _timed_session(dsn)
     assert connect_ms >= 2 * RTT_MS and select_ms >= RTT_MS
