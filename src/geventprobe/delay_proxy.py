@@ -58,6 +58,7 @@ _CHUNK = 256 * 1024
 _MAX_QUEUED = 4 * 1024 * 1024
 _IDLE_S = 0.5
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_CMSG_SPACE = socket.CMSG_SPACE(16)  # one struct timespec
 _PR_SET_PDEATHSIG = 1
 _PR_SET_TIMERSLACK = 29
 
@@ -306,7 +307,8 @@ def read_figures(folder: str | None, upstream: Upstream, rtt_ms: float):
 class _Leg:
     """One direction of one connection: bytes read from ``src``, delayed, written to ``dst``."""
 
-    __slots__ = ("conn", "dst", "eof_sent", "paused", "queue", "queued_bytes", "reading", "src")
+    __slots__ = ("blocked", "conn", "dst", "eof_sent", "paused", "queue", "queued_bytes",
+                 "reading", "src")
 
     def __init__(self, conn: _Conn, src: socket.socket, dst: socket.socket):
         self.conn = conn
@@ -318,6 +320,8 @@ class _Leg:
         self.reading = True
         self.paused = False
         self.eof_sent = False
+        self.blocked = False
+        """``dst`` did not take a due chunk whole: wait until it can take more."""
 
 
 class _Conn:
@@ -421,7 +425,6 @@ class Proxy:
         while timers and timers[0][0] <= now:
             _, _, leg = heapq.heappop(timers)
             self._flush(leg)
-            self._update(leg.conn)  # a socket that did not take it all: wait for room
 
     def _event(self, fd: int, events: int) -> None:
         if fd == self.listener.fileno():
@@ -447,6 +450,7 @@ class Proxy:
                 self._close(conn, reset=False)
                 return
             conn.connected = True
+            self._update(conn)
             self._flush(conn.up)
             if conn.closed:
                 return
@@ -460,8 +464,6 @@ class Proxy:
                 self._read(leg)
             elif events & select.EPOLLERR:
                 self._close(conn, reset=True)
-                return
-        self._update(conn)
 
     def _accept(self) -> None:
         while True:
@@ -511,7 +513,7 @@ class Proxy:
 
     def _read(self, leg: _Leg) -> None:
         try:
-            data, ancdata, _flags, _addr = leg.src.recvmsg(_CHUNK, socket.CMSG_SPACE(16))
+            data, ancdata, _flags, _addr = leg.src.recvmsg(_CHUNK, _CMSG_SPACE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:  # reset by the peer: both sides go
@@ -529,16 +531,24 @@ class Proxy:
         if not data:
             leg.reading = False
             leg.queue.append((due, None))
+            self._update(leg.conn)
         else:
             leg.queue.append((due, data))
             leg.queued_bytes += len(data)
             if leg.queued_bytes > _MAX_QUEUED:
                 leg.paused = True
+                self._update(leg.conn)
         self._seq += 1
         heapq.heappush(self.timers, (due, self._seq, leg))
 
     def _flush(self, leg: _Leg) -> None:
         """Send every chunk of ``leg`` that is due, in order, as far as the socket takes it."""
+        blocked = leg.blocked
+        self._send_due(leg)
+        if leg.blocked != blocked:  # wait for room in ``dst``, or stop waiting
+            self._update(leg.conn)
+
+    def _send_due(self, leg: _Leg) -> None:
         conn = leg.conn
         if conn.closed or not conn.connected:
             return
@@ -559,6 +569,7 @@ class Proxy:
             try:
                 sent = leg.dst.send(data)
             except (BlockingIOError, InterruptedError):
+                leg.blocked = True
                 return
             except OSError:
                 self._close(conn, reset=True)
@@ -569,8 +580,10 @@ class Proxy:
             leg.queued_bytes -= sent
             if sent < len(data):
                 queue[0] = (due, memoryview(data)[sent:])
+                leg.blocked = True
                 return
             queue.popleft()
+            leg.blocked = False
         if leg.paused and leg.queued_bytes <= _MAX_QUEUED // 2:
             leg.paused = False
             self._update(conn)
@@ -584,10 +597,9 @@ class Proxy:
             mask = 0
             if inbound.reading and not inbound.paused:
                 mask |= select.EPOLLIN
-            if sock is conn.upstream and not conn.connected:
+            # Writable is news only while connecting, or when a due chunk did not fit.
+            if outbound.blocked or (sock is conn.upstream and not conn.connected):
                 mask |= select.EPOLLOUT
-            elif outbound.queue and outbound.queue[0][0] <= time.monotonic_ns():
-                mask |= select.EPOLLOUT  # due and not taken: wait until it can take more
             fd = sock.fileno()
             registered = self.registered.get(fd)
             if registered == mask or (registered is None and mask == 0):
