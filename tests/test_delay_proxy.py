@@ -429,3 +429,17 @@ def test_bad_rtt_is_one_line(run_cli, value):
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "--rtt" in lines[0], proc.stderr
+
+
+def test_the_apps_database_url_leads_through_the_proxy(monkeypatch):
+    from geventprobe.app_mode import AppPlan
+    from geventprobe.builds import BY_NAME
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    plan = AppPlan(build=BY_NAME["binary"], argv=[], cwd=".", workers=1, preload=False,
+                   record={})
+    dsn = proxied_dsn("host=127.0.0.1 port=5999 user=alice dbname=shop password=pw", 40003)
+    url = plan.env(dsn)["DATABASE_URL"]
+    params = psycopg.conninfo.conninfo_to_dict(url)
+    assert params["hostaddr"] == "127.0.0.1" and params["port"] == "40003"
+    assert params["user"] == "alice" and params["dbname"] == "shop"
