@@ -443,3 +443,31 @@ def test_the_apps_database_url_leads_through_the_proxy(monkeypatch):
     params = psycopg.conninfo.conninfo_to_dict(url)
     assert params["hostaddr"] == "127.0.0.1" and params["port"] == "40003"
     assert params["user"] == "alice" and params["dbname"] == "shop"
+
+
+@pytest.mark.integration
+def test_a_killed_proxy_stops_the_run_with_one_line(probe_tmp, tmp_path):
+    from conftest import our_processes
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "GEVENTPROBE"))}
+    env["TMPDIR"] = probe_tmp
+    run = subprocess.Popen([sys.executable, "-m", "geventprobe", "run", "--builds", "binary",
+                            "--workers", "1", "--greenlets", "4", "--rtt", "20"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        proxy = []
+        while not proxy and time.monotonic() < deadline and run.poll() is None:
+            proxy = [p for p in our_processes(probe_tmp)
+                     if "geventprobe.delay_proxy" in " ".join(p.info["cmdline"] or [])]
+            time.sleep(0.1)
+        assert proxy, "the run never started its proxy"
+        time.sleep(1.0)  # gunicorn is starting, or the probe runs: mid-run either way
+        proxy[0].kill()
+        out, err = run.communicate(timeout=120)
+    finally:
+        run.kill()
+        run.wait()
+    assert run.returncode == 2, out + err
+    assert "Traceback" not in err
+    assert "delay proxy" in err.strip().splitlines()[-1]
