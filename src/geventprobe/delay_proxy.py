@@ -12,8 +12,10 @@ millisecond, as asyncio does); the process asks for a 1 µs timer slack
 (``PR_SET_TIMERSLACK``), wakes a little before a chunk is due and spins the rest.
 On TCP sockets a chunk's time is when the kernel received it (``SO_TIMESTAMPNS``),
 so a late wakeup of the reader does not shift it; on unix sockets it is when it
-was read. Every chunk's lateness beyond its due time is recorded: that is the
-proxy's own added delay, reported in ``DelayProxyFigures``.
+was read. Where allowed (root, CAP_SYS_NICE) it runs at the lowest real-time
+priority, so that a busy machine does not hold a due chunk back. Every chunk's
+lateness beyond its due time is recorded: that is the proxy's own added delay,
+reported in ``DelayProxyFigures`` (docs/rtt.md has the figures measured).
 
 Parent side: ``DelayProxy`` (a context manager) starts it with ``procs.spawn`` in a
 private temp dir, reads its port from a file there (never from its output), and
