@@ -697,6 +697,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if sys.platform.startswith("linux"):
         # Die with the parent (SIGTERM, so we remove our dir first), and wake on time.
+        # PDEATHSIG follows the parent *thread* that started us: geventprobe starts
+        # children from its main thread, which lives as long as the run.
         _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
         _prctl(_PR_SET_TIMERSLACK, 1000)
     if args.realtime:
