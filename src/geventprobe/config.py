@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 from importlib import resources
 
+from geventprobe.delay_proxy import MAX_RTT_MS
 from geventprobe.errors import ProbeError
 
 if sys.version_info >= (3, 11):
@@ -61,6 +62,9 @@ class Workload:
     worker_timeout_s: int = 0
     """gunicorn ``--timeout`` (set it to your deployment's to see whether a blocked hub would
     get workers killed there); unset (0): long enough for a fully blocked run."""
+    rtt_ms: float = 0.0
+    """``--rtt``: network round trip to simulate, ms; the workers reach the server through a
+    loopback delay proxy adding half of it each way (0: directly, no proxy)."""
 
     def blocked_seconds(self) -> float:
         """How long the wait windows and connect rounds last if every query and connect
@@ -160,7 +164,9 @@ def _run_section(table, base: Profile, source: str) -> dict:
 
 
 # Keys for which 0 is a meaningful value (it turns something off).
-_ZERO_MEANS_OFF = {"http_rate", "http_query_ms", "worker_timeout_s"}
+_ZERO_MEANS_OFF = {"http_rate", "http_query_ms", "worker_timeout_s", "rtt_ms"}
+# Upper bounds, where a larger value would only make the probe's own timeouts fire.
+_AT_MOST = {"rtt_ms": MAX_RTT_MS}
 
 
 def _apply(cls, base, table: dict, section: str, source: str):
@@ -180,6 +186,9 @@ def _apply(cls, base, table: dict, section: str, source: str):
         if value < 0 or (value == 0 and key not in _ZERO_MEANS_OFF):
             least = "0 or more" if key in _ZERO_MEANS_OFF else "greater than 0"
             raise ProbeError(f"{source}: [{section}].{key} must be {least}, got {value!r}")
+        if key in _AT_MOST and value > _AT_MOST[key]:
+            raise ProbeError(f"{source}: [{section}].{key} must be at most {_AT_MOST[key]:g}, "
+                             f"got {value!r}")
         values[key] = expected(value)
     return cls(**values)
 

@@ -69,9 +69,14 @@ def _rate_over(cpu: CpuSampler | None, pid: int, windows: list[list[float]],
     return used / wall if wall > 0 else None
 
 
-def worker_figures(report: dict, cpu: CpuSampler | None) -> WorkerFigures:
-    """One worker's figures from its ``result-<pid>.json`` and the parent's CPU samples."""
-    w = report["wait_seconds"]
+def worker_figures(report: dict, cpu: CpuSampler | None, rtt_ms: float = 0.0) -> WorkerFigures:
+    """One worker's figures from its ``result-<pid>.json`` and the parent's CPU samples.
+
+    ``rtt_ms``: the round trip the ``--rtt`` delay proxy added. Each ``pg_sleep(w)`` then
+    costs w + RTT even alone, so the wait factor is the window over w + RTT (1.0 still
+    means the sleeps overlapped, G that they ran one at a time).
+    """
+    w = report["wait_seconds"] + rtt_ms / 1000
     factors = [(b - a) / w for a, b in report["windows"]]
     lags = _lags_in_windows(report)
     latencies = report["select1_latencies_us"]
@@ -168,6 +173,7 @@ def build_metrics(reports: list[dict], figures: list[WorkerFigures], cpu: CpuSam
         runnable_during_waits=busiest.runnable_during_waits if busiest else None,
         sleeps_per_s_during_waits=busiest.sleeps_per_s_during_waits if busiest else None,
         connect=connect_metrics(figures, rtt_ms, min_connect_window_ms),
+        rtt_ms=rtt_ms,
     )
 
 

@@ -195,6 +195,9 @@ class BuildMetrics:
     """HTTP request latency at the probe route while the probe ran (None: no HTTP load)."""
     connect: ConnectFigures | None = None
     """The connect phase's figures (None in records made before it existed)."""
+    rtt_ms: float = 0.0
+    """Round trip the ``--rtt`` delay proxy added to every query; ``wait_factor`` is then the
+    window over w + RTT."""
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ _KEYS: dict[str, type | tuple] = {
     "preload": bool,
     "fail_on": (str, list),
     "calibrate": bool,
+    "rtt_ms": (int, float),
 }
 _TABLES = ("workload", "thresholds")
 
@@ -119,8 +120,9 @@ def project_settings(table: dict, path: str) -> ProjectSettings:
             valid = ", ".join(sorted([*_KEYS, *_TABLES]))
             raise ProbeError(f"{source}: unknown key {raw_key}: valid keys are {valid}")
         expected = _KEYS[key]
-        if not isinstance(value, expected):
-            kind = {bool: "true or false", str: "a string"}.get(expected, "a string or a list")
+        if not isinstance(value, expected) or (key == "rtt_ms" and isinstance(value, bool)):
+            kind = {bool: "true or false", str: "a string", (int, float): "a number of ms"
+                    }.get(expected, "a string or a list")
             raise ProbeError(f"{source}: {raw_key} must be {kind}, got {value!r}")
         values[key] = value
     run: dict = {}
@@ -131,6 +133,12 @@ def project_settings(table: dict, path: str) -> ProjectSettings:
         run["calibrate"] = values.pop("calibrate")
     if run:
         tables["run"] = run
+    if "rtt_ms" in values:  # a workload key, allowed at the top for `rtt_ms = 20`
+        workload = tables.setdefault("workload", {})
+        if "rtt_ms" in workload:
+            raise ProbeError(f"{source}: rtt_ms is set twice (also in [{TABLE}.workload]): "
+                             "keep one")
+        workload["rtt_ms"] = values.pop("rtt_ms")
     if "profile" in values and values["profile"] not in PROFILE_NAMES:
         raise ProbeError(f"{source}: unknown profile {values['profile']!r}: choose from "
                          f"{', '.join(PROFILE_NAMES)}")
@@ -185,3 +193,11 @@ def with_sizes(profile: Profile, workers: int | None, greenlets: int | None) -> 
     if not sizes:
         return profile
     return dataclasses.replace(profile, workload=dataclasses.replace(profile.workload, **sizes))
+
+
+def with_rtt(profile: Profile, rtt_ms: float | None) -> Profile:
+    """``profile`` with ``--rtt`` applied (it wins); None leaves the profile's ``rtt_ms``."""
+    if rtt_ms is None:
+        return profile
+    return dataclasses.replace(profile, workload=dataclasses.replace(profile.workload,
+                                                                     rtt_ms=float(rtt_ms)))

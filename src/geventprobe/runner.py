@@ -19,6 +19,7 @@ from geventprobe import (
     __version__,
     builds,
     calibrate,
+    delay_proxy,
     diagnosis,
     environment,
     metrics,
@@ -36,6 +37,7 @@ from geventprobe.model import (
     SCHEMA_VERSION,
     BuildResult,
     Calibration,
+    DelayProxyFigures,
     Evidence,
     RunResult,
     Verdict,
@@ -76,6 +78,17 @@ class RunOptions:
     app: AppPlan | None = None
     """``run --app``: the user's app under their gunicorn config, probed as one more build
     after ``builds`` (usually none); see ``app_mode.py``."""
+    proxied: bool = False
+    """``dsn`` already leads through the ``--rtt`` delay proxy (a matrix's shared session):
+    do not start another in front of it."""
+
+
+@dataclass
+class Route:
+    """How the workers reached the server: ``proxy`` is filled once the ``--rtt`` delay
+    proxy has stopped (None when they reached it directly)."""
+
+    proxy: DelayProxyFigures | None = None
 
 
 class Listener(Protocol):
@@ -105,21 +118,26 @@ class NullListener:
 
 
 @contextlib.contextmanager
-def server(options: RunOptions, listener: Listener) -> Iterator[tuple[str, ServerInfo]]:
+def server(options: RunOptions, listener: Listener, route: Route | None = None
+           ) -> Iterator[tuple[str, ServerInfo]]:
     """The DSN workers use and what the server said about itself, after the pre-flight
-    checks; the run's time limit is enforced from here on (``preflight``)."""
+    checks; the run's time limit is enforced from here on (``preflight``).
+
+    With ``rtt_ms`` the DSN leads through the delay proxy; its figures go to ``route``.
+    """
     preflight.check_before_start(
         options.profile.workload, options.dsn,
         embedded=options.dsn is None and not uses_environment(),
         allow_many_connections=options.allow_many_connections,
         python=options.python, env=options.base_env)
     with procs.guarded(preflight.time_limit(options.time_limit_s)), \
-            _open_server(options, listener) as found:
+            _open_server(options, listener, route or Route()) as found:
         yield found
 
 
 @contextlib.contextmanager
-def _open_server(options: RunOptions, listener: Listener) -> Iterator[tuple[str, ServerInfo]]:
+def _open_server(options: RunOptions, listener: Listener, route: Route
+                 ) -> Iterator[tuple[str, ServerInfo]]:
     needed = options.profile.workload.connections()
     if options.dsn is not None or uses_environment():
         dsn = options.dsn or ""
@@ -128,13 +146,36 @@ def _open_server(options: RunOptions, listener: Listener) -> Iterator[tuple[str,
                             connect_timeout=options.profile.workload.connect_timeout_s,
                             needed=needed)
         preflight.check_budget(info, needed)
-        yield dsn, info
+        with _delayed(dsn, options, listener, route) as worker_dsn:
+            yield worker_dsn, info
         return
     listener.phase("starting the embedded PostgreSQL")
     # Room for a build's connections while the previous build's backends exit.
     with EmbeddedPostgres(max_connections=2 * needed + 10) as pg:
         info = query_server(pg.dsn, embedded=True)
-        yield pg.dsn, info
+        with _delayed(pg.dsn, options, listener, route) as worker_dsn:
+            yield worker_dsn, info
+
+
+@contextlib.contextmanager
+def _delayed(dsn: str, options: RunOptions, listener: Listener, route: Route) -> Iterator[str]:
+    """``dsn``, or with ``rtt_ms`` the same DSN through a delay proxy started for the run.
+
+    The server facts above were asked directly; the workers (and ``--app``'s
+    ``DATABASE_URL``) get the proxy's address, with user, password and options unchanged.
+    """
+    rtt_ms = options.profile.workload.rtt_ms
+    if rtt_ms <= 0 or options.proxied:
+        yield dsn
+        return
+    upstream = delay_proxy.upstream_for(dsn)
+    listener.phase(f"starting the delay proxy ({rtt_ms:g} ms round trip)")
+    proxy = delay_proxy.DelayProxy(upstream, rtt_ms)
+    try:
+        with proxy:
+            yield delay_proxy.proxied_dsn(dsn, proxy.port)
+    finally:
+        route.proxy = proxy.figures
 
 
 def unavailable(build: Build, avail: builds.Availability) -> BuildResult:
@@ -201,9 +242,9 @@ def probe_build(build: Build, options: RunOptions, dsn: str, *,
         return _error(build, redact(failed[0]["error"]), facts, run, started)
     if run.error or not reports:
         return _error(build, run.error or "no worker reported", facts, run, started)
-    figures = [metrics.worker_figures(r, run.cpu) for r in reports]
+    figures = [metrics.worker_figures(r, run.cpu, rtt_ms=workload.rtt_ms) for r in reports]
     m = metrics.build_metrics(
-        reports, figures, run.cpu, workload.greenlets,
+        reports, figures, run.cpu, workload.greenlets, rtt_ms=workload.rtt_ms,
         min_connect_window_ms=options.profile.thresholds.connect_min_window_ms)
     # User-visible impact, beside the evidence: the rules below do not read it.
     m = dataclasses.replace(m, requests=run.requests)
@@ -259,7 +300,8 @@ def run_controls(options: RunOptions, dsn: str, available: dict[str, builds.Avai
 
 def result_record(options: RunOptions, started_wall: datetime, started: float,
                   server_info: ServerInfo, results: list[BuildResult], code: int, summary: str,
-                  notes: list[str], calibration: Calibration | None) -> RunResult:
+                  notes: list[str], calibration: Calibration | None,
+                  proxy: DelayProxyFigures | None = None) -> RunResult:
     """The whole run's record, from its parts (also for ``matrix``)."""
     return RunResult(
         schema_version=SCHEMA_VERSION,
@@ -279,6 +321,7 @@ def result_record(options: RunOptions, started_wall: datetime, started: float,
         notes=notes,
         calibration=calibration,
         app=options.app.record if options.app is not None else None,
+        proxy=proxy,
     )
 
 
@@ -289,11 +332,12 @@ def calibration_only(options: RunOptions, listener: Listener | None = None) -> R
     started = time.monotonic()
     listener.phase("checking which builds import")
     available = builds.check(calibrate.all_builds())
-    with server(options, listener) as (dsn, server_info):
+    route = Route()
+    with server(options, listener, route) as (dsn, server_info):
         cal = run_controls(options, dsn, available, listener)
     code = (EXIT_INCONCLUSIVE if cal.saturated else EXIT_OK if cal.passed else EXIT_FINDINGS)
     return result_record(options, started_wall, started, server_info, [], code,
-                   f"calibration: {cal.reason}; exit {code}", [], cal)
+                   f"calibration: {cal.reason}; exit {code}", [], cal, proxy=route.proxy)
 
 
 def with_ratios(results: list[BuildResult]) -> list[BuildResult]:
@@ -326,8 +370,9 @@ def run(options: RunOptions, listener: Listener | None = None) -> RunResult:
     results: list[BuildResult] = []
     notes: list[str] = []
     calibration = None
+    route = Route()
     try:
-        with server(options, listener) as (dsn, server_info):
+        with server(options, listener, route) as (dsn, server_info):
             timings["server"] = time.monotonic() - started
             available = checking.result()
             timings["imports"] = time.monotonic() - started - timings["server"]
@@ -368,5 +413,5 @@ def run(options: RunOptions, listener: Listener | None = None) -> RunResult:
     summary = verdict.summary(results, code)
     return dataclasses.replace(
         result_record(options, started_wall, started, server_info, results, code, summary,
-                      notes, calibration),
+                      notes, calibration, proxy=route.proxy),
         timings={k: round(v, 3) for k, v in timings.items()})

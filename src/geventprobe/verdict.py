@@ -32,8 +32,8 @@ def evidence(m: BuildMetrics, t: Thresholds) -> list[Evidence]:
             threshold=t.blocking_wait_factor,
             fired=m.wait_factor >= t.blocking_wait_factor,
             text=(f"{m.greenlets} concurrent pg_sleep({m.wait_seconds:g}) took "
-                  f"{m.wait_factor:.2f}× w (limit {t.blocking_wait_factor:g}×; "
-                  f"{m.greenlets:d}× if they ran one at a time)"),
+                  f"{m.wait_factor:.2f}× {'(w + RTT)' if m.rtt_ms else 'w'} (limit "
+                  f"{t.blocking_wait_factor:g}×; {m.greenlets:d}× if they ran one at a time)"),
         ),
         Evidence(
             rule="hub-lag",

@@ -21,6 +21,7 @@ from geventprobe.cli.common import (
     handled_errors,
     progress_console,
     report_console,
+    rtt_option,
 )
 from geventprobe.config import load_profile
 from geventprobe.files import write_atomic
@@ -133,14 +134,15 @@ def write_json(result: bisect.BisectResult, path: str) -> None:
 @click.option("--greenlets", type=click.IntRange(min=2, max=1000), default=None,
               help="Concurrent greenlets (one connection each) per worker [8].")
 @dsn_option
+@rtt_option
 @click.option("--preload", is_flag=True, help="Probe with gunicorn --preload.")
 @click.option("--json", "json_path", metavar="PATH", default=None,
               help="Write the whole bisect as JSON.")
 @click.option("--config", "config_path", metavar="PATH", default=None,
               help="TOML profile overriding configs/default.toml.")
 @debug_option
-def bisect_command(good, bad, build_name, package, workers, greenlets, dsn, preload, json_path,
-                   config_path, debug):
+def bisect_command(good, bad, build_name, package, workers, greenlets, dsn, rtt_ms, preload,
+                   json_path, config_path, debug):
     """Find the first release of psycopg (or gevent) whose build blocks or busy-waits.
 
     Lists the releases from --good to --bad on the package index, probes both
@@ -159,7 +161,8 @@ def bisect_command(good, bad, build_name, package, workers, greenlets, dsn, prel
         profile = dataclasses.replace(profile, workload=dataclasses.replace(
             profile.workload,
             workers=workers or (2 if small else profile.workload.workers),
-            greenlets=greenlets or (8 if small else profile.workload.greenlets)))
+            greenlets=greenlets or (8 if small else profile.workload.greenlets),
+            rtt_ms=profile.workload.rtt_ms if rtt_ms is None else rtt_ms))
         builds, _ = parse_builds(build_name)
         check_writable(json_path, "--json")
         run_options = RunOptions(profile=profile, builds=builds, builds_named=True,

@@ -15,6 +15,7 @@ from geventprobe.cli.common import (
     handled_errors,
     progress_console,
     report_console,
+    rtt_option,
 )
 from geventprobe.report import json_format, terminal
 from geventprobe.runner import RunOptions, calibration_only
@@ -26,6 +27,7 @@ from geventprobe.runner import RunOptions, calibration_only
 @click.option("--greenlets", type=click.IntRange(min=2, max=1000), default=None,
               help="Concurrent greenlets per worker [profile: 16].")
 @dsn_option
+@rtt_option
 @click.option("--json", "json_path", metavar="PATH", default=None,
               help="Write the result (with its `calibration` record) as JSON.")
 @click.option("--config", "config_path", metavar="PATH", default=None,
@@ -34,7 +36,7 @@ from geventprobe.runner import RunOptions, calibration_only
               help="Named profile (default, quick, ci) [default, or `profile` in pyproject's "
                    "[tool.geventprobe]]: calibrate what your runs use.")
 @debug_option
-def calibrate_command(workers, greenlets, dsn, json_path, config_path, profile_name, debug):
+def calibrate_command(workers, greenlets, dsn, rtt_ms, json_path, config_path, profile_name, debug):
     """Run controls whose class is known inside real gunicorn gevent workers.
 
     BLOCKING controls: psycopg imported before patching (--preload), psycopg with
@@ -51,6 +53,7 @@ def calibrate_command(workers, greenlets, dsn, json_path, config_path, profile_n
         profile = profiles.with_sizes(
             profiles.resolve(profile_name, config_path, profiles.load_project()),
             workers, greenlets)
+        profile = profiles.with_rtt(profile, rtt_ms)
         check_writable(json_path, "--json")
         options = RunOptions(profile=profile, builds=[], builds_named=False, dsn=dsn or None,
                              preload=False, command=["geventprobe", *sys.argv[1:]],

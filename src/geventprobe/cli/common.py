@@ -23,13 +23,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from geventprobe import procs
+from geventprobe.delay_proxy import MAX_RTT_MS
 from geventprobe.dsn import redact
 from geventprobe.errors import EXIT_INTERRUPTED, EXIT_USAGE, ProbeError, Terminated
 from geventprobe.model import BuildResult
 
 __all__ = ["OneLineErrorsGroup", "ProgressListener", "Terminated", "check_writable",
            "debug_option", "dsn_option", "fail", "handled_errors", "progress_console",
-           "report_console", "warn_secret_argv"]
+           "report_console", "rtt_option", "warn_secret_argv"]
 
 # Options every probing command shares, defined once so they cannot drift apart.
 dsn_option = click.option(
@@ -37,6 +38,21 @@ dsn_option = click.option(
     help="Your PostgreSQL (libpq conninfo or URI; env GEVENTPROBE_DSN keeps it out of ps). "
          "Default: PG* environment if set, else an embedded throwaway server.")
 debug_option = click.option("--debug", is_flag=True, help="Show tracebacks.")
+
+
+def _finite(ctx, param, value):
+    # FloatRange lets "nan" through (every comparison with it is false).
+    if value is not None and value != value:
+        raise click.BadParameter(f"{value!r} is not a number of milliseconds", ctx, param)
+    return value
+
+
+rtt_option = click.option(
+    "--rtt", "rtt_ms", type=click.FloatRange(min=0, max=MAX_RTT_MS), default=None,
+    metavar="MS", callback=_finite,
+    help="Simulate a server this many ms away (round trip): the workers reach it through a "
+         "loopback proxy delaying each direction by MS/2 (~1 same zone, 20-80 across "
+         "regions; 0: direct) [profile: 0].")
 
 CLEANED = "every process and temp dir it started was stopped and removed"
 _HANDLED_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None))

@@ -18,6 +18,7 @@ from geventprobe.cli.common import (
     handled_errors,
     progress_console,
     report_console,
+    rtt_option,
     warn_secret_argv,
 )
 from geventprobe.config import parse_fail_on
@@ -35,6 +36,7 @@ from geventprobe.runner import RunOptions, run
 @click.option("--builds", "builds_text", metavar="LIST", default=None,
               help="Comma-separated: binary,c,python,psycopg2-green,psycopg2 [all].")
 @dsn_option
+@rtt_option
 @click.option("--preload", is_flag=True, help="Run gunicorn with --preload (app imported in "
               "the master, before the workers patch).")
 @click.option("--json", "json_path", metavar="PATH", default=None,
@@ -75,8 +77,8 @@ from geventprobe.runner import RunOptions, run
 @click.option("--fail-on", "fail_on_text", metavar="LIST", default=None,
               help="Verdicts that exit 1: blocking,busy-wait, or none [blocking,busy-wait].")
 @debug_option
-def run_command(workers, greenlets, builds_text, dsn, preload, json_path, config_path, calibrate,
-                debug, psycopg_text, gevent_text, markdown_path, redact_hosts,
+def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path, config_path,
+                calibrate, debug, psycopg_text, gevent_text, markdown_path, redact_hosts,
                 allow_many_connections, time_limit, app, gunicorn_config, chdir, profile_name,
                 fail_on_text):
     """Probe each driver build inside real gunicorn gevent workers and judge it.
@@ -91,6 +93,7 @@ def run_command(workers, greenlets, builds_text, dsn, preload, json_path, config
         project = profiles.load_project()
         profile = profiles.with_sizes(profiles.resolve(profile_name, config_path, project),
                                       workers, greenlets)
+        profile = profiles.with_rtt(profile, rtt_ms)
         app_plan = _app_plan(app, gunicorn_config, chdir, builds_text, psycopg_text or
                              gevent_text, workers, preload, project)
         if app_plan is not None:  # their workers, as their config says (or --workers)
