@@ -21,6 +21,7 @@ from geventprobe.cli.common import (
     handled_errors,
     progress_console,
     report_console,
+    warn_secret_argv,
 )
 from geventprobe.config import load_profile
 from geventprobe.files import write_atomic
@@ -162,6 +163,7 @@ def bisect_command(good, bad, build_name, package, workers, greenlets, dsn, prel
             greenlets=greenlets or (8 if small else profile.workload.greenlets)))
         builds, _ = parse_builds(build_name)
         check_writable(json_path, "--json")
+        warn_secret_argv(console, dsn)
         run_options = RunOptions(profile=profile, builds=builds, builds_named=True,
                                  dsn=dsn or None, preload=preload,
                                  command=["geventprobe", *sys.argv[1:]])

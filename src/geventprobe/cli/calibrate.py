@@ -15,6 +15,7 @@ from geventprobe.cli.common import (
     handled_errors,
     progress_console,
     report_console,
+    warn_secret_argv,
 )
 from geventprobe.report import json_format, terminal
 from geventprobe.runner import RunOptions, calibration_only
@@ -52,6 +53,7 @@ def calibrate_command(workers, greenlets, dsn, json_path, config_path, profile_n
             profiles.resolve(profile_name, config_path, profiles.load_project()),
             workers, greenlets)
         check_writable(json_path, "--json")
+        warn_secret_argv(console, dsn)
         options = RunOptions(profile=profile, builds=[], builds_named=False, dsn=dsn or None,
                              preload=False, command=["geventprobe", *sys.argv[1:]],
                              calibrate=True)

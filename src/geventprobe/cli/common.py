@@ -29,11 +29,37 @@ from geventprobe.model import BuildResult
 
 __all__ = ["OneLineErrorsGroup", "ProgressListener", "Terminated", "check_writable",
            "debug_option", "dsn_option", "fail", "handled_errors", "progress_console",
-           "report_console", "warn_secret_argv"]
+           "hide_secret_argv", "report_console", "warn_secret_argv"]
+
+
+def hide_secret_argv() -> bool:
+    """Rewrite our own process title without the DSN's password; True when it held one.
+
+    ``ps`` and ``/proc/<pid>/cmdline`` show a process's argv to every user of the machine:
+    ``setproctitle`` overwrites that memory, so from here on the run shows ``password=***``.
+    """
+    try:
+        import setproctitle
+    except ImportError:  # a dependency, but a broken install must not stop a run
+        return False
+    title = setproctitle.getproctitle()
+    clean = redact(title)
+    if clean == title:
+        return False
+    setproctitle.setproctitle(clean)
+    return True
+
+
+def _hide_dsn(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    # Runs while click parses, before the command body: the earliest point a command knows.
+    if value:
+        hide_secret_argv()
+    return value
+
 
 # Options every probing command shares, defined once so they cannot drift apart.
 dsn_option = click.option(
-    "--dsn", envvar="GEVENTPROBE_DSN", default=None, metavar="DSN",
+    "--dsn", envvar="GEVENTPROBE_DSN", default=None, metavar="DSN", callback=_hide_dsn,
     help="Your PostgreSQL (libpq conninfo or URI; env GEVENTPROBE_DSN keeps it out of ps). "
          "Default: PG* environment if set, else an embedded throwaway server.")
 debug_option = click.option("--debug", is_flag=True, help="Show tracebacks.")
@@ -108,9 +134,10 @@ def warn_secret_argv(console: Console | None, dsn: str | None) -> None:
     source = ctx.get_parameter_source("dsn")
     if source is click.core.ParameterSource.COMMANDLINE:
         # click.echo, not the rich console: one line, never wrapped.
-        click.echo("geventprobe: warning: the password in --dsn is visible to every user of "
-                   "this machine (ps): pass the DSN in GEVENTPROBE_DSN instead (geventprobe "
-                   "itself never puts it on a command line)", err=True)
+        click.echo("geventprobe: warning: the password in --dsn was visible to every user of "
+                   "this machine (ps) until geventprobe rewrote its own process title, and it "
+                   "stays in your shell history: pass it in GEVENTPROBE_DSN, PGPASSWORD or "
+                   "~/.pgpass instead (geventprobe never puts it on a command line)", err=True)
 
 
 class OneLineErrorsGroup(click.Group):
