@@ -15,6 +15,7 @@ from geventprobe.cli.common import (
     handled_errors,
     progress_console,
     report_console,
+    verbose_option,
     warn_secret_argv,
 )
 from geventprobe.report import json_format, terminal
@@ -34,8 +35,10 @@ from geventprobe.runner import RunOptions, calibration_only
 @click.option("--profile", "profile_name", metavar="NAME", default=None,
               help="Named profile (default, quick, ci) [default, or `profile` in pyproject's "
                    "[tool.geventprobe]]: calibrate what your runs use.")
+@verbose_option
 @debug_option
-def calibrate_command(workers, greenlets, dsn, json_path, config_path, profile_name, debug):
+def calibrate_command(workers, greenlets, dsn, json_path, config_path, profile_name, verbose,
+                      debug):
     """Run controls whose class is known inside real gunicorn gevent workers.
 
     BLOCKING controls: psycopg imported before patching (--preload), psycopg with
@@ -59,7 +62,7 @@ def calibrate_command(workers, greenlets, dsn, json_path, config_path, profile_n
                              calibrate=True)
         with ProgressListener(console, total=8, unit="controls") as listener:
             result = calibration_only(options, listener)
-        terminal.render(result, report_console())
+        terminal.render(result, report_console(), verbose)
         if json_path:
             json_format.write(result, json_path)
             console.print(f"geventprobe: wrote {json_path}")

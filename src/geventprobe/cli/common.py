@@ -27,9 +27,24 @@ from geventprobe.dsn import redact
 from geventprobe.errors import EXIT_INTERRUPTED, EXIT_USAGE, ProbeError, Terminated
 from geventprobe.model import BuildResult
 
-__all__ = ["OneLineErrorsGroup", "ProgressListener", "Terminated", "check_writable",
-           "debug_option", "dsn_option", "fail", "handled_errors", "progress_console",
-           "hide_secret_argv", "report_console", "warn_secret_argv"]
+__all__ = [
+    "OneLineErrorsGroup",
+    "ProgressListener",
+    "Terminated",
+    "check_writable",
+    "debug_option",
+    "dsn_option",
+    "fail",
+    "handled_errors",
+    "hide_secret_argv",
+    "progress_console",
+    "report_console",
+    "verbose_option",
+    "warn_secret_argv",
+]
+
+REPORT_WIDTH = 100
+"""Columns of a report that goes to a pipe or a file (a CI log): the same every time."""
 
 
 def hide_secret_argv() -> bool:
@@ -63,6 +78,9 @@ dsn_option = click.option(
     help="Your PostgreSQL (libpq conninfo or URI; env GEVENTPROBE_DSN keeps it out of ps). "
          "Default: PG* environment if set, else an embedded throwaway server.")
 debug_option = click.option("--debug", is_flag=True, help="Show tracebacks.")
+verbose_option = click.option(
+    "-v", "--verbose", is_flag=True,
+    help="Every figure, the legend and where the time went, whatever the terminal's width.")
 
 CLEANED = "every process and temp dir it started was stopped and removed"
 _HANDLED_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None))
@@ -174,9 +192,12 @@ def check_writable(path: str | None, flag: str) -> None:
 
 
 def report_console() -> Console:
-    """Where reports go: stdout; CI logs are not terminals, so give tables room there."""
-    # 200: the verdict table with the request-latency column is 170 wide (wider in a matrix).
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    """Where reports go: stdout, at the terminal's width, or ``REPORT_WIDTH`` when piped.
+
+    The renderer fits its tables to that width (``report.terminal``), so a CI log reads the
+    same on every run and an 80-column terminal cuts nothing.
+    """
+    return Console(highlight=False, width=None if sys.stdout.isatty() else REPORT_WIDTH)
 
 
 def progress_console() -> Console:
