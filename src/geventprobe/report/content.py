@@ -197,7 +197,7 @@ def verdict_table(result: RunResult) -> Table:
                     if b.versions else None),
                Cell(driver_version(b), None, driver_version(b).split(" ")[-1]),
                Cell(impl_name(b)), Cell(wait_name(b), None, wait_short(b)), _verdict_cell(b),
-               Cell(deciding(b)),
+               Cell(deciding(b), None, deciding(b).split(";")[0]),
                Cell(num(m and m.wait_factor, "{:.2f}×")),
                Cell(num(m and m.max_hub_lag_ms, "{:,.1f}")),
                Cell(num(m and m.cpu_during_waits, "{:.3f}")),

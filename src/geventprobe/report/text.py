@@ -44,7 +44,8 @@ def render(result: RunResult, verbose: bool = False) -> str:
     out = [line.rstrip() for line in buffer.getvalue().rstrip("\n").splitlines()]
     out += [*_section("Verdict"), textwrap.fill(_plain(markdown.verdict_paragraph(result)), WIDTH)]
     if result.calibration is None:
-        out += [*_section("Calibration"), _plain(markdown.calibration_status(result))]
+        out += [*_section("Calibration"),
+                textwrap.fill(_plain(markdown.calibration_status(result)), WIDTH)]
     headers, rows = markdown.worker_fact_rows(result)
     if rows:
         out += _section("Environment inside the workers") + _columns(
