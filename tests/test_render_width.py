@@ -252,7 +252,7 @@ def test_terminal_and_markdown_agree_on_every_cell(case):
     headers, rows = markdown.verdict_rows(result)
     md = markdown.render(result)
     for r, row in enumerate(t.rows):
-        for i, (col, cell) in enumerate(zip(t.columns, row)):
+        for col, cell in zip(t.columns, row):
             if col.importance == COMPACT:
                 continue
             assert rows[r][headers.index(col.name)] == cell.text
