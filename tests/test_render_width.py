@@ -117,9 +117,19 @@ def calibrated():
     return with_calibration(recorded("default"))
 
 
+def matrix_run():
+    """A version matrix: the same build at two psycopg releases, told apart at any width."""
+    r = recorded("preload")
+    old, new = (next(b for b in r.builds if b.build == n) for n in ("binary", "python"))
+    rows = [dataclasses.replace(old, versions={"psycopg": "3.1.12", "gevent": "26.9.0"}),
+            dataclasses.replace(new, build="binary",
+                                versions={"psycopg": "3.3.8", "gevent": "26.9.0"})]
+    return dataclasses.replace(r, builds=rows)
+
+
 CASES = {**{name: (lambda name=name: recorded(name)) for name in RECORDED},
          "new-content": lambda: with_new_content(recorded("preload")),
-         "app": app_run, "calibrated": calibrated}
+         "app": app_run, "calibrated": calibrated, "matrix": matrix_run}
 
 
 def _check(out: str, width: int) -> None:
@@ -152,12 +162,20 @@ def test_the_verdict_table_keeps_build_verdict_and_evidence_whole(width):
         result = CASES[case]()
         out = draw(result, width)
         for b in result.builds:
-            row = next((ln for ln in out.splitlines() if ln.startswith(content.label(b) + " ")
-                        or ln.startswith(b.build + " ")), None)
+            names = tuple(n + " " for n in ((content.label(b), content.short_label(b))
+                                            if b.versions else (b.build,)))
+            row = next((ln for ln in out.splitlines() if ln.startswith(names)), None)
             assert row is not None, (case, width, b.build, out)
             assert content.verdict_label(b).split(" expected")[0] in row
             assert content.deciding(b).split(";")[0] in row or content.num(
                 b.metrics and b.metrics.wait_factor, "{:.2f}×") in row, (row, case)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_matrix_rows_stay_apart(width):
+    out = draw(matrix_run(), width)
+    assert ("binary @ 3.1.12, 26.9.0" in out or "binary @ psycopg 3.1.12, gevent 26.9.0" in out)
+    assert "3.3.8, 26.9.0" in out or "psycopg 3.3.8, gevent 26.9.0" in out
 
 
 @pytest.mark.parametrize("width", WIDTHS)

@@ -55,6 +55,14 @@ def label(b: BuildResult) -> str:
     return f"{b.build} @ " + ", ".join(f"{k} {v}" for k, v in shown.items())
 
 
+def short_label(b: BuildResult) -> str:
+    """A matrix row's name for a narrow layout: ``binary @ 3.1.12, 26.9.0`` (the axes'
+    versions, in the order ``label`` names them)."""
+    versions = b.versions or {}
+    shown = [v for k, v in versions.items() if k in ("psycopg", "gevent")]
+    return f"{b.build} @ {', '.join(shown)}" if shown else label(b)
+
+
 def _psycopg2(b: BuildResult) -> bool:
     """True when the row's driver is psycopg2 (a psycopg2 build, or an app that uses it)."""
     return b.build.startswith("psycopg2") or b.facts.get("driver") == "psycopg2"
@@ -193,7 +201,7 @@ def verdict_table(result: RunResult) -> Table:
         m = b.metrics
         muted = "muted" if latency_hidden(b) else None
         name = label(b) + (" †" if b.baseline else "")
-        row = [Cell(name, "strong", b.build + (" †" if b.baseline else "")
+        row = [Cell(name, "strong", short_label(b) + (" †" if b.baseline else "")
                     if b.versions else None),
                Cell(driver_version(b), None, driver_version(b).split(" ")[-1]),
                Cell(impl_name(b)), Cell(wait_name(b), None, wait_short(b)), _verdict_cell(b),
@@ -216,7 +224,7 @@ def verdict_table(result: RunResult) -> Table:
         rows.append(row)
     title = ("geventprobe: your app under gunicorn -k gevent" if result.app else
              "geventprobe: PostgreSQL drivers under gunicorn -k gevent")
-    caption = None if result.app else (
+    caption = None if not any(b.baseline for b in result.builds) else (
         "† baseline with a known class (psycopg2-green must be OK, psycopg2 BLOCKING)")
     return Table(columns, rows, title=title, caption=caption)
 
