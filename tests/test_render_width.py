@@ -1,6 +1,7 @@
 """Every report fits the terminal it is drawn in: widths 80, 100 and 160, nothing cut.
 
-Recorded runs (tests/data) and hand-made records with what newer runs add (the connect
+Recorded runs (tests/data, run-matrix.json from a real `run --psycopg 3.1.12,3.3.8`)
+and hand-made records with what newer runs add (the connect
 phase, routes of the user's app, who blocked, the --rtt proxy, timings) are drawn by the
 terminal renderer at each width. No line may be wider than the width, no cell may be cut
 with an ellipsis, and every verdict word must be whole. The terminal and the Markdown
@@ -31,7 +32,7 @@ from geventprobe.report import comparison, content, load, markdown, terminal, te
 from geventprobe.report.document import COMPACT
 
 DATA = Path(__file__).parent / "data"
-RECORDED = ["default", "preload", "busy-wait", "preload-http"]
+RECORDED = ["default", "preload", "busy-wait", "preload-http", "matrix"]
 WIDTHS = [80, 100, 160]
 VERDICT_WORDS = {v.value for v in Verdict}
 
@@ -282,3 +283,38 @@ def test_terminal_and_markdown_agree_on_every_cell(case):
         flat = [" ".join(line.split()) for line in draw(result, 80).splitlines()]
         assert "myproject.wsgi:application 2.9.13 gevent BLOCKING wait× 8.06, hub 1.2 s" \
             in flat
+
+
+def bisected():
+    """A bisect of psycopg 3.1.4..3.1.6 built from recorded rows (OK, then wait_c BLOCKING)."""
+    from geventprobe.bisect import BisectResult, BisectStep
+
+    r = recorded("preload")
+    good = next(b for b in r.builds if b.build == "python")
+    bad = next(b for b in r.builds if b.build == "binary")
+    good = dataclasses.replace(good, build="binary", facts=dict(
+        good.facts, psycopg={"version": "3.1.4", "impl": "binary", "wait": "wait_selector"}))
+    steps = [BisectStep("3.1.4", "good", good, None),
+             BisectStep("3.1.6", "bad", bad, None),
+             BisectStep("3.1.5", "bad", bad, None)]
+    return BisectResult(
+        schema_version=1, tool_version="0", started_at="", duration_s=60.0, command=[],
+        package="psycopg", build="binary", good="3.1.4", bad="3.1.6", preload=False,
+        releases=["3.1.4", "3.1.5", "3.1.6"], held={"gevent": "26.9.0", "gunicorn": "27.0.1"},
+        steps=steps, first_bad="3.1.5", last_good="3.1.4", untested=[],
+        conclusion="first bad release: psycopg 3.1.5 (3.1.4 is OK)", exit_code=0,
+        server={}, environment={})
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("verbose", [False, True])
+def test_bisect_fits(width, verbose):
+    from geventprobe.report import bisection
+
+    out = draw(bisection.document(bisected()), width, verbose)
+    _check(out, width)
+    flat = " ".join(out.split())
+    assert "3.1.5 ← first bad" in flat and "3.1.4 ← last good" in flat
+    assert ("what changed: the workers' wait function went from wait_selector (3.1.4) to "
+            "wait_c (3.1.5)") in flat
+    assert "first bad release: psycopg 3.1.5" in flat
