@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Column
 
 from geventprobe import procs
 from geventprobe.dsn import redact
@@ -211,7 +212,12 @@ class ProgressListener:
     def __init__(self, console: Console, total: int, unit: str = "builds"):
         self.console = console
         self.live = console.is_terminal
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+        # A narrow terminal gets a short bar, and a long step folds instead of ending in "…".
+        narrow = console.width < 120
+        self.progress = Progress(SpinnerColumn(),
+                                 TextColumn("{task.description}",
+                                            table_column=Column(overflow="fold")),
+                                 BarColumn(bar_width=10 if narrow else 40),
                                  TextColumn("{task.completed}/{task.total} " + unit),
                                  TimeElapsedColumn(), console=console, transient=True)
         self.task = self.progress.add_task("starting", total=total)
