@@ -318,3 +318,18 @@ def test_bisect_fits(width, verbose):
     assert ("what changed: the workers' wait function went from wait_selector (3.1.4) to "
             "wait_c (3.1.5)") in flat
     assert "first bad release: psycopg 3.1.5" in flat
+
+
+def test_html_shows_the_new_content_and_stays_well_formed(monkeypatch):
+    from test_reports import _Tags
+
+    from geventprobe.report import charts, html
+
+    monkeypatch.setattr(charts, "available", lambda: False)  # text only: skip drawing
+    doc = html.render(with_new_content(recorded("preload")))
+    parser = _Tags()
+    parser.feed(doc)
+    assert parser.stack == []
+    assert '<span class="badge SERIALIZED">SERIALIZED</span>' in doc
+    assert "<h2>Connect phase</h2>" in doc and "delay proxy adding 20 ms RTT" in doc
+    assert "who blocked: blocked 10 times, 2.9 s in all" in doc
