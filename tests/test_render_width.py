@@ -279,7 +279,7 @@ def test_terminal_and_markdown_agree_on_every_cell(case):
     # The app's psycopg2 row: the driver, its setup and wait callback, from the facts.
     if case == "app":
         assert "| myproject.wsgi:application | psycopg2 2.9.13 | psycogreen | " \
-               "gevent_wait_callback | BLOCKING |" in md
+               "psycogreen.gevent.gevent_wait_callback | BLOCKING |" in md
         flat = [" ".join(line.split()) for line in draw(result, 80).splitlines()]
         assert "myproject.wsgi:application 2.9.13 gevent BLOCKING wait× 8.06, hub 1.2 s" \
             in flat

@@ -11,6 +11,7 @@ from geventprobe.report.content import (
     num,
     verdict_label,
     wait_name,
+    wait_short,
 )
 from geventprobe.report.document import COMPACT, Block, Cell, Column, Paragraph, Table
 
@@ -48,7 +49,8 @@ def table(result: BisectResult) -> Table:
         m = b.metrics
         env = step.environment
         rows.append([name, Cell(str(order[release])),
-                     Cell(verdict_label(b), VERDICT_STYLE[b.verdict]), Cell(wait_name(b)),
+                     Cell(verdict_label(b), VERDICT_STYLE[b.verdict]),
+                     Cell(wait_name(b), None, wait_short(b)),
                      Cell(deciding(b)),
                      Cell(num(m and m.wait_factor, "{:.2f}×")),
                      Cell(num(m and m.max_hub_lag_ms, "{:,.1f}")),

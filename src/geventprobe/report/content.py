@@ -90,19 +90,24 @@ def impl_name(b: BuildResult) -> str:
 
 
 def wait_name(b: BuildResult) -> str:
-    """psycopg's wait function, or psycopg2's wait callback (its function name)."""
+    """psycopg's wait function, or psycopg2's wait callback, as the workers reported it."""
     if _psycopg2(b):
         if not b.facts:
             return "–"
         callback = (b.facts.get("psycopg2") or {}).get("wait_callback")
-        return callback.rsplit(".", 1)[-1] if callback else "none"
+        return callback or "no wait callback"
     return (b.facts.get("psycopg") or {}).get("wait") or "–"
 
 
 def wait_short(b: BuildResult) -> str | None:
-    """A narrow layout's wait name: ``gevent`` for psycogreen's ``gevent_wait_callback``."""
+    """A narrow layout's wait name: ``gevent`` for ``psycogreen.gevent.gevent_wait_callback``,
+    ``none`` for no callback (None: the full name is short already)."""
     name = wait_name(b)
-    return name.replace("_wait_callback", "") if name.endswith("_wait_callback") else None
+    if name == "no wait callback":
+        return "none"
+    if "." in name:
+        return name.rsplit(".", 1)[-1].replace("_wait_callback", "")
+    return None
 
 
 def verdict_label(b: BuildResult) -> str:
@@ -148,14 +153,14 @@ def deciding(b: BuildResult) -> str:
 
 
 def request_cell(b: BuildResult) -> Cell:
-    """HTTP request latency at the probe route: p99 in ms, and errors if any."""
+    """HTTP request latency at the probe route: p99 in ms, and errors if any (the short form,
+    for a narrow layout, in whole ms)."""
     r = b.metrics.requests if b.metrics is not None else None
     if r is None:
         return Cell("–")
-    p99 = r.latency.p99_us
-    text = num(p99 / 1000 if p99 is not None else None, "{:,.0f}")
-    short = text + (f" ({r.errors} err)" if r.errors else "")
-    return Cell(text + (f" ({r.errors} errors)" if r.errors else ""),
+    ms = r.latency.p99_us / 1000 if r.latency.p99_us is not None else None
+    short = num(ms, "{:,.0f}") + (f" ({r.errors} err)" if r.errors else "")
+    return Cell(num(ms, "{:,.1f}") + (f" ({r.errors} errors)" if r.errors else ""),
                 "bad" if b.verdict is Verdict.BLOCKING else None, short)
 
 

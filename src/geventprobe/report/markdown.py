@@ -3,7 +3,7 @@
 GitHub-flavoured Markdown, from the saved record only (``report`` re-renders a
 run byte for byte). In order: a one-paragraph verdict, the verdict table with
 its evidence figures, cause and fix per build, the facts the workers reported
-about themselves (see docs/how-it-works.md), the machine and the PostgreSQL server, the
+about themselves (see docs/field-facts.md), the machine and the PostgreSQL server, the
 exact command and profile, calibration, notes and, for each build that blocked
 or busy-waited, a self-contained reproduction script.
 
