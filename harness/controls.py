@@ -3,7 +3,7 @@
 ``GEVENTPROBE_CONTROL=busy-wait`` replaces psycopg's wait function, inside the
 worker, with a cooperative wait that never sleeps: it polls the socket with a
 zero timeout and calls ``gevent.sleep(0)`` between polls. Greenlets keep
-running, but the worker burns a core while the server works (FIELD-NOTES §1).
+running, but the worker burns a core while the server works (docs/field-facts.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """gunicorn config for the probe: starts the probe in every worker once it has booted.
 
 ``post_worker_init`` runs after the gevent worker has monkey-patched and imported
-the app (FIELD-NOTES §3), so the probe sees what the app sees. ``post_fork`` would
+the app (docs/field-facts.md), so the probe sees what the app sees. ``post_fork`` would
 be too early: the worker is not patched yet. This file is loaded by the master and
 must not import the driver (that would change the import order under test).
 """

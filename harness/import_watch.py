@@ -1,7 +1,7 @@
 """Who imported the PostgreSQL driver, in which process and phase, and was gevent patched then.
 
 Used in ``--app`` mode, where the user's own config, hooks and app decide when the
-driver is imported (FIELD-NOTES §2, §3). ``wrapper_conf.py`` installs this at the
+driver is imported (docs/field-facts.md). ``wrapper_conf.py`` installs this at the
 very top of the gunicorn master, before the user's config runs: an import hook on
 ``sys.meta_path`` notes the first import of each watched module (the process, the
 phase of gunicorn's start-up, whether gevent had patched ``select`` at that moment,

@@ -7,7 +7,7 @@ the master. It runs the user's config exactly as gunicorn would have
 and chains the user's hooks with ours: each of our hooks marks the phase of
 gunicorn's start-up for ``import_watch``, calls the user's hook, and notes what
 changed. The probe starts in ``post_worker_init``, after the user's own
-``post_worker_init``, once the worker has patched and loaded the app (FIELD-NOTES §3).
+``post_worker_init``, once the worker has patched and loaded the app (docs/field-facts.md).
 
 gunicorn applies every module-level name of a config module that is one of its
 settings, so everything private here starts with an underscore.

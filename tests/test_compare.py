@@ -128,3 +128,25 @@ def test_version_matrix_rows_compare_by_build_and_versions():
     c = compare(dataclasses.replace(r, builds=rows), dataclasses.replace(r, builds=rows[1:]))
     assert [(b.build, b.change) for b in c.builds] == [
         ("binary @ psycopg 3.1.12", "removed"), ("binary @ psycopg 3.3.8", "unchanged")]
+
+
+def test_connect_figures_and_route_verdicts_are_compared():
+    from test_render_width import with_new_content
+
+    from geventprobe.model import Verdict as V
+    from geventprobe.report import comparison
+
+    before = with_new_content(load.load(PRELOAD))
+    b = next(x for x in before.builds if x.build == "binary")
+    fixed = dataclasses.replace(b, routes=[dataclasses.replace(b.routes[0], verdict=V.OK),
+                                           b.routes[1]])
+    after = dataclasses.replace(before, builds=[fixed if x.build == "binary" else x
+                                                for x in before.builds])
+    c = compare(before, after)
+    binary = changes(c)["binary"]
+    assert [f.figure for f in binary.figures][-2:] == ["connect×", "connect hub lag ms"]
+    assert [(d.what, d.before, d.after) for d in binary.facts] == [
+        ("route GET /orders", "SERIALIZED", "OK")]
+    assert "connect×" not in [f.figure for f in changes(c)["c"].figures]  # not measured
+    md = comparison.render_markdown(c)
+    assert "route GET /orders `SERIALIZED` → `OK`" in md and "| connect× |" in md

@@ -140,7 +140,7 @@ def test_markdown_holds_what_a_maintainer_asks_for():
     assert "| binary | psycopg 3.3.8 | binary | wait_c | BLOCKING | 8.06× | 1,212.0 |" in md
     # cause and fix per non-OK build
     assert md.count("**Cause:**") == 3 and "**Fix:** drop --preload" in md
-    # FIELD-NOTES §5 as the workers saw it
+    # the facts that pick a wait function, as the workers saw them
     for fact in ("`pq.__impl__`", "`pq.version()`", "`pq.__build_version__`",
                  "`psycopg.waiting.wait`", "env `PSYCOPG_IMPL`", "env `PSYCOPG_WAIT_FUNC`",
                  "psycopg2 wait callback", "psycogreen", "`is_module_patched(\"select\")`",
@@ -206,12 +206,12 @@ def test_calibration_is_rendered_when_it_ran(monkeypatch):
 def test_request_latency_is_shown_beside_the_evidence():
     r = recorded("preload-http")
     headers, rows = markdown.verdict_rows(r)
-    assert headers[-1] == "request p99 ms"
+    assert headers[-1] == "req p99 ms"
     by = {row[0]: row for row in rows}
     assert float(by["binary"][-1].replace(",", "")) > 1000  # requests queued behind the hub
     assert float(by["python"][-1].replace(",", "")) < 100
     assert "HTTP requests to those workers had a p99 of" in markdown.verdict_paragraph(r)
-    assert "**request p99**: HTTP requests sent to the same workers" in markdown.render(r)
+    assert "**req p99**: HTTP requests sent to the same workers" in markdown.render(r)
 
 
 def test_the_recorded_redacted_run_has_no_secret_or_host():

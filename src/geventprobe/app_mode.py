@@ -1,6 +1,6 @@
 """``geventprobe run --app``: the user's own app, under their own gunicorn config. No printing.
 
-What blocks depends on the deployment (FIELD-NOTES §2, §3): the config file and
+What blocks depends on the deployment (docs/field-facts.md): the config file and
 its hooks, ``--preload``, ``GUNICORN_CMD_ARGS``, what the app imports and when,
 where psycogreen is applied. So this mode starts gunicorn as the user deploys it
 and injects the probe without touching their code:

@@ -94,7 +94,7 @@ def install_command(build: str) -> str:
     eq = f"=={pin}" if pin else ""
     return {
         "binary": f'pip install "psycopg[binary]{eq}"',
-        # psycopg-c must match psycopg exactly and compiles against libpq (FIELD-NOTES §2).
+        # psycopg-c must match psycopg exactly and compiles against libpq (docs/field-facts.md).
         "c": f'apt-get install libpq-dev && pip install "psycopg[c]{eq}"',
         "python": "apt-get install libpq5  (the pure-Python build loads the system libpq)",
         "psycopg2": "pip install psycopg2-binary",

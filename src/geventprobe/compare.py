@@ -107,6 +107,9 @@ _FIGURES: list[tuple[str, Callable, bool]] = [
     ("q/s", lambda m: m.select1_qps, False),
     ("CPU/query µs", lambda m: m.cpu_per_query_us, True),
     ("request p99 ms", lambda m: _request_p99_ms(m), True),
+    # The connect phase, in records that have it (None before: the figure is left out).
+    ("connect×", lambda m: m.connect.window_factor if m.connect else None, True),
+    ("connect hub lag ms", lambda m: m.connect.max_hub_lag_ms if m.connect else None, True),
 ]
 
 
@@ -181,6 +184,10 @@ def _fact_differences(a: BuildResult, b: BuildResult) -> list[Difference]:
     for key in sorted(set(fa.get("env") or {}) | set(fb.get("env") or {})):
         out += _diff(f"env {key}", (fa.get("env") or {}).get(key),
                      (fb.get("env") or {}).get(key), False)
+    # run --app --route: a route's verdict, where both runs probed it.
+    ra, rb = {r.route: r for r in a.routes}, {r.route: r for r in b.routes}
+    for route in [r for r in ra if r in rb]:
+        out += _diff(f"route {route}", ra[route].verdict.value, rb[route].verdict.value, False)
     return out
 
 

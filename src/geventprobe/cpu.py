@@ -1,7 +1,7 @@
 """CPU time of the gunicorn workers, sampled from outside with psutil.
 
 Per-PID ``cpu_times()`` deltas (user + system) of each live worker: psutil's
-``children_*`` fields only count children already reaped (FIELD-NOTES §6). The
+``children_*`` fields only count children already reaped (docs/field-facts.md). The
 sampler keeps a (monotonic time, CPU seconds) series per PID so that the CPU of
 any window a worker reports can be read off afterwards by interpolation. Linux
 counts CPU in 10 ms ticks: windows of a few hundred ms keep a tick in the noise.

@@ -1,6 +1,6 @@
 """Why a build got its verdict, and how to fix it, in words computed from the worker's facts.
 
-The facts are what the worker reported about itself (FIELD-NOTES §2, §4): the
+The facts are what the worker reported about itself (docs/field-facts.md): the
 wait function psycopg chose, whether select was patched when the driver was
 imported, in which process it was imported, psycopg2's wait callback.
 """

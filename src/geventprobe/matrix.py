@@ -108,11 +108,11 @@ def _tested_cell(vs: VersionSet, builds: list[Build], varied: tuple[str, ...]) -
     versions = {"psycopg": psycopg, "gevent": vs.gevent or ours("gevent"),
                 "gunicorn": ours("gunicorn")}
     core = tuple(_req(p, versions[p]) for p in ("psycopg", "gevent", "gunicorn"))
-    # gunicorn 27's gevent worker imports packaging (FIELD-NOTES §3).
+    # gunicorn 27's gevent worker imports packaging (docs/field-facts.md).
     core += ("packaging",)
     extras = []
     for build in builds:
-        # psycopg-binary/-c must be psycopg's own version (FIELD-NOTES §2): pin it, or let
+        # psycopg-binary/-c must be psycopg's own version (docs/field-facts.md): pin it, or let
         # the extra pin it when psycopg itself is unpinned.
         if build.name in ("binary", "c"):
             package = "psycopg-binary" if build.name == "binary" else "psycopg-c"

@@ -53,7 +53,7 @@ print(json.dumps(out))
 _INSTALL = {
     "gevent": "pip install gevent",
     "gunicorn": "pip install gunicorn packaging",
-    # gunicorn's gevent worker imports packaging (FIELD-NOTES §3)
+    # gunicorn's gevent worker imports packaging (docs/field-facts.md)
     "packaging": "pip install packaging",
 }
 

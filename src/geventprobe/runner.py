@@ -347,7 +347,7 @@ def with_ratios(results: list[BuildResult]) -> list[BuildResult]:
         return results
     out = []
     for r in results:
-        # A blocked hub's SELECT 1 looks fast (FIELD-NOTES §1): only OK builds compare.
+        # A blocked hub's SELECT 1 looks fast (docs/field-facts.md): only OK builds compare.
         if not r.baseline and r.metrics is not None and r.verdict is Verdict.OK:
             m = dataclasses.replace(r.metrics, vs_baseline=metrics.versus(
                 r.metrics, base.metrics, BASELINE_FOR_RATIOS))

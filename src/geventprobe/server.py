@@ -2,7 +2,7 @@
 
 The parent is not gevent-patched, so it may use any driver that imports; it
 tries psycopg first and falls back to psycopg2 (a mismatched psycopg-c makes
-``import psycopg`` fail, FIELD-NOTES §2).
+``import psycopg`` fail, docs/field-facts.md).
 
 It sends one read-only query (settings and a count of ``pg_stat_activity``),
 on a connection with ``application_name=geventprobe``, a ``statement_timeout``

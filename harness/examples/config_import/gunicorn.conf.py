@@ -2,7 +2,7 @@
 
 gunicorn reads this file in the master, before any worker has monkey-patched
 anything: psycopg is imported with select unpatched and chooses ``wait_c``, and
-every forked worker inherits that choice (FIELD-NOTES §2). Expected: BLOCKING,
+every forked worker inherits that choice (docs/field-facts.md). Expected: BLOCKING,
 "imported ... while gunicorn read the config file, by gunicorn.conf.py:12".
 The fix: import psycopg inside the hook (or not at all here), or patch first.
 """

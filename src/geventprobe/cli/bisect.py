@@ -8,8 +8,6 @@ import sys
 
 import click
 from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from geventprobe import bisect
 from geventprobe.builds import parse_builds
@@ -22,96 +20,18 @@ from geventprobe.cli.common import (
     progress_console,
     report_console,
     rtt_option,
+    verbose_option,
+    warn_secret_argv,
 )
 from geventprobe.config import load_profile
 from geventprobe.files import write_atomic
-from geventprobe.model import BuildResult
-from geventprobe.report import json_format
-from geventprobe.report.terminal import explanation, verdict_text, wait_name
+from geventprobe.report import bisection, json_format, terminal
 from geventprobe.runner import RunOptions
 
-_JUDGEMENT_STYLE = {bisect.GOOD: "green", bisect.BAD: "red", bisect.SKIP: "dim",
-                    bisect.ERROR: "yellow"}
 
-
-def _figures(b: BuildResult) -> str:
-    m = b.metrics
-    if m is None:
-        return ""
-    cpu = "–" if m.cpu_during_waits is None else f"{m.cpu_during_waits:.3f}"
-    return (f"wait× {m.wait_factor:.2f}, hub lag {m.max_hub_lag_ms:,.1f} ms, "
-            f"CPU/s waits {cpu}")
-
-
-def table(result: bisect.BisectResult) -> Table:
-    """Every release in the range: what the search found there, or that it was not needed."""
-    t = Table(title=f"geventprobe bisect: {result.package} releases, build {result.build}"
-                    + (" (--preload)" if result.preload else ""),
-              title_justify="left", header_style="bold", caption_justify="left",
-              caption="held: " + ", ".join(f"{k} {v}" for k, v in result.held.items()))
-    for name, justify in [("release", "left"), ("step", "right"), ("verdict", "left"),
-                          ("wait", "left"), ("wait×", "right"), ("hub lag ms", "right"),
-                          ("CPU/s waits", "right"), ("environment", "left")]:
-        t.add_column(name, justify=justify, no_wrap=name != "verdict")
-    order = {s.release: i + 1 for i, s in enumerate(result.steps)}
-    for release in result.releases:
-        step = result.step(release)
-        label = Text(release)
-        if release == result.first_bad:
-            label.append("  ← first bad", style="bold red")
-        elif release == result.last_good:
-            label.append("  ← last good", style="bold green")
-        if step is None:
-            t.add_row(label, "", Text("not needed", style="dim"), "", "", "", "", "")
-            continue
-        b = step.result
-        if b is None:
-            t.add_row(label, str(order[release]), Text(f"skipped: {step.reason}", style="dim"),
-                      "", "", "", "", "")
-            continue
-        m = b.metrics
-        env = step.environment
-        t.add_row(label, str(order[release]), verdict_text(b), wait_name(b),
-                  "–" if m is None else f"{m.wait_factor:.2f}×",
-                  "–" if m is None else f"{m.max_hub_lag_ms:,.1f}",
-                  "–" if m is None or m.cpu_during_waits is None else f"{m.cpu_during_waits:.3f}",
-                  "" if env is None else ("cached" if env.cached else
-                                          f"created in {env.seconds:.1f} s"))
-    return t
-
-
-def evidence(result: bisect.BisectResult) -> list[Text]:
-    """The first bad release's evidence and its good neighbour's, and what changed."""
-    bad = result.step(result.first_bad)
-    good = result.step(result.last_good)
-    lines: list[Text] = []
-    if bad is not None and bad.result is not None:
-        b = bad.result
-        head = Text(f"{result.package} {result.first_bad}: ", style="bold")
-        head.append(b.verdict.value, style="bold red")
-        head.append(f" (wait function {wait_name(b)}; {_figures(b)})")
-        lines.append(head)
-        lines += explanation(b)
-    if good is not None and good.result is not None:
-        g = good.result
-        head = Text(f"{result.package} {result.last_good} (the release before): ", style="bold")
-        head.append(g.verdict.value, style="bold green")
-        head.append(f" (wait function {wait_name(g)}; {_figures(g)})")
-        lines.append(head)
-        if bad is not None and bad.result is not None and wait_name(g) != wait_name(bad.result):
-            lines.append(Text(f"  what changed: the workers' wait function went from "
-                              f"{wait_name(g)} ({result.last_good}) to "
-                              f"{wait_name(bad.result)} ({result.first_bad})"))
-    return lines
-
-
-def render(result: bisect.BisectResult, console: Console) -> None:
-    """The table, the evidence, the conclusion."""
-    console.print(table(result))
-    for line in evidence(result):
-        console.print(line)
-    style = "bold" if result.exit_code == 0 else "bold yellow"
-    console.print(Text(f"{result.conclusion}; exit {result.exit_code}", style=style))
+def render(result: bisect.BisectResult, console: Console, verbose: bool = False) -> None:
+    """The table, the evidence, the conclusion, at the console's width."""
+    terminal.render_blocks(bisection.document(result), console, verbose)
 
 
 def write_json(result: bisect.BisectResult, path: str) -> None:
@@ -140,9 +60,10 @@ def write_json(result: bisect.BisectResult, path: str) -> None:
               help="Write the whole bisect as JSON.")
 @click.option("--config", "config_path", metavar="PATH", default=None,
               help="TOML profile overriding configs/default.toml.")
+@verbose_option
 @debug_option
 def bisect_command(good, bad, build_name, package, workers, greenlets, dsn, rtt_ms, preload,
-                   json_path, config_path, debug):
+                   json_path, config_path, verbose, debug):
     """Find the first release of psycopg (or gevent) whose build blocks or busy-waits.
 
     Lists the releases from --good to --bad on the package index, probes both
@@ -165,6 +86,7 @@ def bisect_command(good, bad, build_name, package, workers, greenlets, dsn, rtt_
             rtt_ms=profile.workload.rtt_ms if rtt_ms is None else rtt_ms))
         builds, _ = parse_builds(build_name)
         check_writable(json_path, "--json")
+        warn_secret_argv(console, dsn)
         run_options = RunOptions(profile=profile, builds=builds, builds_named=True,
                                  dsn=dsn or None, preload=preload,
                                  command=["geventprobe", *sys.argv[1:]])
@@ -175,7 +97,7 @@ def bisect_command(good, bad, build_name, package, workers, greenlets, dsn, rtt_
         with ProgressListener(console, total=bisect.max_steps(len(releases)),
                               unit="probes") as listener:
             result = bisect.run(opts, listener, releases=releases)
-        render(result, report_console())
+        render(result, report_console(), verbose)
         if json_path:
             write_json(result, json_path)
             console.print(f"geventprobe: wrote {json_path}")

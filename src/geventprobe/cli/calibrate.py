@@ -16,6 +16,8 @@ from geventprobe.cli.common import (
     progress_console,
     report_console,
     rtt_option,
+    verbose_option,
+    warn_secret_argv,
 )
 from geventprobe.report import json_format, terminal
 from geventprobe.runner import RunOptions, calibration_only
@@ -35,8 +37,10 @@ from geventprobe.runner import RunOptions, calibration_only
 @click.option("--profile", "profile_name", metavar="NAME", default=None,
               help="Named profile (default, quick, ci) [default, or `profile` in pyproject's "
                    "[tool.geventprobe]]: calibrate what your runs use.")
+@verbose_option
 @debug_option
-def calibrate_command(workers, greenlets, dsn, rtt_ms, json_path, config_path, profile_name, debug):
+def calibrate_command(workers, greenlets, dsn, rtt_ms, json_path, config_path, profile_name,
+                      verbose, debug):
     """Run controls whose class is known inside real gunicorn gevent workers.
 
     BLOCKING controls: psycopg imported before patching (--preload), psycopg with
@@ -55,12 +59,13 @@ def calibrate_command(workers, greenlets, dsn, rtt_ms, json_path, config_path, p
             workers, greenlets)
         profile = profiles.with_rtt(profile, rtt_ms)
         check_writable(json_path, "--json")
+        warn_secret_argv(console, dsn)
         options = RunOptions(profile=profile, builds=[], builds_named=False, dsn=dsn or None,
                              preload=False, command=["geventprobe", *sys.argv[1:]],
                              calibrate=True)
         with ProgressListener(console, total=8, unit="controls") as listener:
             result = calibration_only(options, listener)
-        terminal.render(result, report_console())
+        terminal.render(result, report_console(), verbose)
         if json_path:
             json_format.write(result, json_path)
             console.print(f"geventprobe: wrote {json_path}")

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Column
 
 from geventprobe import procs
 from geventprobe.delay_proxy import MAX_RTT_MS
@@ -28,16 +29,61 @@ from geventprobe.dsn import redact
 from geventprobe.errors import EXIT_INTERRUPTED, EXIT_USAGE, ProbeError, Terminated
 from geventprobe.model import BuildResult
 
-__all__ = ["OneLineErrorsGroup", "ProgressListener", "Terminated", "check_writable",
-           "debug_option", "dsn_option", "fail", "handled_errors", "progress_console",
-           "report_console", "rtt_option", "warn_secret_argv"]
+__all__ = [
+    "OneLineErrorsGroup",
+    "ProgressListener",
+    "Terminated",
+    "check_writable",
+    "debug_option",
+    "dsn_option",
+    "fail",
+    "handled_errors",
+    "hide_secret_argv",
+    "progress_console",
+    "report_console",
+    "rtt_option",
+    "verbose_option",
+    "warn_secret_argv",
+]
+
+REPORT_WIDTH = 100
+"""Columns of a report that goes to a pipe or a file (a CI log): the same every time."""
+
+
+def hide_secret_argv() -> bool:
+    """Rewrite our own process title without the DSN's password; True when it held one.
+
+    ``ps`` and ``/proc/<pid>/cmdline`` show a process's argv to every user of the machine:
+    ``setproctitle`` overwrites that memory, so from here on the run shows ``password=***``.
+    """
+    try:
+        import setproctitle
+    except ImportError:  # a dependency, but a broken install must not stop a run
+        return False
+    title = setproctitle.getproctitle()
+    clean = redact(title)
+    if clean == title:
+        return False
+    setproctitle.setproctitle(clean)
+    return True
+
+
+def _hide_dsn(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    # Runs while click parses, before the command body: the earliest point a command knows.
+    if value:
+        hide_secret_argv()
+    return value
+
 
 # Options every probing command shares, defined once so they cannot drift apart.
 dsn_option = click.option(
-    "--dsn", envvar="GEVENTPROBE_DSN", default=None, metavar="DSN",
+    "--dsn", envvar="GEVENTPROBE_DSN", default=None, metavar="DSN", callback=_hide_dsn,
     help="Your PostgreSQL (libpq conninfo or URI; env GEVENTPROBE_DSN keeps it out of ps). "
          "Default: PG* environment if set, else an embedded throwaway server.")
 debug_option = click.option("--debug", is_flag=True, help="Show tracebacks.")
+verbose_option = click.option(
+    "-v", "--verbose", is_flag=True,
+    help="Every figure, the legend and where the time went, whatever the terminal's width.")
 
 
 def _finite(ctx, param, value):
@@ -124,9 +170,10 @@ def warn_secret_argv(console: Console | None, dsn: str | None) -> None:
     source = ctx.get_parameter_source("dsn")
     if source is click.core.ParameterSource.COMMANDLINE:
         # click.echo, not the rich console: one line, never wrapped.
-        click.echo("geventprobe: warning: the password in --dsn is visible to every user of "
-                   "this machine (ps): pass the DSN in GEVENTPROBE_DSN instead (geventprobe "
-                   "itself never puts it on a command line)", err=True)
+        click.echo("geventprobe: warning: the password in --dsn was visible to every user of "
+                   "this machine (ps) until geventprobe rewrote its own process title, and it "
+                   "stays in your shell history: pass it in GEVENTPROBE_DSN, PGPASSWORD or "
+                   "~/.pgpass instead (geventprobe never puts it on a command line)", err=True)
 
 
 class OneLineErrorsGroup(click.Group):
@@ -163,9 +210,12 @@ def check_writable(path: str | None, flag: str) -> None:
 
 
 def report_console() -> Console:
-    """Where reports go: stdout; CI logs are not terminals, so give tables room there."""
-    # 200: the verdict table with the request-latency column is 170 wide (wider in a matrix).
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    """Where reports go: stdout, at the terminal's width, or ``REPORT_WIDTH`` when piped.
+
+    The renderer fits its tables to that width (``report.terminal``), so a CI log reads the
+    same on every run and an 80-column terminal cuts nothing.
+    """
+    return Console(highlight=False, width=None if sys.stdout.isatty() else REPORT_WIDTH)
 
 
 def progress_console() -> Console:
@@ -179,7 +229,12 @@ class ProgressListener:
     def __init__(self, console: Console, total: int, unit: str = "builds"):
         self.console = console
         self.live = console.is_terminal
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+        # A narrow terminal gets a short bar, and a long step folds instead of ending in "…".
+        narrow = console.width < 120
+        self.progress = Progress(SpinnerColumn(),
+                                 TextColumn("{task.description}",
+                                            table_column=Column(overflow="fold")),
+                                 BarColumn(bar_width=10 if narrow else 40),
                                  TextColumn("{task.completed}/{task.total} " + unit),
                                  TimeElapsedColumn(), console=console, transient=True)
         self.task = self.progress.add_task("starting", total=total)

@@ -8,7 +8,7 @@ import sys
 import click
 from rich.console import Console
 
-from geventprobe.cli.common import check_writable, debug_option, handled_errors
+from geventprobe.cli.common import check_writable, debug_option, handled_errors, verbose_option
 from geventprobe.dsn import scrub_result
 from geventprobe.errors import ProbeError
 from geventprobe.model import RunResult
@@ -45,11 +45,11 @@ def write_run_outputs(result: RunResult, markdown_path: str | None, console: Con
                           f"{summary} ({exc.strerror})", soft_wrap=True, markup=False)
 
 
-def _render(result: RunResult, fmt: str) -> str | bytes:
+def _render(result: RunResult, fmt: str, verbose: bool = False) -> str | bytes:
     if fmt == "markdown":
         return markdown.render(result)
     if fmt == "text":
-        return text.render(result)
+        return text.render(result, verbose)
     if fmt == "json":
         return json_format.render(result)
     if fmt == "html":
@@ -66,8 +66,9 @@ def _render(result: RunResult, fmt: str) -> str | bytes:
               help="Write here instead of stdout.")
 @click.option("--redact-hosts", is_flag=True,
               help="Also mask host names and IP addresses (passwords are always redacted).")
+@verbose_option
 @debug_option
-def report_command(result_path, fmt, output, redact_hosts, debug):
+def report_command(result_path, fmt, output, redact_hosts, verbose, debug):
     """Render a saved run (geventprobe run --json) as Markdown, text, JSON, HTML or PNG charts.
 
     Nothing is run: every format reads the same saved record. Exit 0 when the
@@ -78,7 +79,7 @@ def report_command(result_path, fmt, output, redact_hosts, debug):
             raise ProbeError("--format png writes binary data: add -o PATH.png")
         check_writable(output, "-o")
         result = scrub_result(load.load(result_path), hosts=redact_hosts)
-        rendered = _render(result, fmt)
+        rendered = _render(result, fmt, verbose)
         if output is None:
             click.echo(rendered, nl=False)
         else:

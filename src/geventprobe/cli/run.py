@@ -19,6 +19,7 @@ from geventprobe.cli.common import (
     progress_console,
     report_console,
     rtt_option,
+    verbose_option,
     warn_secret_argv,
 )
 from geventprobe.config import parse_fail_on
@@ -76,9 +77,10 @@ from geventprobe.runner import RunOptions, run
                    "calibration on) [default, or `profile` in pyproject's [tool.geventprobe]].")
 @click.option("--fail-on", "fail_on_text", metavar="LIST", default=None,
               help="Verdicts that exit 1: blocking,busy-wait, or none [blocking,busy-wait].")
+@verbose_option
 @debug_option
 def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path, config_path,
-                calibrate, debug, psycopg_text, gevent_text, markdown_path, redact_hosts,
+                calibrate, verbose, debug, psycopg_text, gevent_text, markdown_path, redact_hosts,
                 allow_many_connections, time_limit, app, gunicorn_config, chdir, profile_name,
                 fail_on_text):
     """Probe each driver build inside real gunicorn gevent workers and judge it.
@@ -123,7 +125,7 @@ def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path
         if app_plan is not None:
             result = dataclasses.replace(result, summary=app_mode.summary(result))
         result = report_cli.for_output(result, redact_hosts)  # every output reads this record
-        terminal.render(result, report_console())
+        terminal.render(result, report_console(), verbose)
         if json_path:
             json_format.write(result, json_path)
             console.print(f"geventprobe: wrote {json_path}")

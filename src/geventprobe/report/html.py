@@ -37,6 +37,8 @@ td.dim { color: #8c959f; font-style: italic; }
 .OK { background: #dafbe1; color: #1a7f37; } .BLOCKING { background: #ffebe9; color: #c62828; }
 .BUSY-WAIT { background: #fbefff; color: #8e24aa; } .ERROR { background: #fff8c5; color: #9a6700; }
 .UNAVAILABLE { background: #eaeef2; color: #57606a; }
+.SERIALIZED, .FAILING { background: #ffebe9; color: #c62828; }
+.INCONCLUSIVE { background: #fff8c5; color: #9a6700; }
 code, pre { font: 12.5px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
 code { background: #eff1f3; padding: 1px 4px; border-radius: 4px; }
 pre { background: #f6f8fa; padding: 10px 12px; overflow-x: auto; border-radius: 6px; }
@@ -114,6 +116,23 @@ def _build_details(b: BuildResult) -> str:
         out.append(f"<p><strong>Cause:</strong> {_inline(b.cause)}</p>")
     if b.advice:
         out.append(f"<p><strong>Fix:</strong> {_inline(b.advice)}</p>")
+    if b.blocked_by:
+        out.append("<ul>" + "".join(f"<li>who blocked: {_inline(markdown.blocked_line(s))}</li>"
+                                    for s in b.blocked_by) + "</ul>")
+    if b.routes:
+        headers, rows, right, _ = markdown.table_data(markdown.route_table(b.routes))
+        badges = {(r, 1): _badge(x.verdict) for r, x in enumerate(b.routes)}
+        out.append(_table(headers, rows, numeric=right, cell_html=badges))
+        for r in b.routes:
+            if r.verdict is Verdict.OK:
+                continue
+            items = [e.text for e in r.evidence if e.fired]
+            items += [f"Cause: {r.cause}"] if r.cause else []
+            items += [f"Fix: {r.advice}"] if r.advice else []
+            items += [f"First error: `{r.first_error}`"] if r.first_error else []
+            items += [f"who blocked: {markdown.blocked_line(s)}" for s in r.blocked_by]
+            out.append(f"<p><strong>{html.escape(r.route)}</strong>: {_badge(r.verdict)}</p>"
+                       + "<ul>" + "".join(f"<li>{_inline(x)}</li>" for x in items) + "</ul>")
     if b.worker_timeouts:
         out.append(f"<p>gunicorn killed {b.worker_timeouts} worker(s) whose hub was blocked "
                    "(<code>WORKER TIMEOUT</code>).</p>")
@@ -128,15 +147,19 @@ def render(result: RunResult) -> str:
             f'<p class="verdict {"bad" if faults else "good"}">'
             f"{_inline(markdown.verdict_paragraph(result))}</p>"]
     if result.builds:
-        headers, rows = markdown.verdict_rows(result)
-        badges = {(r, 4): _badge(b.verdict, rows[r][4]) for r, b in enumerate(result.builds)}
-        dim = {(r, c) for r, b in enumerate(result.builds) if markdown.latency_hidden(b)
-               for c in markdown.LATENCY_COLUMNS}
-        body += [_table(headers, rows, numeric=range(5, len(headers)), cell_html=badges,
-                        dim=dim),
-                 f'<p class="legend">{_inline(markdown.table_legend(result))}</p>',
-                 "<h2>Charts</h2>", _charts(result)]
-        details = [b for b in result.builds if b.verdict is not Verdict.OK]
+        headers, rows, right, dim = markdown.table_data(markdown.verdict_table(result))
+        v = headers.index("verdict")
+        badges = {(r, v): _badge(b.verdict, rows[r][v]) for r, b in enumerate(result.builds)}
+        body += [_table(headers, rows, numeric=right, cell_html=badges, dim=dim),
+                 f'<p class="legend">{_inline(markdown.table_legend(result))}</p>']
+        if result.proxy is not None:
+            body.append(f"<p><code>--rtt</code>: {_inline(markdown.proxy_line(result.proxy))}"
+                        ".</p>")
+        connect = markdown.connect_rows(result)
+        if connect:
+            body += ["<h2>Connect phase</h2>", _table(*connect, numeric=range(1, 6))]
+        body += ["<h2>Charts</h2>", _charts(result)]
+        details = [b for b in result.builds if markdown.details_wanted(b)]
         if details:
             body += ["<h2>Causes and fixes</h2>"] + [_build_details(b) for b in details]
         body.append("<details><summary>Per-worker figures</summary>")
@@ -146,6 +169,10 @@ def render(result: RunResult) -> str:
                 body += [f"<h3>{html.escape(markdown.label(b))}</h3>",
                          _table(headers, rows, numeric=range(1, 8))]
         body.append("</details>")
+        if markdown.timing_lines(result):
+            body += ["<details><summary>Where the time went</summary><ul>"
+                     + "".join(f"<li>{_inline(x)}</li>" for x in markdown.timing_lines(result))
+                     + "</ul></details>"]
     body += ["<h2>Calibration</h2>", f"<p>{_inline(markdown.calibration_status(result))}</p>"]
     cal = markdown.calibration_rows(result)
     if cal:

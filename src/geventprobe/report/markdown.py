@@ -3,13 +3,13 @@
 GitHub-flavoured Markdown, from the saved record only (``report`` re-renders a
 run byte for byte). In order: a one-paragraph verdict, the verdict table with
 its evidence figures, cause and fix per build, the facts the workers reported
-about themselves (FIELD-NOTES §5), the machine and the PostgreSQL server, the
+about themselves (see docs/field-facts.md), the machine and the PostgreSQL server, the
 exact command and profile, calibration, notes and, for each build that blocked
 or busy-waited, a self-contained reproduction script.
 
-The section builders here (``verdict_paragraph``, ``verdict_rows``,
-``worker_fact_rows``...) return plain data that ``html`` and ``text`` format
-too, so the three reports cannot disagree.
+The tables and cells come from ``content`` (the same the terminal draws), so the
+formats cannot disagree; the section builders here (``verdict_paragraph``,
+``worker_fact_rows``...) return plain data that ``html`` and ``text`` format too.
 """
 
 from __future__ import annotations
@@ -23,6 +23,22 @@ from collections.abc import Sequence
 from geventprobe.files import write_atomic
 from geventprobe.model import BuildResult, RunResult, Verdict
 from geventprobe.report import repro
+from geventprobe.report.content import (  # noqa: F401  (the one set of cell helpers)
+    blocked_line,
+    connect_line,
+    driver_version,
+    impl_name,
+    label,
+    latency_hidden,
+    num,
+    proxy_line,
+    route_table,
+    timings_line,
+    verdict_label,
+    verdict_table,
+    wait_name,
+)
+from geventprobe.report.document import COMPACT, Table
 from geventprobe.verdict import baseline_mismatches
 
 # GitHub rejects a job summary over 1 MiB (per step): stay well under it.
@@ -31,25 +47,10 @@ CHARTS_HINT = ("Charts (hub lag over time, `SELECT 1` latency distribution, ever
                "side): `geventprobe report RESULT.json --format png -o charts.png` (attach the "
                "PNG) or `--format html`; they need matplotlib: `pip install "
                "\"geventprobe[charts]\"`.")
-Table = tuple[list[str], list[list[str]]]
+Rows = tuple[list[str], list[list[str]]]
 
 
 # ---------------------------------------------------------------- shared content
-
-
-def num(value: float | None, fmt: str = "{:,.0f}") -> str:
-    """A figure, or an en dash when there is none."""
-    return "–" if value is None else fmt.format(value)
-
-
-def label(b: BuildResult) -> str:
-    """The build's name, with its versions when it is a row of a version matrix."""
-    versions = getattr(b, "versions", None)
-    if not versions:
-        return b.build
-    # The matrix's axes (--psycopg, --gevent); any other pin only when those are absent.
-    shown = {k: v for k, v in versions.items() if k in ("psycopg", "gevent")} or versions
-    return f"{b.build} @ " + ", ".join(f"{k} {v}" for k, v in shown.items())
 
 
 def script_name(b: BuildResult) -> str:
@@ -66,36 +67,19 @@ def _verb(builds: Sequence[BuildResult], singular: str, plural: str) -> str:
     return singular if len(builds) == 1 else plural
 
 
-def driver_version(b: BuildResult) -> str:
-    """``psycopg 3.3.8`` or ``psycopg2 2.9.13`` as the workers imported it."""
-    key = "psycopg2" if b.build.startswith("psycopg2") else "psycopg"
-    version = (b.facts.get(key) or {}).get("version")
-    return f"{key} {version}" if version else "–"
+def table_data(t: Table) -> tuple[list[str], list[list[str]], list[int], set[tuple[int, int]]]:
+    """A document table as Markdown and HTML show it: every column but the compact one.
 
-
-def wait_name(b: BuildResult) -> str:
-    """psycopg's wait function, or psycopg2's wait callback, as the workers reported it."""
-    if b.build.startswith("psycopg2"):
-        if not b.facts:
-            return "–"
-        callback = (b.facts.get("psycopg2") or {}).get("wait_callback")
-        return callback or "no wait callback"
-    return (b.facts.get("psycopg") or {}).get("wait") or "–"
-
-
-def impl_name(b: BuildResult) -> str:
-    """psycopg's implementation, or the psycopg2 setup."""
-    if b.build.startswith("psycopg2"):
-        return "psycogreen" if b.build == "psycopg2-green" else "plain"
-    return (b.facts.get("psycopg") or {}).get("impl") or "–"
-
-
-def verdict_label(b: BuildResult) -> str:
-    """The verdict, with whether a baseline got its known class."""
-    text = b.verdict.value
-    if b.baseline and b.verdict not in (Verdict.UNAVAILABLE, Verdict.ERROR):
-        text += " ✓" if b.verdict.value == b.expected else f" ✗ expected {b.expected}"
-    return text
+    Returns headers, rows of cell texts, the right-aligned column indexes, and the
+    (row, column) cells that mislead and are shown de-emphasised.
+    """
+    shown = [i for i, c in enumerate(t.columns) if c.importance != COMPACT]
+    headers = [t.columns[i].name for i in shown]
+    rows = [[row[i].text for i in shown] for row in t.rows]
+    right = [n for n, i in enumerate(shown) if t.columns[i].right]
+    muted = {(r, n) for r, row in enumerate(t.rows) for n, i in enumerate(shown)
+             if row[i].style == "muted"}
+    return headers, rows, right, muted
 
 
 def _shape(result: RunResult) -> tuple[int, int, float] | None:
@@ -221,15 +205,6 @@ def requests_of(b: BuildResult):
     return getattr(b.metrics, "requests", None) if b.metrics is not None else None
 
 
-def _request_cell(b: BuildResult) -> str:
-    r = requests_of(b)
-    if r is None:
-        return "–"
-    p99 = r.latency.p99_us
-    text = num(p99 / 1000 if p99 is not None else None, "{:,.1f}")
-    return text + (f" ({r.errors} errors)" if r.errors else "")
-
-
 def _requests_felt(bad: Sequence[BuildResult], ok: Sequence[BuildResult]) -> str:
     """``: HTTP requests to those workers had a p99 of 1,542 ms (16 ms when OK)``, if measured."""
     def worst(builds):
@@ -246,37 +221,10 @@ def _requests_felt(bad: Sequence[BuildResult], ok: Sequence[BuildResult]) -> str
     return text + ")"
 
 
-def verdict_rows(result: RunResult) -> Table:
-    """The verdict table: evidence figures beside the latency, never latency alone.
-
-    With request figures (HTTP requests sent to the same workers), a last column
-    shows their p99: what a user of a blocked worker waits.
-    """
-    headers = ["build", "driver", "impl", "wait", "verdict", "wait×", "hub lag ms",
-               "CPU/s waits", "SELECT 1 p50 µs", "p99 µs", "q/s"]
-    with_requests = any(requests_of(b) for b in result.builds)
-    if with_requests:
-        headers.append("request p99 ms")
-    rows = []
-    for b in result.builds:
-        m = b.metrics
-        rows.append([
-            label(b) + (" †" if b.baseline else ""), driver_version(b), impl_name(b),
-            wait_name(b), verdict_label(b),
-            num(m and m.wait_factor, "{:.2f}×"), num(m and m.max_hub_lag_ms, "{:,.1f}"),
-            num(m and m.cpu_during_waits, "{:.3f}"), num(m and m.select1.p50_us),
-            num(m and m.select1.p99_us), num(m and m.select1_qps),
-        ] + ([_request_cell(b)] if with_requests else []))
+def verdict_rows(result: RunResult) -> Rows:
+    """The verdict table (``content.verdict_table``) as headers and rows of cell texts."""
+    headers, rows, _, _ = table_data(verdict_table(result))
     return headers, rows
-
-
-def latency_hidden(b: BuildResult) -> bool:
-    """True when the build's ``SELECT 1`` figures mislead: a blocked hub looks fast."""
-    return b.verdict is Verdict.BLOCKING
-
-
-LATENCY_COLUMNS = (8, 9, 10)
-"""Columns of ``verdict_rows`` that ``latency_hidden`` builds show de-emphasised."""
 
 
 def table_legend(result: RunResult) -> str:
@@ -290,14 +238,15 @@ def table_legend(result: RunResult) -> str:
             "**hub lag**: latest heartbeat during the waits. **CPU/s waits**: worker CPU-seconds "
             "per wall-second while the server slept. † baseline with a known class. `SELECT 1` "
             "latency alone cannot show blocking: a blocked hub runs one query at a time, so "
-            "each looks fast (shown in italics for BLOCKING builds)." + _requests_legend(result))
+            "each looks fast (shown in italics for BLOCKING builds). **runnable**: share of that "
+            "time the worker was on a CPU or waiting for one." + _requests_legend(result))
 
 
 def _requests_legend(result: RunResult) -> str:
     r = next((requests_of(b) for b in result.builds if requests_of(b)), None)
     if r is None:
         return ""
-    return (f" **request p99**: HTTP requests sent to the same workers at {r.rate:g}/s, each "
+    return (f" **req p99**: HTTP requests sent to the same workers at {r.rate:g}/s, each "
             f"running `{r.query}`, timed from when each was due to its last byte, so "
             "queueing behind a blocked hub counts.")
 
@@ -307,7 +256,7 @@ def evidence_lines(b: BuildResult) -> list[str]:
     return [("fired: " if e.fired else "not fired: ") + e.text for e in b.evidence]
 
 
-def worker_rows(b: BuildResult) -> Table:
+def worker_rows(b: BuildResult) -> Rows:
     """Each worker's own figures (the build's are its worst worker's)."""
     headers = ["worker pid", "wait× per window", "hub lag ms", "CPU/s waits",
                "SELECT 1 p50 µs", "p99 µs", "q/s", "CPU/query µs"]
@@ -322,8 +271,9 @@ def _yes_no(value) -> str:
     return "–" if value is None else ("yes" if value else "no")
 
 
-def worker_fact_rows(result: RunResult) -> Table:
-    """FIELD-NOTES §5, as each build's workers reported it about themselves."""
+def worker_fact_rows(result: RunResult) -> Rows:
+    """The facts that decide a wait function (docs/how-it-works.md), as each build's workers
+    reported them about themselves."""
     builds = [b for b in result.builds if b.facts]
     headers = ["fact (inside the workers)", *[label(b) for b in builds]]
     if not builds:
@@ -406,7 +356,7 @@ def server_rows(result: RunResult) -> list[tuple[str, str]]:
     return [(k, str(v)) for k, v in rows if v is not None]
 
 
-def matrix_rows(result: RunResult) -> Table | None:
+def matrix_rows(result: RunResult) -> Rows | None:
     """The version matrix's isolated environments, when one ran."""
     envs = getattr(result, "matrix", None)
     if not envs:
@@ -461,7 +411,7 @@ def calibration_status(result: RunResult) -> str:
     return f"Calibration {word}: {cal.reason} ({cal.duration_s:.1f} s)"
 
 
-def calibration_rows(result: RunResult) -> Table | None:
+def calibration_rows(result: RunResult) -> Rows | None:
     """Each control: expected and got, with the figures it was judged on."""
     cal = getattr(result, "calibration", None)
     if cal is None:
@@ -511,6 +461,38 @@ def _pairs(rows: list[tuple[str, str]]) -> str:
     return md_table(["", ""], [[f"**{k}**", v] for k, v in rows])
 
 
+def doc_table(t: Table) -> str:
+    """A document table as a GitHub table (misleading figures in italics)."""
+    headers, rows, right, muted = table_data(t)
+    rows = [[f"_{c}_" if (r, n) in muted and c != "–" else c for n, c in enumerate(row)]
+            for r, row in enumerate(rows)]
+    return md_table(headers, rows, right=right)
+
+
+def connect_rows(result: RunResult) -> Rows | None:
+    """The connect phase per build, when it was measured."""
+    builds = [b for b in result.builds if b.metrics is not None and b.metrics.connect]
+    if not builds:
+        return None
+    headers = ["build", "one alone ms", "all at once ms", "connect×", "hub lag ms", "rounds"]
+    rows = [[label(b), num(c.single_ms, "{:,.1f}"), num(c.window_ms, "{:,.1f}"),
+             num(c.window_factor, "{:.1f}×"), num(c.max_hub_lag_ms, "{:,.1f}"), str(c.rounds)]
+            for b in builds for c in [b.metrics.connect]]
+    return headers, rows
+
+
+def timing_lines(result: RunResult) -> list[str]:
+    """Where the time went: the run's phases, then each build's."""
+    out = [f"run: {timings_line(result.timings)}"] if result.timings else []
+    out += [f"{label(b)}: {timings_line(b.timings)}" for b in result.builds if b.timings]
+    return out
+
+
+def details_wanted(b: BuildResult) -> bool:
+    """A build gets a causes-and-fixes entry when it is not OK or has routes or stacks."""
+    return b.verdict is not Verdict.OK or bool(b.routes or b.blocked_by)
+
+
 def _build_details(b: BuildResult) -> list[str]:
     out = [f"#### {label(b)}: {verdict_label(b)}", ""]
     if b.baseline and b.verdict.value == b.expected:
@@ -527,9 +509,23 @@ def _build_details(b: BuildResult) -> list[str]:
         out += [f"**Cause:** {b.cause}", ""]
     if b.advice:
         out += [f"**Fix:** {b.advice}", ""]
+    if b.blocked_by:
+        out += [f"- who blocked: {blocked_line(s)}" for s in b.blocked_by] + [""]
     if b.worker_timeouts:
         out += [f"gunicorn killed {b.worker_timeouts} worker(s) whose hub was blocked "
                 "(`WORKER TIMEOUT`).", ""]
+    if b.routes:
+        out += [doc_table(route_table(b.routes)), ""]
+        for r in b.routes:
+            if r.verdict is Verdict.OK:
+                continue
+            out += [f"**{r.route}: {r.verdict.value}**", ""]
+            out += [f"- {e.text}" for e in r.evidence if e.fired]
+            out += [f"- Cause: {r.cause}"] if r.cause else []
+            out += [f"- Fix: {r.advice}"] if r.advice else []
+            out += [f"- First error: `{r.first_error}`"] if r.first_error else []
+            out += [f"- who blocked: {blocked_line(s)}" for s in r.blocked_by]
+            out.append("")
     return out
 
 
@@ -538,14 +534,15 @@ def render(result: RunResult) -> str:
     out = ["## geventprobe: PostgreSQL drivers under gunicorn -k gevent", "",
            verdict_paragraph(result), ""]
     if result.builds:
-        headers, rows = verdict_rows(result)
-        for b, row in zip(result.builds, rows):
-            if latency_hidden(b):
-                for i in LATENCY_COLUMNS:
-                    row[i] = f"_{row[i]}_" if row[i] != "–" else row[i]
-        out += [md_table(headers, rows, right=range(5, len(headers))), "",
-                table_legend(result), ""]
-        details = [b for b in result.builds if b.verdict is not Verdict.OK]
+        out += [doc_table(verdict_table(result)), "", table_legend(result), ""]
+        if result.proxy is not None:
+            out += [f"`--rtt`: {proxy_line(result.proxy)}.", ""]
+        connect = connect_rows(result)
+        if connect:
+            out += ["### Connect phase", "", "Each worker opened one connection alone, then all "
+                    "its greenlets' connections at once, while the heartbeat ran.", "",
+                    md_table(*connect, right=range(1, 6)), ""]
+        details = [b for b in result.builds if details_wanted(b)]
         if details:
             out += ["### Causes and fixes", ""]
             for b in details:
@@ -556,6 +553,9 @@ def render(result: RunResult) -> str:
                 headers, rows = worker_rows(b)
                 out += [f"**{label(b)}**", "", md_table(headers, rows, right=range(1, 8)), ""]
         out += ["</details>", ""]
+        if timing_lines(result):
+            out += ["<details><summary>Where the time went</summary>", ""]
+            out += [f"- {line}" for line in timing_lines(result)] + ["", "</details>", ""]
         out += [CHARTS_HINT, ""]
     out += ["### Calibration", "", calibration_status(result), ""]
     cal = calibration_rows(result)
@@ -607,9 +607,8 @@ def step_summary(result: RunResult, budget: int = STEP_SUMMARY_LIMIT) -> str:
     full = render(result)
     if len(full.encode()) <= budget:
         return full
-    headers, rows = verdict_rows(result)
     short = "\n".join(["## geventprobe", "", verdict_paragraph(result), "",
-                       md_table(headers, rows, right=range(5, len(headers))), "",
+                       doc_table(verdict_table(result)), "",
                        "_Shortened to fit GitHub's 1 MiB job summary: the full report is in "
                        "`--markdown` / `--json`._", ""])
     if len(short.encode()) <= budget:

@@ -1,8 +1,8 @@
 """The plain-text report: the terminal report without colour, then the facts behind it.
 
 For a terminal, a log or an e-mail: what ``geventprobe run`` printed (the same
-``terminal`` renderer, drawn without styles), followed by the calibration
-outcome, the facts the workers reported, the server, the machine and the
+``terminal`` renderer, without styles, ``WIDTH`` wide), followed by the
+calibration outcome, the facts the workers reported, the server, the machine and the
 command. The reproduction scripts are in the Markdown and HTML reports.
 """
 
@@ -16,7 +16,8 @@ from rich.console import Console
 from geventprobe.model import RunResult
 from geventprobe.report import markdown, terminal
 
-WIDTH = 160
+WIDTH = 100
+"""Columns: what a log or an e-mail shows without wrapping."""
 
 
 def _section(title: str) -> list[str]:
@@ -27,34 +28,48 @@ def _plain(text: str) -> str:
     return text.replace("**", "")
 
 
-def _columns(headers: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return [fmt.format(*headers).rstrip()] + [fmt.format(*r).rstrip() for r in rows]
+def _wrap(line: str) -> list[str]:
+    """One ``key: value`` line, wrapped to ``WIDTH`` with a hanging indent."""
+    return textwrap.wrap(line, WIDTH, subsequent_indent="    ", break_on_hyphens=False) or [""]
 
 
-def render(result: RunResult) -> str:
-    """The whole plain-text report."""
+def render(result: RunResult, verbose: bool = False) -> str:
+    """The whole plain-text report (``verbose``: the figures a 100-column table leaves out)."""
     buffer = io.StringIO()
     console = Console(file=buffer, width=WIDTH, color_system=None, force_terminal=False,
                       highlight=False, emoji=False)
-    terminal.render(result, console)
+    terminal.render(result, console, verbose)
     # rich pads every line to the console width: a file wants no trailing blanks.
     out = [line.rstrip() for line in buffer.getvalue().rstrip("\n").splitlines()]
-    out += [*_section("Verdict"), textwrap.fill(_plain(markdown.verdict_paragraph(result)), 100)]
+    out += [*_section("Verdict"), textwrap.fill(_plain(markdown.verdict_paragraph(result)), WIDTH)]
     if result.calibration is None:
-        out += [*_section("Calibration"), _plain(markdown.calibration_status(result))]
+        out += [*_section("Calibration"),
+                textwrap.fill(_plain(markdown.calibration_status(result)), WIDTH)]
     headers, rows = markdown.worker_fact_rows(result)
     if rows:
-        out += _section("Environment inside the workers") + _columns(
-            headers, [[_plain(c).replace("`", "") for c in r] for r in rows])
-    out += _section("PostgreSQL server") + [f"{k}: {v}" for k, v in markdown.server_rows(result)]
-    out += _section("Machine") + [f"{k}: {v}" for k, v in markdown.machine_rows(result)]
-    out += [*_section("Command and configuration"), markdown.command_line(result),
-            markdown.profile_toml(result)]
+        out += _section("Environment inside the workers")
+        for row in rows:
+            fact, values = _plain(row[0]).replace("`", ""), row[1:]
+            known = [(build, v) for build, v in zip(headers[1:], values) if v != "–"]
+            if len(set(values)) == 1 or not known:
+                text = values[0]
+            elif len({v for _, v in known}) == 1:  # the builds that have it agree
+                text = f"{known[0][1]} ({', '.join(build for build, _ in known)})"
+            else:
+                text = "; ".join(f"{build}: {v}" for build, v in known)
+            out += _wrap(f"{fact}: {text}")
+    out += _section("PostgreSQL server")
+    for k, v in markdown.server_rows(result):
+        out += _wrap(f"{k}: {v}")
+    out += _section("Machine")
+    for k, v in markdown.machine_rows(result):
+        out += _wrap(f"{k}: {v}")
+    out += [*_section("Command and configuration"), *_wrap(markdown.command_line(result)),
+            *[line for toml in markdown.profile_toml(result).splitlines()
+              for line in _wrap(toml)]]
     if markdown.reproducible(result):
-        out += ["", "Reproduction scripts for " + ", ".join(
+        out += ["", *_wrap("Reproduction scripts for " + ", ".join(
             markdown.label(b) for b in markdown.reproducible(result))
-            + ": geventprobe report RESULT.json --format markdown (or html)."]
-    out += ["", markdown.footer(result).replace("`", "")]
+            + ": geventprobe report RESULT.json --format markdown (or html).")]
+    out += ["", *_wrap(markdown.footer(result).replace("`", ""))]
     return "\n".join(out) + "\n"

@@ -1,0 +1,158 @@
+"""``geventprobe compare`` as a document, Markdown and JSON (the CLI only parses and exits)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+from geventprobe.compare import BuildChange, Comparison, FigureChange
+from geventprobe.report.content import VERDICT_STYLE
+from geventprobe.report.document import COMPACT, Block, Cell, Column, Paragraph, Table
+from geventprobe.report.markdown import md_table
+
+_CHANGE_STYLE = {"fixed": "ok", "regressed": "bad", "changed": "warn", "unchanged": None,
+                 "added": "dim", "removed": "dim"}
+_DIGITS = {"wait×": "{:.2f}", "hub lag ms": "{:,.1f}", "CPU/s waits": "{:.3f}",
+           "CPU/query µs": "{:,.1f}", "request p99 ms": "{:,.1f}", "connect×": "{:.1f}",
+           "connect hub lag ms": "{:,.1f}"}
+_IMPORTANCE = {"wait×": 1, "hub lag ms": 2, "CPU/s waits": 3, "request p99 ms": 3,
+               "connect×": 3, "SELECT 1 p99 µs": 4}
+"""How long a figure stays as the width shrinks (the rest: only with room to spare)."""
+_RATIO_SHOWN = ("wait×", "hub lag ms", "connect×")
+
+
+def ratio_text(ratio: float | None) -> str:
+    """``×2.4`` when a figure grew, ``÷8.0`` when it shrank."""
+    if ratio is None:
+        return ""
+    if ratio >= 1:
+        return f"×{ratio:,.0f}" if ratio >= 100 else f"×{ratio:.2f}"
+    if ratio == 0:
+        return "→ 0"
+    return f"÷{1 / ratio:,.0f}" if ratio <= 0.01 else f"÷{1 / ratio:.2f}"
+
+
+def figure_text(f: FigureChange, with_ratio: bool = True) -> str:
+    """``8.06 → 1.02 (÷7.90)``."""
+    fmt = _DIGITS.get(f.figure, "{:,.0f}")
+
+    def one(v):
+        return "–" if v is None else fmt.format(v)
+
+    text = f"{one(f.before)} → {one(f.after)}"
+    if with_ratio and f.ratio is not None:
+        text += f" ({ratio_text(f.ratio)})"
+    return text
+
+
+def _better(f: FigureChange) -> bool | None:
+    # Within ±10 % is noise on a shared machine (STYLE: honest statistics).
+    if f.ratio is None or 0.9 <= f.ratio <= 1.1:
+        return None
+    return (f.ratio < 1) == f.lower_is_better
+
+
+def verdicts(b: BuildChange) -> str:
+    """``BLOCKING → OK``."""
+    return f"{b.before or '–'} → {b.after or '–'}"
+
+
+def figure_names(c: Comparison) -> list[str]:
+    """Every figure some build has, in the order the core lists them."""
+    names: list[str] = []
+    for b in c.builds:
+        names += [f.figure for f in b.figures if f.figure not in names]
+    return names
+
+
+def table(c: Comparison) -> Table:
+    """Build, verdicts before → after, the change, then each figure before → after."""
+    names = figure_names(c)
+    columns = [Column("build"), Column("verdict"), Column("change"),
+               Column("evidence", importance=COMPACT)]
+    columns += [Column(n, True, _IMPORTANCE.get(n, 5)) for n in names]
+    rows = []
+    for b in c.builds:
+        by_name = {f.figure: f for f in b.figures}
+        wait = by_name.get("wait×")
+        after = b.after or b.before
+        row = [Cell(b.build + (" †" if b.baseline else ""), "strong"),
+               Cell(verdicts(b), VERDICT_STYLE.get(after) if after else None),
+               Cell(b.change, _CHANGE_STYLE[b.change]),
+               Cell(f"wait× {figure_text(wait, False)}" if wait else "–")]
+        for name in names:
+            f = by_name.get(name)
+            good = _better(f) if f else None
+            style = None if good is None or b.change in ("added", "removed") else (
+                "ok" if good else "bad")
+            row.append(Cell(figure_text(f, name in _RATIO_SHOWN) if f else "–", style,
+                            figure_text(f, False) if f else None))
+        rows.append(row)
+    return Table(columns, rows, title="geventprobe compare: verdict and evidence, before → after")
+
+
+def document(c: Comparison) -> list[Block]:
+    """The comparison as the terminal shows it."""
+    out: list[Block] = [Paragraph(c.before, lead="before:", style="dim"),
+                        Paragraph(c.after, lead="after:", style="dim")]
+    if not (c.refused and not c.forced):
+        out.append(table(c))
+        out += [Paragraph("; ".join(f"{d.what} {d.before} → {d.after}" for d in b.facts),
+                          lead=f"{b.build}:") for b in c.builds if b.facts]
+    if c.differences:
+        out.append(Paragraph("what differs between the runs:", style="strong"))
+        out += [Paragraph(f"{d.what}: {d.before} → {d.after}"
+                          + (" (makes the figures incomparable)" if d.confounding else ""),
+                          indent=1, style="bad" if d.confounding else None)
+                for d in c.differences]
+    if not (c.refused and not c.forced):  # a refusal is said once, by the error line
+        out.append(Paragraph(c.summary, style="strong"))
+    return out
+
+
+def render_markdown(c: Comparison) -> str:
+    """The comparison as GitHub Markdown (for an issue comment)."""
+    out = ["## geventprobe compare", "", f"- before: `{c.before}`", f"- after: `{c.after}`", ""]
+    if not (c.refused and not c.forced):
+        names = figure_names(c)
+        rows = []
+        for b in c.builds:
+            by_name = {f.figure: f for f in b.figures}
+            rows.append([b.build + (" †" if b.baseline else ""), verdicts(b),
+                         f"**{b.change}**" if b.change in ("fixed", "regressed") else b.change,
+                         *[figure_text(by_name[n]) if n in by_name else "–" for n in names]])
+        out += [md_table(["build", "verdict", "change", *names], rows,
+                         right=range(3, 3 + len(names))), ""]
+        for b in c.builds:
+            if b.facts:
+                out.append(f"- **{b.build}**: " + "; ".join(
+                    f"{d.what} `{d.before}` → `{d.after}`" for d in b.facts))
+        out.append("")
+    if c.differences:
+        out += ["What differs between the runs:", ""]
+        out += [f"- {d.what}: `{d.before}` → `{d.after}`"
+                + (" **(makes the figures incomparable)**" if d.confounding else "")
+                for d in c.differences]
+        out.append("")
+    out += [f"**{c.summary}**", ""]
+    return "\n".join(out)
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def render_json(c: Comparison) -> str:
+    """The comparison as JSON (verdicts as their names, ratios included)."""
+    data = dataclasses.asdict(c)
+    for b, built in zip(data["builds"], c.builds):
+        for f, fig in zip(b["figures"], built.figures):
+            f["ratio"] = fig.ratio
+    return json.dumps(_finite(data), indent=2, ensure_ascii=False) + "\n"
