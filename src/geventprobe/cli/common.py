@@ -263,7 +263,7 @@ class ProgressListener:
 
     def build_started(self, build: str, index: int, total: int) -> None:
         """gunicorn for ``build`` is starting."""
-        self.phase(f"{build}: gunicorn -k gevent, probing every worker")
+        self.phase(f"{build}: probing its gevent workers")
 
     def build_finished(self, result: BuildResult) -> None:
         """``build`` has its verdict."""

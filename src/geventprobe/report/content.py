@@ -141,12 +141,17 @@ def deciding(b: BuildResult) -> str:
         return "probe failed" if b.verdict is Verdict.ERROR else "–"
     fired = {e.rule for e in b.evidence if e.fired}
     connect = [e for e in b.evidence if e.fired and e.phase == "connect"]
+    stall = (f"hub stalled {m.connect.stall_share:.0%} of connects"
+             if connect and m.connect is not None and m.connect.stall_share is not None
+             else None)
     if b.verdict is Verdict.BUSY_WAIT or fired & {"cpu-during-waits", "runnable-during-waits"}:
         text = f"CPU {num(m.cpu_during_waits, '{:.2f}')}/s in waits"
+    elif stall and not fired & {"wait-factor", "hub-lag"}:
+        return stall  # only connection setup blocked: the waits' figures would say OK
     else:
         text = f"wait× {m.wait_factor:.2f}, hub {duration(m.max_hub_lag_ms)}"
-    if connect and m.connect is not None:
-        text += f"; connect× {m.connect.window_factor:.1f}"
+    if stall:
+        text += f"; {stall}"
     if b.worker_timeouts:
         text += f"; {b.worker_timeouts} killed"
     return text
@@ -273,9 +278,10 @@ def blocked_line(s: BlockedStack) -> str:
 
 def connect_line(c: ConnectFigures) -> str:
     """The connect phase in one sentence."""
+    share = "" if c.stall_share is None else f", the hub stalled for {c.stall_share:.0%} of it"
     text = (f"one connection alone {c.single_ms:,.1f} ms; all at once {c.window_ms:,.1f} ms "
-            f"(connect× {c.window_factor:.1f}), hub late by up to "
-            f"{duration(c.max_hub_lag_ms)} while connecting, {c.rounds} round"
+            f"(connect× {c.window_factor:.1f}){share}, hub late by up to "
+            f"{duration(c.max_hub_lag_ms)}, {c.rounds} round"
             f"{'s' if c.rounds != 1 else ''}")
     if c.rtt_ms:
         text += f", through {c.rtt_ms:g} ms of added RTT"
