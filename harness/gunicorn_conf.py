@@ -7,6 +7,10 @@ must not import the driver (that would change the import order under test).
 """
 
 worker_class = "gevent"
+# gunicorn 27 opens a control socket at $HOME/.gunicorn/gunicorn.ctl by default: one path
+# shared by every gunicorn on the machine (and left behind if the master is killed). The
+# probe needs none. Older gunicorns ignore a setting they do not know.
+control_socket_disable = True
 
 
 def post_worker_init(worker):

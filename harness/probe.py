@@ -406,7 +406,7 @@ def run(worker=None) -> None:
         rounds = int(workload["wait_rounds"])
         windows: list[list[float]] = []
         for _ in range(rounds):
-            gevent.sleep(0.05)  # let the heartbeat tick between windows
+            gevent.sleep(0.03)  # let the heartbeat tick between windows (15 ticks)
             # A blocked hub serialises every window (16 × w = 2.4 s each by default): once
             # the first one decided BLOCKING, the others would only repeat it.
             if rules.waits_blocking(windows, rounds):
@@ -415,7 +415,7 @@ def run(worker=None) -> None:
             jobs = [gevent.spawn(driver.query, c, "SELECT pg_sleep(%s)", (w,)) for c in cursors]
             gevent.joinall(jobs, raise_error=True)
             windows.append([t0, time.monotonic()])
-        gevent.sleep(0.05)
+        gevent.sleep(0.03)
 
         latencies: list[int] = []
         t_end = time.monotonic() + float(workload["select1_seconds"])

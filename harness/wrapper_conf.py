@@ -136,6 +136,8 @@ def _validated_hooks(user: dict) -> dict:
 _user_hooks = _validated_hooks(_user)
 # A daemon would leave the process group we stop and reap: never detach.
 daemon = False
+# Nor touch the user's $HOME/.gunicorn/gunicorn.ctl (gunicorn 27's control socket).
+control_socket_disable = True
 
 
 def _call(name: str, *args) -> None:

@@ -38,7 +38,7 @@ class Workload:
     connect_rounds: int = 3
     """Connect windows per worker: all greenlets connect at once, then ``connect_rounds - 1``
     times close everything and reconnect at once (an app without a pool)."""
-    select1_seconds: float = 0.5
+    select1_seconds: float = 0.3
     """Duration of the closed ``SELECT 1`` loop."""
     statement_timeout_ms: int = 30000
     """``statement_timeout`` of every probe connection."""
@@ -49,7 +49,7 @@ class Workload:
     http_rate: float = 100.0
     """HTTP requests per second the parent sends at the workers' probe route, open loop,
     in the request phase after the verdict's windows (0: no request phase)."""
-    http_seconds: float = 1.0
+    http_seconds: float = 0.8
     """Length of the request phase (the probe's greenlets keep waiting on the server)."""
     http_query_ms: float = 10.0
     """Each request runs ``SELECT pg_sleep(http_query_ms / 1000)`` (0: ``SELECT 1``)."""
@@ -106,10 +106,10 @@ class Thresholds:
     unlike CPU used, neither figure changes when other programs take the cores."""
     busy_wait_max_sleeps: float = 50.0
     """See ``busy_wait_runnable``: a healthy worker sleeps about once per heartbeat tick."""
-    connect_stall_share: float = 0.75
+    connect_stall_share: float = 0.85
     """BLOCKING when the hub stalled for this share of a connect window or more (a worker's
     median over its rounds): the connects waited in C one after another."""
-    connect_min_window_ms: float = 20.0
+    connect_min_window_ms: float = 25.0
     """A connect window shorter than this is too short to judge by its stall share (connects
     on a fast loopback): the hub-lag rule still applies; ``--rtt`` makes them judgeable."""
 

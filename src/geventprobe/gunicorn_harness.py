@@ -10,6 +10,7 @@ explain a failure.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -191,12 +192,32 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
                 run.requests = _drive_requests(run_dir, spec, workload, proc)
                 run.timings["requests"] = time.monotonic() - loading
             stopping = time.monotonic()
+            _quick_stop(proc)
         run.timings["stop"] = time.monotonic() - stopping
     finally:
         run.log_tail = _log_tail(log_path)
         run.timed_out_pids = _timed_out_pids(log_path)
         procs.remove_temp_dir(run_dir)
     return run
+
+
+def _quick_stop(proc) -> None:
+    """Stop gunicorn once every figure is in: the master quits (SIGINT) and its workers are
+    killed at once, so it reaps them and exits without waiting for them to wind down.
+
+    Measured with 4 gevent workers: 0.27–0.32 s, against 0.84 s for SIGINT alone, and
+    1.1–1.5 s for killing the whole group (orphaned workers wait for init to reap them).
+    Their connections close with them; PostgreSQL logs nothing for an idle connection
+    that goes away.
+    """
+    try:
+        workers = psutil.Process(proc.pid).children()
+        proc.send_signal(signal.SIGINT)
+    except (psutil.Error, ProcessLookupError):
+        return
+    for worker in workers:
+        with contextlib.suppress(psutil.Error):
+            worker.kill()
 
 
 def _drive_requests(run_dir: str, spec: LoadSpec, workload: Workload, proc) -> RequestFigures:
