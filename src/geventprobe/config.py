@@ -207,6 +207,10 @@ def read_profile_file(path: str, base: Profile) -> Profile:
     except OSError as exc:
         raise ProbeError(f"cannot read --config {path} ({exc.strerror}): "
                          "pass the path of a TOML profile") from exc
+    except UnicodeDecodeError as exc:
+        raise ProbeError(f"--config {path} is not UTF-8 text (byte {exc.start}: "
+                         f"{exc.object[exc.start:exc.start + 1]!r}): save it as UTF-8, as "
+                         "TOML requires") from exc
     return parse_profile(text, path, base)
 
 

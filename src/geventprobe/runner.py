@@ -28,7 +28,7 @@ from geventprobe import (
 )
 from geventprobe.builds import BY_NAME, Build
 from geventprobe.config import Profile
-from geventprobe.dsn import redact, uses_environment
+from geventprobe.dsn import own_connect_timeout, redact, uses_environment
 from geventprobe.embedded_pg import EmbeddedPostgres
 from geventprobe.errors import EXIT_FINDINGS, EXIT_INCONCLUSIVE, EXIT_OK, ProbeError
 from geventprobe.gunicorn_harness import HarnessRun, run_build
@@ -76,6 +76,15 @@ class RunOptions:
     app: AppPlan | None = None
     """``run --app``: the user's app under their gunicorn config, probed as one more build
     after ``builds`` (usually none); see ``app_mode.py``."""
+
+    def __post_init__(self):
+        # The user's own connect_timeout (in the DSN, or PGCONNECT_TIMEOUT) bounds every
+        # connection of the run, the parent's and the workers', and the messages quote it.
+        own = own_connect_timeout(self.dsn)
+        workload = self.profile.workload
+        if own is not None and own != workload.connect_timeout_s:
+            object.__setattr__(self, "profile", dataclasses.replace(
+                self.profile, workload=dataclasses.replace(workload, connect_timeout_s=own)))
 
 
 class Listener(Protocol):

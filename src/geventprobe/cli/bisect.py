@@ -160,7 +160,7 @@ def bisect_command(good, bad, build_name, package, workers, greenlets, dsn, prel
             profile.workload,
             workers=workers or (2 if small else profile.workload.workers),
             greenlets=greenlets or (8 if small else profile.workload.greenlets)))
-        builds, _ = parse_builds(build_name)
+        builds, _ = parse_builds(build_name, "--build")
         check_writable(json_path, "--json")
         run_options = RunOptions(profile=profile, builds=builds, builds_named=True,
                                  dsn=dsn or None, preload=preload,

@@ -31,9 +31,19 @@ __all__ = ["OneLineErrorsGroup", "ProgressListener", "Terminated", "check_writab
            "debug_option", "dsn_option", "fail", "handled_errors", "progress_console",
            "report_console", "warn_secret_argv"]
 
+def _given_dsn(ctx, param, value):
+    """An empty DSN is refused: ``--dsn "$DATABASE_URL"`` with the variable unset must not
+    quietly probe the embedded server instead of the user's."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("the DSN is empty: give your server's DSN, or leave --dsn "
+                                 "out (and GEVENTPROBE_DSN unset) to use an embedded server",
+                                 ctx=ctx, param=param)
+    return value
+
+
 # Options every probing command shares, defined once so they cannot drift apart.
 dsn_option = click.option(
-    "--dsn", envvar="GEVENTPROBE_DSN", default=None, metavar="DSN",
+    "--dsn", envvar="GEVENTPROBE_DSN", default=None, metavar="DSN", callback=_given_dsn,
     help="Your PostgreSQL (libpq conninfo or URI; env GEVENTPROBE_DSN keeps it out of ps). "
          "Default: PG* environment if set, else an embedded throwaway server.")
 debug_option = click.option("--debug", is_flag=True, help="Show tracebacks.")
@@ -63,7 +73,10 @@ def fail(message: str, code: int = EXIT_USAGE) -> None:
 def _outcome(exc: BaseException, debug: bool) -> tuple[str, int]:
     """The one line and the exit code for what ended a command."""
     if debug:
-        traceback.print_exception(type(exc), exc, exc.__traceback__)
+        # Redacted like every other output: a chained driver error may quote the DSN.
+        sys.stderr.write(redact("".join(
+            traceback.format_exception(type(exc), exc, exc.__traceback__))))
+        sys.stderr.flush()
     if isinstance(exc, ProbeError):
         return str(exc), exc.exit_code
     if isinstance(exc, KeyboardInterrupt):

@@ -97,7 +97,8 @@ def run_command(workers, greenlets, builds_text, dsn, preload, json_path, config
             profile = dataclasses.replace(profile, workload=dataclasses.replace(
                 profile.workload, workers=app_plan.workers))
             preload = app_plan.preload
-        builds, named = parse_builds(builds_text or project.builds)
+        builds, named = parse_builds(builds_text if builds_text is not None
+                                     else project.builds)
         if app_plan is not None:
             builds, named = [], False
         preload = preload or bool(project.preload and app_plan is None)
@@ -131,16 +132,19 @@ def run_command(workers, greenlets, builds_text, dsn, preload, json_path, config
 def _app_plan(app, gunicorn_config, chdir, builds_text, matrix_text, workers, preload,
               project: profiles.ProjectSettings) -> app_mode.AppPlan | None:
     """``--app`` (or ``app`` in pyproject): read the user's gunicorn settings; else None."""
-    if app and (builds_text or matrix_text):
+    builds_asked = builds_text is not None or bool(matrix_text)
+    if app and builds_asked:
         raise ProbeError("--app probes the driver your app imports: drop --builds, --psycopg "
                          "and --gevent (or drop --app to probe the built-in builds)")
-    if not app and (builds_text or matrix_text):
+    # Checked before --builds can turn app mode off: a config that is never read must not
+    # pass in silence.
+    if not app and (gunicorn_config or chdir) and (builds_asked or not project.app):
+        raise ProbeError("--gunicorn-config and --chdir go with --app MODULE:CALLABLE: "
+                         "add --app (e.g. --app myproject.wsgi:application)")
+    if not app and builds_asked:
         return None  # built-in builds asked for on the command line: the project's app waits
     app = app or project.app
     if not app:
-        if gunicorn_config or chdir:
-            raise ProbeError("--gunicorn-config and --chdir go with --app MODULE:CALLABLE: "
-                             "add --app (e.g. --app myproject.wsgi:application)")
         return None
     request = app_mode.AppRequest(
         app=app,
