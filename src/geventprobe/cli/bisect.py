@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from geventprobe import bisect
+from geventprobe import bisect, files
 from geventprobe.builds import parse_builds
 from geventprobe.cli.common import (
     ProgressListener,
@@ -172,8 +172,10 @@ def bisect_command(good, bad, build_name, package, workers, greenlets, dsn, prel
         with ProgressListener(console, total=bisect.max_steps(len(releases)),
                               unit="probes") as listener:
             result = bisect.run(opts, listener, releases=releases)
-        render(result, report_console())
+        # `--json -`: stdout carries the JSON alone, the report goes to stderr.
+        render(result, console if files.is_stdout(json_path) else report_console())
         if json_path:
             write_json(result, json_path)
-            console.print(f"geventprobe: wrote {json_path}")
+            if not files.is_stdout(json_path):
+                console.print(f"geventprobe: wrote {json_path}", soft_wrap=True)
     sys.exit(result.exit_code)

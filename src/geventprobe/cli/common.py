@@ -12,7 +12,6 @@ context manager did not get to, ``procs.cleanup()`` stops and removes last.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
 import traceback
@@ -22,7 +21,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from geventprobe import procs
+from geventprobe import files, procs
 from geventprobe.dsn import redact
 from geventprobe.errors import EXIT_INTERRUPTED, EXIT_USAGE, ProbeError, Terminated
 from geventprobe.model import BuildResult
@@ -152,11 +151,7 @@ class OneLineErrorsGroup(click.Group):
 
 def check_writable(path: str | None, flag: str) -> None:
     """Refuse an output path we will not be able to write, before spending a run on it."""
-    if path is None:
-        return
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise ProbeError(f"cannot write {flag} {path}: {folder} is not a writable directory")
+    files.check_writable(path, flag)
 
 
 def report_console() -> Console:

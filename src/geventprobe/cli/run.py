@@ -7,12 +7,11 @@ import sys
 
 import click
 
-from geventprobe import app_mode, matrix, profiles
+from geventprobe import app_mode, files, matrix, profiles
 from geventprobe.builds import parse_builds
 from geventprobe.cli import report as report_cli
 from geventprobe.cli.common import (
     ProgressListener,
-    check_writable,
     debug_option,
     dsn_option,
     handled_errors,
@@ -105,8 +104,7 @@ def run_command(workers, greenlets, builds_text, dsn, preload, json_path, config
         calibrate = calibrate or profile.calibrate
         fail_on = parse_fail_on(fail_on_text, "--fail-on") if fail_on_text else profile.fail_on
         sets = matrix.requested(psycopg_text, gevent_text)
-        check_writable(json_path, "--json")
-        check_writable(markdown_path, "--markdown")
+        files.check_outputs([("--json", json_path), ("--markdown", markdown_path)])
         options = RunOptions(profile=profile, builds=builds, builds_named=named,
                              dsn=dsn or None, preload=preload,
                              command=["geventprobe", *sys.argv[1:]], calibrate=calibrate,
@@ -121,10 +119,13 @@ def run_command(workers, greenlets, builds_text, dsn, preload, json_path, config
         if app_plan is not None:
             result = dataclasses.replace(result, summary=app_mode.summary(result))
         result = report_cli.for_output(result, redact_hosts)  # every output reads this record
-        terminal.render(result, report_console())
+        # `--json -`: stdout carries the file alone, the report goes to stderr with progress.
+        to_stdout = files.is_stdout(json_path) or files.is_stdout(markdown_path)
+        terminal.render(result, console if to_stdout else report_console())
         if json_path:
             json_format.write(result, json_path)
-            console.print(f"geventprobe: wrote {json_path}")
+            if not files.is_stdout(json_path):
+                console.print(f"geventprobe: wrote {json_path}", soft_wrap=True)
         report_cli.write_run_outputs(result, markdown_path, console)
     sys.exit(result.exit_code)
 
