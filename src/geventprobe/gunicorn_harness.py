@@ -156,7 +156,7 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
             ready = _wait_for(run_dir, "ready", workload.workers, workload.boot_timeout_s, proc)
             run.boot_seconds = time.monotonic() - started
             if ready is None:
-                _raise_app_error(run_dir)
+                _raise_app_error(run_dir, preload)
                 early = _read_json_files(run_dir, "result")
                 if early:  # the probe failed before it got ready: its own words say why
                     run.results = list(early.values())
@@ -217,12 +217,30 @@ def _load_spec(workload: Workload, ready: dict[int, dict]) -> LoadSpec | None:
                     query=query)
 
 
-def _raise_app_error(run_dir: str) -> None:
+def app_error(errors: dict[int, dict], preload: bool) -> dict | None:
+    """The record that names why the app did not load, of all those written.
+
+    A worker's record holds the app's own exception and line. A master's record is
+    the app's only with --preload (then the master imports it); gunicorn's own
+    ``HaltServer`` (the master giving up once a worker failed to boot) never is.
+    """
+    workers = [e for e in errors.values() if "worker" in str(e.get("where", ""))]
+    if workers:
+        return min(workers, key=lambda e: e["pid"])
+    masters = [e for e in errors.values() if not str(e.get("error", "")).startswith("HaltServer")]
+    if not masters:
+        return None
+    e = dict(min(masters, key=lambda e: e["pid"]))
+    if not preload:  # the master imported it from the config file or a hook, not for --preload
+        e["where"] = "while the gunicorn master started"
+    return e
+
+
+def _raise_app_error(run_dir: str, preload: bool) -> None:
     """``run --app``: the user's app failed to load; say so in its own words (exit 2)."""
-    errors = _read_json_files(run_dir, "app-error")
-    if not errors:
+    e = app_error(_read_json_files(run_dir, "app-error"), preload)
+    if e is None:
         return
-    e = errors[min(errors)]
     origin = f" ({e['origin']})" if e.get("origin") else ""
     raise ProbeError(f"your app failed to load {e.get('where', '')}: {redact(e['error'])}{origin}: "
                      "fix it, then check that plain gunicorn starts it")
