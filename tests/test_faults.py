@@ -276,3 +276,59 @@ def test_worker_timeout_is_blocking_evidence(cli, tmp_path):
     assert "no wait callback" in build["cause"]
     assert "WORKER TIMEOUT" in stdout
     assert_clean(run)
+
+
+# --- geventprobe itself killed: nothing can clean up inside it -----------------------------------
+
+def _gone_within(run: CliProcess, seconds: float) -> tuple[list[int], list[str]]:
+    """Wait up to ``seconds`` for every process the run started to go and TMPDIR to empty."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left, files = run.leftovers(), os.listdir(run.tmpdir)
+        if (not left and not files) or time.monotonic() > deadline:
+            return left, files
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("moment", ["server-start", "probe"])
+def test_sigkill_of_geventprobe_leaves_nothing(cli, moment):
+    run = cli(*SMALL, "--builds", "binary", profile=LONG_PROBE)
+    run.wait_until(lambda: MOMENTS[moment](run), moment)
+    assert run.watch()
+    run.signal(signal.SIGKILL)
+    run.proc.wait()
+    left, files = _gone_within(run, 5.0)
+    assert not left, f"processes left running 5 s after kill -9: {left}"
+    assert not files, f"temp files left 5 s after kill -9: {files}"
+
+
+@pytest.fixture
+def own_server():
+    """A server this test started itself, so that its pg_stat_activity is only ours."""
+    from geventprobe.embedded_pg import EmbeddedPostgres
+
+    with EmbeddedPostgres(max_connections=40) as pg:
+        yield pg.dsn
+
+
+def _probe_connections(dsn: str) -> int:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity "
+                            "WHERE application_name = 'geventprobe'").fetchone()[0]
+
+
+def test_sigkill_of_geventprobe_closes_its_server_connections(cli, own_server):
+    run = cli(*SMALL, "--builds", "binary", profile=LONG_PROBE,
+              env={"GEVENTPROBE_DSN": own_server})
+    run.wait_until(lambda: during_probe(run), "the probe")
+    assert _probe_connections(own_server) > 0  # the workers are connected: the test can see
+    run.signal(signal.SIGKILL)
+    run.proc.wait()
+    left, files = _gone_within(run, 5.0)
+    assert not left and not files, (left, files)
+    deadline = time.monotonic() + 5.0
+    while (count := _probe_connections(own_server)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert count == 0, f"{count} server connections left 5 s after kill -9"
