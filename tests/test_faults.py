@@ -11,6 +11,7 @@ the ``probe_tmp`` fixture checks that TMPDIR ended empty.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -227,6 +228,9 @@ def test_gunicorn_master_killed_mid_probe(cli):
     exit_code, stdout, stderr = run.finish()
     assert exit_code == 2, stdout + stderr
     assert f"the gunicorn master (pid {master}) killed by SIGKILL" in " ".join(stdout.split())
+    # No line of its log says why it died: none is quoted as if it did.
+    assert "something outside sent the signal" in " ".join(stdout.split())
+    assert "Control socket" not in stdout and "Listening at" not in stdout
     assert "Traceback" not in stdout + stderr
     # Its orphaned workers too: they were recorded while the run went on.
     assert worker in run.seen
@@ -332,3 +336,36 @@ def test_sigkill_of_geventprobe_closes_its_server_connections(cli, own_server):
     while (count := _probe_connections(own_server)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert count == 0, f"{count} server connections left 5 s after kill -9"
+
+
+# --- a worker that does not run is no evidence about the driver ----------------------------------
+
+@pytest.mark.parametrize("resume", [False, True], ids=["never-resumed", "resumed"])
+def test_stopped_worker_is_an_error_not_blocking(cli, tmp_path, resume):
+    # SIGSTOP one worker mid-probe. Never resumed, gunicorn kills it for WORKER TIMEOUT
+    # (the short --timeout keeps the test short); resumed, its hub "lagged" for as long as it
+    # was stopped. Either way the driver did nothing wrong.
+    out = tmp_path / "r.json"
+    run = cli(*SMALL, "--builds", "binary", "--json", str(out),
+              profile=LONG_PROBE + "worker_timeout_s = 6\n")
+    ready = run.wait_until(lambda: during_probe(run) and run.files("geventprobe-run-*/ready-*"),
+                           "the probe")
+    victim = int(os.path.basename(sorted(ready)[0])[len("ready-"):-len(".json")])
+    time.sleep(0.5)
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        if resume:
+            time.sleep(3)
+            os.kill(victim, signal.SIGCONT)
+        exit_code, stdout, stderr = run.finish()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGCONT)
+    assert exit_code == 2, stdout + stderr
+    build = json.loads(out.read_text())["builds"][0]
+    assert build["verdict"] == "ERROR", build["cause"]
+    assert f"worker {victim} did not run during the probe" in build["cause"]
+    assert "stopped (process state T)" in build["cause"]
+    assert "psycopg" not in build["cause"] + build["advice"]
+    assert "Traceback" not in stdout + stderr
+    assert_clean(run)

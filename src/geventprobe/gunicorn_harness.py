@@ -51,6 +51,9 @@ class HarnessRun:
     """A worker's facts from its ready file: all there is when no worker got to report."""
     requests: RequestFigures | None = None
     """The HTTP load's figures (None when the profile turned it off)."""
+    not_running: dict[int, str] = field(default_factory=dict)
+    """Workers that did not run for part of the probe (stopped, or off every CPU), by pid,
+    with what was seen: their figures say nothing about the driver."""
 
     @property
     def worker_timeouts(self) -> int:
@@ -87,12 +90,15 @@ def _log_tail(path: str, lines: int = 30) -> list[str]:
         return []
 
 
-def _explain_exit(log: list[str]) -> str:
-    """The most telling line of a gunicorn log that ended early."""
+def _explain_exit(log: list[str], fallback: bool = True) -> str | None:
+    """The most telling line of a gunicorn log that ended early; without ``fallback``,
+    None rather than its last line when no line tells of an error."""
     for needle in ("Error", "error", "Exception", "failed to boot", "Reason:"):
         for line in reversed(log):
             if needle in line:
                 return line.strip()
+    if not fallback:
+        return None
     return log[-1].strip() if log else "no output"
 
 
@@ -172,6 +178,8 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
                 results = _wait_for(run_dir, "result", workload.workers,
                                     workload.probe_timeout_s(), proc, pids)
             run.cpu = sampler
+            # A worker blocked by its driver still wakes for every reply from the server.
+            run.not_running = sampler.not_running(max(5.0, 2 * workload.wait_seconds + 2))
             if results is None:
                 results = {p: d for p, d in _read_json_files(run_dir, "result").items()
                            if p in pids}
@@ -250,8 +258,15 @@ def _failure(proc, log_path: str, what: str, timeout: float,
              pids: list[int] | None = None, reported: dict | None = None) -> str:
     log = _log_tail(log_path)
     if proc.poll() is not None:
+        if proc.returncode < 0:
+            # A signal from outside: its log only says what it did before, never why.
+            why = _explain_exit(log, fallback=False) or (
+                "nothing in its log says why; something outside sent the signal (a user, a "
+                "supervisor, the out-of-memory killer: see dmesg)")
+        else:
+            why = _explain_exit(log)
         return (f"{what}: the gunicorn master (pid {proc.pid}) "
-                f"{procs.describe_exit(proc.returncode)}: {_explain_exit(log)}")
+                f"{procs.describe_exit(proc.returncode)}: {why}")
     timeouts = [line for line in log if "WORKER TIMEOUT" in line]
     if timeouts:
         return f"{what}: gunicorn killed a worker whose hub was blocked ({timeouts[-1].strip()})"

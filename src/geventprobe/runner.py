@@ -202,6 +202,10 @@ def probe_build(build: Build, options: RunOptions, dsn: str, *,
                     base_env=options.base_env, **(harness or {}))
     reports = run.results
     facts = reports[0].get("facts", {}) if reports else {}
+    if run.not_running:  # before any verdict: a stopped worker's lag is not the driver's
+        pid, seen = min(run.not_running.items())
+        return _error(build, f"worker {pid} did not run during the probe: it was {seen}, so "
+                      "its figures say nothing about the driver", facts, run, started)
     if run.timed_out_pids:
         return _worker_timeout(build, run, facts or run.ready_facts, preload, started)
     failed = [r for r in reports if r.get("error")]
