@@ -293,6 +293,38 @@ def test_ctrl_c_while_starting_is_one_line(probe_tmp, delay):
     assert err.strip().splitlines()[-1].startswith("geventprobe: error: interrupted (Ctrl-C)")
 
 
+# --- no package index ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("retries", ["0", "1"])
+def test_bisect_without_the_package_index_says_so(run_cli, retries):
+    # Nothing listens on port 9. pip lists what its other configured indexes (if any) have,
+    # so the release looks missing: the line must name the index, not the version.
+    proc = run_cli("bisect", "--good", "3.1.4", "--bad", "3.2.0",
+                   env={"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_RETRIES": retries})
+    line = error_line(proc)
+    assert "http://127.0.0.1:9" in line or "127.0.0.1:9" in line, line
+    assert "could not be reached (Connection refused)" in line
+    assert "is not a release" not in line and "nearest" not in line
+
+
+PIP_RETRYING = ("WARNING: Retrying (Retry(total=4, connect=None, read=None, redirect=None, "
+                "status=None)) after connection broken by 'NewConnectionError('<pip._vendor."
+                "urllib3.connection.HTTPSConnection object at 0x7f>: Failed to establish a new "
+                "connection: [Errno 101] Network is unreachable')': /simple/psycopg/")
+
+
+def test_an_install_that_could_not_reach_the_index_says_so():
+    from geventprobe import venvs
+
+    output = (PIP_RETRYING + "\nERROR: Could not find a version that satisfies the requirement "
+              "psycopg==3.1.4 (from versions: 3.3.6)\nERROR: No matching distribution found "
+              "for psycopg==3.1.4\n")
+    reason = venvs.installer_reason(output, "pip", ("psycopg==3.1.4",))
+    assert reason.startswith("the package index could not be reached (Network is unreachable)")
+    assert "no such release" not in reason
+    assert venvs.index_unreachable("ERROR: No matching distribution found for x==1\n") is None
+
+
 # --- files that are not what they should be ----------------------------------------------------
 
 def test_config_file_that_is_not_utf8(run_cli, tmp_path):
