@@ -334,6 +334,23 @@ def test_config_file_that_is_not_utf8(run_cli, tmp_path):
     assert f"--config {bad} is not UTF-8" in line
 
 
+@pytest.mark.parametrize(("text", "message"), [
+    ('dsn = "postgresql://u@db/app"\n', "a profile does not take a dsn: pass it in the "
+     "GEVENTPROBE_DSN environment variable"),
+    ("workers = 2\n", "workers = is outside any section: put it under [workload]"),
+], ids=["dsn", "top-level-key"])
+def test_config_keys_outside_a_section(run_cli, tmp_path, text, message):
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    line = error_line(run_cli("run", "--builds", "binary", "--config", str(path)))
+    assert message in line and "unknown section" not in line
+
+
+def test_bisect_same_release_at_both_ends(run_cli):
+    line = error_line(run_cli("bisect", "--good", "3.2.0", "--bad", "3.2.0"))
+    assert "--good and --bad are the same release 3.2.0" in line and "swap" not in line
+
+
 @pytest.mark.parametrize("command", ["report", "compare"])
 def test_result_with_a_field_of_the_wrong_type(run_cli, tmp_path, command):
     data = json.loads((DATA / "run-default.json").read_text())

@@ -294,7 +294,10 @@ def _ends(good: str, bad: str) -> tuple[Version, Version]:
         except InvalidVersion:
             raise ProbeError(f"{flag} {text!r} is not a release version: pass releases as on "
                              "PyPI, e.g. --good 3.1.4 --bad 3.1.12") from None
-    if versions[0] >= versions[1]:
+    if versions[0] == versions[1]:
+        raise ProbeError(f"--good and --bad are the same release {good}: give --good a release "
+                         "known to work and --bad a later one known not to")
+    if versions[0] > versions[1]:
         raise ProbeError(f"--good {good} must be an older release than --bad {bad}: swap them")
     return versions[0], versions[1]
 
