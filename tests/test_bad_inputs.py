@@ -265,6 +265,16 @@ def test_empty_or_unread_options_are_refused(run_cli, args, message):
     assert message in error_line(run_cli("run", *args))
 
 
+@pytest.mark.parametrize(("dsn", "message"), [
+    ("mysql://me:s3cr3t@db/app", "mysql:// is not a PostgreSQL URL"),
+    ("postgresql+psycopg://me:s3cr3t@db/app", "SQLAlchemy's driver suffix: drop it"),
+], ids=["mysql", "sqlalchemy"])
+def test_a_url_that_is_not_postgresql(run_cli, dsn, message):
+    proc = run_cli("run", "--builds", "binary", env={"GEVENTPROBE_DSN": dsn})
+    assert message in error_line(proc)
+    assert "s3cr3t" not in proc.stdout + proc.stderr
+
+
 def test_bisect_empty_build_is_refused(run_cli):
     line = error_line(run_cli("bisect", "--good", "3.1.4", "--bad", "3.2.0", "--build", ""))
     assert "--build is empty" in line

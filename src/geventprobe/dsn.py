@@ -41,6 +41,18 @@ def redact(text: str) -> str:
     return text
 
 
+_SCHEME = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def foreign_scheme(dsn: str) -> str | None:
+    """The scheme of a URL that is not PostgreSQL's (``mysql``, ``postgresql+psycopg``...),
+    or None: libpq would only say ``missing "="`` about it."""
+    match = _SCHEME.match(dsn or "")
+    if match is None or match.group(1).lower() in ("postgresql", "postgres"):
+        return None
+    return match.group(1)
+
+
 def own_connect_timeout(dsn: str | None) -> int | None:
     """The ``connect_timeout`` the user set, in the DSN or else in ``PGCONNECT_TIMEOUT``.
 

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from geventprobe import files, procs
-from geventprobe.dsn import redact
+from geventprobe.dsn import foreign_scheme, redact
 from geventprobe.errors import EXIT_INTERRUPTED, EXIT_USAGE, ProbeError, Terminated
 from geventprobe.model import BuildResult
 
@@ -37,6 +37,13 @@ def _given_dsn(ctx, param, value):
         raise click.BadParameter("the DSN is empty: give your server's DSN, or leave --dsn "
                                  "out (and GEVENTPROBE_DSN unset) to use an embedded server",
                                  ctx=ctx, param=param)
+    scheme = foreign_scheme(value) if value else None
+    if scheme:
+        hint = (" (SQLAlchemy's driver suffix: drop it)" if scheme.lower().startswith(
+            ("postgresql+", "postgres+")) else "")
+        raise click.BadParameter(f"{scheme}:// is not a PostgreSQL URL{hint}: give a "
+                                 "postgresql:// URI or libpq key=value pairs", ctx=ctx,
+                                 param=param)
     return value
 
 
