@@ -83,10 +83,17 @@ def _tell_watchdog(*message) -> None:
             _watchdog = subprocess.Popen(
                 [sys.executable, "-m", "geventprobe.watchdog"], stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                    p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)})
+                env=_watchdog_env())
         _watchdog.stdin.write((json.dumps(list(message)) + "\n").encode())
         _watchdog.stdin.flush()
+
+
+def _watchdog_env() -> dict[str, str]:
+    """Enough to import geventprobe and psutil; nothing else of ours (no GEVENTPROBE_DSN)."""
+    env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "HOME") if k in os.environ}
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
+    return env
 
 
 def close_watchdog() -> None:
