@@ -39,9 +39,9 @@ def _kill_groups(groups: set[int]) -> None:
 
 def sweep(groups: set[int], dirs: list[str]) -> None:
     """SIGKILL the groups and whatever works inside the dirs; remove the dirs."""
+    _kill_groups(groups)  # first: the import below takes a moment
     from geventprobe.procs import kill_inside  # psutil: only once there is work to do
 
-    _kill_groups(groups)
     for path in dirs:
         kill_inside(path)
         shutil.rmtree(path, ignore_errors=True)
