@@ -30,6 +30,7 @@ __all__ = ["OneLineErrorsGroup", "ProgressListener", "Terminated", "check_writab
            "debug_option", "dsn_option", "fail", "handled_errors", "progress_console",
            "report_console", "warn_secret_argv"]
 
+
 def _given_dsn(ctx, param, value):
     """An empty DSN is refused: ``--dsn "$DATABASE_URL"`` with the variable unset must not
     quietly probe the embedded server instead of the user's."""
