@@ -369,3 +369,22 @@ def test_stopped_worker_is_an_error_not_blocking(cli, tmp_path, resume):
     assert "psycopg" not in build["cause"] + build["advice"]
     assert "Traceback" not in stdout + stderr
     assert_clean(run)
+
+
+def test_output_that_cannot_be_written_after_the_run(cli, tmp_path):
+    # The folder was there when the run started (the check before the run passed) and is
+    # gone when the run ends: the report is printed, then one line, and nothing is left.
+    folder = tmp_path / "out"
+    folder.mkdir()
+    run = cli(*SMALL, "--builds", "binary", "--json", str(folder / "r.json"),
+              profile="[workload]\nselect1_seconds = 2.0\n")
+    run.wait_until(lambda: during_probe(run), "the probe")
+    folder.rmdir()
+    exit_code, stdout, stderr = run.finish()
+    assert exit_code == 2, stdout + stderr
+    assert "binary" in stdout and "OK" in stdout  # the terminal report came first
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("geventprobe: error:")]
+    assert len(errors) == 1 and f"cannot write {folder}/r.json (No such file" in errors[0], stderr
+    assert "internal error" not in stderr and "Traceback" not in stdout + stderr
+    assert not folder.exists()
+    assert_clean(run)
