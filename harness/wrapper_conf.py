@@ -206,7 +206,10 @@ def post_worker_init(worker):
 
 def _master_excepthook(exc_type, exc, tb):
     # With --preload the app is imported in the master: an error there ends gunicorn.
-    if _os.getpid() == _watch.master_pid and exc is not None:
+    # HaltServer is not the app's error but the master giving up after a worker failed to
+    # boot: that worker wrote the app's own error already.
+    if _os.getpid() == _watch.master_pid and exc is not None and \
+            exc_type.__name__ != "HaltServer":
         _write(f"app-error-{_os.getpid()}.json",
                _error_record(exc, "while the gunicorn master loaded the app (--preload)"))
     _previous_excepthook(exc_type, exc, tb)

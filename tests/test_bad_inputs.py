@@ -10,11 +10,17 @@ whose ``gevent``/``gunicorn`` cannot be imported.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -24,6 +30,7 @@ from geventprobe.errors import ProbeError
 
 PASSWORD = "gp-" + secrets.token_hex(8)
 SMALL = ["--workers", "2", "--greenlets", "8"]
+DATA = Path(__file__).parent / "data"
 
 
 def error_line(proc) -> str:
@@ -229,6 +236,141 @@ def test_debug_shows_the_traceback(run_cli):
                    env={"GEVENTPROBE_DSN": "host=db password s3cr3t"})
     assert proc.returncode == 2
     assert "Traceback" in proc.stderr and "malformed DSN" in proc.stderr
+
+
+@pytest.mark.parametrize("dsn", [
+    "postgresql://u:S3cretPw@[::1:5432/postgres",
+    "host=127.0.0.1 port=1 user=u password=S3cretPw",
+], ids=["malformed-uri", "refused"])
+def test_debug_traceback_never_shows_the_password(run_cli, dsn):
+    # The chained driver exception quotes the DSN: the traceback is redacted as a whole.
+    proc = run_cli("run", "--builds", "binary", "--debug", env={"GEVENTPROBE_DSN": dsn})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" in proc.stderr
+    assert "S3cretPw" not in proc.stdout + proc.stderr
+
+
+# --- silent acceptance: an empty value, an option nothing reads ---------------------------------
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--builds", ""], "--builds is empty: name at least one build"),
+    (["--dsn", ""], "the DSN is empty"),
+    (["--gunicorn-config", "gunicorn.conf.py"], "--gunicorn-config and --chdir go with --app"),
+    (["--gunicorn-config", "gunicorn.conf.py", "--builds", "binary"],
+     "--gunicorn-config and --chdir go with --app"),
+    (["--chdir", ".", "--builds", "binary"], "--gunicorn-config and --chdir go with --app"),
+], ids=["empty-builds", "empty-dsn", "config-without-app", "config-with-builds",
+        "chdir-with-builds"])
+def test_empty_or_unread_options_are_refused(run_cli, args, message):
+    assert message in error_line(run_cli("run", *args))
+
+
+@pytest.mark.parametrize(("dsn", "message"), [
+    ("mysql://me:s3cr3t@db/app", "mysql:// is not a PostgreSQL URL"),
+    ("postgresql+psycopg://me:s3cr3t@db/app", "SQLAlchemy's driver suffix: drop it"),
+], ids=["mysql", "sqlalchemy"])
+def test_a_url_that_is_not_postgresql(run_cli, dsn, message):
+    proc = run_cli("run", "--builds", "binary", env={"GEVENTPROBE_DSN": dsn})
+    assert message in error_line(proc)
+    assert "s3cr3t" not in proc.stdout + proc.stderr
+
+
+def test_bisect_empty_build_is_refused(run_cli):
+    line = error_line(run_cli("bisect", "--good", "3.1.4", "--bad", "3.2.0", "--build", ""))
+    assert "--build is empty" in line
+
+
+def test_the_dsns_own_connect_timeout_bounds_the_wait(run_cli, silent_port):
+    # connect_timeout=2 in the DSN wins over the profile's 10 s, and the message says 2 s.
+    proc = run_cli("run", "--builds", "binary", env={
+        "GEVENTPROBE_DSN": f"host=127.0.0.1 port={silent_port} connect_timeout=2"})
+    line = error_line(proc)
+    assert "no answer within 2 s (connect_timeout)" in line
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.15, 0.3])
+def test_ctrl_c_while_starting_is_one_line(probe_tmp, delay):
+    # Before the command's own signal handling exists (imports take a few hundred ms).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "GEVENTPROBE"))}
+    env.update(TMPDIR=probe_tmp, GEVENTPROBE_DSN=f"host=127.0.0.1 port={free_port()}")
+    proc = subprocess.Popen([sys.executable, "-m", "geventprobe", "run", "--builds", "binary"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err
+    assert err.strip().splitlines()[-1].startswith("geventprobe: error: interrupted (Ctrl-C)")
+
+
+# --- no package index ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("retries", ["0", "1"])
+def test_bisect_without_the_package_index_says_so(run_cli, retries):
+    # Nothing listens on port 9. pip lists what its other configured indexes (if any) have,
+    # so the release looks missing: the line must name the index, not the version.
+    proc = run_cli("bisect", "--good", "3.1.4", "--bad", "3.2.0",
+                   env={"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_RETRIES": retries})
+    line = error_line(proc)
+    assert "http://127.0.0.1:9" in line or "127.0.0.1:9" in line, line
+    assert "could not be reached (Connection refused)" in line
+    assert "is not a release" not in line and "nearest" not in line
+
+
+PIP_RETRYING = ("WARNING: Retrying (Retry(total=4, connect=None, read=None, redirect=None, "
+                "status=None)) after connection broken by 'NewConnectionError('<pip._vendor."
+                "urllib3.connection.HTTPSConnection object at 0x7f>: Failed to establish a new "
+                "connection: [Errno 101] Network is unreachable')': /simple/psycopg/")
+
+
+def test_an_install_that_could_not_reach_the_index_says_so():
+    from geventprobe import venvs
+
+    output = (PIP_RETRYING + "\nERROR: Could not find a version that satisfies the requirement "
+              "psycopg==3.1.4 (from versions: 3.3.6)\nERROR: No matching distribution found "
+              "for psycopg==3.1.4\n")
+    reason = venvs.installer_reason(output, "pip", ("psycopg==3.1.4",))
+    assert reason.startswith("the package index could not be reached (Network is unreachable)")
+    assert "no such release" not in reason
+    assert venvs.index_unreachable("ERROR: No matching distribution found for x==1\n") is None
+
+
+# --- files that are not what they should be ----------------------------------------------------
+
+def test_config_file_that_is_not_utf8(run_cli, tmp_path):
+    bad = tmp_path / "latin.toml"
+    bad.write_bytes(b"\xff\xfe[workload]\n")
+    line = error_line(run_cli("run", "--builds", "binary", "--config", str(bad)))
+    assert f"--config {bad} is not UTF-8" in line
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('dsn = "postgresql://u@db/app"\n', "a profile does not take a dsn: pass it in the "
+     "GEVENTPROBE_DSN environment variable"),
+    ("workers = 2\n", "workers = is outside any section: put it under [workload]"),
+], ids=["dsn", "top-level-key"])
+def test_config_keys_outside_a_section(run_cli, tmp_path, text, message):
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    line = error_line(run_cli("run", "--builds", "binary", "--config", str(path)))
+    assert message in line and "unknown section" not in line
+
+
+def test_bisect_same_release_at_both_ends(run_cli):
+    line = error_line(run_cli("bisect", "--good", "3.2.0", "--bad", "3.2.0"))
+    assert "--good and --bad are the same release 3.2.0" in line and "swap" not in line
+
+
+@pytest.mark.parametrize("command", ["report", "compare"])
+def test_result_with_a_field_of_the_wrong_type(run_cli, tmp_path, command):
+    data = json.loads((DATA / "run-default.json").read_text())
+    data["builds"][0]["metrics"]["wait_factor"] = "fast"
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(data))
+    args = [str(edited)] if command == "report" else [str(DATA / "run-default.json"), str(edited)]
+    line = error_line(run_cli(command, *args))
+    assert str(edited) in line
+    assert "result.builds[0].metrics.wait_factor must be a number" in line
 
 
 # --- a real server that says no ----------------------------------------------------------------

@@ -11,6 +11,7 @@ the ``probe_tmp`` fixture checks that TMPDIR ended empty.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -227,6 +228,9 @@ def test_gunicorn_master_killed_mid_probe(cli):
     exit_code, stdout, stderr = run.finish()
     assert exit_code == 2, stdout + stderr
     assert f"the gunicorn master (pid {master}) killed by SIGKILL" in " ".join(stdout.split())
+    # No line of its log says why it died: none is quoted as if it did.
+    assert "something outside sent the signal" in " ".join(stdout.split())
+    assert "Control socket" not in stdout and "Listening at" not in stdout
     assert "Traceback" not in stdout + stderr
     # Its orphaned workers too: they were recorded while the run went on.
     assert worker in run.seen
@@ -275,4 +279,112 @@ def test_worker_timeout_is_blocking_evidence(cli, tmp_path):
     assert build["worker_timeouts"] == 1
     assert "no wait callback" in build["cause"]
     assert "WORKER TIMEOUT" in stdout
+    assert_clean(run)
+
+
+# --- geventprobe itself killed: nothing can clean up inside it -----------------------------------
+
+def _gone_within(run: CliProcess, seconds: float) -> tuple[list[int], list[str]]:
+    """Wait up to ``seconds`` for every process the run started to go and TMPDIR to empty."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left, files = run.leftovers(), os.listdir(run.tmpdir)
+        if (not left and not files) or time.monotonic() > deadline:
+            return left, files
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("moment", ["server-start", "probe"])
+def test_sigkill_of_geventprobe_leaves_nothing(cli, moment):
+    run = cli(*SMALL, "--builds", "binary", profile=LONG_PROBE)
+    run.wait_until(lambda: MOMENTS[moment](run), moment)
+    assert run.watch()
+    run.signal(signal.SIGKILL)
+    run.proc.wait()
+    left, files = _gone_within(run, 5.0)
+    assert not left, f"processes left running 5 s after kill -9: {left}"
+    assert not files, f"temp files left 5 s after kill -9: {files}"
+
+
+@pytest.fixture
+def own_server():
+    """A server this test started itself, so that its pg_stat_activity is only ours."""
+    from geventprobe.embedded_pg import EmbeddedPostgres
+
+    with EmbeddedPostgres(max_connections=40) as pg:
+        yield pg.dsn
+
+
+def _probe_connections(dsn: str) -> int:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity "
+                            "WHERE application_name = 'geventprobe'").fetchone()[0]
+
+
+def test_sigkill_of_geventprobe_closes_its_server_connections(cli, own_server):
+    run = cli(*SMALL, "--builds", "binary", profile=LONG_PROBE,
+              env={"GEVENTPROBE_DSN": own_server})
+    run.wait_until(lambda: during_probe(run), "the probe")
+    assert _probe_connections(own_server) > 0  # the workers are connected: the test can see
+    run.signal(signal.SIGKILL)
+    run.proc.wait()
+    left, files = _gone_within(run, 5.0)
+    assert not left and not files, (left, files)
+    deadline = time.monotonic() + 5.0
+    while (count := _probe_connections(own_server)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert count == 0, f"{count} server connections left 5 s after kill -9"
+
+
+# --- a worker that does not run is no evidence about the driver ----------------------------------
+
+@pytest.mark.parametrize("resume", [False, True], ids=["never-resumed", "resumed"])
+def test_stopped_worker_is_an_error_not_blocking(cli, tmp_path, resume):
+    # SIGSTOP one worker mid-probe. Never resumed, gunicorn kills it for WORKER TIMEOUT
+    # (the short --timeout keeps the test short); resumed, its hub "lagged" for as long as it
+    # was stopped. Either way the driver did nothing wrong.
+    out = tmp_path / "r.json"
+    run = cli(*SMALL, "--builds", "binary", "--json", str(out),
+              profile=LONG_PROBE + "worker_timeout_s = 6\n")
+    ready = run.wait_until(lambda: during_probe(run) and run.files("geventprobe-run-*/ready-*"),
+                           "the probe")
+    victim = int(os.path.basename(sorted(ready)[0])[len("ready-"):-len(".json")])
+    time.sleep(0.5)
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        if resume:
+            time.sleep(3)
+            os.kill(victim, signal.SIGCONT)
+        exit_code, stdout, stderr = run.finish()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGCONT)
+    assert exit_code == 2, stdout + stderr
+    build = json.loads(out.read_text())["builds"][0]
+    assert build["verdict"] == "ERROR", build["cause"]
+    assert f"worker {victim} did not run during the probe" in build["cause"]
+    assert "stopped (process state T)" in build["cause"]
+    assert "psycopg" not in build["cause"] + build["advice"]
+    assert "Traceback" not in stdout + stderr
+    assert_clean(run)
+
+
+def test_output_that_cannot_be_written_after_the_run(cli, tmp_path):
+    # The folder was there when the run started (the check before the run passed) and is
+    # gone when the run ends: the report is printed, then one line, and nothing is left.
+    folder = tmp_path / "out"
+    folder.mkdir()
+    run = cli(*SMALL, "--builds", "binary", "--json", str(folder / "r.json"),
+              profile="[workload]\nselect1_seconds = 2.0\n")
+    run.wait_until(lambda: during_probe(run), "the probe")
+    folder.rmdir()
+    exit_code, stdout, stderr = run.finish()
+    assert exit_code == 2, stdout + stderr
+    assert "binary" in stdout and "OK" in stdout  # the terminal report came first
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("geventprobe: error:")]
+    assert len(errors) == 1 and f"cannot write {folder}/r.json (No such file" in errors[0], stderr
+    assert "internal error" not in stderr and "Traceback" not in stdout + stderr
+    assert not folder.exists()
     assert_clean(run)

@@ -52,10 +52,16 @@ def _parse_index_versions(output: str) -> list[str] | None:
     return None
 
 
-def list_releases(package: str, *, pre: bool = False, timeout: float = 120.0) -> list[str]:
-    """Every release of ``package`` on the package index for this Python, oldest first."""
+def list_releases(package: str, *, pre: bool = False, timeout: float = 120.0,
+                  unreachable: list[str] | None = None) -> list[str]:
+    """Every release of ``package`` on the package index for this Python, oldest first.
+
+    ``unreachable`` collects what pip said of an index it could not reach: pip then lists
+    what the other configured indexes have, and a release seems missing when it is not.
+    """
+    # -vv: pip tells a connection failure only at debug level (unless it retries).
     argv = [sys.executable, "-m", "pip", "index", "versions", package,
-            "--disable-pip-version-check"]
+            "--disable-pip-version-check", "-vv"]
     if pre:
         argv.append("--pre")
     try:
@@ -69,6 +75,12 @@ def list_releases(package: str, *, pre: bool = False, timeout: float = 120.0) ->
         raise ProbeError("bisect lists releases with pip, which this Python lacks: "
                          f"{sys.executable} -m ensurepip")
     found = _parse_index_versions(out.stdout)
+    offline = venvs.index_unreachable(out.stdout + "\n" + out.stderr)
+    if offline and unreachable is not None:
+        unreachable.append(offline)
+    if found is None and offline:
+        raise ProbeError(f"cannot list the releases of {package}: {offline}: check the network "
+                         "and pip's index settings (pip config list)")
     if found is None:
         errors = [ln.strip() for ln in out.stderr.splitlines() if ln.startswith("ERROR")]
         why = errors[0] if errors else (out.stderr.strip().splitlines() or ["no output"])[-1]
@@ -84,8 +96,12 @@ def list_releases(package: str, *, pre: bool = False, timeout: float = 120.0) ->
     return [v for _, v in sorted(valid)]
 
 
-def releases_between(releases: list[str], good: str, bad: str, package: str) -> list[str]:
-    """The releases from ``good`` to ``bad``, both included, oldest first."""
+def releases_between(releases: list[str], good: str, bad: str, package: str,
+                     unreachable: list[str] | None = None) -> list[str]:
+    """The releases from ``good`` to ``bad``, both included, oldest first.
+
+    ``unreachable``: what pip said of an index it could not reach while listing them.
+    """
     g, b = _ends(good, bad)
     by_version = {Version(v): v for v in releases}
     ordered = sorted(by_version)
@@ -93,6 +109,11 @@ def releases_between(releases: list[str], good: str, bad: str, package: str) -> 
         if want not in by_version:
             i = bisect_left(ordered, want)
             near = [str(by_version[v]) for v in ordered[max(0, i - 2):i + 2]]
+            if unreachable:  # the release may well exist: the index that has it was down
+                raise ProbeError(
+                    f"cannot tell whether {flag} {want} is a release of {package}: "
+                    f"{unreachable[0]}, and the other indexes pip is configured with do not "
+                    "have it: check the network and pip's index settings (pip config list)")
             raise ProbeError(f"{flag} {want} is not a release of {package} on the package "
                              f"index for this Python: the nearest are {', '.join(near)}")
     return [by_version[v] for v in ordered if g <= v <= b]
@@ -273,7 +294,10 @@ def _ends(good: str, bad: str) -> tuple[Version, Version]:
         except InvalidVersion:
             raise ProbeError(f"{flag} {text!r} is not a release version: pass releases as on "
                              "PyPI, e.g. --good 3.1.4 --bad 3.1.12") from None
-    if versions[0] >= versions[1]:
+    if versions[0] == versions[1]:
+        raise ProbeError(f"--good and --bad are the same release {good}: give --good a release "
+                         "known to work and --bad a later one known not to")
+    if versions[0] > versions[1]:
         raise ProbeError(f"--good {good} must be an older release than --bad {bad}: swap them")
     return versions[0], versions[1]
 
@@ -300,8 +324,9 @@ def _pre(opts: BisectOptions) -> bool:
 def releases_for(opts: BisectOptions) -> list[str]:
     """The releases from ``--good`` to ``--bad`` on the package index, oldest first."""
     _check(opts)
-    return releases_between(list_releases(opts.package, pre=_pre(opts)), opts.good, opts.bad,
-                            opts.package)
+    unreachable: list[str] = []
+    releases = list_releases(opts.package, pre=_pre(opts), unreachable=unreachable)
+    return releases_between(releases, opts.good, opts.bad, opts.package, unreachable)
 
 
 def run(opts: BisectOptions, listener: Listener | None = None, *,

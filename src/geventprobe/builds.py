@@ -102,14 +102,21 @@ def install_command(build: str) -> str:
     }[build]
 
 
-def parse_builds(text: str | None) -> tuple[list[Build], bool]:
-    """Builds named by ``--builds`` (comma-separated), and whether the user named them."""
-    if not text:
+def parse_builds(text: str | None, source: str = "--builds") -> tuple[list[Build], bool]:
+    """Builds named by ``--builds`` (comma-separated), and whether the user named them.
+
+    None means all of them; an empty text is refused rather than read as "all"
+    (``--builds "$UNSET_VARIABLE"`` is a mistake, not a wish).
+    """
+    if text is None:
         return list(BUILDS), False
+    if not text.strip():
+        raise ProbeError(f"{source} is empty: name at least one build ({', '.join(BY_NAME)}), "
+                         f"or leave {source} out to probe all of them")
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in BY_NAME]
     if unknown or not names:
-        raise ProbeError(f"unknown build {unknown[0] if unknown else repr(text)} in --builds: "
+        raise ProbeError(f"unknown build {unknown[0] if unknown else repr(text)} in {source}: "
                          f"choose from {', '.join(BY_NAME)}")
     seen: list[Build] = []
     for name in names:

@@ -205,9 +205,17 @@ def parse_profile(text: str, source: str, base: Profile) -> Profile:
 def profile_from_tables(data: dict, source: str, base: Profile) -> Profile:
     """``base`` overridden by parsed TOML tables ([workload], [thresholds], [run])."""
     unknown = set(data) - {"workload", "thresholds", "run"}
+    if "dsn" in unknown and not isinstance(data["dsn"], dict):
+        # A DSN holds a password: it does not belong in a file, and profiles do not read one.
+        raise ProbeError(f"{source}: a profile does not take a dsn: pass it in the "
+                         "GEVENTPROBE_DSN environment variable (or --dsn)")
     if unknown:
-        raise ProbeError(f"{source}: unknown section [{sorted(unknown)[0]}]: "
-                         "valid sections are [workload], [thresholds] and [run]")
+        name = sorted(unknown)[0]
+        if not isinstance(data[name], dict):
+            raise ProbeError(f"{source}: {name} = is outside any section: put it under "
+                             "[workload], [thresholds] or [run]")
+        raise ProbeError(f"{source}: unknown section [{name}]: valid sections are [workload], "
+                         "[thresholds] and [run]")
     workload = _apply(Workload, base.workload, data.get("workload", {}), "workload", source)
     thresholds = _apply(Thresholds, base.thresholds, data.get("thresholds", {}), "thresholds",
                         source)
@@ -230,6 +238,10 @@ def read_profile_file(path: str, base: Profile) -> Profile:
     except OSError as exc:
         raise ProbeError(f"cannot read --config {path} ({exc.strerror}): "
                          "pass the path of a TOML profile") from exc
+    except UnicodeDecodeError as exc:
+        raise ProbeError(f"--config {path} is not UTF-8 text (byte {exc.start}: "
+                         f"{exc.object[exc.start:exc.start + 1]!r}): save it as UTF-8, as "
+                         "TOML requires") from exc
     return parse_profile(text, path, base)
 
 

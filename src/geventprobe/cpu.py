@@ -16,6 +16,9 @@ import time
 
 import psutil
 
+# Process states of a worker that is not running at all: SIGSTOP, or a debugger's stop.
+STOPPED = (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+
 
 class CpuSampler:
     """Background thread sampling the CPU time of a fixed set of PIDs, and of the machine.
@@ -40,6 +43,12 @@ class CpuSampler:
                 self._procs[pid] = psutil.Process(pid)
             except psutil.NoSuchProcess:
                 continue
+        self.stopped: dict[int, float] = {}
+        """Seconds each worker was seen stopped (state T or t), by pid."""
+        self.off_cpu: dict[int, float] = {}
+        """Each worker's longest stretch without CPU or run-queue time, by pid."""
+        self._last: dict[int, tuple[float, str, float, float]] = {}
+        self._idle_since: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="geventprobe-cpu", daemon=True)
 
@@ -58,13 +67,53 @@ class CpuSampler:
             self._sample()
 
     @staticmethod
-    def _run_delay(pid: int) -> float:
-        """Seconds ``pid`` spent runnable but waiting for a CPU (NaN where not available)."""
+    def _schedstat(pid: int) -> tuple[float, float]:
+        """Seconds ``pid`` ran on a CPU, and spent runnable waiting for one (NaN if unknown)."""
         try:
             with open(f"/proc/{pid}/schedstat") as f:
-                return int(f.read().split()[1]) / 1e9
+                fields = f.read().split()
+            return int(fields[0]) / 1e9, int(fields[1]) / 1e9
         except (OSError, ValueError, IndexError):
-            return math.nan
+            return math.nan, math.nan
+
+    def _note_running(self, pid: int, now: float, status: str, ran: float, delay: float) -> None:
+        """Keep, per worker, how long it was seen stopped and its longest stretch off the
+        scheduler (neither running nor waiting to run): evidence that it did not run."""
+        previous = self._last.get(pid)
+        self._last[pid] = (now, status, ran, delay)
+        if previous is None:
+            return
+        then, was, ran_before, delay_before = previous
+        if was in STOPPED and status in STOPPED:
+            self.stopped[pid] = self.stopped.get(pid, 0.0) + (now - then)
+        elif status in STOPPED:
+            self.stopped.setdefault(pid, 0.0)
+        idle = ran == ran_before and delay == delay_before  # NaN never equals: unknown
+        start = self._idle_since.get(pid)
+        if idle and start is None:
+            self._idle_since[pid] = then
+        elif not idle:
+            self._idle_since.pop(pid, None)
+        start = self._idle_since.get(pid)
+        if start is not None:
+            self.off_cpu[pid] = max(self.off_cpu.get(pid, 0.0), now - start)
+
+    def not_running(self, off_cpu_limit: float) -> dict[int, str]:
+        """Workers that did not run for part of the window, by pid, with what was seen.
+
+        Stopped (``T``: SIGSTOP, a debugger's ``t``) at any sample, or neither running nor
+        waiting for a CPU for longer than ``off_cpu_limit`` seconds. A worker whose hub a
+        driver blocks still runs: every reply from the server wakes it.
+        """
+        found = {}
+        for pid in self.series:
+            if pid in self.stopped:
+                found[pid] = (f"stopped (process state T) for at least "
+                              f"{max(self.stopped[pid], self.period):.1f} s")
+            elif self.off_cpu.get(pid, 0.0) > off_cpu_limit:
+                found[pid] = (f"neither ran nor waited for a CPU for {self.off_cpu[pid]:.1f} s "
+                              "(no CPU time, no run-queue time)")
+        return found
 
     def _sample(self) -> None:
         for pid, proc in list(self._procs.items()):
@@ -72,11 +121,13 @@ class CpuSampler:
                 with proc.oneshot():
                     t = proc.cpu_times()
                     switches = proc.num_ctx_switches()
+                    status = proc.status()
             except psutil.NoSuchProcess:  # a worker can die between two reads
                 del self._procs[pid]
                 continue
-            delay = self._run_delay(pid)
+            ran, delay = self._schedstat(pid)
             now = time.monotonic()
+            self._note_running(pid, now, status, ran, delay)
             series = self.series[pid]
             series["t"].append(now)
             series["cpu"].append(t.user + t.system)

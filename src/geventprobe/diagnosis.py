@@ -143,6 +143,9 @@ def explain_error(error: str) -> str:
                 "server's max_connections")
     if "password" in lowered or "authentication" in lowered:
         return "check the credentials in --dsn (or PGPASSWORD / ~/.pgpass)"
+    if "did not run during the probe" in lowered:
+        return ("find what stopped it (kill -STOP, a debugger, a frozen cgroup or container) "
+                "and run again")
     if "worker timeout" in lowered or "killed a worker" in lowered:
         return ("the hub was blocked longer than gunicorn's --timeout: this is BLOCKING "
                 "evidence; rerun with fewer --greenlets to see the figures")

@@ -41,6 +41,42 @@ def redact(text: str) -> str:
     return text
 
 
+_SCHEME = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def foreign_scheme(dsn: str) -> str | None:
+    """The scheme of a URL that is not PostgreSQL's (``mysql``, ``postgresql+psycopg``...),
+    or None: libpq would only say ``missing "="`` about it."""
+    match = _SCHEME.match(dsn or "")
+    if match is None or match.group(1).lower() in ("postgresql", "postgres"):
+        return None
+    return match.group(1)
+
+
+def own_connect_timeout(dsn: str | None) -> int | None:
+    """The ``connect_timeout`` the user set, in the DSN or else in ``PGCONNECT_TIMEOUT``.
+
+    It wins over the profile's ``connect_timeout_s``, as libpq would have it; None when
+    neither sets one (or the DSN does not parse: connecting will say why).
+    """
+    value = None
+    if dsn:
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            value = conninfo_to_dict(dsn).get("connect_timeout")
+        except Exception:
+            value = None
+    if value is None:
+        value = os.environ.get("PGCONNECT_TIMEOUT") or None
+    try:
+        # libpq reads it as whole seconds and treats anything below 2 as 2 (0: forever).
+        seconds = int(str(value).strip()) if value is not None else None
+    except ValueError:
+        return None
+    return None if seconds is None or seconds <= 0 else max(2, seconds)
+
+
 def uses_environment() -> bool:
     """True when libpq's PG* variables say where the server is (then no embedded server)."""
     return any(os.environ.get(k) for k in ("PGHOST", "PGPORT", "PGDATABASE", "PGSERVICE"))

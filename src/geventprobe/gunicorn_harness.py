@@ -54,6 +54,9 @@ class HarnessRun:
     """The HTTP load's figures (None when the profile turned it off)."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds spent in each step seen from here: ``boot``, ``probe``, ``requests``, ``stop``."""
+    not_running: dict[int, str] = field(default_factory=dict)
+    """Workers that did not run for part of the probe (stopped, or off every CPU), by pid,
+    with what was seen: their figures say nothing about the driver."""
 
     @property
     def worker_timeouts(self) -> int:
@@ -90,12 +93,15 @@ def _log_tail(path: str, lines: int = 30) -> list[str]:
         return []
 
 
-def _explain_exit(log: list[str]) -> str:
-    """The most telling line of a gunicorn log that ended early."""
+def _explain_exit(log: list[str], fallback: bool = True) -> str | None:
+    """The most telling line of a gunicorn log that ended early; without ``fallback``,
+    None rather than its last line when no line tells of an error."""
     for needle in ("Error", "error", "Exception", "failed to boot", "Reason:"):
         for line in reversed(log):
             if needle in line:
                 return line.strip()
+    if not fallback:
+        return None
     return log[-1].strip() if log else "no output"
 
 
@@ -161,7 +167,7 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
             run.boot_seconds = time.monotonic() - started
             run.timings["boot"] = run.boot_seconds
             if ready is None:
-                _raise_app_error(run_dir)
+                _raise_app_error(run_dir, preload)
                 early = _read_json_files(run_dir, "result")
                 if early:  # the probe failed before it got ready: its own words say why
                     run.results = list(early.values())
@@ -179,6 +185,8 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
                                     workload.probe_timeout_s(), proc, pids)
             run.cpu = sampler
             run.timings["probe"] = time.monotonic() - probing
+            # A worker blocked by its driver still wakes for every reply from the server.
+            run.not_running = sampler.not_running(max(5.0, 2 * workload.wait_seconds + 2))
             if results is None:
                 results = {p: d for p, d in _read_json_files(run_dir, "result").items()
                            if p in pids}
@@ -248,12 +256,30 @@ def _load_spec(workload: Workload, ready: dict[int, dict]) -> LoadSpec | None:
                     query=query)
 
 
-def _raise_app_error(run_dir: str) -> None:
+def app_error(errors: dict[int, dict], preload: bool) -> dict | None:
+    """The record that names why the app did not load, of all those written.
+
+    A worker's record holds the app's own exception and line. A master's record is
+    the app's only with --preload (then the master imports it); gunicorn's own
+    ``HaltServer`` (the master giving up once a worker failed to boot) never is.
+    """
+    workers = [e for e in errors.values() if "worker" in str(e.get("where", ""))]
+    if workers:
+        return min(workers, key=lambda e: e["pid"])
+    masters = [e for e in errors.values() if not str(e.get("error", "")).startswith("HaltServer")]
+    if not masters:
+        return None
+    e = dict(min(masters, key=lambda e: e["pid"]))
+    if not preload:  # the master imported it from the config file or a hook, not for --preload
+        e["where"] = "while the gunicorn master started"
+    return e
+
+
+def _raise_app_error(run_dir: str, preload: bool) -> None:
     """``run --app``: the user's app failed to load; say so in its own words (exit 2)."""
-    errors = _read_json_files(run_dir, "app-error")
-    if not errors:
+    e = app_error(_read_json_files(run_dir, "app-error"), preload)
+    if e is None:
         return
-    e = errors[min(errors)]
     origin = f" ({e['origin']})" if e.get("origin") else ""
     raise ProbeError(f"your app failed to load {e.get('where', '')}: {redact(e['error'])}{origin}: "
                      "fix it, then check that plain gunicorn starts it")
@@ -263,8 +289,15 @@ def _failure(proc, log_path: str, what: str, timeout: float,
              pids: list[int] | None = None, reported: dict | None = None) -> str:
     log = _log_tail(log_path)
     if proc.poll() is not None:
+        if proc.returncode < 0:
+            # A signal from outside: its log only says what it did before, never why.
+            why = _explain_exit(log, fallback=False) or (
+                "nothing in its log says why; something outside sent the signal (a user, a "
+                "supervisor, the out-of-memory killer: see dmesg)")
+        else:
+            why = _explain_exit(log)
         return (f"{what}: the gunicorn master (pid {proc.pid}) "
-                f"{procs.describe_exit(proc.returncode)}: {_explain_exit(log)}")
+                f"{procs.describe_exit(proc.returncode)}: {why}")
     timeouts = [line for line in log if "WORKER TIMEOUT" in line]
     if timeouts:
         return f"{what}: gunicorn killed a worker whose hub was blocked ({timeouts[-1].strip()})"

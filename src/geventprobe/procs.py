@@ -14,6 +14,8 @@ pyperf's ``popen_killer`` idea, made hard to defeat:
 - the few steps that must not be torn in half by a signal (start a child and
   record it, stop a child, create or remove a temp dir) run ``shielded()``: a
   SIGINT/SIGTERM that arrives meanwhile is held and raised right after the step;
+- a watchdog process (``watchdog.py``) is told every group and temp dir as it comes
+  and goes, and cleans up itself if geventprobe dies without doing so (SIGKILL);
 - guards (``guarded()``) are checks that every wait loop calls through
   ``check_guards()``: the embedded server's death and the run's time limit end
   the run from whatever phase it is in.
@@ -22,10 +24,12 @@ pyperf's ``popen_killer`` idea, made hard to defeat:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -43,6 +47,10 @@ _shield_depth = 0
 _held: BaseException | None = None
 # Set by a second Ctrl-C: the user wants out now, so stop() skips the polite wait.
 _hurry = False
+# Cleans up after us if we are SIGKILLed (watchdog.py); started with the first child.
+_watchdog: subprocess.Popen | None = None
+# Where ``geventprobe`` is imported from, for the watchdog's interpreter.
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @contextlib.contextmanager
@@ -57,6 +65,52 @@ def shielded() -> Iterator[None]:
         if _shield_depth == 0 and _held is not None:
             exc, _held = _held, None
             raise exc
+
+
+def _tell_watchdog(*message) -> None:
+    """Tell the watchdog (started on first use) what to clean up should we be killed.
+
+    A watchdog that cannot be started or has died is no reason to stop the run: the
+    normal cleanup does not need it.
+    """
+    global _watchdog
+    with contextlib.suppress(OSError, ValueError):
+        if _watchdog is None or _watchdog.poll() is not None:
+            if message[0] in ("ungroup", "undir", "exit"):
+                return  # nothing recorded there to take back
+            # Its own session: a Ctrl-C for the terminal's group must not end it first.
+            # Popen's pipe is not inheritable: no other child holds it open.
+            _watchdog = subprocess.Popen(
+                [sys.executable, "-m", "geventprobe.watchdog"], stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                env=_watchdog_env())
+        _watchdog.stdin.write((json.dumps(list(message)) + "\n").encode())
+        _watchdog.stdin.flush()
+
+
+def _watchdog_env() -> dict[str, str]:
+    """Enough to import geventprobe and psutil; nothing else of ours (no GEVENTPROBE_DSN)."""
+    env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "HOME") if k in os.environ}
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
+    return env
+
+
+def close_watchdog() -> None:
+    """Our own cleanup is done: tell the watchdog so, and reap it."""
+    global _watchdog
+    proc, _watchdog = _watchdog, None
+    if proc is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        proc.stdin.write(b'["exit"]\n')
+    with contextlib.suppress(OSError, ValueError):
+        proc.stdin.close()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def deliver(exc: BaseException) -> None:
@@ -100,6 +154,7 @@ def spawn(
                 extra_groups=[] if user is not None else None,
             )
             _live[proc.pid] = proc
+            _tell_watchdog("group", proc.pid)
         return proc
     finally:
         if log_path:
@@ -138,6 +193,7 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.
                 member.kill()
         psutil.wait_procs(leftovers, timeout=5)
         _live.pop(proc.pid, None)
+        _tell_watchdog("ungroup", pgid)
 
 
 @contextlib.contextmanager
@@ -180,13 +236,14 @@ def make_temp_dir(prefix: str) -> str:
         with shielded():
             path = tempfile.mkdtemp(prefix=prefix)
             _temp_dirs.append(path)
+            _tell_watchdog("dir", path)
     except OSError as exc:
         raise ProbeError(f"cannot create a temp dir in {tempfile.gettempdir()} "
                          f"({exc.strerror}): set TMPDIR to a writable directory") from exc
     return path
 
 
-def _kill_inside(path: str) -> None:
+def kill_inside(path: str) -> None:
     """SIGKILL every process whose working dir is ``path`` or below, and wait for them.
 
     A process group does not reach everything: PostgreSQL puts each backend in a group
@@ -212,10 +269,11 @@ def remove_temp_dir(path: str | None) -> None:
     if path is None:
         return
     with shielded():
-        _kill_inside(path)
+        kill_inside(path)
         shutil.rmtree(path, ignore_errors=True)
         with contextlib.suppress(ValueError):
             _temp_dirs.remove(path)
+        _tell_watchdog("undir", path)
 
 
 def add_guard(check: Callable[[], None]) -> None:
@@ -257,4 +315,5 @@ def cleanup() -> tuple[list[int], list[str]]:
         stop(proc, signal.SIGTERM, timeout=5)
     for path in dirs:
         remove_temp_dir(path)
+    close_watchdog()
     return pids, dirs

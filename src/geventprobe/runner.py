@@ -29,7 +29,7 @@ from geventprobe import (
 )
 from geventprobe.builds import BY_NAME, Build
 from geventprobe.config import Profile
-from geventprobe.dsn import redact, uses_environment
+from geventprobe.dsn import own_connect_timeout, redact, uses_environment
 from geventprobe.embedded_pg import EmbeddedPostgres
 from geventprobe.errors import EXIT_FINDINGS, EXIT_INCONCLUSIVE, EXIT_OK, ProbeError
 from geventprobe.gunicorn_harness import HarnessRun, run_build
@@ -81,6 +81,15 @@ class RunOptions:
     proxied: bool = False
     """``dsn`` already leads through the ``--rtt`` delay proxy (a matrix's shared session):
     do not start another in front of it."""
+
+    def __post_init__(self):
+        # The user's own connect_timeout (in the DSN, or PGCONNECT_TIMEOUT) bounds every
+        # connection of the run, the parent's and the workers', and the messages quote it.
+        own = own_connect_timeout(self.dsn)
+        workload = self.profile.workload
+        if own is not None and own != workload.connect_timeout_s:
+            object.__setattr__(self, "profile", dataclasses.replace(
+                self.profile, workload=dataclasses.replace(workload, connect_timeout_s=own)))
 
 
 @dataclass
@@ -235,6 +244,10 @@ def probe_build(build: Build, options: RunOptions, dsn: str, *,
                     **(harness or {}))
     reports = run.results
     facts = reports[0].get("facts", {}) if reports else {}
+    if run.not_running:  # before any verdict: a stopped worker's lag is not the driver's
+        pid, seen = min(run.not_running.items())
+        return _error(build, f"worker {pid} did not run during the probe: it was {seen}, so "
+                      "its figures say nothing about the driver", facts, run, started)
     if run.timed_out_pids:
         return _worker_timeout(build, run, facts or run.ready_facts, preload, started)
     failed = [r for r in reports if r.get("error")]

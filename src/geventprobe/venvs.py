@@ -261,9 +261,48 @@ def _run(argv: list[str], timeout: float) -> tuple[int | None, str]:
         procs.remove_temp_dir(work)
 
 
+# What pip says when an index does not answer: "Could not fetch URL ...: connection error"
+# (at -vv) and urllib3's "Retrying ... NewConnectionError(...)" (when it retries).
+_FETCH_FAILED = re.compile(r"Could not fetch URL (\S+?):? (?:connection error: )?(.*)$")
+_CONNECTION_BROKEN = re.compile(r"Failed to establish a new connection|NewConnectionError|"
+                                r"ConnectTimeoutError|Max retries exceeded|NameResolutionError|"
+                                r"Temporary failure in name resolution|Name or service not known"
+                                r"|ProxyError|Connection refused|Network is unreachable")
+_HOST_PORT = re.compile(r"host='([^']+)', port=(\d+)")
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+
+
+def index_unreachable(output: str) -> str | None:
+    """``the package index URL could not be reached (REASON)``, from an installer's output,
+    when it says a connection failed; None otherwise.
+
+    pip goes on to the other configured indexes (``extra-index-url``, ``find-links``) when
+    one cannot be reached: a release then looks missing when the index was.
+    """
+    for line in output.splitlines():
+        line = line.strip().removesuffix(" - skipping")
+        if not _CONNECTION_BROKEN.search(line) and "connection error" not in line:
+            continue
+        errno = _ERRNO.search(line)
+        fetch = _FETCH_FAILED.search(line)
+        if fetch:
+            reason = errno.group(1) if errno else fetch.group(2)[:120]
+            return f"the package index {fetch.group(1)} could not be reached ({reason.strip()})"
+        where = _HOST_PORT.search(line)
+        at = f" at {where.group(1)}:{where.group(2)}" if where else ""
+        reason = errno.group(1).strip() if errno else "connection failed"
+        return f"the package index{at} could not be reached ({reason})"
+    return None
+
+
 def installer_reason(output: str, installer: str, requirements: tuple[str, ...] = ()) -> str:
     """One line saying why an install failed, from the installer's own output."""
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    unreachable = index_unreachable(output)
+    if unreachable:
+        # Not "no such release": the index that has it did not answer.
+        return (f"{unreachable}, so {installer} could not get {' '.join(requirements) or 'it'}: "
+                "check the network, or pip's index settings (pip config list)")
     pip_missing = next((ln for ln in lines if "No matching distribution found for" in ln), None)
     if pip_missing:
         req = pip_missing.split("found for", 1)[1].strip()

@@ -8,6 +8,12 @@ that failed); 3 inconclusive (a baseline did not get its known class);
 
 from __future__ import annotations
 
+from geventprobe.early_interrupt import quiet_early_interrupt, started_as_program
+
+# The console script imports this module, then calls main(): quiet a Ctrl-C from here on.
+if started_as_program():
+    quiet_early_interrupt()
+
 import click
 
 from geventprobe import __version__

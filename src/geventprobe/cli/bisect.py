@@ -9,7 +9,7 @@ import sys
 import click
 from rich.console import Console
 
-from geventprobe import bisect
+from geventprobe import bisect, files
 from geventprobe.builds import parse_builds
 from geventprobe.cli.common import (
     ProgressListener,
@@ -84,7 +84,7 @@ def bisect_command(good, bad, build_name, package, workers, greenlets, dsn, rtt_
             workers=workers or (2 if small else profile.workload.workers),
             greenlets=greenlets or (8 if small else profile.workload.greenlets),
             rtt_ms=profile.workload.rtt_ms if rtt_ms is None else rtt_ms))
-        builds, _ = parse_builds(build_name)
+        builds, _ = parse_builds(build_name, "--build")
         check_writable(json_path, "--json")
         warn_secret_argv(console, dsn)
         run_options = RunOptions(profile=profile, builds=builds, builds_named=True,
@@ -97,8 +97,10 @@ def bisect_command(good, bad, build_name, package, workers, greenlets, dsn, rtt_
         with ProgressListener(console, total=bisect.max_steps(len(releases)),
                               unit="probes") as listener:
             result = bisect.run(opts, listener, releases=releases)
-        render(result, report_console(), verbose)
+        # `--json -`: stdout carries the JSON alone, the report goes to stderr.
+        render(result, console if files.is_stdout(json_path) else report_console(), verbose)
         if json_path:
             write_json(result, json_path)
-            console.print(f"geventprobe: wrote {json_path}")
+            if not files.is_stdout(json_path):
+                console.print(f"geventprobe: wrote {json_path}", soft_wrap=True)
     sys.exit(result.exit_code)

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from geventprobe import profiles
+from geventprobe import files, profiles
 from geventprobe.cli.common import (
     ProgressListener,
     check_writable,
@@ -65,8 +65,11 @@ def calibrate_command(workers, greenlets, dsn, rtt_ms, json_path, config_path, p
                              calibrate=True)
         with ProgressListener(console, total=8, unit="controls") as listener:
             result = calibration_only(options, listener)
-        terminal.render(result, report_console(), verbose)
+        # `--json -`: stdout carries the JSON alone, the report goes to stderr.
+        terminal.render(result, console if files.is_stdout(json_path) else report_console(),
+                        verbose)
         if json_path:
             json_format.write(result, json_path)
-            console.print(f"geventprobe: wrote {json_path}")
+            if not files.is_stdout(json_path):
+                console.print(f"geventprobe: wrote {json_path}", soft_wrap=True)
     sys.exit(result.exit_code)

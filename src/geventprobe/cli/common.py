@@ -12,7 +12,6 @@ context manager did not get to, ``procs.cleanup()`` stops and removes last.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
 import traceback
@@ -23,9 +22,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Column
 
-from geventprobe import procs
+from geventprobe import files, procs
 from geventprobe.delay_proxy import MAX_RTT_MS
-from geventprobe.dsn import redact
+from geventprobe.dsn import foreign_scheme, redact
 from geventprobe.errors import EXIT_INTERRUPTED, EXIT_USAGE, ProbeError, Terminated
 from geventprobe.model import BuildResult
 
@@ -68,16 +67,29 @@ def hide_secret_argv() -> bool:
     return True
 
 
-def _hide_dsn(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    # Runs while click parses, before the command body: the earliest point a command knows.
+
+def _given_dsn(ctx, param, value):
+    """An empty DSN is refused: ``--dsn "$DATABASE_URL"`` with the variable unset must not
+    quietly probe the embedded server instead of the user's."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("the DSN is empty: give your server's DSN, or leave --dsn "
+                                 "out (and GEVENTPROBE_DSN unset) to use an embedded server",
+                                 ctx=ctx, param=param)
     if value:
-        hide_secret_argv()
+        hide_secret_argv()  # while click parses: the earliest point a command knows
+    scheme = foreign_scheme(value) if value else None
+    if scheme:
+        hint = (" (SQLAlchemy's driver suffix: drop it)" if scheme.lower().startswith(
+            ("postgresql+", "postgres+")) else "")
+        raise click.BadParameter(f"{scheme}:// is not a PostgreSQL URL{hint}: give a "
+                                 "postgresql:// URI or libpq key=value pairs", ctx=ctx,
+                                 param=param)
     return value
 
 
 # Options every probing command shares, defined once so they cannot drift apart.
 dsn_option = click.option(
-    "--dsn", envvar="GEVENTPROBE_DSN", default=None, metavar="DSN", callback=_hide_dsn,
+    "--dsn", envvar="GEVENTPROBE_DSN", default=None, metavar="DSN", callback=_given_dsn,
     help="Your PostgreSQL (libpq conninfo or URI; env GEVENTPROBE_DSN keeps it out of ps). "
          "Default: PG* environment if set, else an embedded throwaway server.")
 debug_option = click.option("--debug", is_flag=True, help="Show tracebacks.")
@@ -125,7 +137,10 @@ def fail(message: str, code: int = EXIT_USAGE) -> None:
 def _outcome(exc: BaseException, debug: bool) -> tuple[str, int]:
     """The one line and the exit code for what ended a command."""
     if debug:
-        traceback.print_exception(type(exc), exc, exc.__traceback__)
+        # Redacted like every other output: a chained driver error may quote the DSN.
+        sys.stderr.write(redact("".join(
+            traceback.format_exception(type(exc), exc, exc.__traceback__))))
+        sys.stderr.flush()
     if isinstance(exc, ProbeError):
         return str(exc), exc.exit_code
     if isinstance(exc, KeyboardInterrupt):
@@ -202,11 +217,7 @@ class OneLineErrorsGroup(click.Group):
 
 def check_writable(path: str | None, flag: str) -> None:
     """Refuse an output path we will not be able to write, before spending a run on it."""
-    if path is None:
-        return
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise ProbeError(f"cannot write {flag} {path}: {folder} is not a writable directory")
+    files.check_writable(path, flag)
 
 
 def report_console() -> Console:

@@ -8,6 +8,7 @@ import sys
 import click
 from rich.console import Console
 
+from geventprobe import files
 from geventprobe.cli.common import check_writable, debug_option, handled_errors, verbose_option
 from geventprobe.dsn import scrub_result
 from geventprobe.errors import ProbeError
@@ -34,7 +35,8 @@ def write_run_outputs(result: RunResult, markdown_path: str | None, console: Con
     """``run``'s Markdown report, and the job summary when ``$GITHUB_STEP_SUMMARY`` is set."""
     if markdown_path:
         markdown.write(result, markdown_path)
-        console.print(f"geventprobe: wrote {markdown_path}", soft_wrap=True)
+        if not files.is_stdout(markdown_path):
+            console.print(f"geventprobe: wrote {markdown_path}", soft_wrap=True)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         try:
@@ -83,16 +85,8 @@ def report_command(result_path, fmt, output, redact_hosts, verbose, debug):
         if output is None:
             click.echo(rendered, nl=False)
         else:
-            _write(rendered, output)
-            click.echo(f"geventprobe: wrote {output}", err=True)
+            # Through a symlink, whole or not at all; `-o -` is stdout.
+            files.write_atomic(output, rendered, "-o")
+            if not files.is_stdout(output):
+                click.echo(f"geventprobe: wrote {output}", err=True)
     sys.exit(0)
-
-
-def _write(rendered: str | bytes, path: str) -> None:
-    mode, encoding = ("wb", None) if isinstance(rendered, bytes) else ("w", "utf-8")
-    try:
-        with open(path, mode, encoding=encoding) as f:
-            f.write(rendered)
-    except OSError as exc:
-        raise ProbeError(f"cannot write -o {path} ({exc.strerror}): choose another "
-                         "path") from exc

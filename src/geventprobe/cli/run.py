@@ -7,12 +7,11 @@ import sys
 
 import click
 
-from geventprobe import app_mode, matrix, profiles
+from geventprobe import app_mode, files, matrix, profiles
 from geventprobe.builds import parse_builds
 from geventprobe.cli import report as report_cli
 from geventprobe.cli.common import (
     ProgressListener,
-    check_writable,
     debug_option,
     dsn_option,
     handled_errors,
@@ -102,15 +101,15 @@ def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path
             profile = dataclasses.replace(profile, workload=dataclasses.replace(
                 profile.workload, workers=app_plan.workers))
             preload = app_plan.preload
-        builds, named = parse_builds(builds_text or project.builds)
+        builds, named = parse_builds(builds_text if builds_text is not None
+                                     else project.builds)
         if app_plan is not None:
             builds, named = [], False
         preload = preload or bool(project.preload and app_plan is None)
         calibrate = calibrate or profile.calibrate
         fail_on = parse_fail_on(fail_on_text, "--fail-on") if fail_on_text else profile.fail_on
         sets = matrix.requested(psycopg_text, gevent_text)
-        check_writable(json_path, "--json")
-        check_writable(markdown_path, "--markdown")
+        files.check_outputs([("--json", json_path), ("--markdown", markdown_path)])
         options = RunOptions(profile=profile, builds=builds, builds_named=named,
                              dsn=dsn or None, preload=preload,
                              command=["geventprobe", *sys.argv[1:]], calibrate=calibrate,
@@ -125,10 +124,13 @@ def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path
         if app_plan is not None:
             result = dataclasses.replace(result, summary=app_mode.summary(result))
         result = report_cli.for_output(result, redact_hosts)  # every output reads this record
-        terminal.render(result, report_console(), verbose)
+        # `--json -`: stdout carries the file alone, the report goes to stderr with progress.
+        to_stdout = files.is_stdout(json_path) or files.is_stdout(markdown_path)
+        terminal.render(result, console if to_stdout else report_console(), verbose)
         if json_path:
             json_format.write(result, json_path)
-            console.print(f"geventprobe: wrote {json_path}")
+            if not files.is_stdout(json_path):
+                console.print(f"geventprobe: wrote {json_path}", soft_wrap=True)
         report_cli.write_run_outputs(result, markdown_path, console)
     sys.exit(result.exit_code)
 
@@ -136,16 +138,19 @@ def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path
 def _app_plan(app, gunicorn_config, chdir, builds_text, matrix_text, workers, preload,
               project: profiles.ProjectSettings) -> app_mode.AppPlan | None:
     """``--app`` (or ``app`` in pyproject): read the user's gunicorn settings; else None."""
-    if app and (builds_text or matrix_text):
+    builds_asked = builds_text is not None or bool(matrix_text)
+    if app and builds_asked:
         raise ProbeError("--app probes the driver your app imports: drop --builds, --psycopg "
                          "and --gevent (or drop --app to probe the built-in builds)")
-    if not app and (builds_text or matrix_text):
+    # Checked before --builds can turn app mode off: a config that is never read must not
+    # pass in silence.
+    if not app and (gunicorn_config or chdir) and (builds_asked or not project.app):
+        raise ProbeError("--gunicorn-config and --chdir go with --app MODULE:CALLABLE: "
+                         "add --app (e.g. --app myproject.wsgi:application)")
+    if not app and builds_asked:
         return None  # built-in builds asked for on the command line: the project's app waits
     app = app or project.app
     if not app:
-        if gunicorn_config or chdir:
-            raise ProbeError("--gunicorn-config and --chdir go with --app MODULE:CALLABLE: "
-                             "add --app (e.g. --app myproject.wsgi:application)")
         return None
     request = app_mode.AppRequest(
         app=app,

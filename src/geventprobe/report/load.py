@@ -18,6 +18,16 @@ from geventprobe import model
 from geventprobe.errors import ProbeError
 from geventprobe.model import SCHEMA_VERSION, RunResult
 
+# The scalar annotations a record's fields use, and what JSON value each accepts.
+# bool is an int in Python: a count edited into ``true`` is refused too.
+_SCALARS = {
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+}
+_JSON_NAMES = {"float": "a number", "int": "an integer", "str": "a string", "bool": "true or false"}
+
 
 class _Invalid(Exception):
     """A value that does not fit its field; the message names the field's path."""
@@ -60,8 +70,8 @@ def _resolve(annotation: str):
     found = getattr(model, text, None)
     if isinstance(found, type) and (dataclasses.is_dataclass(found) or issubclass(found, Enum)):
         return ("type", found)
-    if text == "float":
-        return ("float", None)
+    if text in _SCALARS:
+        return (text, None)
     return ("plain", None)
 
 
@@ -77,9 +87,13 @@ def _convert(value, kind, path: str):
         if not isinstance(value, dict):
             raise _Invalid(f"{path} must be an object")
         return {k: _convert(v, inner, f"{path}.{k}") for k, v in value.items()}
-    if tag == "float":
+    if tag == "float" and value is None:
         # JSON has no NaN: the writer turned non-finite figures into null.
-        return math.nan if value is None else value
+        return math.nan
+    if tag in _SCALARS:
+        if not _SCALARS[tag](value):
+            raise _Invalid(f"{path} must be {_JSON_NAMES[tag]}, not {json.dumps(value)[:40]}")
+        return value
     if tag == "type":
         if issubclass(inner, Enum):
             try:
