@@ -313,8 +313,9 @@ class BuildResult:
     routes: list[RouteResult] = field(default_factory=list)
     """``run --app --route``: each route's verdict, in the order asked."""
     timings: dict[str, float] = field(default_factory=dict)
-    """Where this build's time went, seconds per phase (``boot``, ``connect``, ``waits``,
-    ``select1``, ``requests``, ``routes``, ``stop``)."""
+    """Where this build's time went, seconds per phase: ``boot`` (the previous build's
+    gunicorn exits meanwhile), ``probe`` (and within it ``connect``, ``waits``, ``select1``),
+    ``requests``, ``routes``."""
 
 
 @dataclass(frozen=True)

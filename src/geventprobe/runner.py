@@ -22,6 +22,7 @@ from geventprobe import (
     delay_proxy,
     diagnosis,
     environment,
+    gunicorn_harness,
     metrics,
     preflight,
     procs,
@@ -141,7 +142,10 @@ def server(options: RunOptions, listener: Listener, route: Route | None = None
         python=options.python, env=options.base_env)
     with procs.guarded(preflight.time_limit(options.time_limit_s)), \
             _open_server(options, listener, route or Route()) as found:
-        yield found
+        try:
+            yield found
+        finally:
+            gunicorn_harness.finish_previous()  # the last build's gunicorn, still exiting
 
 
 @contextlib.contextmanager
