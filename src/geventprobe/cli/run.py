@@ -24,6 +24,7 @@ from geventprobe.config import parse_fail_on
 from geventprobe.errors import ProbeError
 from geventprobe.preflight import CONNECTION_CAP, DEFAULT_TIME_LIMIT_S
 from geventprobe.report import json_format, terminal
+from geventprobe.routes import parse_routes
 from geventprobe.runner import RunOptions, run
 
 
@@ -69,6 +70,10 @@ from geventprobe.runner import RunOptions, run
                    "GUNICORN_CMD_ARGS, else ./gunicorn.conf.py].")
 @click.option("--chdir", "chdir", metavar="DIR", default=None,
               help="With --app: the directory gunicorn runs in (your project) [.].")
+@click.option("--route", "route_texts", metavar="ROUTE", multiple=True,
+              help="With --app (repeatable): also drive this route of your app, e.g. /login or "
+                   "'POST /login' (empty body): one request alone, then route_concurrency "
+                   "concurrent requests per worker; verdict OK, BLOCKING, SERIALIZED or FAILING.")
 @click.option("--profile", "profile_name", metavar="NAME", default=None,
               help="Named profile: default, quick (fast look), ci (stricter thresholds, "
                    "calibration on) [default, or `profile` in pyproject's [tool.geventprobe]].")
@@ -77,8 +82,8 @@ from geventprobe.runner import RunOptions, run
 @debug_option
 def run_command(workers, greenlets, builds_text, dsn, preload, json_path, config_path, calibrate,
                 debug, psycopg_text, gevent_text, markdown_path, redact_hosts,
-                allow_many_connections, time_limit, app, gunicorn_config, chdir, profile_name,
-                fail_on_text):
+                allow_many_connections, time_limit, app, gunicorn_config, chdir, route_texts,
+                profile_name, fail_on_text):
     """Probe each driver build inside real gunicorn gevent workers and judge it.
 
     Exit 0: every psycopg 3 build cooperates. 1: one BLOCKS or BUSY-WAITs.
@@ -92,7 +97,7 @@ def run_command(workers, greenlets, builds_text, dsn, preload, json_path, config
         profile = profiles.with_sizes(profiles.resolve(profile_name, config_path, project),
                                       workers, greenlets)
         app_plan = _app_plan(app, gunicorn_config, chdir, builds_text, psycopg_text or
-                             gevent_text, workers, preload, project)
+                             gevent_text, workers, preload, project, route_texts)
         if app_plan is not None:  # their workers, as their config says (or --workers)
             profile = dataclasses.replace(profile, workload=dataclasses.replace(
                 profile.workload, workers=app_plan.workers))
@@ -129,8 +134,12 @@ def run_command(workers, greenlets, builds_text, dsn, preload, json_path, config
 
 
 def _app_plan(app, gunicorn_config, chdir, builds_text, matrix_text, workers, preload,
-              project: profiles.ProjectSettings) -> app_mode.AppPlan | None:
+              project: profiles.ProjectSettings, route_texts=()) -> app_mode.AppPlan | None:
     """``--app`` (or ``app`` in pyproject): read the user's gunicorn settings; else None."""
+    if route_texts and not (app or (project.app and not (builds_text or matrix_text))):
+        raise ProbeError("--route drives a route of your app: add --app MODULE:CALLABLE "
+                         "(e.g. --app myproject.wsgi:application --route /login)")
+    routes = parse_routes(route_texts or project.routes)
     if app and (builds_text or matrix_text):
         raise ProbeError("--app probes the driver your app imports: drop --builds, --psycopg "
                          "and --gevent (or drop --app to probe the built-in builds)")
@@ -147,5 +156,6 @@ def _app_plan(app, gunicorn_config, chdir, builds_text, matrix_text, workers, pr
         gunicorn_config=gunicorn_config or project.gunicorn_config,
         chdir=chdir or project.chdir,
         workers=workers,
-        preload=preload or bool(project.preload))
+        preload=preload or bool(project.preload),
+        routes=tuple(routes))
     return app_mode.plan(request)
