@@ -149,7 +149,9 @@ def judge(run: RouteRun, workers: dict[int, dict], t: Thresholds) -> RouteResult
         cause, advice = serialized_cause(served, run.connections)
     else:
         verdict = Verdict.OK
-    connections = max(run.connections.values()) if run.connections else None
+    # The worker the cause speaks of: the one that served the most requests at once.
+    busiest = max(served, key=lambda p: (served[p], -p)) if served else None
+    connections = run.connections.get(busiest) if busiest is not None else None
     return RouteResult(
         route=route, verdict=verdict, concurrency=run.concurrency, lone_ms=lone_ms,
         lone_status=int(run.lone_status) if run.lone_status.isdigit() else None,
