@@ -1,9 +1,10 @@
 """One psycopg connection shared by every request of a worker (a "singleton" connection).
 
-The connection is opened on the first request and kept in a module global, the way a
-``get_db()`` helper without a pool often is. psycopg 3 guards a connection with a lock,
-so under the gevent worker concurrent requests queue on it one query at a time while
-the hub stays free: nothing blocks, yet users wait. Expected: SERIALIZED.
+The connection is opened when each worker imports the app (after gevent patched it) and
+kept in a module global, the way a ``db = connect(...)`` at the top of a module is.
+psycopg 3 guards a connection with a lock, so under the gevent worker concurrent requests
+queue on it one query at a time while the hub stays free: nothing blocks, yet users wait.
+Expected: SERIALIZED.
 
     geventprobe run --app app:application --chdir harness/examples/shared_connection \
         --route /query
@@ -14,21 +15,14 @@ import os
 import psycopg
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
-_conn = None
-
-
-def db():
-    """The worker's one connection (opened on first use, then shared)."""
-    global _conn
-    if _conn is None or _conn.closed:
-        _conn = psycopg.connect(DATABASE_URL, autocommit=True)
-    return _conn
+# The worker's one connection, shared by every request it serves.
+conn = psycopg.connect(DATABASE_URL, autocommit=True)
 
 
 def application(environ, start_response):
     """``/query`` waits 0.2 s on the server; everything else says hello."""
     if environ.get("PATH_INFO") == "/query":
-        db().execute("SELECT pg_sleep(0.2)")
+        conn.execute("SELECT pg_sleep(0.2)")
         body = b"done\n"
     else:
         body = b"hello\n"
