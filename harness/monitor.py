@@ -18,6 +18,7 @@ Imports gevent only inside functions (see ``harness/__init__.py``).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import sysconfig
 import time
@@ -53,6 +54,9 @@ def short(path: str) -> str:
             return path.split(marker, 1)[1]
     if "/lib/python3" in path:
         return "python3" + path.split("/lib/python3", 1)[1]
+    real = os.path.abspath(path)
+    if real.startswith(_OURS + os.sep) and not real.startswith(_EXAMPLES):
+        return "geventprobe/harness/" + os.path.relpath(real, _OURS)
     rel = os.path.relpath(path)
     return path if rel.startswith("..") else rel
 
@@ -67,6 +71,8 @@ def is_user_code(path: str) -> bool:
     real = os.path.abspath(path)
     if real.startswith(_EXAMPLES):
         return True
+    if re.search(r"/lib/python3\.\d+/", real):  # a standard library, ours or another's
+        return False
     if real.startswith((_OURS, _PACKAGE, _package_dir())) or "/gevent/" in real:
         return False
     return not real.startswith(_NOT_USER)

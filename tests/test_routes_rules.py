@@ -145,3 +145,37 @@ def test_stacks_are_counted_and_ordered():
     out = blocked.stacks([a, b, a, a], "waits")
     assert [(s.frames, s.count, s.user_frame) for s in out] == [
         (["a.py:1 in f"], 3, "a.py:1 in f"), (["b.py:1 in g"], 1, None)]
+
+
+def _hold_the_hub(seconds: float) -> None:
+    import time
+
+    time.sleep(seconds)  # not gevent's: nothing else runs meanwhile
+
+
+def test_monitor_catches_who_blocked_and_marks_the_users_frame():
+    """gevent's real monitor thread, in this process: a 0.3 s block is seen, with its line."""
+    import gevent
+    from geventprobe.harness.monitor import Monitor
+
+    monitor = Monitor(0.05).start()
+    try:
+        gevent.sleep(0.02)
+        _hold_the_hub(0.3)
+        gevent.sleep(0.02)
+    finally:
+        events = monitor.stop()
+    assert gevent.config.monitor_thread is False
+    assert len(events) >= 2, events
+    e = events[0]
+    assert "in _hold_the_hub: time.sleep(seconds)" in e["frames"][e["user"]]
+    assert "test_routes_rules.py:" in e["frames"][e["user"]]
+
+
+def test_user_code_is_told_from_libraries():
+    from geventprobe.harness.monitor import is_user_code
+
+    assert is_user_code("/srv/shop/views.py")
+    for path in ("/usr/lib/python3.11/hashlib.py", "/v/lib/python3.12/site-packages/x/y.py",
+                 "/v/lib/python3.12/site-packages/gevent/hub.py", "<frozen runpy>"):
+        assert not is_user_code(path), path
