@@ -125,3 +125,18 @@ def test_routes_in_pyproject_are_checked(run_cli, tmp_path):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "[tool.geventprobe]: --route 'GET' is not a route" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@integration
+def test_builtin_blocking_build_carries_who_blocked(run_cli, pg_dsn, tmp_path):
+    """psycopg2 without a wait callback: the monitor's stack ends in the probe's query."""
+    out = tmp_path / "r.json"
+    proc = run_cli("run", "--profile", "quick", "--builds", "psycopg2", "--json", str(out),
+                   env={"GEVENTPROBE_DSN": pg_dsn})
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # a baseline: no finding
+    (b,) = json.loads(out.read_text())["builds"]
+    assert b["verdict"] == "BLOCKING" and b["routes"] == []
+    top = b["blocked_by"][0]
+    assert top["phase"] == "waits" and top["count"] >= 2 and top["user_frame"] is None
+    assert top["innermost"].startswith("geventprobe/harness/probe.py:")
+    assert top["innermost"].endswith("in query: cursor.execute(sql, params)")
