@@ -78,7 +78,8 @@ from geventprobe.runner import RunOptions, run
               help="Named profile: default, quick (fast look), ci (stricter thresholds, "
                    "calibration on) [default, or `profile` in pyproject's [tool.geventprobe]].")
 @click.option("--fail-on", "fail_on_text", metavar="LIST", default=None,
-              help="Verdicts that exit 1: blocking,busy-wait, or none [blocking,busy-wait].")
+              help="Verdicts that exit 1: blocking,busy-wait,serialized,failing (the last two: "
+                   "--route), or none [all four].")
 @debug_option
 def run_command(workers, greenlets, builds_text, dsn, preload, json_path, config_path, calibrate,
                 debug, psycopg_text, gevent_text, markdown_path, redact_hosts,
@@ -86,9 +87,10 @@ def run_command(workers, greenlets, builds_text, dsn, preload, json_path, config
                 profile_name, fail_on_text):
     """Probe each driver build inside real gunicorn gevent workers and judge it.
 
-    Exit 0: every psycopg 3 build cooperates. 1: one BLOCKS or BUSY-WAITs.
-    2: usage/environment error or failed probe. 3: inconclusive (a baseline
-    missed its known class). 130: interrupted.
+    Exit 0: every psycopg 3 build cooperates. 1: one BLOCKS or BUSY-WAITs, or a
+    --route is BLOCKING, SERIALIZED or FAILING. 2: usage/environment error or
+    failed probe. 3: inconclusive (a baseline missed its known class). 130:
+    interrupted.
     """
     console = progress_console()
     with handled_errors(debug):
