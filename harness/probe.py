@@ -381,6 +381,7 @@ def run(worker=None) -> None:
     result: dict = {"version": RESULT_VERSION, "pid": pid, "error": None}
     conns: list = []
     heartbeat = _Heartbeat(workload["heartbeat_ms"] / 1000.0)
+    monitor = None
     try:
         module, import_error = _driver_module()
         result["facts"] = collect_facts(worker)
@@ -398,7 +399,9 @@ def run(worker=None) -> None:
         hb = gevent.spawn(heartbeat.run)
         gevent.sleep(0.02)  # the heartbeat ticks before anything is measured
         rules = _Rules(workload, heartbeat)
+        monitor = _start_monitor(workload)
         conns, result["connect"] = _connect_in_turn(driver, workload, order, rules)
+        result["blocked_connect"], monitor = _stop_monitor(monitor), None
         cursors = [conn.cursor() for conn in conns]
         # One query per connection first, so first-use costs stay out of the windows.
         gevent.joinall([gevent.spawn(driver.query, c, "SELECT 1") for c in cursors],
@@ -406,6 +409,7 @@ def run(worker=None) -> None:
         w = float(workload["wait_seconds"])
         rounds = int(workload["wait_rounds"])
         windows: list[list[float]] = []
+        monitor = _start_monitor(workload)
         for _ in range(rounds):
             gevent.sleep(0.02)  # let the heartbeat tick between windows (10 ticks)
             # A blocked hub serialises every window (16 × w = 2.4 s each by default): once
@@ -417,6 +421,7 @@ def run(worker=None) -> None:
             gevent.joinall(jobs, raise_error=True)
             windows.append([t0, time.monotonic()])
         gevent.sleep(0.02)
+        result["blocked"], monitor = _stop_monitor(monitor), None
 
         latencies: list[int] = []
         t_end = time.monotonic() + float(workload["select1_seconds"])
@@ -447,6 +452,8 @@ def run(worker=None) -> None:
         )
     except BaseException as exc:
         heartbeat.stop()
+        with contextlib.suppress(Exception):
+            _stop_monitor(monitor)
         result["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         result["traceback"] = traceback.format_exc()
     finally:
@@ -459,6 +466,35 @@ def run(worker=None) -> None:
         for conn in conns:
             with contextlib.suppress(Exception):
                 conn.close()
+        if result["error"] is None:
+            _hand_over_to_routes(workload)
+
+
+def _start_monitor(workload: dict):
+    """gevent's monitor thread for the connect phase or the wait windows (who blocked); None
+    when turned off."""
+    from geventprobe.harness.monitor import Monitor
+
+    period = float(workload.get("monitor_ms", 0)) / 1000.0
+    return Monitor(period).start() if period > 0 else None
+
+
+def _stop_monitor(monitor) -> list:
+    """Stop it before the SELECT 1 loop (its tracer must not weigh on those figures)."""
+    return monitor.stop() if monitor is not None else []
+
+
+def _hand_over_to_routes(workload: dict) -> None:
+    """``run --app --route``: the parent drives the app's own routes next, in this worker."""
+    from geventprobe.harness import probe_route
+    from geventprobe.harness.monitor import DEFAULT_MAX_BLOCKING_S, Monitor
+
+    timeout = float(os.environ.get("GEVENTPROBE_ROUTES_TIMEOUT_S") or 0)
+    if timeout <= 0:
+        return
+    period = float(workload.get("monitor_ms", 0)) / 1000.0 or DEFAULT_MAX_BLOCKING_S
+    probe_route.route_phase(_run_dir(), _Heartbeat(workload["heartbeat_ms"] / 1000.0),
+                            Monitor(period), timeout, _write_json)
 
 
 def start(worker) -> None:

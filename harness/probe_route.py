@@ -14,11 +14,13 @@ are imported (see ``harness/__init__.py``).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 
 PATH = "/__geventprobe__"
 
-_state: dict = {"pool": None, "sql": None, "params": None}
+_state: dict = {"pool": None, "sql": None, "params": None, "seen": None}
 
 
 def configure(connections: list, sleep_ms: float) -> None:
@@ -68,7 +70,55 @@ def wrap(app):
     def application(environ, start_response):
         if environ.get("PATH_INFO") == PATH:
             return _answer(start_response)
+        seen = _state["seen"]
+        if seen is not None:  # the route phase: which worker served how many, and when
+            seen.append(time.monotonic())
         return app(environ, start_response)
 
     application.__wrapped__ = app
     return application
+
+
+def _close_pool() -> None:
+    """Close the route's own connections: the request phase is over, and in the route
+    phase the parent counts the app's connections to the server, not ours."""
+    pool, _state["pool"] = _state["pool"], None
+    while pool is not None and not pool.empty():
+        conn = pool.get()
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def route_phase(run_dir: str, heartbeat, monitor, timeout_s: float, write_json) -> None:
+    """``run --app --route``: stay out of the way while the parent drives the user's routes.
+
+    The worker's hub keeps a heartbeat (``heartbeat``: a probe ``_Heartbeat``) and gevent's
+    monitor thread (``monitor``: a ``harness.monitor.Monitor``) running, notes when each
+    request of the app starts, and says ``route-ready-<pid>.json``. When the parent writes
+    ``routes-stop`` (or ``timeout_s`` passed) it writes all of it to ``routes-<pid>.json``.
+    """
+    import gevent
+
+    pid = os.getpid()
+    _close_pool()
+    beat = gevent.spawn(heartbeat.run)
+    monitor.start()
+    _state["seen"] = []
+    try:
+        write_json(f"route-ready-{pid}.json", {"pid": pid})
+        stop = os.path.join(run_dir, "routes-stop")
+        deadline = time.monotonic() + timeout_s
+        while not os.path.exists(stop) and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+    finally:
+        heartbeat.stop()
+        events = monitor.stop()
+        beat.join(timeout=1)
+        seen, _state["seen"] = _state["seen"], None
+        write_json(f"routes-{pid}.json", {
+            "pid": pid,
+            "heartbeat_expected": heartbeat.expected,
+            "heartbeat_lag": heartbeat.lag,
+            "requests": seen,
+            "blocked": events,
+        })

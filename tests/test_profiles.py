@@ -26,7 +26,7 @@ def test_quick_is_smaller_and_ci_is_stricter_with_calibration():
     assert ci.calibrate and not default.calibrate and not quick.calibrate
     for key in ("blocking_wait_factor", "blocking_hub_lag_fraction", "busy_wait_cpu"):
         assert getattr(ci.thresholds, key) < getattr(default.thresholds, key), key
-    assert ci.fail_on == ("blocking", "busy-wait")
+    assert ci.fail_on == ("blocking", "busy-wait", "serialized", "failing")
 
 
 def test_unknown_profile_names_the_choices():

@@ -33,6 +33,7 @@ from geventprobe.builds import Build
 from geventprobe.dsn import redact
 from geventprobe.errors import ProbeError
 from geventprobe.model import RunResult, Verdict
+from geventprobe.routes import Route
 
 WRAPPER_CONFIG = "python:geventprobe.harness.wrapper_conf"
 _APP_SPEC = re.compile(r"^[A-Za-z_][\w.]*(:.+)?$")
@@ -53,6 +54,8 @@ class AppRequest:
     preload: bool = False
     """``--preload`` given on our command line (theirs, in their config, applies anyway)."""
     inspect_timeout_s: float = 60.0
+    routes: tuple[Route, ...] = ()
+    """``--route``: the app's own routes to drive after the driver probe (``routes.py``)."""
 
 
 @dataclass(frozen=True)
@@ -70,11 +73,14 @@ class AppPlan:
     record: dict
     """What the report shows about the deployment (``RunResult.app``)."""
     base_env: dict = field(default_factory=dict)
+    routes: tuple[Route, ...] = ()
+    """The app's routes to drive after the driver probe."""
 
     @property
     def harness(self) -> dict:
         """Keywords of ``gunicorn_harness.run_build`` that run this app instead of ours."""
-        return {"argv": self.argv, "cwd": self.cwd, "keep_cmd_args": True}
+        return {"argv": self.argv, "cwd": self.cwd, "keep_cmd_args": True,
+                "routes": list(self.routes)}
 
     def env(self, dsn: str) -> dict[str, str]:
         """Environment of their gunicorn, on top of ours, for a server at ``dsn``."""
@@ -253,12 +259,13 @@ def plan(request: AppRequest) -> AppPlan:
         "gunicorn_cmd_args": shown_cmd_args(os.environ.get("GUNICORN_CMD_ARGS")),
         "database_url_from_geventprobe": not os.environ.get("DATABASE_URL"),
         "overrides": overrides,
+        "routes": [str(r) for r in request.routes],
     }
     config_words = f"gunicorn config {shown}" if shown else "no gunicorn config file"
     build = Build(name=request.app, baseline=False, expected=None, env=dict(base_env),
                   description=f"your app {request.app}, {config_words}")
     return AppPlan(build=build, argv=argv, cwd=chdir, workers=workers, preload=preload,
-                   record=record, base_env=base_env)
+                   record=record, base_env=base_env, routes=tuple(request.routes))
 
 
 def summary(result: RunResult) -> str:
@@ -282,6 +289,15 @@ def summary(result: RunResult) -> str:
         text = f"the probe failed in your app's workers: {app.error or app.cause}"
     else:
         return result.summary
+    if app.routes:
+        text += "; routes: " + ", ".join(_route_words(r) for r in app.routes)
     if result.calibration is not None and not result.calibration.passed:
         text = f"INCONCLUSIVE: calibration failed: {result.calibration.reason}; {text}"
     return f"{text}; exit {code}"
+
+
+def _route_words(route) -> str:
+    """``GET /query SERIALIZED (1 server connection for 8 concurrent requests: …)``."""
+    if route.verdict is Verdict.OK:
+        return f"{route.route} OK"
+    return f"{route.route} {route.verdict}" + (f" ({route.cause})" if route.cause else "")

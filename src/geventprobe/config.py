@@ -59,6 +59,11 @@ class Workload:
     """A request not answered this long after it was due counts as an error."""
     http_max_requests: int = 20000
     """At most this many requests per build."""
+    route_concurrency: int = 8
+    """``run --app --route``: concurrent requests per worker in each route's burst."""
+    monitor_ms: float = 50.0
+    """gevent's monitor thread looks this often (ms) for a blocked hub during the wait
+    windows, and catches who blocked (0: off during the windows; the route phase keeps it)."""
     worker_timeout_s: int = 0
     """gunicorn ``--timeout`` (set it to your deployment's to see whether a blocked hub would
     get workers killed there); unset (0): long enough for a fully blocked run."""
@@ -112,6 +117,18 @@ class Thresholds:
     connect_min_window_ms: float = 25.0
     """A connect window shorter than this is too short to judge by its stall share (connects
     on a fast loopback): the hub-lag rule still applies; ``--rtt`` makes them judgeable."""
+    route_failing_share: float = 0.1
+    """A route is FAILING when this share of its burst (or its lone request) answered 5xx,
+    was reset or timed out."""
+    route_hub_lag_ms: float = 75.0
+    """A route is BLOCKING when a heartbeat in a worker was this late during its burst (the
+    driver verdict's limit: 0.5 · w with the default w = 0.15 s)."""
+    route_serialized_factor: float = 1.8
+    """A route is SERIALIZED when the burst's p90 latency is this many times the lone
+    request's (about 1 when the requests overlap, about C when they run one at a time)..."""
+    route_serialized_min_ms: float = 50.0
+    """...and at least this much longer in absolute terms (8 quick requests sharing the CPU
+    are not worth a finding)."""
 
 
 @dataclass(frozen=True)
@@ -123,11 +140,11 @@ class Profile:
     source: str
     calibrate: bool = False
     """Run the calibration controls before the builds (``[run] calibrate``)."""
-    fail_on: tuple[str, ...] = ("blocking", "busy-wait")
+    fail_on: tuple[str, ...] = ("blocking", "busy-wait", "serialized", "failing")
     """Verdicts that make ``run`` exit 1 (``[run] fail_on``, ``--fail-on``)."""
 
 
-FAIL_ON_CHOICES = ("blocking", "busy-wait")
+FAIL_ON_CHOICES = ("blocking", "busy-wait", "serialized", "failing")
 
 
 def parse_fail_on(value, source: str) -> tuple[str, ...]:
@@ -140,8 +157,8 @@ def parse_fail_on(value, source: str) -> tuple[str, ...]:
     bad = [n for n in names if n not in (*FAIL_ON_CHOICES, "none")]
     if bad or not names or ("none" in names and len(names) > 1):
         what = repr(bad[0]) if bad else repr(value)
-        raise ProbeError(f"{source}: unknown verdict {what}: choose from blocking, busy-wait "
-                         "(comma-separated), or none")
+        raise ProbeError(f"{source}: unknown verdict {what}: choose from "
+                         f"{', '.join(FAIL_ON_CHOICES)} (comma-separated), or none")
     return () if names == ["none"] else tuple(dict.fromkeys(names))
 
 
@@ -164,7 +181,7 @@ def _run_section(table, base: Profile, source: str) -> dict:
 
 
 # Keys for which 0 is a meaningful value (it turns something off).
-_ZERO_MEANS_OFF = {"http_rate", "http_query_ms", "worker_timeout_s", "rtt_ms"}
+_ZERO_MEANS_OFF = {"http_rate", "http_query_ms", "worker_timeout_s", "rtt_ms", "monitor_ms"}
 # Upper bounds, where a larger value would only make the probe's own timeouts fire.
 _AT_MOST = {"rtt_ms": MAX_RTT_MS}
 

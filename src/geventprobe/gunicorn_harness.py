@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from geventprobe import files, procs
+from geventprobe import routes as route_phase
 from geventprobe.config import Thresholds, Workload
 from geventprobe.cpu import CpuSampler
 from geventprobe.dsn import redact
@@ -59,6 +60,8 @@ class HarnessRun:
     not_running: dict[int, str] = field(default_factory=dict)
     """Workers that did not run for part of the probe (stopped, or off every CPU), by pid,
     with what was seen: their figures say nothing about the driver."""
+    routes: route_phase.RoutesRun | None = None
+    """``run --app --route``: the route phase (None without routes)."""
 
     @property
     def worker_timeouts(self) -> int:
@@ -130,7 +133,8 @@ def gunicorn_argv(workers: int, timeout: int, preload: bool, *, python: str | No
 def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: bool, *,
               python: str | None = None, base_env: dict[str, str] | None = None,
               argv: list[str] | None = None, cwd: str | None = None,
-              keep_cmd_args: bool = False, thresholds: Thresholds | None = None) -> HarnessRun:
+              keep_cmd_args: bool = False, thresholds: Thresholds | None = None,
+              routes: list[route_phase.Route] | None = None) -> HarnessRun:
     """Run the harness once under gunicorn with ``build_env`` on top of our environment.
 
     ``python`` and ``base_env`` run it in another environment instead (a version
@@ -139,6 +143,7 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
     instead of the harness app (``run --app``: ``app_mode.py`` builds the command line,
     and ``GUNICORN_CMD_ARGS`` applies as in their deployment). ``thresholds`` go to the
     workers so they stop repeating a measurement whose verdict is already decided.
+    ``routes``: the user's routes to drive after the request phase (``routes.py``).
     """
     run = HarnessRun()
     run_dir = procs.make_temp_dir("geventprobe-run-")
@@ -154,6 +159,9 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
         GEVENTPROBE_WORKLOAD=json.dumps(workload.to_worker(thresholds)),
         PYTHONUNBUFFERED="1",
     )
+    if routes:  # the workers stay for the route phase, this long at most
+        env["GEVENTPROBE_ROUTES_TIMEOUT_S"] = str(
+            route_phase.worker_timeout_s(routes, workload.http_timeout_s))
     # A hub blocked for a whole window must not get the worker killed by the master
     # (unless the profile sets the timeout, as a deployment's gunicorn --timeout would).
     timeout = workload.worker_timeout_s or int(30 + workload.blocked_seconds())
@@ -206,6 +214,12 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
                 loading = time.monotonic()
                 run.requests = _drive_requests(run_dir, spec, workload, proc)
                 run.timings["requests"] = time.monotonic() - loading
+            if routes and run.error is None and run.results and \
+                    not any(r.get("error") for r in run.results):
+                routing = time.monotonic()
+                run.routes = _drive_routes(run_dir, routes, workload, proc, pids, ready, dsn,
+                                           log_path)
+                run.timings["routes"] = time.monotonic() - routing
             _quick_stop(proc, run_dir)
     finally:
         run.log_tail = _log_tail(log_path)
@@ -279,6 +293,34 @@ def _drive_requests(run_dir: str, spec: LoadSpec, workload: Workload, proc) -> R
             time.sleep(0.05)
         # A blocked hub answers late: wait for what is in flight (bounded per request).
         return load.stop(grace_s=workload.http_timeout_s)
+
+
+def _drive_routes(run_dir: str, routes: list, workload: Workload, proc, pids: list[int],
+                  ready: dict[int, dict], dsn: str, log_path: str) -> route_phase.RoutesRun:
+    """The route phase, after the request phase, in the same workers (``routes.py``)."""
+    started = time.monotonic()
+    out = route_phase.RoutesRun(server_port=route_phase.server_port(dsn))
+    port = next((r["port"] for r in ready.values() if isinstance(r.get("port"), int)), None)
+    with route_phase.phase_files(run_dir):
+        # Each worker hands over once its request phase is over.
+        wait = workload.http_seconds + workload.http_timeout_s + 30
+        got = _wait_for(run_dir, "route-ready", len(pids), wait, proc, pids)
+        if got is None or port is None:
+            out.error = _failure(proc, log_path, "the workers did not get ready for the routes",
+                                 wait, pids, got)
+            return out
+        out.routes = route_phase.drive(
+            routes, port=port, pids=pids, concurrency=workload.route_concurrency,
+            timeout_s=workload.http_timeout_s, log_path=log_path, dsn=dsn,
+            guard=procs.check_guards)
+    reports = _wait_for(run_dir, "routes", len(pids), 30, proc, pids)
+    if reports is None:
+        reports = _read_json_files(run_dir, "routes")
+        out.error = _failure(proc, log_path, "a worker did not report its route phase", 30,
+                             pids, reports)
+    out.workers = {p: reports[p] for p in sorted(reports) if p in pids}
+    out.seconds = round(time.monotonic() - started, 3)
+    return out
 
 
 def _load_spec(workload: Workload, ready: dict[int, dict]) -> LoadSpec | None:

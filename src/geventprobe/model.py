@@ -259,14 +259,15 @@ class RouteResult:
     burst: LatencySummary
     """Burst latencies from when each request was due, µs (answered requests)."""
     burst_factor: float | None
-    """Burst p50 / lone latency: about 1 when the requests overlap, about C when they run one
+    """Burst p90 / lone latency: about 1 when the requests overlap, about C when they run one
     at a time."""
     statuses: dict[str, int]
     """HTTP status (or ``reset``, ``timeout``) → count, over the burst."""
     max_hub_lag_ms: float
     """Latest heartbeat in any worker during the burst."""
     server_connections: int | None
-    """Most TCP connections to the server one worker held during the burst (psutil)."""
+    """Most TCP connections to the server held during the burst (psutil) by the worker that
+    served the most requests of it."""
     evidence: list[Evidence]
     cause: str | None = None
     advice: str | None = None

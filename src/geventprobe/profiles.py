@@ -46,6 +46,7 @@ _KEYS: dict[str, type | tuple] = {
     "fail_on": (str, list),
     "calibrate": bool,
     "rtt_ms": (int, float),
+    "routes": list,
 }
 _TABLES = ("workload", "thresholds")
 
@@ -64,6 +65,8 @@ class ProjectSettings:
     """The directory gunicorn runs in; the pyproject's own directory unless set."""
     builds: str | None = None
     preload: bool | None = None
+    routes: tuple = ()
+    """``--route`` for ``run --app``: the app's routes to drive (``routes = ["/login"]``)."""
     tables: dict = field(default_factory=dict)
     """[workload], [thresholds] and [run] overrides, applied over the named profile."""
 
@@ -121,8 +124,8 @@ def project_settings(table: dict, path: str) -> ProjectSettings:
             raise ProbeError(f"{source}: unknown key {raw_key}: valid keys are {valid}")
         expected = _KEYS[key]
         if not isinstance(value, expected) or (key == "rtt_ms" and isinstance(value, bool)):
-            kind = {bool: "true or false", str: "a string", (int, float): "a number of ms"
-                    }.get(expected, "a string or a list")
+            kind = {bool: "true or false", str: "a string", (int, float): "a number of ms",
+                    list: "a list of strings"}.get(expected, "a string or a list")
             raise ProbeError(f"{source}: {raw_key} must be {kind}, got {value!r}")
         values[key] = value
     run: dict = {}
@@ -142,6 +145,17 @@ def project_settings(table: dict, path: str) -> ProjectSettings:
     if "profile" in values and values["profile"] not in PROFILE_NAMES:
         raise ProbeError(f"{source}: unknown profile {values['profile']!r}: choose from "
                          f"{', '.join(PROFILE_NAMES)}")
+    if "routes" in values:
+        from geventprobe.routes import parse_route
+
+        bad = [r for r in values["routes"] if not isinstance(r, str)]
+        if bad:
+            raise ProbeError(f"{source}: routes must be a list of strings such as "
+                             f"[\"/login\", \"POST /cart\"], got {bad[0]!r}")
+        try:
+            values["routes"] = tuple(str(parse_route(r)) for r in values["routes"])
+        except ProbeError as exc:
+            raise ProbeError(f"{source}: {exc}") from None
     if isinstance(values.get("builds"), list):
         values["builds"] = ",".join(str(b) for b in values["builds"])
     for key in ("gunicorn_config", "chdir"):

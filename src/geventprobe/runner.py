@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from geventprobe import (
     __version__,
+    blocked,
     builds,
     calibrate,
     delay_proxy,
@@ -26,6 +27,7 @@ from geventprobe import (
     metrics,
     preflight,
     procs,
+    route_verdict,
     verdict,
 )
 from geventprobe.builds import BY_NAME, Build
@@ -74,7 +76,7 @@ class RunOptions:
     """The user confirmed more than ``preflight.CONNECTION_CAP`` connections at once."""
     time_limit_s: float = 600.0
     """The run is stopped (exit 2) once it has lasted this long (``--time-limit``)."""
-    fail_on: tuple[str, ...] = ("blocking", "busy-wait")
+    fail_on: tuple[str, ...] = ("blocking", "busy-wait", "serialized", "failing")
     """Verdicts of a build under test that make the run exit 1 (``--fail-on``)."""
     app: AppPlan | None = None
     """``run --app``: the user's app under their gunicorn config, probed as one more build
@@ -270,11 +272,17 @@ def probe_build(build: Build, options: RunOptions, dsn: str, *,
     # The wait function can be looked up on every query: judge by what it was at the end.
     facts = reports[0].get("facts_after") or facts
     cause, advice = diagnosis.explain(v, facts, preload, {e.phase for e in rules if e.fired})
+    # Who blocked while connecting and in the wait windows (gevent's monitor thread, in
+    # every worker).
+    stacks = (blocked.stacks([e for r in reports for e in r.get("blocked_connect") or []],
+                             "connect")
+              + blocked.stacks([e for r in reports for e in r.get("blocked") or []], "waits"))
     return BuildResult(
         build=build.name, description=build.description, baseline=build.baseline,
         expected=build.expected, verdict=v, cause=cause, advice=advice, evidence=rules,
         facts=facts, metrics=m, workers=figures, worker_timeouts=run.worker_timeouts,
-        duration_s=time.monotonic() - started, timings=phase_timings(run))
+        duration_s=time.monotonic() - started, timings=phase_timings(run), blocked_by=stacks,
+        routes=route_verdict.judge_all(run.routes, options.profile.thresholds))
 
 
 def phase_timings(run: HarnessRun) -> dict[str, float]:

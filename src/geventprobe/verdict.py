@@ -194,9 +194,12 @@ def exit_code(builds: Sequence[BuildResult],
               fail_on: Sequence[str] = ("blocking", "busy-wait")) -> int:
     """2 if a probe failed, 3 if inconclusive, 1 for findings, else 0.
 
-    ``fail_on`` (``--fail-on``): the verdicts, in lower case, that count as findings.
+    ``fail_on`` (``--fail-on``): the verdicts, in lower case, that count as findings. The
+    routes of an app (``--route``) count like builds: a route that could not be measured is
+    a failed probe, a BLOCKING, SERIALIZED or FAILING one a finding.
     """
-    if any(b.verdict is Verdict.ERROR for b in builds):
+    if any(b.verdict is Verdict.ERROR for b in builds) or any(
+            r.verdict is Verdict.ERROR for b in builds for r in b.routes):
         return EXIT_USAGE
     if baseline_mismatches(builds) or any(b.verdict is Verdict.INCONCLUSIVE for b in builds):
         return EXIT_INCONCLUSIVE
@@ -204,8 +207,11 @@ def exit_code(builds: Sequence[BuildResult],
     if not tested and not any(b.baseline and b.verdict is not Verdict.UNAVAILABLE
                               for b in builds):
         return EXIT_USAGE
-    failing = {v for v in (Verdict.BLOCKING, Verdict.BUSY_WAIT) if v.value.lower() in fail_on}
+    failing = {v for v in (Verdict.BLOCKING, Verdict.BUSY_WAIT, Verdict.SERIALIZED,
+                           Verdict.FAILING) if v.value.lower() in fail_on}
     if any(b.verdict in failing for b in tested):
+        return EXIT_FINDINGS
+    if any(r.verdict in failing for b in tested for r in b.routes):
         return EXIT_FINDINGS
     return EXIT_OK
 

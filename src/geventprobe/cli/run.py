@@ -25,6 +25,7 @@ from geventprobe.config import parse_fail_on
 from geventprobe.errors import ProbeError
 from geventprobe.preflight import CONNECTION_CAP, DEFAULT_TIME_LIMIT_S
 from geventprobe.report import json_format, terminal
+from geventprobe.routes import parse_routes
 from geventprobe.runner import RunOptions, run
 
 
@@ -71,22 +72,28 @@ from geventprobe.runner import RunOptions, run
                    "GUNICORN_CMD_ARGS, else ./gunicorn.conf.py].")
 @click.option("--chdir", "chdir", metavar="DIR", default=None,
               help="With --app: the directory gunicorn runs in (your project) [.].")
+@click.option("--route", "route_texts", metavar="ROUTE", multiple=True,
+              help="With --app (repeatable): also drive this route of your app, e.g. /login or "
+                   "'POST /login' (empty body): one request alone, then route_concurrency "
+                   "concurrent requests per worker; verdict OK, BLOCKING, SERIALIZED or FAILING.")
 @click.option("--profile", "profile_name", metavar="NAME", default=None,
               help="Named profile: default, quick (fast look), ci (stricter thresholds, "
                    "calibration on) [default, or `profile` in pyproject's [tool.geventprobe]].")
 @click.option("--fail-on", "fail_on_text", metavar="LIST", default=None,
-              help="Verdicts that exit 1: blocking,busy-wait, or none [blocking,busy-wait].")
+              help="Verdicts that exit 1: blocking,busy-wait,serialized,failing (the last two: "
+                   "--route), or none [all four].")
 @verbose_option
 @debug_option
 def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path, config_path,
                 calibrate, verbose, debug, psycopg_text, gevent_text, markdown_path, redact_hosts,
-                allow_many_connections, time_limit, app, gunicorn_config, chdir, profile_name,
-                fail_on_text):
+                allow_many_connections, time_limit, app, gunicorn_config, chdir, route_texts,
+                profile_name, fail_on_text):
     """Probe each driver build inside real gunicorn gevent workers and judge it.
 
-    Exit 0: every psycopg 3 build cooperates. 1: one BLOCKS or BUSY-WAITs.
-    2: usage/environment error or failed probe. 3: inconclusive (a baseline
-    missed its known class). 130: interrupted.
+    Exit 0: every psycopg 3 build cooperates. 1: one BLOCKS or BUSY-WAITs, or a
+    --route is BLOCKING, SERIALIZED or FAILING. 2: usage/environment error or
+    failed probe. 3: inconclusive (a baseline missed its known class). 130:
+    interrupted.
     """
     console = progress_console()
     with handled_errors(debug):
@@ -96,7 +103,7 @@ def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path
                                       workers, greenlets)
         profile = profiles.with_rtt(profile, rtt_ms)
         app_plan = _app_plan(app, gunicorn_config, chdir, builds_text, psycopg_text or
-                             gevent_text, workers, preload, project)
+                             gevent_text, workers, preload, project, route_texts)
         if app_plan is not None:  # their workers, as their config says (or --workers)
             profile = dataclasses.replace(profile, workload=dataclasses.replace(
                 profile.workload, workers=app_plan.workers))
@@ -136,9 +143,13 @@ def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path
 
 
 def _app_plan(app, gunicorn_config, chdir, builds_text, matrix_text, workers, preload,
-              project: profiles.ProjectSettings) -> app_mode.AppPlan | None:
+              project: profiles.ProjectSettings, route_texts=()) -> app_mode.AppPlan | None:
     """``--app`` (or ``app`` in pyproject): read the user's gunicorn settings; else None."""
     builds_asked = builds_text is not None or bool(matrix_text)
+    if route_texts and not (app or (project.app and not builds_asked)):
+        raise ProbeError("--route drives a route of your app: add --app MODULE:CALLABLE "
+                         "(e.g. --app myproject.wsgi:application --route /login)")
+    routes = parse_routes(route_texts or project.routes)
     if app and builds_asked:
         raise ProbeError("--app probes the driver your app imports: drop --builds, --psycopg "
                          "and --gevent (or drop --app to probe the built-in builds)")
@@ -157,5 +168,6 @@ def _app_plan(app, gunicorn_config, chdir, builds_text, matrix_text, workers, pr
         gunicorn_config=gunicorn_config or project.gunicorn_config,
         chdir=chdir or project.chdir,
         workers=workers,
-        preload=preload or bool(project.preload))
+        preload=preload or bool(project.preload),
+        routes=tuple(routes))
     return app_mode.plan(request)

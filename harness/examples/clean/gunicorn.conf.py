@@ -1,0 +1,3 @@
+# A gevent deployment whose pool is sized for the concurrency a worker serves.
+worker_class = "gevent"
+workers = 2

@@ -1,0 +1,3 @@
+# A gevent deployment whose login route hashes passwords in the request.
+worker_class = "gevent"
+workers = 2

@@ -1,0 +1,4 @@
+# A Django deployment under gevent, preloaded to save memory and start faster.
+worker_class = "gevent"
+workers = 2
+preload_app = True
