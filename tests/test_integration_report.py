@@ -58,17 +58,21 @@ def test_reports_of_a_run_with_a_password(run_cli, tmp_path, schema):
         jsonschema.validate(result, schema)
         builds = by_build(result)
         assert builds["binary"]["verdict"] == "BLOCKING"
-        assert builds["python"]["verdict"] == "OK"
+        # Its queries cooperate, its connects do not (the selector bound at import).
+        assert builds["python"]["verdict"] == "BLOCKING"
         assert "--dsn" in result["command"]
 
         # The reproduction script in the report, run on its own, shows the serialisation.
         md = out_md.read_text()
         scripts = dict(re.findall(r"<code>repro_(\S+)\.py</code>.*?```python\n(.*?)```", md,
                                   re.S))
-        assert set(scripts) == {"binary", "psycopg2"}
+        assert set(scripts) == {"binary", "python", "psycopg2"}
         ran = run_script(scripts["binary"], pg.dsn, tmp_path, "repro_binary.py")
         assert ran.returncode == 1, ran.stdout + ran.stderr
         assert "RESULT: serialised" in ran.stdout and "wait_c" in ran.stdout
+        ran = run_script(scripts["python"], pg.dsn, tmp_path, "repro_python.py")
+        assert ran.returncode == 1, ran.stdout + ran.stderr
+        assert "RESULT: connects serialised" in ran.stdout and "wait_poll" in ran.stdout
 
     # report re-renders the same record: same Markdown, byte for byte
     proc = run_cli("report", str(out_json), "--format", "markdown")
@@ -88,7 +92,7 @@ def test_reports_of_a_run_with_a_password(run_cli, tmp_path, schema):
     assert out_png.read_bytes().startswith(PNG_MAGIC)
 
     step = summary.read_text()
-    assert step.startswith("previous step\n") and "binary BLOCKS the gevent hub" in step
+    assert step.startswith("previous step\n") and "binary and python BLOCK the gevent hub" in step
     for path in (out_json, out_md, out_html, summary):
         texts[path.name] = path.read_text()
     texts["charts.png"] = out_png.read_bytes().decode("latin-1")

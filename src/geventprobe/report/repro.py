@@ -4,8 +4,9 @@ What a maintainer asks for first ("send a script that reproduces it"). Each
 script rebuilds the setup the workers reported (import order, ``PSYCOPG_IMPL``,
 ``PSYCOPG_WAIT_FUNC``, ``patch_all(select=False)``, psycopg2's wait callback)
 in one plain process, then does what psycopg's own ``tests/test_gevent.py``
-does: N greenlets run ``SELECT pg_sleep(w)`` at once while a ticker greenlet
-checks that the hub keeps time, and the process CPU is read over the window.
+does: N greenlets connect at once, then run ``SELECT pg_sleep(w)`` at once, while a
+ticker greenlet checks that the hub keeps time, and the process CPU is read over the
+window.
 It prints its figures and a ``RESULT:`` line that says whether the sleeps
 were serialised, and exits 1 when they were (or the wait spun), 0 otherwise,
 so that it also works under ``git bisect run``. The DSN comes from the command
@@ -53,8 +54,9 @@ psycopg.waiting.wait = spinning_wait
 
 _MEASURE = '''
 DSN = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("DSN", "")  # "" = libpq's PG* defaults
-N, W, TICK = {n}, {w!r}, 0.005
+N, W, TICK = {n}, {w!r}, 0.002
 SERIAL_FACTOR, LAG_FRACTION, BUSY_CPU = {factor!r}, {lag!r}, {busy!r}  # geventprobe's limits
+CONNECT_SHARE, CONNECT_MIN = {share!r}, {least!r}  # ...and for the connects
 
 
 def connect():
@@ -78,10 +80,18 @@ def ticker():
         late.append(time.monotonic() - due)
 
 
-conns = [connect() for _ in range(N)]
+tick = gevent.spawn(ticker)
+gevent.sleep(0.05)
+del late[:]
+c0 = time.monotonic()  # the N connects at once: does the hub keep running meanwhile?
+jobs = [gevent.spawn(connect) for _ in range(N)]
+gevent.joinall(jobs, raise_error=True)
+cwall = time.monotonic() - c0
+gevent.sleep(0.01)  # a late tick fires now
+cstall = max(late, default=0.0)
+conns = [job.value for job in jobs]
 for conn in conns:  # first use outside the timed window
     conn.cursor().execute("SELECT 1")
-tick = gevent.spawn(ticker)
 gevent.sleep(0.05)
 del late[:]
 cpu0, t0 = time.process_time(), time.monotonic()
@@ -97,8 +107,13 @@ print(f"{{N}} concurrent SELECT pg_sleep({{W}}) took {{wall:.3f}} s = {{factor:.
       f"(1x if they overlap, {{N}}x if they run one at a time)")
 print(f"ticker (every {{TICK * 1000:.0f}} ms) was late by up to {{lag * 1000:.1f}} ms; process CPU "
       f"{{cpu:.3f}} s over {{wall:.3f}} s wall ({{cpu / wall:.2f}} CPU-s/s)")
+print(f"{{N}} concurrent connects took {{cwall * 1000:.1f}} ms; the ticker was late by up to "
+      f"{{cstall * 1000:.1f}} ms meanwhile ({{cstall / cwall:.0%}} of it)")
 if factor >= SERIAL_FACTOR or lag >= LAG_FRACTION * W:
     print("RESULT: serialised: the sleeps ran one at a time, the gevent hub was blocked (BLOCKING)")
+    sys.exit(1)
+if cwall * 1000 >= CONNECT_MIN and cstall / cwall >= CONNECT_SHARE:
+    print("RESULT: connects serialised: the gevent hub was blocked while connecting (BLOCKING)")
     sys.exit(1)
 if cpu / wall >= BUSY_CPU:
     print("RESULT: overlapped but spinning: the wait loop burned CPU while the server slept "
@@ -248,6 +263,8 @@ def script(build: BuildResult, result: RunResult | None = None) -> str:
         factor=float(thresholds.get("blocking_wait_factor", 2.0)),
         lag=float(thresholds.get("blocking_hub_lag_fraction", 0.5)),
         busy=float(thresholds.get("busy_wait_cpu", 0.2)),
+        share=float(thresholds.get("connect_stall_share", 0.85)),
+        least=float(thresholds.get("connect_min_window_ms", 25.0)),
     )
     return "\n".join(head + setup) + "\n\n" + facts_line + body
 
