@@ -56,7 +56,7 @@ class HarnessRun:
     """The HTTP load's figures (None when the profile turned it off)."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds spent in each step seen from here: ``boot`` (the previous build's gunicorn exits
-    meanwhile), ``probe``, ``requests``."""
+    meanwhile), ``reap previous``, ``probe``, ``requests``, ``routes``."""
     not_running: dict[int, str] = field(default_factory=dict)
     """Workers that did not run for part of the probe (stopped, or off every CPU), by pid,
     with what was seen: their figures say nothing about the driver."""

@@ -315,8 +315,8 @@ class BuildResult:
     """``run --app --route``: each route's verdict, in the order asked."""
     timings: dict[str, float] = field(default_factory=dict)
     """Where this build's time went, seconds per phase: ``boot`` (the previous build's
-    gunicorn exits meanwhile), ``probe`` (and within it ``connect``, ``waits``, ``select1``),
-    ``requests``, ``routes``."""
+    gunicorn exits meanwhile), ``reap previous`` (what was left of that), ``probe`` (and
+    within it ``connect``, ``waits``, ``select1``), ``requests``, ``routes``."""
 
 
 @dataclass(frozen=True)
