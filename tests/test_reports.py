@@ -318,7 +318,10 @@ def test_repro_rebuilds_the_preload_import_order():
     compile(script, "repro_binary.py", "exec")
     assert script.index("\nimport psycopg\n") < script.index("\nmonkey.patch_all()\n")
     assert 'os.environ["PSYCOPG_IMPL"] = "binary"' in script
-    assert "N, W, TICK = 8, 0.15, 0.005" in script
+    assert "N, W, TICK = 8, 0.15, 0.002" in script
+    # The recorded run predates the connect rule: the script falls back to its defaults.
+    assert "CONNECT_SHARE, CONNECT_MIN = 0.85, 25.0" in script
+    assert "jobs = [gevent.spawn(connect) for _ in range(N)]" in script
     assert 'pip install "psycopg[binary]==3.3.8" "gevent==26.9.0"' in script
 
 
