@@ -217,13 +217,13 @@ class Session:
         self.dsn: str = ""
         self.server_info = None
         self.shim: str = ""
-        self.route = runner.Route()
+        self.reach = runner.Reach()
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> Session:
         try:
             self.dsn, self.server_info = self._stack.enter_context(
-                runner.server(self.options, self.listener, self.route))
+                runner.server(self.options, self.listener, self.reach))
             self.shim = self._stack.enter_context(venvs.harness_shim())
         except BaseException:
             self._stack.close()
@@ -322,7 +322,7 @@ def run(options: RunOptions, sets: list[VersionSet], listener: Listener | None =
     named = [dataclasses.replace(r, build=row_name(r, varied)) for r in results]
     result = runner.result_record(options, started_wall, started, server_info=session.server_info,
                             results=results, code=code, summary=verdict.summary(named, code),
-                            notes=notes, calibration=None, proxy=session.route.proxy)
+                            notes=notes, calibration=None, proxy=session.reach.proxy)
     return dataclasses.replace(result, matrix=[matrix_env(c, e) for c, e in zip(cells, envs)])
 
 

@@ -96,7 +96,7 @@ class RunOptions:
 
 
 @dataclass
-class Route:
+class Reach:
     """How the workers reached the server: ``proxy`` is filled once the ``--rtt`` delay
     proxy has stopped (None when they reached it directly)."""
 
@@ -130,12 +130,12 @@ class NullListener:
 
 
 @contextlib.contextmanager
-def server(options: RunOptions, listener: Listener, route: Route | None = None
+def server(options: RunOptions, listener: Listener, reach: Reach | None = None
            ) -> Iterator[tuple[str, ServerInfo]]:
     """The DSN workers use and what the server said about itself, after the pre-flight
     checks; the run's time limit is enforced from here on (``preflight``).
 
-    With ``rtt_ms`` the DSN leads through the delay proxy; its figures go to ``route``.
+    With ``rtt_ms`` the DSN leads through the delay proxy; its figures go to ``reach``.
     """
     preflight.check_before_start(
         options.profile.workload, options.dsn,
@@ -143,7 +143,7 @@ def server(options: RunOptions, listener: Listener, route: Route | None = None
         allow_many_connections=options.allow_many_connections,
         python=options.python, env=options.base_env)
     with procs.guarded(preflight.time_limit(options.time_limit_s)), \
-            _open_server(options, listener, route or Route()) as found:
+            _open_server(options, listener, reach or Reach()) as found:
         try:
             yield found
         finally:
@@ -151,7 +151,7 @@ def server(options: RunOptions, listener: Listener, route: Route | None = None
 
 
 @contextlib.contextmanager
-def _open_server(options: RunOptions, listener: Listener, route: Route
+def _open_server(options: RunOptions, listener: Listener, reach: Reach
                  ) -> Iterator[tuple[str, ServerInfo]]:
     needed = options.profile.workload.connections()
     if options.dsn is not None or uses_environment():
@@ -161,19 +161,19 @@ def _open_server(options: RunOptions, listener: Listener, route: Route
                             connect_timeout=options.profile.workload.connect_timeout_s,
                             needed=needed)
         preflight.check_budget(info, needed)
-        with _delayed(dsn, options, listener, route) as worker_dsn:
+        with _delayed(dsn, options, listener, reach) as worker_dsn:
             yield worker_dsn, info
         return
     listener.phase("starting the embedded PostgreSQL")
     # Room for a build's connections while the previous build's backends exit.
     with EmbeddedPostgres(max_connections=2 * needed + 10) as pg:
         info = query_server(pg.dsn, embedded=True)
-        with _delayed(pg.dsn, options, listener, route) as worker_dsn:
+        with _delayed(pg.dsn, options, listener, reach) as worker_dsn:
             yield worker_dsn, info
 
 
 @contextlib.contextmanager
-def _delayed(dsn: str, options: RunOptions, listener: Listener, route: Route) -> Iterator[str]:
+def _delayed(dsn: str, options: RunOptions, listener: Listener, reach: Reach) -> Iterator[str]:
     """``dsn``, or with ``rtt_ms`` the same DSN through a delay proxy started for the run.
 
     The server facts above were asked directly; the workers (and ``--app``'s
@@ -190,7 +190,7 @@ def _delayed(dsn: str, options: RunOptions, listener: Listener, route: Route) ->
         with proxy:
             yield delay_proxy.proxied_dsn(dsn, proxy.port)
     finally:
-        route.proxy = proxy.figures
+        reach.proxy = proxy.figures
 
 
 def unavailable(build: Build, avail: builds.Availability) -> BuildResult:
@@ -357,12 +357,12 @@ def calibration_only(options: RunOptions, listener: Listener | None = None) -> R
     started = time.monotonic()
     listener.phase("checking which builds import")
     available = builds.check(calibrate.all_builds())
-    route = Route()
-    with server(options, listener, route) as (dsn, server_info):
+    reach = Reach()
+    with server(options, listener, reach) as (dsn, server_info):
         cal = run_controls(options, dsn, available, listener)
     code = (EXIT_INCONCLUSIVE if cal.saturated else EXIT_OK if cal.passed else EXIT_FINDINGS)
     return result_record(options, started_wall, started, server_info, [], code,
-                   f"calibration: {cal.reason}; exit {code}", [], cal, proxy=route.proxy)
+                   f"calibration: {cal.reason}; exit {code}", [], cal, proxy=reach.proxy)
 
 
 def with_ratios(results: list[BuildResult]) -> list[BuildResult]:
@@ -395,9 +395,9 @@ def run(options: RunOptions, listener: Listener | None = None) -> RunResult:
     results: list[BuildResult] = []
     notes: list[str] = []
     calibration = None
-    route = Route()
+    reach = Reach()
     try:
-        with server(options, listener, route) as (dsn, server_info):
+        with server(options, listener, reach) as (dsn, server_info):
             timings["server"] = time.monotonic() - started
             available = checking.result()
             timings["imports"] = time.monotonic() - started - timings["server"]
@@ -438,5 +438,5 @@ def run(options: RunOptions, listener: Listener | None = None) -> RunResult:
     summary = verdict.summary(results, code)
     return dataclasses.replace(
         result_record(options, started_wall, started, server_info, results, code, summary,
-                      notes, calibration, proxy=route.proxy),
+                      notes, calibration, proxy=reach.proxy),
         timings={k: round(v, 3) for k, v in timings.items()})
