@@ -112,3 +112,41 @@ def test_waits_blocking_keeps_the_wait_function_cause():
     facts = dict(PRELOADED_PYTHON, psycopg=dict(PRELOADED_PYTHON["psycopg"], wait="wait_c"))
     cause, _ = diagnosis.explain(Verdict.BLOCKING, facts, True, {"waits", "connect"})
     assert "chose wait_c" in cause
+
+
+def _rules(lags_at: list[tuple[float, float]], rtt_ms: float = 0.0):
+    """The worker's early-stop rules over a heartbeat that fired late at the given times."""
+    from dataclasses import asdict
+
+    from geventprobe.harness.probe import _Heartbeat, _Rules
+
+    hb = _Heartbeat(0.002)
+    hb.expected = [due for due, _ in lags_at]
+    hb.lag = [lag for _, lag in lags_at]
+    return _Rules({"wait_seconds": 0.15, "rtt_ms": rtt_ms, "thresholds": asdict(T)}, hb)
+
+
+def test_a_worker_stops_its_windows_once_blocking_is_decided():
+    # The tick due at the start of a serialised window fired 2.4 s late: decided.
+    assert _rules([(1.002, 2.4)]).waits_blocking([[1.0, 3.4]], 3)
+    # Healthy windows go on: OK and BUSY-WAIT need every window's CPU.
+    healthy = _rules([(1.002, 0.004), (1.2, 0.003)])
+    assert not healthy.waits_blocking([[1.0, 1.155]], 3)
+    assert not healthy.waits_blocking([], 3)
+
+
+def test_the_early_stop_reads_the_wait_factor_over_w_plus_rtt():
+    # Two windows of 0.34 s: 2.3× w, but 1.0× (w + 190 ms of RTT): the sleeps overlapped.
+    windows = [[1.0, 1.34], [2.0, 2.34]]
+    assert _rules([], rtt_ms=0).waits_blocking(windows, 3)
+    assert not _rules([], rtt_ms=190).waits_blocking(windows, 3)
+
+
+def test_connect_rounds_stop_once_a_majority_decided_the_median():
+    stalled = _rules([(1.002, 0.058), (2.002, 0.058)])
+    assert not stalled.connect_decided([[1.0, 1.06]], 3)  # one round decides nothing
+    assert stalled.connect_decided([[1.0, 1.06], [2.0, 2.06]], 3)
+    mixed = _rules([(1.002, 0.058), (2.002, 0.010)])
+    assert not mixed.connect_decided([[1.0, 1.06], [2.0, 2.06]], 3)  # one each way: go on
+    # Windows too short to judge are not counted.
+    assert not _rules([(1.002, 0.009)]).connect_decided([[1.0, 1.01], [2.0, 2.01]], 3)
