@@ -340,7 +340,7 @@ def route_table(routes: Sequence[RouteResult]) -> Table:
                      Cell(statuses)])
     conc = routes[0].concurrency if routes else 0
     return Table(columns, rows, title="your app's routes: one request alone, then a burst",
-                 caption=f"×factor = burst p50 / the lone request ({conc} at once per worker: "
+                 caption=f"×factor = burst p90 / the lone request ({conc} at once per worker: "
                          f"about 1 when they overlap, about {conc} when they run one at a "
                          "time); server conns = most connections one worker held")
 
