@@ -45,7 +45,6 @@ class HarnessRun:
     cpu: CpuSampler | None = None
     error: str | None = None
     log_tail: list[str] = field(default_factory=list)
-    boot_seconds: float | None = None
     timed_out_pids: list[int] = field(default_factory=list)
     """Workers the master killed with "WORKER TIMEOUT": their hub was blocked too long."""
     timeout_s: int = 0
@@ -174,8 +173,7 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
                            log_path=log_path, cwd=cwd or run_dir)
         with _owned(proc):
             ready = _wait_for(run_dir, "ready", workload.workers, workload.boot_timeout_s, proc)
-            run.boot_seconds = time.monotonic() - started
-            run.timings["boot"] = run.boot_seconds
+            run.timings["boot"] = time.monotonic() - started
             if ready is None:
                 _raise_app_error(run_dir, preload)
                 early = _read_json_files(run_dir, "result")
