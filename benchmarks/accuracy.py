@@ -25,8 +25,8 @@ from collections import Counter
 
 import psutil
 
-from geventprobe import procs
-from geventprobe.embedded_pg import EmbeddedPostgres
+from geventprobe.processes import children
+from geventprobe.processes.postgres import EmbeddedPostgres
 
 HOG = "while True: pass"
 
@@ -36,7 +36,7 @@ def calibrate(dsn: str, workers: int, greenlets: int, loaded: bool) -> tuple[dic
     hogs = []
     try:
         if loaded:
-            hogs = [procs.spawn([sys.executable, "-c", HOG]) for _ in range(psutil.cpu_count())]
+            hogs = [children.spawn([sys.executable, "-c", HOG]) for _ in range(psutil.cpu_count())]
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "cal.json")
             env = dict(os.environ, GEVENTPROBE_DSN=dsn)
@@ -52,7 +52,7 @@ def calibrate(dsn: str, workers: int, greenlets: int, loaded: bool) -> tuple[dic
                 return json.load(f), wall, proc.returncode
     finally:
         for hog in hogs:
-            procs.stop(hog)
+            children.stop(hog)
 
 
 def main() -> None:

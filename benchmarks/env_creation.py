@@ -27,8 +27,8 @@ import time
 
 import psutil
 
-from geventprobe import matrix, venvs
-from geventprobe.builds import parse_builds
+from geventprobe.core.builds import parse_builds
+from geventprobe.versions import matrix, venvs
 
 
 def fmt(values: list[float]) -> str:

@@ -23,9 +23,9 @@ import time
 import psutil
 import psycopg
 
-from geventprobe import procs
-from geventprobe.delay_proxy import DelayProxy, Upstream, proxied_dsn
-from geventprobe.embedded_pg import EmbeddedPostgres
+from geventprobe.processes import children
+from geventprobe.processes.delay_proxy import DelayProxy, Upstream, proxied_dsn
+from geventprobe.processes.postgres import EmbeddedPostgres
 
 
 def _client(dsn: str, start: threading.Barrier, rounds: int, seconds: float,
@@ -93,7 +93,7 @@ def main() -> None:
                     print(measure(pg, rtt, args.clients, args.seconds, realtime),
                           flush=True)
     finally:
-        procs.cleanup()
+        children.cleanup()
 
 
 if __name__ == "__main__":

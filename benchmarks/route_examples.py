@@ -1,7 +1,7 @@
 """The route phase on the example apps: each verdict and the figures it rests on, N rounds.
 
 Runs ``geventprobe run --app app:application --route ...`` (quick profile: 2 workers,
-8 concurrent requests per worker) on every example of ``harness/examples/`` that has a
+8 concurrent requests per worker) on every example of ``examples/`` that has a
 route, against one throwaway PostgreSQL, and prints per run: verdict, exit code, lone
 latency, burst p50/p90, burst factor (p90 / lone), max hub lag during the burst, the
 server connections and requests of the busiest worker, and the time of the whole run.
@@ -23,10 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from geventprobe import procs
-from geventprobe.embedded_pg import EmbeddedPostgres
+from geventprobe.processes import children
+from geventprobe.processes.postgres import EmbeddedPostgres
 
-EXAMPLES = Path(__file__).parent.parent / "harness" / "examples"
+EXAMPLES = Path(__file__).parent.parent / "examples"
 ROUTES = {
     "clean": "/query",
     "shared_connection": "/query",
@@ -41,7 +41,7 @@ def ms(us: float | None) -> str:
 
 
 def one(example: str, route: str, dsn: str) -> str:
-    out_dir = procs.make_temp_dir("gp-bench-routes-")
+    out_dir = children.make_temp_dir("gp-bench-routes-")
     try:
         out = os.path.join(out_dir, "r.json")
         started = time.monotonic()
@@ -61,7 +61,7 @@ def one(example: str, route: str, dsn: str) -> str:
                 f"{r['max_hub_lag_ms']:7.1f} ms  conns {r['server_connections']}  "
                 f"statuses {r['statuses']}  run {took:4.1f} s")
     finally:
-        procs.remove_temp_dir(out_dir)
+        children.remove_temp_dir(out_dir)
 
 
 def main() -> None:

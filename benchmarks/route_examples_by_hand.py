@@ -21,11 +21,11 @@ import threading
 import time
 from pathlib import Path
 
-from geventprobe import procs
-from geventprobe.app_mode import conninfo_to_uri
-from geventprobe.embedded_pg import EmbeddedPostgres, free_port
+from geventprobe.app.gunicorn_app import conninfo_to_uri
+from geventprobe.processes import children
+from geventprobe.processes.postgres import EmbeddedPostgres, free_port
 
-EXAMPLES = Path(__file__).parent.parent / "harness" / "examples"
+EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
 def request(port: int, method: str, path: str, out: list, i: int) -> None:
@@ -55,7 +55,7 @@ def burst(port: int, method: str, path: str, n: int) -> tuple[float, list]:
 
 
 def main(example: str, method: str, path: str) -> None:
-    tmp = procs.make_temp_dir("gp-bench-hand-")
+    tmp = children.make_temp_dir("gp-bench-hand-")
     try:
         with EmbeddedPostgres(max_connections=100) as pg:
             port = free_port()
@@ -88,7 +88,7 @@ def main(example: str, method: str, path: str) -> None:
                 errors = [ln.strip() for ln in f if "Error" in ln]
             print(example, "log error lines:", errors[:2])
     finally:
-        procs.remove_temp_dir(tmp)
+        children.remove_temp_dir(tmp)
 
 
 if __name__ == "__main__":

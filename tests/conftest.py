@@ -42,12 +42,12 @@ def probe_tmp():
     # Under /tmp and world-traversable: as root the embedded server runs as another user.
     path = tempfile.mkdtemp(prefix="gp-test-", dir="/tmp")
     os.chmod(path, 0o755)
-    before_harness = {p.pid for p in our_processes("geventprobe.harness")}
+    before_harness = {p.pid for p in our_processes("geventprobe.worker")}
     yield path
     leftovers = os.listdir(path)
     # Only harness processes of THIS run (they inherit its TMPDIR): other test runs on the
     # same machine start and reap their own meanwhile.
-    running = our_processes(path) + [p for p in our_processes("geventprobe.harness")
+    running = our_processes(path) + [p for p in our_processes("geventprobe.worker")
                                      if p.pid not in before_harness and _tmpdir(p) == path]
     for proc in running:  # clean up for the next test, then fail this one
         proc.kill()

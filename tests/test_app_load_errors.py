@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from geventprobe.embedded_pg import EmbeddedPostgres
+from geventprobe.processes.postgres import EmbeddedPostgres
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +67,7 @@ MASTER = {"pid": 10, "where": "while the gunicorn master loaded the app (--prelo
 
 
 def test_the_workers_record_wins_over_the_masters():
-    from geventprobe.gunicorn_harness import app_error
+    from geventprobe.processes.gunicorn_workers import app_error
 
     assert app_error({10: HALT, 12: WORKER}, preload=False) is WORKER
     assert app_error({10: HALT}, preload=False) is None  # never HaltServer as the cause

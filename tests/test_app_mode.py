@@ -17,12 +17,12 @@ import jsonschema
 import pytest
 from conftest import by_build
 
-from geventprobe.embedded_pg import EmbeddedPostgres
-from geventprobe.model import Verdict
+from geventprobe.processes.postgres import EmbeddedPostgres
+from geventprobe.record import Verdict
 
 integration = pytest.mark.integration
 
-EXAMPLES = Path(__file__).parent.parent / "harness" / "examples"
+EXAMPLES = Path(__file__).parent.parent / "examples"
 APP = "app:application"
 
 
@@ -231,7 +231,7 @@ def test_examples_are_documented():
 
 
 def test_conninfo_becomes_the_uri_apps_read():
-    from geventprobe.app_mode import conninfo_to_uri
+    from geventprobe.app.gunicorn_app import conninfo_to_uri
 
     assert conninfo_to_uri("host=127.0.0.1 port=5433 user=geventprobe dbname=postgres") == \
         "postgresql://geventprobe@127.0.0.1:5433/postgres"
@@ -241,7 +241,7 @@ def test_conninfo_becomes_the_uri_apps_read():
 
 
 def test_who_imported_it_names_the_users_line():
-    from geventprobe.harness import import_watch
+    from geventprobe.worker import import_watch
 
     lib = [("psycogreen/gevent.py:12", True), ("gunicorn.conf.py:15", False),
            ("gunicorn/arbiter.py:751", True)]
@@ -262,7 +262,7 @@ def app_facts(phase: str, in_master: bool, where: str) -> dict:
 
 
 def test_app_causes_say_where_and_advise_for_that_place():
-    from geventprobe.diagnosis import explain
+    from geventprobe.core.causes import explain
 
     cause, advice = explain(Verdict.BLOCKING, app_facts(
         "config", True, "in the gunicorn master, while gunicorn read the config file, by "
@@ -279,8 +279,8 @@ def test_app_causes_say_where_and_advise_for_that_place():
 def test_app_summary_and_header():
     from rich.console import Console
 
-    from geventprobe.app_mode import summary
-    from geventprobe.model import BuildResult, RunResult
+    from geventprobe.app.gunicorn_app import summary
+    from geventprobe.record import BuildResult, RunResult
     from geventprobe.report import terminal
 
     b = BuildResult(build=APP, description="", baseline=False, expected=None,
@@ -306,7 +306,7 @@ def test_app_summary_and_header():
 
 
 def test_gunicorn_cmd_args_are_recorded_without_secrets():
-    from geventprobe.app_mode import shown_cmd_args
+    from geventprobe.app.gunicorn_app import shown_cmd_args
 
     shown = shown_cmd_args("--workers 3 -e SECRET_KEY=abc -eAPI=xyz --env=TOKEN=t "
                            "--env DB=postgresql://u:pw@h/d --bind 0.0.0.0:8000")

@@ -25,8 +25,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from geventprobe.embedded_pg import EmbeddedPostgres, free_port
 from geventprobe.errors import ProbeError
+from geventprobe.processes.postgres import EmbeddedPostgres, free_port
 
 PASSWORD = "gp-" + secrets.token_hex(8)
 SMALL = ["--workers", "2", "--greenlets", "8"]
@@ -186,7 +186,7 @@ def test_embedded_server_port_taken_every_time(monkeypatch, tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        monkeypatch.setattr("geventprobe.embedded_pg.free_port", lambda: port)
+        monkeypatch.setattr("geventprobe.processes.postgres.free_port", lambda: port)
         with pytest.raises(ProbeError) as info, EmbeddedPostgres(max_connections=5):
             pass
     assert info.value.exit_code == 2
@@ -330,7 +330,7 @@ PIP_RETRYING = ("WARNING: Retrying (Retry(total=4, connect=None, read=None, redi
 
 
 def test_an_install_that_could_not_reach_the_index_says_so():
-    from geventprobe import venvs
+    from geventprobe.versions import venvs
 
     output = (PIP_RETRYING + "\nERROR: Could not find a version that satisfies the requirement "
               "psycopg==3.1.4 (from versions: 3.3.6)\nERROR: No matching distribution found "

@@ -12,8 +12,8 @@ import json
 
 import pytest
 
-from geventprobe import bisect
 from geventprobe.errors import ProbeError
+from geventprobe.versions import bisect
 
 RELEASES = ["3.1.4", "3.1.5", "3.1.6", "3.1.7", "3.1.8", "3.1.9", "3.1.10", "3.1.11", "3.1.12"]
 

@@ -8,10 +8,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from geventprobe import calibrate, verdict
-from geventprobe.builds import Availability
-from geventprobe.config import Thresholds
-from geventprobe.model import (
+from geventprobe.core import calibrate, rules
+from geventprobe.core.builds import Availability
+from geventprobe.record import (
     BuildMetrics,
     BuildResult,
     ConnectFigures,
@@ -19,6 +18,7 @@ from geventprobe.model import (
     LatencySummary,
     Verdict,
 )
+from geventprobe.settings import Thresholds
 
 T = Thresholds()
 DATA = Path(__file__).parent / "data"
@@ -98,10 +98,10 @@ def recorded_saturated_run() -> list[BuildResult]:
         m = BuildMetrics(select1=LatencySummary(0, None, None, None, None, None),
                          select1_qps=0.0, cpu_per_query_us=None, latency_histogram={},
                          **b["metrics"])
-        rules = verdict.evidence(m, T)
+        evidence = rules.evidence(m, T)
         results.append(BuildResult(
             build=name, description="", baseline=b["baseline"], expected=b["expected"],
-            verdict=verdict.classify(rules), cause=None, advice=None, evidence=rules, facts={},
+            verdict=rules.classify(evidence), cause=None, advice=None, evidence=evidence, facts={},
             metrics=m, workers=[]))
     return results
 
@@ -113,13 +113,13 @@ def test_saturated_machine_gives_inconclusive_not_blocking():
     assert by["binary"].verdict is Verdict.BLOCKING
     assert by["psycopg2-green"].verdict is Verdict.BLOCKING
     # ...which the run's own cooperating baseline exposes.
-    reason = verdict.distrust(results)
+    reason = rules.distrust(results)
     assert reason is not None and "too saturated" in reason and "96% of the cores" in reason
-    withheld = {r.build: r for r in verdict.withhold(results, reason)}
+    withheld = {r.build: r for r in rules.withhold(results, reason)}
     assert withheld["binary"].verdict is Verdict.INCONCLUSIVE
     assert withheld["binary"].evidence == by["binary"].evidence
     assert "too saturated" in withheld["psycopg2-green"].cause
-    assert verdict.exit_code(list(withheld.values())) == 3
+    assert rules.exit_code(list(withheld.values())) == 3
 
 
 @pytest.mark.integration

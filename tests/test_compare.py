@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from geventprobe.compare import FigureChange, compare
-from geventprobe.model import Verdict
+from geventprobe.record import Verdict
 from geventprobe.report import load
 
 DATA = Path(__file__).parent / "data"
@@ -133,7 +133,7 @@ def test_version_matrix_rows_compare_by_build_and_versions():
 def test_connect_figures_and_route_verdicts_are_compared():
     from test_render_width import with_new_content
 
-    from geventprobe.model import Verdict as V
+    from geventprobe.record import Verdict as V
     from geventprobe.report import comparison
 
     before = with_new_content(load.load(PRELOAD))

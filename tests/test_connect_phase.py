@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from geventprobe import diagnosis, metrics
-from geventprobe.config import Thresholds
-from geventprobe.model import LatencySummary, Verdict, WorkerFigures
-from geventprobe.verdict import classify, connect_evidence
+from geventprobe.core import causes, metrics
+from geventprobe.core.rules import classify, connect_evidence
+from geventprobe.record import LatencySummary, Verdict, WorkerFigures
+from geventprobe.settings import Thresholds
 
 T = Thresholds()
 
@@ -94,7 +94,7 @@ PRELOADED_PYTHON = {
 
 
 def test_connect_only_blocking_names_the_selector_and_the_fix():
-    cause, advice = diagnosis.explain(Verdict.BLOCKING, PRELOADED_PYTHON, True, {"connect"})
+    cause, advice = causes.explain(Verdict.BLOCKING, PRELOADED_PYTHON, True, {"connect"})
     assert "DefaultSelector = selectors.EpollSelector" in cause
     assert "--preload" in cause and "queries cooperate (wait_poll)" in cause
     assert advice.startswith("drop --preload")
@@ -104,13 +104,13 @@ def test_connect_blocking_with_gevents_selector_is_not_blamed_on_import_order():
     facts = dict(PRELOADED_PYTHON, driver_import={"select_patched": True},
                  psycopg=dict(PRELOADED_PYTHON["psycopg"],
                               selector="gevent.selectors.GeventSelector"))
-    cause, advice = diagnosis.explain(Verdict.BLOCKING, facts, False, {"connect"})
+    cause, advice = causes.explain(Verdict.BLOCKING, facts, False, {"connect"})
     assert "gevent.selectors.GeventSelector" in cause and "report it" in advice
 
 
 def test_waits_blocking_keeps_the_wait_function_cause():
     facts = dict(PRELOADED_PYTHON, psycopg=dict(PRELOADED_PYTHON["psycopg"], wait="wait_c"))
-    cause, _ = diagnosis.explain(Verdict.BLOCKING, facts, True, {"waits", "connect"})
+    cause, _ = causes.explain(Verdict.BLOCKING, facts, True, {"waits", "connect"})
     assert "chose wait_c" in cause
 
 
@@ -118,7 +118,7 @@ def _rules(lags_at: list[tuple[float, float]], rtt_ms: float = 0.0):
     """The worker's early-stop rules over a heartbeat that fired late at the given times."""
     from dataclasses import asdict
 
-    from geventprobe.harness.probe import _Heartbeat, _Rules
+    from geventprobe.worker.probe import _Heartbeat, _Rules
 
     hb = _Heartbeat(0.002)
     hb.expected = [due for due, _ in lags_at]

@@ -26,12 +26,18 @@ import psycopg
 import pytest
 from conftest import by_build
 
-from geventprobe import procs
-from geventprobe.config import Profile, Thresholds, Workload, parse_profile
-from geventprobe.delay_proxy import DelayProxy, Upstream, proxied_dsn, upstream_for
-from geventprobe.embedded_pg import SUPERUSER, EmbeddedPostgres
 from geventprobe.errors import ProbeError
-from geventprobe.profiles import project_settings, resolve
+from geventprobe.processes import children
+from geventprobe.processes.delay_proxy import DelayProxy, Upstream, proxied_dsn, upstream_for
+from geventprobe.processes.postgres import SUPERUSER, EmbeddedPostgres
+from geventprobe.settings import (
+    Profile,
+    Thresholds,
+    Workload,
+    parse_profile,
+    project_settings,
+    resolve,
+)
 
 RTT_MS = 20.0
 
@@ -242,7 +248,7 @@ def test_stop_leaves_no_process_thread_or_dir(echo_server):
     assert not os.path.exists(folder)
     assert threading.active_count() == threads
     assert proxy.figures.connections == 1
-    assert pid not in procs._live
+    assert pid not in children._live
 
 
 def test_the_proxy_dies_with_its_parent(tmp_path):
@@ -250,7 +256,7 @@ def test_the_proxy_dies_with_its_parent(tmp_path):
     info = tmp_path / "proxy.json"
     code = textwrap.dedent(f"""
         import json, time
-        from geventprobe.delay_proxy import DelayProxy, Upstream
+        from geventprobe.processes.delay_proxy import DelayProxy, Upstream
         proxy = DelayProxy(Upstream("127.0.0.1", 9), 20).__enter__()
         with open({str(info)!r}, "w") as f:
             json.dump({{"pid": proxy.proc.pid, "dir": proxy.dir}}, f)
@@ -358,7 +364,7 @@ def postgres():
         with EmbeddedPostgres(max_connections=30) as pg:
             yield pg
     finally:
-        procs.cleanup()
+        children.cleanup()
 
 
 def _timed_session(dsn: str) -> tuple[float, float]:
@@ -432,8 +438,8 @@ def test_bad_rtt_is_one_line(run_cli, value):
 
 
 def test_the_apps_database_url_leads_through_the_proxy(monkeypatch):
-    from geventprobe.app_mode import AppPlan
-    from geventprobe.builds import BY_NAME
+    from geventprobe.app.gunicorn_app import AppPlan
+    from geventprobe.core.builds import BY_NAME
 
     monkeypatch.delenv("DATABASE_URL", raising=False)
     plan = AppPlan(build=BY_NAME["binary"], argv=[], cwd=".", workers=1, preload=False,
@@ -459,7 +465,7 @@ def test_a_killed_proxy_stops_the_run_with_one_line(probe_tmp, tmp_path):
         proxy = []
         while not proxy and time.monotonic() < deadline and run.poll() is None:
             proxy = [p for p in our_processes(probe_tmp)
-                     if "geventprobe.delay_proxy" in " ".join(p.info["cmdline"] or [])]
+                     if "geventprobe.processes.delay_proxy" in " ".join(p.info["cmdline"] or [])]
             time.sleep(0.1)
         assert proxy, "the run never started its proxy"
         time.sleep(1.0)  # gunicorn is starting, or the probe runs: mid-run either way

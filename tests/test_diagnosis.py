@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from geventprobe.diagnosis import explain
-from geventprobe.model import Verdict
+from geventprobe.core.causes import explain
+from geventprobe.record import Verdict
 
 
 def psycopg_facts(wait="wait_c", version="3.3.8", select_patched=True, imported_patched=True,

@@ -309,7 +309,7 @@ def test_sigkill_of_geventprobe_leaves_nothing(cli, moment):
 @pytest.fixture
 def own_server():
     """A server this test started itself, so that its pg_stat_activity is only ours."""
-    from geventprobe.embedded_pg import EmbeddedPostgres
+    from geventprobe.processes.postgres import EmbeddedPostgres
 
     with EmbeddedPostgres(max_connections=40) as pg:
         yield pg.dsn

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from geventprobe.http_load import LoadSpec, OpenLoopLoad, _status, run_for
+from geventprobe.app.http_load import LoadSpec, OpenLoopLoad, _status, run_for
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -20,7 +20,7 @@ import jsonschema
 import pytest
 from conftest import by_build
 
-from geventprobe.embedded_pg import EmbeddedPostgres
+from geventprobe.processes.postgres import EmbeddedPostgres
 from geventprobe.report import load, repro
 
 pytestmark = pytest.mark.integration

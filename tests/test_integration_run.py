@@ -83,7 +83,7 @@ def test_busy_wait_is_seen(run_cli, tmp_path):
 
 def test_own_server_via_dsn(run_cli, tmp_path):
     """--dsn points at a server we started: no embedded server, same verdicts."""
-    from geventprobe.embedded_pg import EmbeddedPostgres
+    from geventprobe.processes.postgres import EmbeddedPostgres
 
     out = tmp_path / "r.json"
     with EmbeddedPostgres(max_connections=60) as pg:

@@ -13,9 +13,9 @@ import json
 import jsonschema
 import pytest
 
-from geventprobe import matrix
-from geventprobe.builds import parse_builds
+from geventprobe.core.builds import parse_builds
 from geventprobe.errors import ProbeError
+from geventprobe.versions import matrix
 
 SMALL = ["--workers", "2", "--greenlets", "8"]
 

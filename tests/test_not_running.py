@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from geventprobe.cpu import CpuSampler
+from geventprobe.processes.cpu import CpuSampler
 
 
 @pytest.fixture

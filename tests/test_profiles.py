@@ -6,21 +6,21 @@ import os
 
 import pytest
 
-from geventprobe import profiles
-from geventprobe.config import Thresholds, default_profile, parse_fail_on
+from geventprobe import settings
+from geventprobe.core.rules import exit_code
 from geventprobe.errors import ProbeError
-from geventprobe.model import BuildResult, Verdict
-from geventprobe.verdict import exit_code
+from geventprobe.record import BuildResult, Verdict
+from geventprobe.settings import Thresholds, default_profile, parse_fail_on
 
 
 def test_every_named_profile_loads():
-    for name in profiles.PROFILE_NAMES:
-        assert profiles.resolve(name).source.startswith("configs/default.toml")
-    assert profiles.resolve("default") == default_profile()
+    for name in settings.PROFILE_NAMES:
+        assert settings.resolve(name).source.startswith("configs/default.toml")
+    assert settings.resolve("default") == default_profile()
 
 
 def test_quick_is_smaller_and_ci_is_stricter_with_calibration():
-    default, quick, ci = (profiles.resolve(n) for n in ("default", "quick", "ci"))
+    default, quick, ci = (settings.resolve(n) for n in ("default", "quick", "ci"))
     assert quick.workload.workers < default.workload.workers
     assert quick.workload.greenlets < default.workload.greenlets
     assert ci.calibrate and not default.calibrate and not quick.calibrate
@@ -31,7 +31,7 @@ def test_quick_is_smaller_and_ci_is_stricter_with_calibration():
 
 def test_unknown_profile_names_the_choices():
     with pytest.raises(ProbeError, match=r"unknown profile 'fast'.*default, quick, ci"):
-        profiles.resolve("fast")
+        settings.resolve("fast")
 
 
 def write(path, text: str) -> str:
@@ -45,7 +45,7 @@ def test_nearest_pyproject_with_the_table_wins(tmp_path):
     write(tmp_path / "pyproject.toml", '[tool.geventprobe]\nprofile = "quick"\n')
     # A nearer pyproject.toml without the table is skipped, as ruff and pytest do.
     write(tmp_path / "svc" / "pyproject.toml", '[project]\nname = "svc"\n')
-    found = profiles.load_project(str(tmp_path / "svc" / "deep"))
+    found = settings.load_project(str(tmp_path / "svc" / "deep"))
     assert found.path == str(tmp_path / "pyproject.toml") and found.profile == "quick"
 
 
@@ -53,7 +53,7 @@ def test_project_paths_are_relative_to_the_pyproject(tmp_path):
     write(tmp_path / "pyproject.toml",
           '[tool.geventprobe]\napp = "site.wsgi:application"\n'
           'gunicorn-config = "deploy/gunicorn.conf.py"\n')
-    p = profiles.load_project(str(tmp_path))
+    p = settings.load_project(str(tmp_path))
     assert p.app == "site.wsgi:application"
     assert p.gunicorn_config == str(tmp_path / "deploy" / "gunicorn.conf.py")
     assert p.chdir == str(tmp_path)  # gunicorn runs where the project is, unless told
@@ -65,8 +65,8 @@ def test_precedence_default_named_pyproject_config(tmp_path):
           '[tool.geventprobe.workload]\ngreenlets = 6\nwait-rounds = 4\n'
           '[tool.geventprobe.thresholds]\nbusy_wait_cpu = 0.3\n')
     config = write(tmp_path / "p.toml", "[workload]\nwait_rounds = 2\n")
-    project = profiles.load_project(str(tmp_path))
-    p = profiles.resolve(None, config, project)
+    project = settings.load_project(str(tmp_path))
+    p = settings.resolve(None, config, project)
     assert p.workload.workers == 2  # from ci.toml
     assert p.workload.greenlets == 6  # pyproject over ci.toml
     assert p.workload.wait_rounds == 2  # --config over pyproject (kebab-case accepted there)
@@ -74,7 +74,7 @@ def test_precedence_default_named_pyproject_config(tmp_path):
     assert p.fail_on == ("blocking",)
     assert "configs/ci.toml" in p.source and "[tool.geventprobe]" in p.source
     # --profile on the command line wins over the project's profile.
-    assert not profiles.resolve("quick", None, project).calibrate
+    assert not settings.resolve("quick", None, project).calibrate
 
 
 @pytest.mark.parametrize(("table", "message"), [
@@ -90,7 +90,7 @@ def test_precedence_default_named_pyproject_config(tmp_path):
 def test_bad_project_settings_name_the_key(tmp_path, table, message):
     write(tmp_path / "pyproject.toml", f"[tool.geventprobe]\n{table}\n")
     with pytest.raises(ProbeError) as info:
-        profiles.resolve(None, None, profiles.load_project(str(tmp_path)))
+        settings.resolve(None, None, settings.load_project(str(tmp_path)))
     assert message in str(info.value)
     assert "pyproject.toml" in str(info.value)
     assert "pw" not in str(info.value)
@@ -98,18 +98,18 @@ def test_bad_project_settings_name_the_key(tmp_path, table, message):
 
 def test_http_rate_zero_turns_the_request_phase_off(tmp_path):
     config = write(tmp_path / "p.toml", "[workload]\nhttp_rate = 0\n")
-    p = profiles.resolve(None, config)
+    p = settings.resolve(None, config)
     assert p.workload.http_rate == 0
     assert p.workload.connections() == p.workload.workers * p.workload.greenlets
 
 
 def test_run_section_in_profile_files(tmp_path):
     config = write(tmp_path / "p.toml", '[run]\ncalibrate = true\nfail_on = "busy-wait"\n')
-    p = profiles.resolve(None, config)
+    p = settings.resolve(None, config)
     assert p.calibrate and p.fail_on == ("busy-wait",)
     bad = write(tmp_path / "bad.toml", "[run]\ncalibrate = 1\n")
     with pytest.raises(ProbeError, match=r"\[run\].calibrate must be true or false"):
-        profiles.resolve(None, bad)
+        settings.resolve(None, bad)
 
 
 @pytest.mark.parametrize(("text", "parsed"), [
@@ -146,7 +146,7 @@ def test_fail_on_decides_which_findings_exit_1():
 
 def test_default_thresholds_unchanged_by_profiles():
     # The verdict rules' defaults are what the calibrated README figures were judged with.
-    assert profiles.resolve("default").thresholds == Thresholds()
+    assert settings.resolve("default").thresholds == Thresholds()
 
 
 @pytest.mark.parametrize(("args", "message"), [

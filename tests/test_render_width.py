@@ -19,7 +19,7 @@ import pytest
 from rich.console import Console
 
 from geventprobe.compare import compare
-from geventprobe.model import (
+from geventprobe.record import (
     BlockedStack,
     ConnectFigures,
     DelayProxyFigures,
@@ -287,7 +287,7 @@ def test_terminal_and_markdown_agree_on_every_cell(case):
 
 def bisected():
     """A bisect of psycopg 3.1.4..3.1.6 built from recorded rows (OK, then wait_c BLOCKING)."""
-    from geventprobe.bisect import BisectResult, BisectStep
+    from geventprobe.versions.bisect import BisectResult, BisectStep
 
     r = recorded("preload")
     good = next(b for b in r.builds if b.build == "python")

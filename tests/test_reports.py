@@ -23,7 +23,7 @@ import pytest
 
 from geventprobe.dsn import redact_hosts, scrub_result
 from geventprobe.errors import ProbeError
-from geventprobe.model import Calibration, ControlOutcome, Evidence, Verdict
+from geventprobe.record import Calibration, ControlOutcome, Evidence, Verdict
 from geventprobe.report import charts, html, json_format, load, markdown, repro, text
 
 DATA = Path(__file__).parent / "data"
@@ -88,7 +88,7 @@ def _schema_covers(schema: dict, cls, node: dict, path: str) -> None:
 
 
 def test_the_schema_describes_every_field_of_the_record(schema):
-    from geventprobe.model import RunResult
+    from geventprobe.record import RunResult
 
     _schema_covers(schema, RunResult, schema, "result")
 

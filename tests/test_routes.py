@@ -1,6 +1,6 @@
 """``run --app --route`` on the example apps, with real gunicorn and a real PostgreSQL.
 
-Each test drives one route of one example app (``harness/examples/``) as a user would and
+Each test drives one route of one example app (``examples/``) as a user would and
 asserts the class, its cause and the exit code; never a timing. One throwaway server
 serves the module; the ``quick`` profile (2 workers, 8 concurrent requests per worker)
 keeps each run near 30 s.
@@ -14,11 +14,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from geventprobe.embedded_pg import EmbeddedPostgres
+from geventprobe.processes.postgres import EmbeddedPostgres
 
 integration = pytest.mark.integration
 
-EXAMPLES = Path(__file__).parent.parent / "harness" / "examples"
+EXAMPLES = Path(__file__).parent.parent / "examples"
 APP = "app:application"
 
 
@@ -138,5 +138,5 @@ def test_builtin_blocking_build_carries_who_blocked(run_cli, pg_dsn, tmp_path):
     assert b["verdict"] == "BLOCKING" and b["routes"] == []
     top = b["blocked_by"][0]
     assert top["phase"] == "waits" and top["count"] >= 2 and top["user_frame"] is None
-    assert top["innermost"].startswith("geventprobe/harness/probe.py:")
+    assert top["innermost"].startswith("geventprobe/worker/probe.py:")
     assert top["innermost"].endswith("in query: cursor.execute(sql, params)")

@@ -10,13 +10,13 @@ import dataclasses
 
 import pytest
 
-from geventprobe import blocked
-from geventprobe.config import Thresholds, parse_fail_on
+from geventprobe.app.route_rules import judge, judge_all
+from geventprobe.app.routes import Route, RouteRun, RoutesRun, first_error, parse_route
+from geventprobe.core import blocked
+from geventprobe.core.rules import exit_code
 from geventprobe.errors import ProbeError
-from geventprobe.model import BuildResult, Verdict
-from geventprobe.route_verdict import judge, judge_all
-from geventprobe.routes import Route, RouteRun, RoutesRun, first_error, parse_route
-from geventprobe.verdict import exit_code
+from geventprobe.record import BuildResult, Verdict
+from geventprobe.settings import Thresholds, parse_fail_on
 
 T = Thresholds()
 T0 = 1000.0
@@ -156,7 +156,8 @@ def _hold_the_hub(seconds: float) -> None:
 def test_monitor_catches_who_blocked_and_marks_the_users_frame():
     """gevent's real monitor thread, in this process: a 0.3 s block is seen, with its line."""
     import gevent
-    from geventprobe.harness.monitor import Monitor
+
+    from geventprobe.worker.monitor import Monitor
 
     monitor = Monitor(0.05).start()
     try:
@@ -173,7 +174,7 @@ def test_monitor_catches_who_blocked_and_marks_the_users_frame():
 
 
 def test_user_code_is_told_from_libraries():
-    from geventprobe.harness.monitor import is_user_code
+    from geventprobe.worker.monitor import is_user_code
 
     assert is_user_code("/srv/shop/views.py")
     for path in ("/usr/lib/python3.11/hashlib.py", "/v/lib/python3.12/site-packages/x/y.py",

@@ -18,7 +18,7 @@ import psutil
 import pytest
 from test_faults import CliProcess
 
-from geventprobe.embedded_pg import EmbeddedPostgres
+from geventprobe.processes.postgres import EmbeddedPostgres
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +60,7 @@ def watch_argv(run: CliProcess, allowed: bytes | None = None) -> set[int]:
             if allowed is not None and line == allowed:
                 continue
             assert secret not in line, f"pid {pid} has the password on its command line: {line!r}"
-            if pid in ours and b"geventprobe.harness" in line:
+            if pid in ours and b"geventprobe.worker" in line:
                 workers.add(pid)
                 _check_environment(pid)
         time.sleep(0.005)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from geventprobe import stats
-from geventprobe.builds import parse_builds
-from geventprobe.config import load_profile
+from geventprobe.core import stats
+from geventprobe.core.builds import parse_builds
+from geventprobe.core.metrics import worker_figures
 from geventprobe.dsn import redact
 from geventprobe.errors import ProbeError
-from geventprobe.metrics import worker_figures
+from geventprobe.settings import load_profile
 
 
 def test_nearest_rank_percentiles():

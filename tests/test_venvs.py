@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from geventprobe import venvs
 from geventprobe.errors import ProbeError
+from geventprobe.versions import venvs
 
 
 @pytest.fixture
@@ -97,12 +97,12 @@ def test_shim_exposes_the_harness_and_nothing_of_our_environment(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
     script = (
         "import json, sys\n"
-        "import geventprobe.harness.probe, geventprobe.harness.app as app\n"
+        "import geventprobe.worker.probe, geventprobe.worker.harness_app as app\n"
         "try:\n    import gevent\n    gevent_found = True\n"
         "except ImportError:\n    gevent_found = False\n"
         "print(json.dumps({'import_error': app.IMPORT_ERROR, 'gevent': gevent_found,"
         " 'path': sys.path, 'prefix': sys.prefix}))\n")
-    with venvs.harness_shim() as shim:
+    with venvs.worker_shim() as shim:
         files = sorted(os.path.relpath(os.path.join(d, f), shim)
                        for d, _, fs in os.walk(shim) for f in fs)
         out = subprocess.run([str(venvs.env_python(bare)), "-c", script],
@@ -110,8 +110,8 @@ def test_shim_exposes_the_harness_and_nothing_of_our_environment(tmp_path):
                              check=True)
     assert not os.path.exists(shim)
     assert files[0] == "geventprobe/__init__.py"
-    assert all(f.startswith("geventprobe/harness/") for f in files[1:])
-    assert "geventprobe/harness/probe.py" in files
+    assert all(f.startswith("geventprobe/worker/") for f in files[1:])
+    assert "geventprobe/worker/probe.py" in files
     data = json.loads(out.stdout)
     # The harness imported; the driver and gevent of OUR environment did not leak in.
     assert "No module named 'psycopg'" in data["import_error"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from geventprobe.config import Thresholds
-from geventprobe.model import BuildMetrics, BuildResult, LatencySummary, Verdict
-from geventprobe.verdict import classify, evidence, exit_code, summary
+from geventprobe.core.rules import classify, evidence, exit_code, summary
+from geventprobe.record import BuildMetrics, BuildResult, LatencySummary, Verdict
+from geventprobe.settings import Thresholds
 
 T = Thresholds()
 

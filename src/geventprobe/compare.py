@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from geventprobe.model import BuildResult, RunResult, Verdict
+from geventprobe.record import BuildResult, RunResult, Verdict
 
 _FAULTS = (Verdict.BLOCKING, Verdict.BUSY_WAIT)
 

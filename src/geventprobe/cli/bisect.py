@@ -9,8 +9,7 @@ import sys
 import click
 from rich.console import Console
 
-from geventprobe import bisect, files
-from geventprobe.builds import parse_builds
+from geventprobe import files
 from geventprobe.cli.common import (
     ProgressListener,
     check_writable,
@@ -23,10 +22,12 @@ from geventprobe.cli.common import (
     verbose_option,
     warn_secret_argv,
 )
-from geventprobe.config import load_profile
+from geventprobe.core.builds import parse_builds
+from geventprobe.core.runner import RunOptions
 from geventprobe.files import write_atomic
 from geventprobe.report import bisection, json_format, terminal
-from geventprobe.runner import RunOptions
+from geventprobe.settings import load_profile
+from geventprobe.versions import bisect
 
 
 def render(result: bisect.BisectResult, console: Console, verbose: bool = False) -> None:

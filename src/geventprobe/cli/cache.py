@@ -7,8 +7,8 @@ import sys
 import click
 from rich.table import Table
 
-from geventprobe import venvs
 from geventprobe.cli.common import debug_option, handled_errors, progress_console, report_console
+from geventprobe.versions import venvs
 
 
 def _size(n: int) -> str:

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from geventprobe import files, profiles
+from geventprobe import files, settings
 from geventprobe.cli.common import (
     ProgressListener,
     check_writable,
@@ -19,8 +19,8 @@ from geventprobe.cli.common import (
     verbose_option,
     warn_secret_argv,
 )
+from geventprobe.core.runner import RunOptions, calibration_only
 from geventprobe.report import json_format, terminal
-from geventprobe.runner import RunOptions, calibration_only
 
 
 @click.command("calibrate")
@@ -54,10 +54,10 @@ def calibrate_command(workers, greenlets, dsn, rtt_ms, json_path, config_path, p
     """
     console = progress_console()
     with handled_errors(debug):
-        profile = profiles.with_sizes(
-            profiles.resolve(profile_name, config_path, profiles.load_project()),
+        profile = settings.with_sizes(
+            settings.resolve(profile_name, config_path, settings.load_project()),
             workers, greenlets)
-        profile = profiles.with_rtt(profile, rtt_ms)
+        profile = settings.with_rtt(profile, rtt_ms)
         check_writable(json_path, "--json")
         warn_secret_argv(console, dsn)
         options = RunOptions(profile=profile, builds=[], builds_named=False, dsn=dsn or None,

@@ -3,10 +3,10 @@
 Signals: SIGINT raises KeyboardInterrupt and SIGTERM/SIGHUP raise ``Terminated``
 in the main thread, so every context manager on the way out stops what it
 started; a signal that lands while a child is being started or stopped is held
-until that step is over (``procs.shielded``). Once the first signal is being
+until that step is over (``children.shielded``). Once the first signal is being
 handled, later ones do not interrupt the cleanup: they only make it kill
 children at once instead of waiting for them to stop politely. Whatever a
-context manager did not get to, ``procs.cleanup()`` stops and removes last.
+context manager did not get to, ``children.cleanup()`` stops and removes last.
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Column
 
-from geventprobe import files, procs
-from geventprobe.delay_proxy import MAX_RTT_MS
+from geventprobe import files
 from geventprobe.dsn import foreign_scheme, redact
 from geventprobe.errors import EXIT_INTERRUPTED, EXIT_USAGE, ProbeError, Terminated
-from geventprobe.model import BuildResult
+from geventprobe.processes import children
+from geventprobe.processes.delay_proxy import MAX_RTT_MS
+from geventprobe.record import BuildResult
 
 __all__ = [
     "OneLineErrorsGroup",
@@ -122,10 +123,10 @@ _cleaning = False
 def _on_signal(signum, frame):
     global _signalled
     if _signalled or _cleaning:
-        procs.hurry()  # a second Ctrl-C: stop the children now, do not wait for them
+        children.hurry()  # a second Ctrl-C: stop the children now, do not wait for them
         return
     _signalled = True
-    procs.deliver(KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum))
+    children.deliver(KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum))
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> None:
@@ -155,12 +156,12 @@ def _outcome(exc: BaseException, debug: bool) -> tuple[str, int]:
 def handled_errors(debug: bool) -> Iterator[None]:
     """Turn every failure into one line and its exit code; tracebacks only with --debug.
 
-    Also owns the signals for the block, and sweeps up (``procs.cleanup``) whatever the
+    Also owns the signals for the block, and sweeps up (``children.cleanup``) whatever the
     block's own context managers did not stop or remove, however it ends.
     """
     global _signalled, _cleaning
     _signalled = _cleaning = False
-    procs.hurry(False)
+    children.hurry(False)
     previous = {s: signal.signal(s, _on_signal) for s in _HANDLED_SIGNALS}
     outcome = None
     try:
@@ -170,7 +171,7 @@ def handled_errors(debug: bool) -> Iterator[None]:
     finally:
         _cleaning = True
         with contextlib.suppress(ProbeError, OSError):
-            procs.cleanup()
+            children.cleanup()
         for s, handler in previous.items():
             signal.signal(s, handler)
     if outcome is not None:

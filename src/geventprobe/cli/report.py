@@ -12,7 +12,7 @@ from geventprobe import files
 from geventprobe.cli.common import check_writable, debug_option, handled_errors, verbose_option
 from geventprobe.dsn import scrub_result
 from geventprobe.errors import ProbeError
-from geventprobe.model import RunResult
+from geventprobe.record import RunResult
 from geventprobe.report import charts, html, json_format, load, markdown, text
 
 FORMATS = ("markdown", "text", "json", "html", "png")

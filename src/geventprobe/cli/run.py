@@ -7,8 +7,9 @@ import sys
 
 import click
 
-from geventprobe import app_mode, files, matrix, profiles
-from geventprobe.builds import parse_builds
+from geventprobe import files, settings
+from geventprobe.app import gunicorn_app
+from geventprobe.app.routes import parse_routes
 from geventprobe.cli import report as report_cli
 from geventprobe.cli.common import (
     ProgressListener,
@@ -21,12 +22,13 @@ from geventprobe.cli.common import (
     verbose_option,
     warn_secret_argv,
 )
-from geventprobe.config import parse_fail_on
+from geventprobe.core.builds import parse_builds
+from geventprobe.core.runner import RunOptions, run
 from geventprobe.errors import ProbeError
-from geventprobe.preflight import CONNECTION_CAP, DEFAULT_TIME_LIMIT_S
+from geventprobe.processes.preflight import CONNECTION_CAP, DEFAULT_TIME_LIMIT_S
 from geventprobe.report import json_format, terminal
-from geventprobe.routes import parse_routes
-from geventprobe.runner import RunOptions, run
+from geventprobe.settings import parse_fail_on
+from geventprobe.versions import matrix
 
 
 @click.command("run")
@@ -98,10 +100,10 @@ def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path
     console = progress_console()
     with handled_errors(debug):
         # default.toml < --profile < pyproject's [tool.geventprobe] < --config < flags
-        project = profiles.load_project()
-        profile = profiles.with_sizes(profiles.resolve(profile_name, config_path, project),
+        project = settings.load_project()
+        profile = settings.with_sizes(settings.resolve(profile_name, config_path, project),
                                       workers, greenlets)
-        profile = profiles.with_rtt(profile, rtt_ms)
+        profile = settings.with_rtt(profile, rtt_ms)
         app_plan = _app_plan(app, gunicorn_config, chdir, builds_text, psycopg_text or
                              gevent_text, workers, preload, project, route_texts)
         if app_plan is not None:  # their workers, as their config says (or --workers)
@@ -129,7 +131,7 @@ def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path
         with ProgressListener(console, total=total) as listener:
             result = matrix.run(options, sets, listener) if sets else run(options, listener)
         if app_plan is not None:
-            result = dataclasses.replace(result, summary=app_mode.summary(result))
+            result = dataclasses.replace(result, summary=gunicorn_app.summary(result))
         result = report_cli.for_output(result, redact_hosts)  # every output reads this record
         # `--json -`: stdout carries the file alone, the report goes to stderr with progress.
         to_stdout = files.is_stdout(json_path) or files.is_stdout(markdown_path)
@@ -143,7 +145,7 @@ def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path
 
 
 def _app_plan(app, gunicorn_config, chdir, builds_text, matrix_text, workers, preload,
-              project: profiles.ProjectSettings, route_texts=()) -> app_mode.AppPlan | None:
+              project: settings.ProjectSettings, route_texts=()) -> gunicorn_app.AppPlan | None:
     """``--app`` (or ``app`` in pyproject): read the user's gunicorn settings; else None."""
     builds_asked = builds_text is not None or bool(matrix_text)
     if route_texts and not (app or (project.app and not builds_asked)):
@@ -163,11 +165,11 @@ def _app_plan(app, gunicorn_config, chdir, builds_text, matrix_text, workers, pr
     app = app or project.app
     if not app:
         return None
-    request = app_mode.AppRequest(
+    request = gunicorn_app.AppRequest(
         app=app,
         gunicorn_config=gunicorn_config or project.gunicorn_config,
         chdir=chdir or project.chdir,
         workers=workers,
         preload=preload or bool(project.preload),
         routes=tuple(routes))
-    return app_mode.plan(request)
+    return gunicorn_app.plan(request)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from geventprobe.bisect import BisectResult
-from geventprobe.model import BuildResult
+from geventprobe.record import BuildResult
 from geventprobe.report.content import (
     VERDICT_STYLE,
     deciding,
@@ -14,6 +13,7 @@ from geventprobe.report.content import (
     wait_short,
 )
 from geventprobe.report.document import COMPACT, Block, Cell, Column, Paragraph, Table
+from geventprobe.versions.bisect import BisectResult
 
 
 def figures(b: BuildResult) -> str:

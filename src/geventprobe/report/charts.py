@@ -15,7 +15,7 @@ import importlib.util
 import io
 
 from geventprobe.errors import ProbeError
-from geventprobe.model import BuildResult, RunResult, Verdict
+from geventprobe.record import BuildResult, RunResult, Verdict
 from geventprobe.report.markdown import label
 
 INSTALL_HINT = 'pip install "geventprobe[charts]"'

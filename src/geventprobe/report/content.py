@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from geventprobe.model import (
+from geventprobe.record import (
     BlockedStack,
     BuildResult,
     Calibration,

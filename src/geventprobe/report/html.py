@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from geventprobe.errors import ProbeError
 from geventprobe.files import write_atomic
-from geventprobe.model import BuildResult, RunResult, Verdict
+from geventprobe.record import BuildResult, RunResult, Verdict
 from geventprobe.report import charts, markdown, repro
 
 _CSS = """

@@ -8,7 +8,7 @@ import math
 from enum import Enum
 
 from geventprobe.files import write_atomic
-from geventprobe.model import RunResult
+from geventprobe.record import RunResult
 
 
 def plain(value):

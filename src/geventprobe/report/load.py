@@ -14,9 +14,9 @@ import json
 import math
 from enum import Enum
 
-from geventprobe import model
+from geventprobe import record
 from geventprobe.errors import ProbeError
-from geventprobe.model import SCHEMA_VERSION, RunResult
+from geventprobe.record import SCHEMA_VERSION, RunResult
 
 # The scalar annotations a record's fields use, and what JSON value each accepts.
 # bool is an int in Python: a count edited into ``true`` is refused too.
@@ -67,7 +67,7 @@ def _resolve(annotation: str):
         return ("list", _resolve(args))
     if head in ("dict", "Dict", "Mapping") and args and len(_split(args)) == 2:
         return ("dict", _resolve(_split(args)[1]))
-    found = getattr(model, text, None)
+    found = getattr(record, text, None)
     if isinstance(found, type) and (dataclasses.is_dataclass(found) or issubclass(found, Enum)):
         return ("type", found)
     if text in _SCALARS:

@@ -20,8 +20,9 @@ import re
 import shlex
 from collections.abc import Sequence
 
+from geventprobe.core.rules import baseline_mismatches
 from geventprobe.files import write_atomic
-from geventprobe.model import BuildResult, RunResult, Verdict
+from geventprobe.record import BuildResult, RunResult, Verdict
 from geventprobe.report import repro
 from geventprobe.report.content import (  # noqa: F401  (the one set of cell helpers)
     blocked_line,
@@ -39,7 +40,6 @@ from geventprobe.report.content import (  # noqa: F401  (the one set of cell hel
     wait_name,
 )
 from geventprobe.report.document import COMPACT, Table
-from geventprobe.verdict import baseline_mismatches
 
 # GitHub rejects a job summary over 1 MiB (per step): stay well under it.
 STEP_SUMMARY_LIMIT = 1024 * 1024

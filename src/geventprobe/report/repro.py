@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import textwrap
 
-from geventprobe.model import BuildResult, RunResult, Verdict
+from geventprobe.record import BuildResult, RunResult, Verdict
 
 # The harness's busy-wait control (harness/controls.py), reduced to what a script needs.
 _SPINNING_WAIT = '''

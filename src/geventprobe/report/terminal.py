@@ -20,7 +20,7 @@ from rich.measure import Measurement
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from geventprobe.model import RunResult
+from geventprobe.record import RunResult
 from geventprobe.report import content
 from geventprobe.report.document import (
     COMPACT,

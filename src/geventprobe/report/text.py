@@ -13,7 +13,7 @@ import textwrap
 
 from rich.console import Console
 
-from geventprobe.model import RunResult
+from geventprobe.record import RunResult
 from geventprobe.report import markdown, terminal
 
 WIDTH = 100

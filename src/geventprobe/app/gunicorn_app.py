@@ -1,0 +1,303 @@
+"""``geventprobe run --app``: the user's own app, under their own gunicorn config. No printing.
+
+What blocks depends on the deployment (docs/field-facts.md): the config file and
+its hooks, ``--preload``, ``GUNICORN_CMD_ARGS``, what the app imports and when,
+where psycogreen is applied. So this mode starts gunicorn as the user deploys it
+and injects the probe without touching their code:
+
+1. ``plan()`` reads the effective settings in a throwaway child
+   (``harness/inspect_conf.py``: gunicorn itself loads their config through
+   ``harness/wrapper_conf.py``, then ``GUNICORN_CMD_ARGS``, then our command line).
+   A config that fails is their error, shown in their words (exit 2).
+2. It decides the few things it must override, and records each: the gevent
+   worker class only when theirs is not gevent-based; ``--bind 127.0.0.1:0`` (a
+   free loopback port, never their public one); the error log to geventprobe's
+   log; ``--max-requests 0`` so no worker is recycled mid-probe.
+3. The runner then probes it as one build: ``wrapper_conf.py`` runs their config,
+   chains their hooks with ours and starts the probe in ``post_worker_init``
+   after theirs; the facts say which driver their workers really use, its wait
+   function or callback, what gevent patched and who imported the driver when.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+from dataclasses import dataclass, field
+
+from geventprobe.app.routes import Route
+from geventprobe.core.builds import Build
+from geventprobe.dsn import redact
+from geventprobe.errors import ProbeError
+from geventprobe.processes import children
+from geventprobe.record import RunResult, Verdict
+
+WRAPPER_CONFIG = "python:geventprobe.worker.app_conf"
+_APP_SPEC = re.compile(r"^[A-Za-z_][\w.]*(:.+)?$")
+
+
+@dataclass(frozen=True)
+class AppRequest:
+    """What the user asked for (flags and ``[tool.geventprobe]``), not yet checked."""
+
+    app: str
+    """``MODULE:CALLABLE``, as given to gunicorn."""
+    gunicorn_config: str | None = None
+    """Their config file (or ``python:module``); None: what gunicorn would find."""
+    chdir: str | None = None
+    """Where gunicorn runs (their project); None: the current directory."""
+    workers: int | None = None
+    """``--workers`` given on our command line: overrides theirs."""
+    preload: bool = False
+    """``--preload`` given on our command line (theirs, in their config, applies anyway)."""
+    inspect_timeout_s: float = 60.0
+    routes: tuple[Route, ...] = ()
+    """``--route``: the app's own routes to drive after the driver probe (``routes.py``)."""
+
+
+@dataclass(frozen=True)
+class AppPlan:
+    """How the user's app will run: the gunicorn command and what it was found to use."""
+
+    build: Build
+    """The one "build": their app."""
+    argv: list[str]
+    cwd: str
+    workers: int
+    """Workers their gunicorn will start (their setting, or ``--workers``)."""
+    preload: bool
+    """Effective preload: theirs or ours."""
+    record: dict
+    """What the report shows about the deployment (``RunResult.app``)."""
+    base_env: dict = field(default_factory=dict)
+    routes: tuple[Route, ...] = ()
+    """The app's routes to drive after the driver probe."""
+
+    @property
+    def harness(self) -> dict:
+        """Keywords of ``gunicorn_harness.run_build`` that run this app instead of ours."""
+        return {"argv": self.argv, "cwd": self.cwd, "keep_cmd_args": True,
+                "routes": list(self.routes)}
+
+    def env(self, dsn: str) -> dict[str, str]:
+        """Environment of their gunicorn, on top of ours, for a server at ``dsn``."""
+        env = dict(self.base_env)
+        # Their app needs a database too: the usual variable, unless they set it already.
+        if not os.environ.get("DATABASE_URL") and dsn:
+            env["DATABASE_URL"] = conninfo_to_uri(dsn)
+        return env
+
+
+def conninfo_to_uri(dsn: str) -> str:
+    """A simple ``key=value`` conninfo as a ``postgresql://`` URI (as most apps read it)."""
+    if "://" in dsn:
+        return dsn
+    from urllib.parse import quote
+
+    parts = dict(re.findall(r"(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", dsn))
+    parts = {k: v.strip("'") for k, v in parts.items()}
+    user = quote(parts.pop("user", ""), safe="")
+    password = parts.pop("password", None)
+    host = parts.pop("host", "")
+    port = parts.pop("port", "")
+    dbname = quote(parts.pop("dbname", ""), safe="")
+    auth = f"{user}:{quote(password, safe='')}@" if password else (f"{user}@" if user else "")
+    netloc = (f"[{host}]" if ":" in host else quote(host, safe="/")) + (f":{port}" if port
+                                                                          else "")
+    query = "&".join(f"{k}={quote(v, safe='')}" for k, v in parts.items())
+    return f"postgresql://{auth}{netloc}/{dbname}" + (f"?{query}" if query else "")
+
+
+def shown_cmd_args(text: str | None) -> str | None:
+    """``GUNICORN_CMD_ARGS`` for the report: ``-e KEY=VALUE`` values and passwords masked."""
+    if not text:
+        return None
+    import shlex
+
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        return "(unparsable)"
+    out, mask_next = [], False
+    for word in words:
+        if mask_next and "=" in word:
+            word = word.split("=", 1)[0] + "=***"
+        elif word.startswith(("--env=", "-e")) and "=" in word[2:]:
+            head, _, rest = word.partition("=") if word.startswith("--env=") else ("", "", word)
+            word = (f"{head}={rest.split('=', 1)[0]}=***" if head
+                    else word.split("=", 1)[0] + "=***")
+        mask_next = word in ("-e", "--env")
+        out.append(word)
+    return redact(shlex.join(out))
+
+
+def _shown(path: str) -> str:
+    rel = os.path.relpath(path)
+    return path if rel.startswith(".." + os.sep + "..") else rel
+
+
+def _check(request: AppRequest) -> tuple[str, str | None, str | None]:
+    """(chdir, config for gunicorn, config as shown): refuse bad paths and specs."""
+    if not _APP_SPEC.match(request.app):
+        raise ProbeError(f"--app {request.app!r} is not MODULE:CALLABLE: pass what you give "
+                         "gunicorn, e.g. --app myproject.wsgi:application")
+    chdir = os.path.abspath(request.chdir or os.getcwd())
+    if not os.path.isdir(chdir):
+        raise ProbeError(f"--chdir {request.chdir} is not a directory: pass your project's "
+                         "directory (where you run gunicorn)")
+    config = request.gunicorn_config
+    if config is None or config.startswith("python:"):
+        return chdir, config, config
+    path = config[len("file:"):] if config.startswith("file:") else config
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise ProbeError(f"cannot read --gunicorn-config {config}: no such file: pass the "
+                         "config file you give gunicorn with -c")
+    return chdir, path, _shown(path)
+
+
+def _base_args(request: AppRequest) -> list[str]:
+    args = ["--config", WRAPPER_CONFIG,
+            # A free loopback port: never their public bind, never a port in use.
+            "--bind", "127.0.0.1:0",
+            # Their app's errors must reach our log, which explains failures.
+            "--error-logfile", "-",
+            # A worker recycled mid-probe would take its report with it.
+            "--max-requests", "0"]
+    if request.workers is not None:
+        args += ["--workers", str(request.workers)]
+    if request.preload:
+        args.append("--preload")
+    return args
+
+
+def _inspect(args: list[str], chdir: str, env: dict[str, str], timeout: float) -> dict:
+    """The effective settings, read by gunicorn itself in a throwaway child."""
+    tmp = children.make_temp_dir("geventprobe-inspect-")
+    try:
+        out = os.path.join(tmp, "settings.json")
+        proc = children.spawn([sys.executable, "-m", "geventprobe.worker.inspect_conf", out, "--",
+                            *args], env=env, cwd=chdir, log_path=os.path.join(tmp, "log"))
+        with children.running(proc, signal.SIGKILL, timeout=1):
+            code = children.wait(proc, timeout)
+        if code is None:
+            raise ProbeError(f"reading your gunicorn config did not finish within {timeout:.0f} s "
+                             "(does the config file wait for something?)")
+        try:
+            with open(out) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            with open(os.path.join(tmp, "log"), errors="replace") as f:
+                lines = [ln.strip() for ln in f if ln.strip()]
+            raise ProbeError("reading your gunicorn config failed: "
+                             + redact(lines[-1] if lines else f"exit code {code}")) from None
+    finally:
+        children.remove_temp_dir(tmp)
+
+
+def plan(request: AppRequest) -> AppPlan:
+    """Check the request, read the effective gunicorn settings, and build the command."""
+    chdir, config, shown = _check(request)
+    base_env = {"GEVENTPROBE_MODE": "app"}
+    if config:
+        base_env["GEVENTPROBE_USER_CONFIG"] = config
+    env = dict(os.environ, **base_env, PYTHONUNBUFFERED="1")
+    args = _base_args(request)
+    settings = _inspect([*args, request.app], chdir, env, request.inspect_timeout_s)
+    if not settings.get("ok"):
+        error = redact(settings.get("error") or "unknown error")
+        if settings.get("stage") == "config":
+            default = os.path.join(chdir, "gunicorn.conf.py")
+            where = settings.get("config") or shown or (
+                _shown(default) if os.path.exists(default) else "(from GUNICORN_CMD_ARGS)")
+            raise ProbeError(f"your gunicorn config {where} failed to load: {error}: fix it, "
+                             "then check it with: gunicorn --check-config -c CONFIG APP")
+        raise ProbeError(f"gunicorn refused your settings: {error}: fix the config file or "
+                         "GUNICORN_CMD_ARGS, then check with: gunicorn --check-config ...")
+    if settings.get("daemon"):
+        raise ProbeError("your settings ask gunicorn to daemonize (-D / daemon = True in "
+                         "GUNICORN_CMD_ARGS): geventprobe must own the processes it starts: "
+                         "leave daemon off for the check")
+    found = settings.get("config")
+    if found and not found.startswith("python:"):
+        # GUNICORN_CMD_ARGS's -c is relative to where gunicorn runs, not to where we do.
+        found = os.path.join(chdir, found[len("file:"):] if found.startswith("file:") else found)
+    if found and not config:
+        base_env["GEVENTPROBE_USER_CONFIG"] = found
+        shown = found if found.startswith("python:") else _shown(found)
+    if shown:
+        base_env["GEVENTPROBE_USER_CONFIG_SHOWN"] = shown
+    overrides = ["bind 127.0.0.1:0: a free loopback port, for the probe's HTTP requests",
+                 "error log to geventprobe's own log, which explains failures"]
+    if (settings.get("max_requests") or 0) > 0:
+        overrides.append(f"max_requests 0 (yours: {settings['max_requests']}): a worker "
+                         "recycled mid-probe would lose its report")
+    forced = not settings.get("gevent")
+    if forced:
+        args += ["--worker-class", "gevent"]
+        overrides.append(f"worker class gevent (yours: {settings.get('worker_class')}): the "
+                         "probe measures gevent workers")
+    if request.workers is not None:
+        overrides.append(f"workers {request.workers} (--workers; yours: see your config)")
+    argv = [sys.executable, "-m", "gunicorn", *args, request.app]
+    workers = int(settings.get("workers") or 1)
+    preload = bool(settings.get("preload"))
+    record = {
+        "app": request.app,
+        "gunicorn_config": shown,
+        "chdir": chdir,
+        "worker_class": "gevent" if forced else settings.get("worker_class"),
+        "their_worker_class": settings.get("worker_class"),
+        "worker_class_forced": forced,
+        "workers": workers,
+        "preload": preload,
+        "timeout": settings.get("timeout"),
+        "hooks": settings.get("hooks") or [],
+        "gunicorn_cmd_args": shown_cmd_args(os.environ.get("GUNICORN_CMD_ARGS")),
+        "database_url_from_geventprobe": not os.environ.get("DATABASE_URL"),
+        "overrides": overrides,
+        "routes": [str(r) for r in request.routes],
+    }
+    config_words = f"gunicorn config {shown}" if shown else "no gunicorn config file"
+    build = Build(name=request.app, baseline=False, expected=None, env=dict(base_env),
+                  description=f"your app {request.app}, {config_words}")
+    return AppPlan(build=build, argv=argv, cwd=chdir, workers=workers, preload=preload,
+                   record=record, base_env=base_env, routes=tuple(request.routes))
+
+
+def summary(result: RunResult) -> str:
+    """The one-line summary of an ``--app`` run (the runner's speaks of driver builds)."""
+    app = next((b for b in result.builds if result.app and b.build == result.app["app"]), None)
+    if app is None:
+        return result.summary
+    code = result.exit_code
+    driver = app.facts.get("driver")
+    version = (app.facts.get(driver) or {}).get("version") if driver else None
+    if app.verdict is Verdict.OK:
+        text = (f"your app {app.build} cooperates with gevent under this gunicorn config"
+                + (f" ({driver} {version})" if driver else ""))
+    elif app.verdict in (Verdict.BLOCKING, Verdict.BUSY_WAIT):
+        text = f"your app {app.build} is {app.verdict} under this gunicorn config"
+        if app.cause:
+            text += f": {app.cause}"
+        if code == 0:
+            text += " (not failing: --fail-on leaves it out)"
+    elif app.verdict is Verdict.ERROR:
+        text = f"the probe failed in your app's workers: {app.error or app.cause}"
+    else:
+        return result.summary
+    if app.routes:
+        text += "; routes: " + ", ".join(_route_words(r) for r in app.routes)
+    if result.calibration is not None and not result.calibration.passed:
+        text = f"INCONCLUSIVE: calibration failed: {result.calibration.reason}; {text}"
+    return f"{text}; exit {code}"
+
+
+def _route_words(route) -> str:
+    """``GET /query SERIALIZED (1 server connection for 8 concurrent requests: …)``."""
+    if route.verdict is Verdict.OK:
+        return f"{route.route} OK"
+    return f"{route.route} {route.verdict}" + (f" ({route.cause})" if route.cause else "")

@@ -1,0 +1,290 @@
+"""``run --app --route``: drive the user's own routes in the probed workers. No printing.
+
+After the driver probe's request phase, in the same gunicorn workers, each route gets:
+
+1. one request alone (its latency and status: what the route costs with nothing else
+   running);
+2. a burst: ``route_concurrency × workers`` requests, all due at the same instant, each
+   timed from that instant to its last byte (queueing counts, as in ``http_load``).
+
+gunicorn's workers share one listening socket, so a request cannot be addressed to a
+worker: the kernel hands each connection to whichever worker accepts it first. The burst
+is therefore C per worker on average; every worker notes when each of the app's requests
+started (``probe_route.wrap``), so the verdict knows how many each really served.
+
+Meanwhile every worker keeps a heartbeat and gevent's monitor thread running and reports
+them on its own file (``routes-<pid>.json``), and the parent counts, with psutil, the TCP
+connections each worker holds to the server's port (the port of the DSN the workers
+use, which may be a proxy's). Everything stays on loopback and is bounded in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+from geventprobe.dsn import redact
+from geventprobe.errors import ProbeError
+from geventprobe.worker.probe_route import PATH as PROBE_PATH
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+_RESPONSE_LIMIT = 1 << 20
+_PATH = re.compile(r"^/[^\s#]*$")
+# The line of a Python traceback that names the exception: "django.db.utils.DatabaseError: …"
+_EXCEPTION_LINE = re.compile(
+    r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning|Failure)):\s*\S.*$")
+
+
+@dataclass(frozen=True)
+class Route:
+    """One route of the user's app: a method and a path (requests carry an empty body)."""
+
+    method: str
+    path: str
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+def parse_route(text: str) -> Route:
+    """``/path`` (GET) or ``METHOD /path``; one clear line when it is neither."""
+    words = str(text).split()
+    if len(words) == 1:
+        method, path = "GET", words[0]
+    elif len(words) == 2:
+        method, path = words[0].upper(), words[1]
+    else:
+        method, path = "", ""
+    if method not in METHODS or not _PATH.match(path):
+        raise ProbeError(f"--route {text!r} is not a route: give a path such as /login, or a "
+                         f"method and a path such as 'POST /login' (methods: "
+                         f"{', '.join(METHODS)})")
+    if path.split("?", 1)[0] == PROBE_PATH:
+        raise ProbeError(f"--route {text!r}: {PROBE_PATH} is geventprobe's own route: give one "
+                         "of your app's")
+    return Route(method, path)
+
+
+def parse_routes(texts) -> list[Route]:
+    """Every route, in order, duplicates dropped."""
+    return list(dict.fromkeys(parse_route(t) for t in texts))
+
+
+def server_port(dsn: str) -> int | None:
+    """The TCP port the workers reach the server on (None: a unix socket, or unknown)."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        params = conninfo_to_dict(dsn or os.environ.get("DATABASE_URL", ""))
+    except Exception:
+        return None
+    host = str(params.get("host") or os.environ.get("PGHOST") or "").split(",")[0]
+    if not host or host.startswith("/"):
+        return None
+    port = str(params.get("port") or os.environ.get("PGPORT") or "5432").split(",")[0]
+    return int(port) if port.isdigit() else None
+
+
+@dataclass
+class RouteRun:
+    """What the parent measured for one route (the verdict reads it with the workers')."""
+
+    route: Route
+    concurrency: int
+    """Requests per worker asked for."""
+    lone_status: str
+    """``200``…, or ``reset``, ``timeout``, ``refused``…"""
+    lone_s: float | None
+    burst: list[tuple[str, float]]
+    """(status or failure kind, seconds from the burst's due time) per request."""
+    t0: float
+    """When every request of the burst was due (``time.monotonic``, the workers' clock)."""
+    t1: float
+    """When the last one ended."""
+    connections: dict[int, int] = field(default_factory=dict)
+    """Worker pid → most TCP connections it held to the server's port during the burst."""
+    log_lines: list[str] = field(default_factory=list)
+    """What the workers logged from the lone request to the end of the burst (redacted)."""
+    error: str | None = None
+
+
+@dataclass
+class RoutesRun:
+    """The whole route phase: each route's figures and each worker's own report."""
+
+    routes: list[RouteRun] = field(default_factory=list)
+    workers: dict[int, dict] = field(default_factory=dict)
+    """pid → ``routes-<pid>.json`` (heartbeat, request start times, monitor events)."""
+    error: str | None = None
+    server_port: int | None = None
+    seconds: float = 0.0
+
+
+async def _one(port: int, route: Route, due: float, timeout: float) -> tuple[str, float]:
+    loop = asyncio.get_running_loop()
+    try:
+        status = await asyncio.wait_for(_request(port, route), max(0.001, due + timeout
+                                                                   - loop.time()))
+    except asyncio.TimeoutError:
+        return "timeout", loop.time() - due
+    except ConnectionRefusedError:
+        return "refused", loop.time() - due
+    except (ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError):
+        return "reset", loop.time() - due
+    except OSError as exc:
+        return type(exc).__name__, loop.time() - due
+    return (str(status) if status else "bad response"), loop.time() - due
+
+
+async def _request(port: int, route: Route) -> int | None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"{route.method} {route.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     "User-Agent: geventprobe\r\nContent-Length: 0\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        await writer.drain()
+        data = b""
+        while len(data) < _RESPONSE_LIMIT:
+            chunk = await reader.read(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        writer.close()
+    if not data:
+        raise ConnectionResetError
+    head = data.split(b"\r\n", 1)[0].split()
+    return int(head[1]) if len(head) >= 2 and head[1].isdigit() else None
+
+
+def send(port: int, route: Route, n: int, timeout: float) -> tuple[float, float, list]:
+    """``n`` requests at ``route``, all due now: (due time, end time, [(status, s)])."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        # asyncio's clock is time.monotonic, the workers' clock too.
+        due = loop.time()
+        out = await asyncio.gather(*(_one(port, route, due, timeout) for _ in range(n)))
+        return due, loop.time(), out
+
+    return asyncio.run(main())
+
+
+class ConnectionCounter:
+    """Counts, every ``period`` s in a thread, each worker's TCP connections to ``port``."""
+
+    def __init__(self, pids: list[int], port: int | None, period: float = 0.02):
+        self.pids, self.port, self.period = pids, port, period
+        self.most: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="geventprobe-conns",
+                                        daemon=True)
+
+    def count(self, pid: int) -> int | None:
+        """Established TCP connections of ``pid`` to the server's port, now."""
+        try:
+            proc = psutil.Process(pid)
+            conns = (proc.net_connections(kind="tcp") if hasattr(proc, "net_connections")
+                     else proc.connections(kind="tcp"))
+        except psutil.Error:
+            return None
+        return sum(1 for c in conns if c.raddr and c.raddr.port == self.port
+                   and c.status == psutil.CONN_ESTABLISHED)
+
+    def _sample(self) -> None:
+        for pid in self.pids:
+            n = self.count(pid)
+            if n is not None:
+                self.most[pid] = max(self.most.get(pid, 0), n)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.period)
+
+    def __enter__(self) -> ConnectionCounter:
+        if self.port is not None:
+            self._sample()  # the connections already open count too
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.ident is not None:
+            self._thread.join(5)
+
+
+def _log_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _log_since(path: str, offset: int, limit: int = 400) -> list[str]:
+    try:
+        with open(path, errors="replace") as f:
+            f.seek(offset)
+            return [redact(ln.rstrip()) for ln in f.readlines()[:limit]]
+    except OSError:
+        return []
+
+
+def first_error(lines: list[str]) -> str | None:
+    """The line that names the first exception the workers logged (``DatabaseError: …``),
+    else the first line gunicorn marked ``[ERROR]``; None when nothing went wrong."""
+    for line in lines:
+        if _EXCEPTION_LINE.match(line):
+            return line.strip()
+    for line in lines:
+        if "[ERROR]" in line or "Traceback" in line:
+            return line.strip()
+    return None
+
+
+def drive(routes: list[Route], *, port: int, pids: list[int], concurrency: int,
+          timeout_s: float, log_path: str, dsn: str, guard=None) -> list[RouteRun]:
+    """Each route in turn: the lone request, then the burst with the connections counted.
+
+    ``guard`` is called between steps (the run's time limit and the server's health).
+    """
+    db_port = server_port(dsn)
+    out = []
+    for route in routes:
+        if guard is not None:
+            guard()
+        offset = _log_size(log_path)
+        _, _, lone = send(port, route, 1, timeout_s)
+        lone_status, lone_s = lone[0]
+        time.sleep(0.1)  # let the lone request's connection close in the worker
+        with ConnectionCounter(pids, db_port) as counter:
+            t0, t1, burst = send(port, route, concurrency * len(pids), timeout_s)
+        time.sleep(0.05)  # the log line of the last failure may follow the response
+        out.append(RouteRun(route=route, concurrency=concurrency, lone_status=lone_status,
+                            lone_s=lone_s, burst=burst, t0=t0, t1=t1,
+                            connections=dict(counter.most) if db_port else {},
+                            log_lines=_log_since(log_path, offset)))
+        time.sleep(0.2)  # a quiet gap between routes: one route's tail stays out of the next
+    return out
+
+
+@contextlib.contextmanager
+def phase_files(run_dir: str):
+    """The route phase's end: ``routes-stop`` tells every worker to report, however it ends."""
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError), open(os.path.join(run_dir, "routes-stop"), "w"):
+            pass
+
+
+def worker_timeout_s(routes: list[Route], timeout_s: float) -> float:
+    """How long a worker waits in the route phase before it reports anyway."""
+    return 60.0 + len(routes) * (2 * timeout_s + 2.0)

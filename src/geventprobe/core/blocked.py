@@ -1,0 +1,53 @@
+"""Who blocked: the monitor thread's events from the workers, as counted stacks.
+
+Each worker's ``harness/monitor.py`` records, for every time gevent's monitor thread
+found the hub blocked, the time, the monitor's period and the hub thread's stack. Here
+identical stacks are counted together, within a phase's time window, and the innermost
+frame of the user's own code is marked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from geventprobe.dsn import redact
+from geventprobe.record import BlockedStack
+
+MAX_STACKS = 5
+"""Stacks kept per phase, most frequent first: the rest is noise around the same cause."""
+
+
+def stacks(events: Iterable[dict], phase: str, window: tuple[float, float] | None = None
+           ) -> list[BlockedStack]:
+    """The distinct stacks among ``events`` (those inside ``window`` if given), counted."""
+    groups: dict[tuple, list[dict]] = {}
+    for e in events:
+        t = e.get("t")
+        if window is not None and (t is None or not window[0] <= t <= window[1]):
+            continue
+        frames = tuple(e.get("frames") or ())
+        if frames:
+            groups.setdefault(frames, []).append(e)
+    out = []
+    for frames, seen in groups.items():
+        user = seen[0].get("user")
+        out.append(BlockedStack(
+            phase=phase,
+            count=len(seen),
+            blocked_s=round(sum(float(e.get("s") or 0) for e in seen), 3),
+            frames=[redact(f) for f in frames],
+            user_frame=redact(frames[user]) if isinstance(user, int) and 0 <= user < len(frames)
+            else None,
+            innermost=redact(frames[-1]),
+        ))
+    out.sort(key=lambda s: (-s.count, s.frames))
+    return out[:MAX_STACKS]
+
+
+def in_words(stack: BlockedStack) -> str:
+    """``blocked 10 times, 0.5 s in all: app.py:17 in login → hashlib.pbkdf2_hmac(…)``."""
+    where = stack.user_frame or stack.innermost or "?"
+    inner = stack.innermost if stack.innermost and stack.innermost != where else None
+    times = "once" if stack.count == 1 else f"{stack.count} times"
+    return f"blocked {times}, {stack.blocked_s:.2f} s in all: {where}" + (
+        f" → {inner}" if inner else "")

@@ -1,0 +1,157 @@
+"""Why a build got its verdict, and how to fix it, in words computed from the worker's facts.
+
+The facts are what the worker reported about itself (docs/field-facts.md): the
+wait function psycopg chose, whether select was patched when the driver was
+imported, in which process it was imported, psycopg2's wait callback.
+"""
+
+from __future__ import annotations
+
+from packaging.version import InvalidVersion, Version
+
+from geventprobe.record import Verdict
+
+GEVENT_SUPPORT = Version("3.1.14")  # first psycopg whose c/binary builds detect gevent
+PATCH_FIRST = ("patch first: put `from gevent import monkey; monkey.patch_all()` at the very "
+               "top of the gunicorn config file, so the master is patched before it imports "
+               "the app")
+
+
+def _version(text: str | None) -> Version | None:
+    try:
+        return Version(text) if text else None
+    except InvalidVersion:
+        return None
+
+
+def _imported_early(facts: dict, preload: bool) -> tuple[str, str]:
+    """(where psycopg was imported before gevent patched, in words; the fix)."""
+    imported = facts.get("driver_import") or {}
+    where = ""
+    if facts.get("driver_imported_in_master"):
+        where = " (in the gunicorn master: --preload" if preload else \
+            " (in the gunicorn master: config file or hook"
+        where += ", before the worker patched)"
+    if imported.get("where"):  # run --app: the import hook saw where, and who imported it
+        where = f" ({imported['where']})"
+        preload = preload and imported.get("phase") == "master"
+    advice = ("drop --preload, or " + PATCH_FIRST) if preload else \
+        ("import psycopg only from the app, never from the gunicorn config file or its "
+         "on_starting/post_fork hooks, or " + PATCH_FIRST)
+    return where, advice
+
+
+def _psycopg_connect_blocking(facts: dict, preload: bool) -> tuple[str, str]:
+    """Only connection setup blocked: psycopg's selector, bound when it was imported."""
+    pg = facts.get("psycopg") or {}
+    selector = pg.get("selector") or "unknown"
+    imported = facts.get("driver_import") or {}
+    if selector.startswith("selectors."):
+        where = ""
+        if imported and not imported.get("select_patched"):
+            where, advice = _imported_early(facts, preload)
+        else:
+            advice = PATCH_FIRST
+        return (f"psycopg sets connections up with psycopg.waiting.DefaultSelector = "
+                f"{selector}, the standard library's, bound because psycopg was imported "
+                f"before gevent patched select{where}: every connect waits in C and stalls the "
+                f"hub, although its queries cooperate ({pg.get('wait') or 'its wait function'})",
+                advice)
+    return (f"connecting stalled the hub although psycopg's connection selector is {selector}: "
+            "something else in connection setup waits in C (a host name resolved by libpq?)",
+            "try an IP address instead of a host name in the DSN, and report it to psycopg with "
+            "this run's Markdown or JSON report attached")
+
+
+def _psycopg_blocking(facts: dict, preload: bool) -> tuple[str, str]:
+    pg = facts.get("psycopg") or {}
+    wait = pg.get("wait")
+    version = _version(pg.get("version"))
+    forced = (facts.get("env") or {}).get("PSYCOPG_WAIT_FUNC")
+    imported = facts.get("driver_import") or {}
+    if wait != "wait_c":
+        return (f"psycopg's wait function {wait} did not yield to the gevent hub",
+                "this is unexpected: report it to psycopg with this run's Markdown or JSON "
+                "report attached")
+    if forced == "wait_c":
+        return ("PSYCOPG_WAIT_FUNC=wait_c forces psycopg's C wait function, which waits in C "
+                "without yielding to gevent", "unset PSYCOPG_WAIT_FUNC")
+    if version is not None and version < GEVENT_SUPPORT:
+        return (f"psycopg {version} < 3.1.14: its c/binary builds always wait in C (wait_c) "
+                "and do not support gevent (psycopg issue #527)",
+                "upgrade: pip install 'psycopg[binary]>=3.1.14' (and import it after "
+                "monkey-patching), or use the pure-Python build (PSYCOPG_IMPL=python)")
+    if not facts.get("select_patched"):
+        return ("gevent did not patch select in this worker (monkey.patch_all(select=False)?), "
+                "so psycopg chose wait_c, which waits in C without yielding",
+                "let gevent patch select: call monkey.patch_all() without select=False")
+    if imported and not imported.get("select_patched"):
+        where, advice = _imported_early(facts, preload)
+        return ("psycopg chose wait_c because it was imported before gevent patched select"
+                + where, advice)
+    return ("psycopg uses wait_c although select was patched when it was imported",
+            "set PSYCOPG_WAIT_FUNC=wait_poll as a workaround and report it to psycopg")
+
+
+def _psycopg2_blocking(facts: dict) -> tuple[str, str]:
+    callback = (facts.get("psycopg2") or {}).get("wait_callback")
+    if callback is None:
+        return ("psycopg2 has no wait callback, so libpq waits in C and the hub stops",
+                "call psycogreen.gevent.patch_psycopg() in post_worker_init (pip install "
+                "psycogreen)")
+    return (f"psycopg2's wait callback {callback} did not yield to the gevent hub",
+            "use psycogreen.gevent.patch_psycopg() as the wait callback")
+
+
+def _busy_wait(facts: dict) -> tuple[str, str]:
+    if facts.get("driver") == "psycopg2":
+        callback = (facts.get("psycopg2") or {}).get("wait_callback")
+        return (f"psycopg2's wait callback {callback} yields to the hub but never sleeps: "
+                "the worker spins while the server works",
+                "use psycogreen.gevent.patch_psycopg() as the wait callback")
+    wait = (facts.get("psycopg") or {}).get("wait")
+    return (f"psycopg's wait function {wait} yields to the hub but never sleeps (it polls with "
+            "a zero timeout): the worker spins while the server works",
+            "let psycopg choose its own wait function: unset PSYCOPG_WAIT_FUNC and remove any "
+            "replacement of psycopg.waiting.wait")
+
+
+def explain(verdict: Verdict, facts: dict, preload: bool,
+            phases: frozenset[str] | set[str] = frozenset({"waits"})
+            ) -> tuple[str | None, str | None]:
+    """(cause, advice) for a BLOCKING or BUSY-WAIT verdict; (None, None) otherwise.
+
+    ``phases``: when the rules that fired measured (``waits``, ``connect``): a driver that
+    blocked only while connecting has another cause than one whose queries block.
+    """
+    if verdict is Verdict.BLOCKING:
+        if facts.get("driver") == "psycopg2":
+            return _psycopg2_blocking(facts)
+        if "waits" not in phases and "connect" in phases:
+            return _psycopg_connect_blocking(facts, preload)
+        return _psycopg_blocking(facts, preload)
+    if verdict is Verdict.BUSY_WAIT:
+        return _busy_wait(facts)
+    return None, None
+
+
+def explain_error(error: str) -> str:
+    """Advice for a probe that failed."""
+    lowered = error.lower()
+    if "too many clients" in lowered or "remaining connection slots" in lowered:
+        return ("the server ran out of connections: lower --workers/--greenlets or raise the "
+                "server's max_connections")
+    if "password" in lowered or "authentication" in lowered:
+        return "check the credentials in --dsn (or PGPASSWORD / ~/.pgpass)"
+    if "did not run during the probe" in lowered:
+        return ("find what stopped it (kill -STOP, a debugger, a frozen cgroup or container) "
+                "and run again")
+    if "worker timeout" in lowered or "killed a worker" in lowered:
+        return ("the hub was blocked longer than gunicorn's --timeout: this is BLOCKING "
+                "evidence; rerun with fewer --greenlets to see the figures")
+    if "gevent worker requires gevent" in lowered:
+        # A version matrix holds gunicorn to ours while --gevent varies: gunicorn 27 refuses
+        # gevent < 24.10.1 at start-up.
+        return ("this gunicorn's gevent worker refuses that gevent release: pick a newer "
+                "--gevent, or probe with an older gunicorn installed")
+    return "rerun with --debug for the full error"

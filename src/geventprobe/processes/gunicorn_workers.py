@@ -1,0 +1,440 @@
+"""Run the probe harness under real gunicorn gevent workers, for one build.
+
+Starts ``gunicorn -k gevent -w N`` on a free loopback port with the harness app,
+waits until every worker has opened its connections (``ready-<pid>.json``),
+starts sampling the workers' CPU, says ``go``, collects one
+``result-<pid>.json`` per worker and stops gunicorn. Each worker reports on its
+own file; nothing is parsed out of stdout or the log, which is only read to
+explain a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+from geventprobe import files
+from geventprobe.app import routes as route_phase
+from geventprobe.app.http_load import LoadSpec, OpenLoopLoad
+from geventprobe.dsn import redact
+from geventprobe.errors import ProbeError
+from geventprobe.processes import children
+from geventprobe.processes.cpu import CpuSampler
+from geventprobe.record import RequestFigures
+from geventprobe.settings import Thresholds, Workload
+from geventprobe.worker.probe_route import PATH as PROBE_ROUTE
+
+HARNESS_CONFIG = "python:geventprobe.worker.harness_conf"
+HARNESS_APP = "geventprobe.worker.harness_app:application"
+
+
+@dataclass
+class HarnessRun:
+    """What one gunicorn run produced: the workers' own reports and the CPU samples."""
+
+    results: list[dict] = field(default_factory=list)
+    cpu: CpuSampler | None = None
+    error: str | None = None
+    log_tail: list[str] = field(default_factory=list)
+    timed_out_pids: list[int] = field(default_factory=list)
+    """Workers the master killed with "WORKER TIMEOUT": their hub was blocked too long."""
+    timeout_s: int = 0
+    """gunicorn's ``--timeout`` for this run."""
+    ready_facts: dict = field(default_factory=dict)
+    """A worker's facts from its ready file: all there is when no worker got to report."""
+    requests: RequestFigures | None = None
+    """The HTTP load's figures (None when the profile turned it off)."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds spent in each step seen from here: ``boot`` (the previous build's gunicorn exits
+    meanwhile), ``reap previous``, ``probe``, ``requests``, ``routes``."""
+    not_running: dict[int, str] = field(default_factory=dict)
+    """Workers that did not run for part of the probe (stopped, or off every CPU), by pid,
+    with what was seen: their figures say nothing about the driver."""
+    routes: route_phase.RoutesRun | None = None
+    """``run --app --route``: the route phase (None without routes)."""
+
+    @property
+    def worker_timeouts(self) -> int:
+        """How many workers the master killed for WORKER TIMEOUT."""
+        return len(self.timed_out_pids)
+
+
+def _read_json_files(run_dir: str, prefix: str, parsed: dict[str, dict] | None = None
+                     ) -> dict[int, dict]:
+    """Every worker's ``prefix-<pid>.json``, by pid. ``parsed`` caches files across calls of
+    a wait loop: a file is renamed into place whole and never changes, so read it once."""
+    found = {}
+    for path in glob.glob(os.path.join(run_dir, f"{prefix}-*.json")):
+        if parsed is not None and path in parsed:
+            found[parsed[path]["pid"]] = parsed[path]
+            continue
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            continue  # a rename is atomic, so this is someone else's file: ignore it
+        if isinstance(data, dict) and isinstance(data.get("pid"), int):
+            found[data["pid"]] = data
+            if parsed is not None:
+                parsed[path] = data
+    return found
+
+
+def _log_tail(path: str, lines: int = 30) -> list[str]:
+    try:
+        with open(path, errors="replace") as f:
+            return [redact(ln.rstrip()) for ln in f.readlines()[-lines:]]
+    except OSError:
+        return []
+
+
+def _explain_exit(log: list[str], fallback: bool = True) -> str | None:
+    """The most telling line of a gunicorn log that ended early; without ``fallback``,
+    None rather than its last line when no line tells of an error."""
+    for needle in ("Error", "error", "Exception", "failed to boot", "Reason:"):
+        for line in reversed(log):
+            if needle in line:
+                return line.strip()
+    if not fallback:
+        return None
+    return log[-1].strip() if log else "no output"
+
+
+def gunicorn_argv(workers: int, timeout: int, preload: bool, *, python: str | None = None
+                  ) -> list[str]:
+    """The gunicorn command line for the built-in harness (no secrets on it).
+
+    ``python``: the interpreter to run gunicorn with (a version matrix's isolated one).
+    """
+    argv = [
+        python or sys.executable, "-m", "gunicorn",
+        "--worker-class", "gevent", "--workers", str(workers),
+        "--bind", "127.0.0.1:0",
+        "--config", HARNESS_CONFIG,
+        "--timeout", str(timeout), "--graceful-timeout", "3",
+        "--log-level", "info", "--error-logfile", "-",
+    ]
+    if preload:
+        argv.append("--preload")
+    argv.append(HARNESS_APP)
+    return argv
+
+
+def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: bool, *,
+              python: str | None = None, base_env: dict[str, str] | None = None,
+              argv: list[str] | None = None, cwd: str | None = None,
+              keep_cmd_args: bool = False, thresholds: Thresholds | None = None,
+              routes: list[route_phase.Route] | None = None) -> HarnessRun:
+    """Run the harness once under gunicorn with ``build_env`` on top of our environment.
+
+    ``python`` and ``base_env`` run it in another environment instead (a version
+    matrix's isolated one, whose ``PYTHONPATH`` holds only the harness shim).
+    ``argv``, ``cwd`` and ``keep_cmd_args`` run the user's own app and gunicorn config
+    instead of the harness app (``run --app``: ``app_mode.py`` builds the command line,
+    and ``GUNICORN_CMD_ARGS`` applies as in their deployment). ``thresholds`` go to the
+    workers so they stop repeating a measurement whose verdict is already decided.
+    ``routes``: the user's routes to drive after the request phase (``routes.py``).
+    """
+    run = HarnessRun()
+    run_dir = children.make_temp_dir("geventprobe-run-")
+    log_path = os.path.join(run_dir, "gunicorn.log")
+    env = dict(os.environ if base_env is None else base_env)
+    if not keep_cmd_args:  # the built-in harness runs as we say, not as the shell says
+        env.pop("GUNICORN_CMD_ARGS", None)
+    env.update(build_env)
+    env.update(
+        GEVENTPROBE_RUN_DIR=run_dir,
+        # Through the environment, not argv: /proc/<pid>/environ is readable by us alone.
+        GEVENTPROBE_DSN=dsn,
+        GEVENTPROBE_WORKLOAD=json.dumps(workload.to_worker(thresholds)),
+        PYTHONUNBUFFERED="1",
+    )
+    if routes:  # the workers stay for the route phase, this long at most
+        env["GEVENTPROBE_ROUTES_TIMEOUT_S"] = str(
+            route_phase.worker_timeout_s(routes, workload.http_timeout_s))
+    # A hub blocked for a whole window must not get the worker killed by the master
+    # (unless the profile sets the timeout, as a deployment's gunicorn --timeout would).
+    timeout = workload.worker_timeout_s or int(30 + workload.blocked_seconds())
+    run.timeout_s = timeout
+    started = time.monotonic()
+    try:
+        proc = children.spawn(argv or gunicorn_argv(workload.workers, timeout, preload,
+                                                  python=python),
+                           env=env,
+                           log_path=log_path, cwd=cwd or run_dir)
+        with _owned(proc):
+            ready = _wait_for(run_dir, "ready", workload.workers, workload.boot_timeout_s, proc)
+            run.timings["boot"] = time.monotonic() - started
+            if ready is None:
+                _raise_app_error(run_dir, preload)
+                early = _read_json_files(run_dir, "result")
+                if early:  # the probe failed before it got ready: its own words say why
+                    run.results = list(early.values())
+                else:
+                    run.error = _failure(proc, log_path, "gunicorn workers did not get ready",
+                                         workload.boot_timeout_s)
+                return run
+            pids = sorted(ready)
+            run.ready_facts = next((r["facts"] for r in ready.values() if r.get("facts")), {})
+            # The previous build's gunicorn exited while this one booted: it is gone before
+            # anything is measured here.
+            reaping = time.monotonic()
+            finish_previous()
+            run.timings["reap previous"] = time.monotonic() - reaping
+            probing = time.monotonic()
+            with CpuSampler(pids) as sampler:
+                # The workers take turns in the connect phase in this order (probe.py).
+                files.write_atomic(os.path.join(run_dir, "go"), json.dumps({"order": pids}))
+                results = _wait_for(run_dir, "result", workload.workers,
+                                    workload.probe_timeout_s(), proc, pids)
+            run.cpu = sampler
+            run.timings["probe"] = time.monotonic() - probing
+            # A worker blocked by its driver still wakes for every reply from the server.
+            run.not_running = sampler.not_running(max(5.0, 2 * workload.wait_seconds + 2))
+            if results is None:
+                results = {p: d for p, d in _read_json_files(run_dir, "result").items()
+                           if p in pids}
+                run.error = _failure(proc, log_path, "the probe did not finish in every worker",
+                                     workload.probe_timeout_s(), pids, results)
+            run.results = [results[p] for p in sorted(results)]
+            spec = _load_spec(workload, ready)
+            if spec is not None and run.error is None and run.results and \
+                    not any(r.get("error") for r in run.results):
+                loading = time.monotonic()
+                run.requests = _drive_requests(run_dir, spec, workload, proc)
+                run.timings["requests"] = time.monotonic() - loading
+            if routes and run.error is None and run.results and \
+                    not any(r.get("error") for r in run.results):
+                routing = time.monotonic()
+                run.routes = _drive_routes(run_dir, routes, workload, proc, pids, ready, dsn,
+                                           log_path)
+                run.timings["routes"] = time.monotonic() - routing
+            _quick_stop(proc, run_dir)
+    finally:
+        run.log_tail = _log_tail(log_path)
+        run.timed_out_pids = _timed_out_pids(log_path)
+        if not any(run_dir == d for _, d in _exiting):
+            children.remove_temp_dir(run_dir)
+    return run
+
+
+# gunicorns whose figures are all in and that were told to stop, still exiting, with their
+# run dirs. The next build boots meanwhile, and reaps them before it measures anything
+# (``finish_previous``).
+_exiting: list[tuple[subprocess.Popen, str]] = []
+
+
+@contextlib.contextmanager
+def _owned(proc):
+    """Stop and reap ``proc`` when the block fails or returns early; after ``_quick_stop``
+    its reaping waits for ``finish_previous``."""
+    try:
+        yield proc
+    except BaseException:
+        children.stop(proc, signal.SIGINT, timeout=10)
+        raise
+    if not any(proc is p for p, _ in _exiting):
+        children.stop(proc, signal.SIGINT, timeout=10)
+
+
+def finish_previous() -> None:
+    """Reap every gunicorn ``_quick_stop`` left exiting and remove its run dir (before the
+    next build measures, and before the server stops). Its master reaps its own workers
+    first: killing it, or removing the dir it works in, before that would leave them to
+    init, which reaps orphans slowly here (1.1–1.5 s measured)."""
+    while _exiting:
+        proc, run_dir = _exiting.pop()
+        children.stop(proc, signal.SIGINT, timeout=10)
+        children.remove_temp_dir(run_dir)
+
+
+def _quick_stop(proc, run_dir: str) -> None:
+    """Stop gunicorn once every figure is in: the master quits (SIGINT) and its workers are
+    killed at once, so it reaps them and exits without waiting for them to wind down; the
+    reaping itself overlaps the next build's boot (``finish_previous``).
+
+    Measured with 4 gevent workers: 0.27–0.32 s until the master is gone, against 0.84 s for
+    SIGINT alone, and 1.1–1.5 s for killing the whole group (orphaned workers wait for
+    init to reap them). Their connections close with them; PostgreSQL logs nothing for an
+    idle connection that goes away.
+    """
+    try:
+        workers = psutil.Process(proc.pid).children()
+        proc.send_signal(signal.SIGINT)
+    except (psutil.Error, ProcessLookupError):
+        return
+    for worker in workers:
+        with contextlib.suppress(psutil.Error):
+            worker.kill()
+    _exiting.append((proc, run_dir))
+
+
+def _drive_requests(run_dir: str, spec: LoadSpec, workload: Workload, proc) -> RequestFigures:
+    """The request phase, after the verdict's windows: the workers keep their greenlets
+    waiting on the server while we send open-loop requests at their probe route."""
+    with OpenLoopLoad(spec) as load:
+        with open(os.path.join(run_dir, "http-go"), "w"):
+            pass
+        load.start()
+        end = time.monotonic() + workload.http_seconds
+        while time.monotonic() < end and proc.poll() is None:
+            children.check_guards()
+            time.sleep(0.05)
+        # A blocked hub answers late: wait for what is in flight (bounded per request).
+        return load.stop(grace_s=workload.http_timeout_s)
+
+
+def _drive_routes(run_dir: str, routes: list, workload: Workload, proc, pids: list[int],
+                  ready: dict[int, dict], dsn: str, log_path: str) -> route_phase.RoutesRun:
+    """The route phase, after the request phase, in the same workers (``routes.py``)."""
+    started = time.monotonic()
+    out = route_phase.RoutesRun(server_port=route_phase.server_port(dsn))
+    port = next((r["port"] for r in ready.values() if isinstance(r.get("port"), int)), None)
+    with route_phase.phase_files(run_dir):
+        # Each worker hands over once its request phase is over.
+        wait = workload.http_seconds + workload.http_timeout_s + 30
+        got = _wait_for(run_dir, "route-ready", len(pids), wait, proc, pids)
+        if got is None or port is None:
+            out.error = _failure(proc, log_path, "the workers did not get ready for the routes",
+                                 wait, pids, got)
+            return out
+        out.routes = route_phase.drive(
+            routes, port=port, pids=pids, concurrency=workload.route_concurrency,
+            timeout_s=workload.http_timeout_s, log_path=log_path, dsn=dsn,
+            guard=children.check_guards)
+    reports = _wait_for(run_dir, "routes", len(pids), 30, proc, pids)
+    if reports is None:
+        reports = _read_json_files(run_dir, "routes")
+        out.error = _failure(proc, log_path, "a worker did not report its route phase", 30,
+                             pids, reports)
+    out.workers = {p: reports[p] for p in sorted(reports) if p in pids}
+    out.seconds = round(time.monotonic() - started, 3)
+    return out
+
+
+def _load_spec(workload: Workload, ready: dict[int, dict]) -> LoadSpec | None:
+    """The HTTP load for this run: at the port(s) the workers reported, at the profile's rate."""
+    ports = tuple(sorted({r["port"] for r in ready.values() if isinstance(r.get("port"), int)}))
+    if workload.http_rate <= 0 or not ports:
+        return None
+    query = (f"SELECT pg_sleep({workload.http_query_ms / 1000:g})" if workload.http_query_ms > 0
+             else "SELECT 1")
+    return LoadSpec(ports=ports, path=PROBE_ROUTE, rate=workload.http_rate,
+                    max_requests=workload.http_max_requests,
+                    max_seconds=workload.http_seconds, timeout_s=workload.http_timeout_s,
+                    query=query)
+
+
+def app_error(errors: dict[int, dict], preload: bool) -> dict | None:
+    """The record that names why the app did not load, of all those written.
+
+    A worker's record holds the app's own exception and line. A master's record is
+    the app's only with --preload (then the master imports it); gunicorn's own
+    ``HaltServer`` (the master giving up once a worker failed to boot) never is.
+    """
+    workers = [e for e in errors.values() if "worker" in str(e.get("where", ""))]
+    if workers:
+        return min(workers, key=lambda e: e["pid"])
+    masters = [e for e in errors.values() if not str(e.get("error", "")).startswith("HaltServer")]
+    if not masters:
+        return None
+    e = dict(min(masters, key=lambda e: e["pid"]))
+    if not preload:  # the master imported it from the config file or a hook, not for --preload
+        e["where"] = "while the gunicorn master started"
+    return e
+
+
+def _raise_app_error(run_dir: str, preload: bool) -> None:
+    """``run --app``: the user's app failed to load; say so in its own words (exit 2)."""
+    e = app_error(_read_json_files(run_dir, "app-error"), preload)
+    if e is None:
+        return
+    origin = f" ({e['origin']})" if e.get("origin") else ""
+    raise ProbeError(f"your app failed to load {e.get('where', '')}: {redact(e['error'])}{origin}: "
+                     "fix it, then check that plain gunicorn starts it")
+
+
+def _failure(proc, log_path: str, what: str, timeout: float,
+             pids: list[int] | None = None, reported: dict | None = None) -> str:
+    log = _log_tail(log_path)
+    if proc.poll() is not None:
+        if proc.returncode < 0:
+            # A signal from outside: its log only says what it did before, never why.
+            why = _explain_exit(log, fallback=False) or (
+                "nothing in its log says why; something outside sent the signal (a user, a "
+                "supervisor, the out-of-memory killer: see dmesg)")
+        else:
+            why = _explain_exit(log)
+        return (f"{what}: the gunicorn master (pid {proc.pid}) "
+                f"{children.describe_exit(proc.returncode)}: {why}")
+    timeouts = [line for line in log if "WORKER TIMEOUT" in line]
+    if timeouts:
+        return f"{what}: gunicorn killed a worker whose hub was blocked ({timeouts[-1].strip()})"
+    dead = [p for p in pids or [] if p not in (reported or {}) and _gone(p)]
+    if dead:
+        return f"{what}: worker {dead[0]} died mid-probe ({_worker_exit(log_path, dead[0])})"
+    return f"{what} within {timeout:.0f} s"
+
+
+_TIMEOUT_LINE = re.compile(r"WORKER TIMEOUT \(pid:(\d+)\)")
+
+
+def _timed_out_pids(log_path: str) -> list[int]:
+    """Workers the master killed for a blocked hub, from the whole log."""
+    try:
+        with open(log_path, errors="replace") as f:
+            return sorted({int(m.group(1)) for m in _TIMEOUT_LINE.finditer(f.read())})
+    except OSError:
+        return []
+
+
+def _gone(pid: int) -> bool:
+    """True once a worker has exited (a zombie its master has not reaped yet counts)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _worker_exit(log_path: str, pid: int, wait: float = 2.0) -> str:
+    """What the master logged about a dead worker; it logs once it has reaped it."""
+    deadline = time.monotonic() + wait
+    needle = f"pid:{pid})"
+    while True:
+        lines = [ln.strip() for ln in _log_tail(log_path, 200) if needle in ln]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return f"gunicorn: {lines[-1]}" if lines else "gunicorn logged nothing about it"
+
+
+def _wait_for(run_dir: str, prefix: str, count: int, timeout: float, proc,
+              pids: list[int] | None = None) -> dict[int, dict] | None:
+    """Wait until ``count`` workers wrote ``prefix-<pid>.json``; None on timeout or exit."""
+    deadline = time.monotonic() + timeout
+    parsed: dict[str, dict] = {}
+    while True:
+        found = _read_json_files(run_dir, prefix, parsed)
+        if pids is not None:
+            found = {p: d for p, d in found.items() if p in pids}
+        # The embedded server's death or the run's time limit end the run here.
+        children.check_guards()
+        if len(found) >= count:
+            return found
+        if prefix == "ready" and glob.glob(os.path.join(run_dir, "result-*.json")):
+            return None  # a worker gave up before getting ready
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return None
+        if pids is not None and any(_gone(p) for p in pids if p not in found):
+            return None  # a worker died without reporting: its report will never come
+        time.sleep(0.02)

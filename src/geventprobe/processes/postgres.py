@@ -1,0 +1,320 @@
+"""A throwaway PostgreSQL cluster: initdb into a temp dir, serve on loopback, delete.
+
+PostgreSQL refuses to run as root, so when we are root the cluster belongs to an
+unprivileged user (``postgres`` if the system has one, else ``nobody``). The
+server listens on 127.0.0.1 and on a unix socket in its own temp dir, trusts
+local connections (it holds no data and lives for one run) and is sized for the
+run's connections.
+
+``GEVENTPROBE_PG_BINDIR`` names the directory of the server programs to use
+(``initdb``, ``postgres``) instead of searching PATH, ``pg_config`` and Debian's
+layout; pointed at an empty directory it makes the "no PostgreSQL" path testable.
+
+Every process runs in its own session (initdb too: it starts postgres children
+of its own) and is stopped with its whole group; the temp dir is registered with
+``procs`` so it is removed even if the run is interrupted mid-start. While the
+server runs, a guard makes every wait loop of the run notice if it died.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+from dataclasses import dataclass
+
+from geventprobe.errors import ProbeError
+from geventprobe.processes import children
+
+SUPERUSER = "geventprobe"
+BINDIR_ENV = "GEVENTPROBE_PG_BINDIR"
+INSTALL_HINT = (
+    "install the PostgreSQL server (Debian/Ubuntu: apt-get install postgresql; "
+    "macOS: brew install postgresql) or pass --dsn to use your own server"
+)
+BIND_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class PgBinaries:
+    """Where the server programs are."""
+
+    bindir: str
+
+    @property
+    def initdb(self) -> str:
+        return os.path.join(self.bindir, "initdb")
+
+    @property
+    def postgres(self) -> str:
+        return os.path.join(self.bindir, "postgres")
+
+    def usable(self) -> bool:
+        """Both programs exist and are executable."""
+        return all(os.access(p, os.X_OK) for p in (self.initdb, self.postgres))
+
+
+def _version_key(path: str) -> tuple:
+    parts = os.path.basename(os.path.dirname(path)).split(".")
+    return tuple(int(p) if p.isdigit() else 0 for p in parts)
+
+
+def find_binaries() -> PgBinaries:
+    """Find initdb and postgres: $GEVENTPROBE_PG_BINDIR alone if set, else PATH,
+    ``pg_config --bindir``, then Debian's layout."""
+    forced = os.environ.get(BINDIR_ENV)
+    if forced:
+        binaries = PgBinaries(forced)
+        if binaries.usable():
+            return binaries
+        raise ProbeError(f"no PostgreSQL server programs (initdb, postgres) in "
+                         f"{BINDIR_ENV}={forced}: point it at PostgreSQL's bin directory, "
+                         f"unset it, or pass --dsn to use your own server")
+    candidates: list[str] = []
+    initdb = shutil.which("initdb")
+    if initdb:
+        candidates.append(os.path.dirname(os.path.realpath(initdb)))
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
+                                 timeout=10, check=True)
+            candidates.append(out.stdout.strip())
+    debian = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: _version_key(p + "/x"),
+                    reverse=True)
+    candidates.extend(debian)
+    for bindir in candidates:
+        binaries = PgBinaries(bindir)
+        if binaries.usable():
+            return binaries
+    raise ProbeError(f"no PostgreSQL server programs (initdb, postgres) found: {INSTALL_HINT}")
+
+
+def _unprivileged_user() -> pwd.struct_passwd | None:
+    """The account the cluster runs as when we are root; None when we are not root."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    raise ProbeError("running as root and no 'postgres' or 'nobody' account to run "
+                     "PostgreSQL as: create one (useradd postgres) or pass --dsn")
+
+
+def _first_untraversable(path: str, uid: int, gid: int) -> str | None:
+    """The first directory on ``path`` that ``uid`` may not enter, if any."""
+    path = os.path.abspath(path)
+    while True:
+        st = os.stat(path)
+        if st.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid == gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _server_env(root: str) -> dict[str, str]:
+    """A minimal environment: when we are root the server runs as another user, who can
+    read its /proc/<pid>/environ, so nothing of ours (GEVENTPROBE_DSN, PG*) goes along."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C",
+           "HOME": root}
+    if os.environ.get("TZ"):
+        env["TZ"] = os.environ["TZ"]
+    return env
+
+
+class EmbeddedPostgres:
+    """Context manager: a running throwaway cluster; ``dsn`` tells workers where it is.
+
+    With ``password`` the superuser gets that password and TCP connections must
+    give it (scram-sha-256); unix-socket connections stay trusted. Without it,
+    every local connection is trusted.
+    """
+
+    def __init__(self, max_connections: int, start_timeout: float = 60.0,
+                 password: str | None = None):
+        self.max_connections = max_connections
+        self.start_timeout = start_timeout
+        self.password = password
+        self.root: str | None = None
+        self.port: int | None = None
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def dsn(self) -> str:
+        dsn = f"host=127.0.0.1 port={self.port} user={SUPERUSER} dbname=postgres"
+        return f"{dsn} password={self.password}" if self.password else dsn
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.root or "", "postgres.log")
+
+    def __enter__(self) -> EmbeddedPostgres:
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        children.add_guard(self.check_alive)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        binaries = find_binaries()
+        account = _unprivileged_user()
+        # Short path: the unix socket lives here and socket paths max out at 107 bytes.
+        self.root = children.make_temp_dir("geventprobe-pg-")
+        uid = gid = None
+        if account is not None:
+            uid, gid = account.pw_uid, account.pw_gid
+            os.chown(self.root, uid, gid)
+            blocked = _first_untraversable(os.path.dirname(self.root), uid, gid)
+            if blocked:
+                raise ProbeError(
+                    f"the embedded server runs as user {account.pw_name}, who cannot enter "
+                    f"{blocked}: set TMPDIR to a directory it can reach (e.g. TMPDIR=/tmp)")
+        data = os.path.join(self.root, "data")
+        env = _server_env(self.root)
+        self._initdb(binaries, data, env, uid, gid)
+        for attempt in range(BIND_ATTEMPTS):
+            self.port = free_port()
+            self.proc = children.spawn(
+                [binaries.postgres, "-D", data, "-p", str(self.port),
+                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.root}",
+                 "-c", f"max_connections={self.max_connections}",
+                 "-c", "fsync=off", "-c", "synchronous_commit=off",
+                 "-c", "full_page_writes=off", "-c", "shared_buffers=32MB",
+                 "-c", "logging_collector=off"],
+                env=env, log_path=self.log_path, cwd=self.root, user=uid, group=gid,
+            )
+            if self._wait_ready():
+                return
+            children.stop(self.proc, signal.SIGINT)
+            self.proc = None
+            # Another program can take the port between free_port() and the server's bind.
+            bind_error = self._log_line("could not bind")
+            if bind_error is None:
+                break
+            if attempt == BIND_ATTEMPTS - 1:
+                detail = bind_error.split("LOG:", 1)[-1].strip()
+                raise ProbeError(
+                    f"the embedded PostgreSQL could not listen on 127.0.0.1: the ports it "
+                    f"picked were taken by other programs {BIND_ATTEMPTS} times "
+                    f"({detail}): free some ports, or pass --dsn")
+        raise ProbeError(f"the embedded PostgreSQL did not start ({self._log_tail()}): "
+                         "check that its programs work (postgres --version), or pass --dsn")
+
+    def _initdb(self, binaries: PgBinaries, data: str, env: dict, uid, gid) -> None:
+        auth = ["--auth=trust"]
+        pwfile = None
+        if self.password:
+            # The password goes through a file only its owner can read, never argv.
+            pwfile = os.path.join(self.root, "pwfile")
+            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(self.password + "\n")
+            if uid is not None:
+                os.chown(pwfile, uid, gid)
+            auth = ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
+        log = os.path.join(self.root, "initdb.log")
+        # Its own session: initdb starts postgres children, and stopping the group gets them.
+        proc = children.spawn(
+            [binaries.initdb, "-D", data, "-U", SUPERUSER, *auth, "--no-sync",
+             "-E", "UTF8", "--locale=C", "--no-instructions"],
+            env=env, log_path=log, cwd=self.root, user=uid, group=gid)
+        with children.running(proc, signal.SIGTERM, timeout=5):
+            code = children.wait(proc, self.start_timeout)
+        if pwfile:
+            os.unlink(pwfile)
+        if code != 0:
+            try:
+                with open(log, errors="replace") as f:
+                    last = [ln.strip() for ln in f if ln.strip()][-1:]
+            except OSError:
+                last = []
+            what = "timed out" if code is None else children.describe_exit(code)
+            raise ProbeError(f"initdb {what} ({' '.join(last) or 'no output'}): "
+                             f"check the PostgreSQL installation in {binaries.bindir}, "
+                             "or pass --dsn")
+
+    def _log_line(self, text: str) -> str | None:
+        """The last line of the server's log that contains ``text``."""
+        try:
+            with open(self.log_path, errors="replace") as f:
+                lines = [ln.strip() for ln in f if text in ln]
+        except OSError:
+            return None
+        return lines[-1] if lines else None
+
+    def _log_tail(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                lines = [ln.strip() for ln in f
+                         if "FATAL" in ln or "ERROR" in ln or "PANIC" in ln]
+            return lines[-1] if lines else "no error in its log"
+        except OSError:
+            return "no log"
+
+    def _wait_ready(self) -> bool:
+        sock = os.path.join(self.root, f".s.PGSQL.{self.port}")
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            children.check_guards()
+            if self.proc.poll() is not None:
+                return False
+            # The socket file appears once the postmaster accepts connections; the
+            # pid file's last line says "ready" once recovery is over.
+            if os.path.exists(sock) and self._pidfile_ready():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _pidfile_ready(self) -> bool:
+        try:
+            with open(os.path.join(self.root, "data", "postmaster.pid")) as f:
+                return "ready" in f.read()
+        except OSError:
+            return False
+
+    def check_alive(self) -> None:
+        """Raise ProbeError if the server died while the run needs it (a run guard)."""
+        proc = self.proc
+        if proc is None or proc.poll() is None:
+            return
+        raise ProbeError(
+            f"the embedded PostgreSQL (pid {proc.pid}) {children.describe_exit(proc.returncode)} "
+            f"mid-run ({self._log_tail()}): the run was stopped and everything it started "
+            "removed; find what stopped it (out of memory? dmesg) and run again")
+
+    def close(self) -> None:
+        """Stop the server (fast shutdown, then SIGKILL) and delete its directory."""
+        children.remove_guard(self.check_alive)
+        if self.proc is not None:
+            children.stop(self.proc, signal.SIGINT, timeout=10)
+            self.proc = None
+        if self.root is not None:
+            children.remove_temp_dir(self.root)
+            self.root = None

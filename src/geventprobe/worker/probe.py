@@ -1,0 +1,523 @@
+"""The in-worker workload: wait windows with a hub heartbeat, then a SELECT 1 loop.
+
+Runs in a greenlet of a gunicorn gevent worker. It talks to the parent only
+through files in ``GEVENTPROBE_RUN_DIR`` (``ready-<pid>.json`` when its
+connections are open, then it waits for ``go``; ``result-<pid>.json`` at the
+end), never through stdout or the log. All times are ``time.monotonic()``,
+which on Linux is the same clock in every process, so the parent can line its
+CPU samples up with the windows reported here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from importlib import metadata
+
+RESULT_VERSION = 1
+
+
+def _env_workload() -> dict:
+    return json.loads(os.environ["GEVENTPROBE_WORKLOAD"])
+
+
+def _run_dir() -> str:
+    return os.environ["GEVENTPROBE_RUN_DIR"]
+
+
+def _write_json(name: str, data: dict) -> None:
+    # Write then rename, so the parent never reads half a file.
+    path = os.path.join(_run_dir(), name)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _libpq_version(number: int) -> str:
+    # libpq encodes 15.18 as 150018 (and 9.6.24 as 90624).
+    if number >= 100000:
+        return f"{number // 10000}.{number % 10000}"
+    return f"{number // 10000}.{number // 100 % 100}.{number % 100}"
+
+
+def _callable_name(func) -> str | None:
+    if func is None:
+        return None
+    module = getattr(func, "__module__", None) or ""
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
+    return f"{module}.{name}" if module else name
+
+
+def app_mode() -> bool:
+    """True under ``geventprobe run --app``: the user's app and config, not harness_app.py."""
+    return os.environ.get("GEVENTPROBE_MODE") == "app"
+
+
+def _import_facts(worker=None) -> dict:
+    """Which build this is and how its driver got imported (harness app or the user's app)."""
+    if app_mode():
+        from geventprobe.worker import import_watch
+
+        preload = bool(worker is not None and worker.cfg.preload_app)
+        out = import_watch.facts(preload)
+        out.update(build=os.environ.get("GEVENTPROBE_BUILD", "app"), import_error=None,
+                   mode="app", preload=preload,
+                   user_config=os.environ.get("GEVENTPROBE_USER_CONFIG_SHOWN"))
+        return out
+    from geventprobe.worker import harness_app
+
+    return {"build": harness_app.BUILD, "driver_import": dict(harness_app.IMPORT_FACTS),
+            "driver_imported_in_master": harness_app.IMPORT_FACTS["pid"] != os.getpid(),
+            "import_error": harness_app.IMPORT_ERROR}
+
+
+def collect_facts(worker=None) -> dict:
+    """What this worker really runs: driver, wait function, patching, versions."""
+    import gevent
+    import greenlet
+    from gevent import monkey
+
+    origin = _import_facts(worker)
+    facts: dict = {
+        "pid": os.getpid(),
+        "build": origin.pop("build"),
+        "python": platform.python_version(),
+        # Which environment the worker runs in (a version matrix runs isolated ones).
+        "prefix": sys.prefix,
+        "gevent": gevent.__version__,
+        "greenlet": greenlet.__version__,
+        "gunicorn": _dist_version("gunicorn"),
+        "worker_class": type(worker).__module__ + "." + type(worker).__name__ if worker else None,
+        "select_patched": bool(monkey.is_module_patched("select")),
+        "socket_patched": bool(monkey.is_module_patched("socket")),
+        "env": {k: os.environ.get(k) for k in ("PSYCOPG_IMPL", "PSYCOPG_WAIT_FUNC")},
+        "driver_import": origin.pop("driver_import"),
+        "driver_imported_in_master": origin.pop("driver_imported_in_master"),
+        "import_error": origin.pop("import_error"),
+        "driver": None,
+    }
+    facts.update(origin)  # --app mode: who imported what, and when
+    if "psycopg" in sys.modules:
+        import psycopg
+        from psycopg import pq, waiting
+
+        facts["driver"] = "psycopg"
+        # Old releases lack some of these attributes: report what exists (issue reports
+        # often come from exactly those releases).
+        build_version = getattr(pq, "__build_version__", None)
+        wait = getattr(waiting, "wait", None)
+        facts["psycopg"] = {
+            "version": psycopg.__version__,
+            "impl": getattr(pq, "__impl__", None),
+            "libpq": _libpq_version(pq.version()),
+            "libpq_build": _libpq_version(build_version) if build_version else None,
+            "wait": getattr(wait, "__name__", None),
+            # What connection setup waits with: bound when psycopg was imported, so it is
+            # the stdlib's (blocking) selector if that happened before gevent patched select.
+            "selector": _callable_name(getattr(waiting, "DefaultSelector", None)),
+        }
+    if "psycopg2" in sys.modules:
+        import psycopg2
+        import psycopg2.extensions as ext
+
+        facts["driver"] = facts["driver"] or "psycopg2"
+        facts["psycopg2"] = {
+            "version": psycopg2.__version__.split()[0],
+            "libpq": _libpq_version(ext.libpq_version()),
+            "wait_callback": _callable_name(ext.get_wait_callback()),
+        }
+        facts["psycogreen"] = _dist_version("psycogreen")
+    return facts
+
+
+class _Driver:
+    """The few calls the workload needs, for psycopg 3 and psycopg2 alike."""
+
+    def __init__(self, module, workload: dict):
+        self.module = module
+        self.is_psycopg2 = module.__name__ == "psycopg2"
+        self.dsn = os.environ.get("GEVENTPROBE_DSN", "")
+        self.kwargs = {
+            "application_name": "geventprobe",
+            "connect_timeout": int(workload["connect_timeout_s"]),
+            # Read-only sessions: the probe only reads, and a server it is pointed at must
+            # not be written to even by mistake.
+            "options": (f"-c statement_timeout={int(workload['statement_timeout_ms'])} "
+                        "-c default_transaction_read_only=on"),
+        }
+
+    def connect(self):
+        if self.is_psycopg2:
+            conn = self.module.connect(self.dsn, **self.kwargs)
+            conn.autocommit = True
+            return conn
+        return self.module.connect(self.dsn, autocommit=True, **self.kwargs)
+
+    @staticmethod
+    def query(cursor, sql: str, params=None):
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
+class _Heartbeat:
+    """Ticks every ``period`` s; each late tick is hub lag: time the hub could not run us."""
+
+    def __init__(self, period: float):
+        self.period = period
+        self.expected: list[float] = []
+        self.lag: list[float] = []
+        self._running = True
+
+    def run(self):
+        import gevent
+
+        period = self.period
+        while self._running:
+            before = time.monotonic()
+            gevent.sleep(period)
+            now = time.monotonic()
+            self.expected.append(before + period)
+            self.lag.append(now - before - period)
+
+    def stop(self):
+        self._running = False
+
+
+def _wait_for_files(paths: list[str], timeout: float, what: str) -> None:
+    """Sleep (cooperatively) until every one of ``paths`` exists."""
+    import gevent
+
+    deadline = time.monotonic() + timeout
+    while not all(os.path.exists(p) for p in paths):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} within {timeout:.0f} s")
+        gevent.sleep(0.005)
+
+
+def _wait_for_go(timeout: float) -> list[int]:
+    """Wait for the parent's go; return the order in which the workers take turns."""
+    go = os.path.join(_run_dir(), "go")
+    _wait_for_files([go], timeout, "the parent did not say go")
+    with open(go) as f:
+        return list(json.load(f).get("order") or [])
+
+
+def _driver_module():
+    """(driver module, import error): the harness app's, or whatever the user's app uses."""
+    if app_mode():
+        from geventprobe.worker import import_watch
+
+        module, _, error = import_watch.driver_module()
+        return module, error
+    from geventprobe.worker import harness_app
+
+    return harness_app.driver, harness_app.IMPORT_ERROR
+
+
+def _serve_route(driver: _Driver, workload: dict) -> None:
+    """Open the HTTP route's own connections and serve it (the parent's load needs it)."""
+    import gevent
+
+    from geventprobe.worker import probe_route
+
+    if float(workload.get("http_rate", 0)) <= 0:
+        return
+    jobs = [gevent.spawn(driver.connect) for _ in range(int(workload.get("http_pool", 1)))]
+    gevent.joinall(jobs, raise_error=True)
+    # Not closed with the probe's: requests may still arrive after the result is written;
+    # they close when the worker exits.
+    probe_route.configure([job.value for job in jobs], float(workload.get("http_query_ms", 0)))
+
+
+def _request_phase(driver: _Driver, cursors: list, workload: dict) -> None:
+    """While the parent's HTTP load runs, keep every greenlet waiting on the server.
+
+    Like the requests already in flight in a busy worker: each greenlet runs
+    ``pg_sleep(w)`` again and again. A cooperating hub serves the parent's
+    requests in between; a blocked one makes them queue behind every sleep.
+    """
+    import gevent
+
+    if float(workload.get("http_rate", 0)) <= 0:
+        return
+    try:
+        _wait_for_files([os.path.join(_run_dir(), "http-go")], float(workload["go_timeout_s"]),
+                        "the parent did not start the request phase")
+    except TimeoutError:
+        return  # no request phase after all: the result is written already
+    end = time.monotonic() + float(workload.get("http_seconds", 1.0))
+    w = float(workload["wait_seconds"])
+
+    def in_flight(cursor):
+        while time.monotonic() < end:
+            driver.query(cursor, "SELECT pg_sleep(%s)", (w,))
+            gevent.sleep(0)  # what a request's end gives the hub: a turn for the others
+
+    gevent.joinall([gevent.spawn(in_flight, c) for c in cursors])
+
+
+class _Rules:
+    """The parent's verdict rules, so a worker stops repeating a measurement once more rounds
+    cannot change its verdict (the thresholds come in ``GEVENTPROBE_WORKLOAD``).
+
+    Each rule reads either a maximum (hub lag: one window past the limit decides it) or a
+    median over the rounds (wait factor, connect stall share: a majority of rounds on one
+    side decides it). Without thresholds every round runs.
+    """
+
+    def __init__(self, workload: dict, heartbeat: _Heartbeat):
+        self.t = workload.get("thresholds")
+        self.w = float(workload["wait_seconds"])
+        # With --rtt each sleep also costs a round trip: the parent's wait factor is over both.
+        self.sleep_cost = self.w + float(workload.get("rtt_ms", 0.0)) / 1000
+        self.heartbeat = heartbeat
+
+    def _lag(self, window: list[float]) -> float:
+        """The latest heartbeat due inside ``window``, s."""
+        a, b = window
+        hb = self.heartbeat
+        return max((lag for due, lag in zip(hb.expected, hb.lag) if a <= due <= b), default=0.0)
+
+    @staticmethod
+    def _majority(flags: list[bool], rounds: int) -> bool:
+        need = rounds // 2 + 1
+        return sum(flags) >= need or sum(not f for f in flags) >= need
+
+    def connect_decided(self, windows: list[list[float]], rounds: int) -> bool:
+        """The connect-stall rule (a worker's median share over its rounds) is decided."""
+        if not self.t:
+            return False
+        least = float(self.t["connect_min_window_ms"]) / 1000
+        shares = [self._lag(win) / (win[1] - win[0]) for win in windows
+                  if win[1] - win[0] >= least and win[1] > win[0]]
+        return self._majority([s >= self.t["connect_stall_share"] for s in shares], rounds)
+
+    def waits_blocking(self, windows: list[list[float]], rounds: int) -> bool:
+        """A blocking rule already fired for good: a window's hub lag reached the limit, or
+        most rounds' wait factor did. (OK and BUSY-WAIT need every window: CPU is summed.)"""
+        if not self.t or not windows:
+            return False
+        if self._lag(windows[-1]) >= float(self.t["blocking_hub_lag_fraction"]) * self.w:
+            return True
+        factors = [(b - a) / self.sleep_cost >= float(self.t["blocking_wait_factor"])
+                   for a, b in windows]
+        return sum(factors) >= rounds // 2 + 1
+
+
+def _connect_phase(driver: _Driver, greenlets: int, rounds: int, rules: _Rules
+                   ) -> tuple[list, dict]:
+    """Open the windows' connections while the heartbeat runs, and time it.
+
+    One connection alone first (what a connect costs here), then every greenlet opens its
+    own at once (the connect window), then up to ``rounds - 1`` times: close them all and
+    reopen them at once, as an app without a pool does on every request. psycopg sets a
+    connection up with a selector of its own (``psycopg.waiting.DefaultSelector``), bound
+    when psycopg is imported: imported before gevent patched select, every connect stalls
+    the hub while the queries may still cooperate (docs/connect-phase.md).
+    """
+    import gevent
+
+    t0 = time.monotonic()
+    driver.connect().close()
+    single = [t0, time.monotonic()]
+    windows: list[list[float]] = []
+    conns: list = []
+    for _ in range(max(1, rounds)):
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                conn.close()
+        # The heartbeat ticks in between (and the closed connections' backends exit).
+        gevent.sleep(0.02 if conns else 0.01)
+        t0 = time.monotonic()
+        jobs = [gevent.spawn(driver.connect) for _ in range(greenlets)]
+        gevent.joinall(jobs, raise_error=True)
+        windows.append([t0, time.monotonic()])
+        conns = [job.value for job in jobs]
+        gevent.sleep(0.005)  # a late heartbeat fires now, so the rule sees this window's lag
+        if rules.connect_decided(windows, rounds):
+            break
+    return conns, {"single": single, "windows": windows}
+
+
+def _connect_in_turn(driver: _Driver, workload: dict, order: list[int], rules: _Rules
+                     ) -> tuple[list, dict]:
+    """The connect phase, one worker at a time, then wait until every worker is done.
+
+    Measured: with 4 workers connecting 16 greenlets each at the same moment, on 2 cores,
+    the server's 64 backend forks starved cooperating workers of CPU (hub lag up to 140 ms,
+    stall share up to 0.59), while one worker at a time kept its median share at 0.54 or
+    less against 0.97 or more for a blocked one (docs/connect-phase.md).
+    Taking turns keeps the evidence about the driver; the wait windows then start together.
+    """
+    pid = os.getpid()
+    run_dir = _run_dir()
+    timeout = float(workload["go_timeout_s"])
+    mine = order.index(pid) if pid in order else 0
+    before = [os.path.join(run_dir, f"connected-{p}") for p in order[:mine]]
+    _wait_for_files(before, timeout, "the workers before this one did not finish connecting")
+    conns, record = _connect_phase(driver, int(workload["greenlets"]),
+                                   int(workload.get("connect_rounds", 1)), rules)
+    _write_json(f"connected-{pid}", {"pid": pid})
+    everyone = [os.path.join(run_dir, f"connected-{p}") for p in order]
+    _wait_for_files(everyone, timeout, "the other workers did not finish connecting")
+    return conns, record
+
+
+def run(worker=None) -> None:
+    """Run the whole workload once and write ``result-<pid>.json``."""
+    import gevent
+
+    pid = os.getpid()
+    workload = _env_workload()
+    result: dict = {"version": RESULT_VERSION, "pid": pid, "error": None}
+    conns: list = []
+    heartbeat = _Heartbeat(workload["heartbeat_ms"] / 1000.0)
+    monitor = None
+    try:
+        module, import_error = _driver_module()
+        result["facts"] = collect_facts(worker)
+        if import_error:
+            raise ImportError(import_error)
+        driver = _Driver(module, workload)
+        _serve_route(driver, workload)
+        port = None
+        if worker is not None and worker.sockets:
+            port = worker.sockets[0].getsockname()[1]
+        # The facts go along already: a worker killed mid-probe never writes its result.
+        _write_json(f"ready-{pid}.json", {"pid": pid, "port": port, "facts": result["facts"]})
+        order = _wait_for_go(float(workload["go_timeout_s"]))
+
+        hb = gevent.spawn(heartbeat.run)
+        gevent.sleep(0.02)  # the heartbeat ticks before anything is measured
+        rules = _Rules(workload, heartbeat)
+        monitor = _start_monitor(workload)
+        conns, result["connect"] = _connect_in_turn(driver, workload, order, rules)
+        result["blocked_connect"], monitor = _stop_monitor(monitor), None
+        cursors = [conn.cursor() for conn in conns]
+        # One query per connection first, so first-use costs stay out of the windows.
+        gevent.joinall([gevent.spawn(driver.query, c, "SELECT 1") for c in cursors],
+                       raise_error=True)
+        w = float(workload["wait_seconds"])
+        rounds = int(workload["wait_rounds"])
+        windows: list[list[float]] = []
+        monitor = _start_monitor(workload)
+        for _ in range(rounds):
+            gevent.sleep(0.02)  # let the heartbeat tick between windows (10 ticks)
+            # A blocked hub serialises every window (16 × w = 2.4 s each by default): once
+            # the first one decided BLOCKING, the others would only repeat it.
+            if rules.waits_blocking(windows, rounds):
+                break
+            t0 = time.monotonic()
+            jobs = [gevent.spawn(driver.query, c, "SELECT pg_sleep(%s)", (w,)) for c in cursors]
+            gevent.joinall(jobs, raise_error=True)
+            windows.append([t0, time.monotonic()])
+        gevent.sleep(0.02)
+        result["blocked"], monitor = _stop_monitor(monitor), None
+
+        latencies: list[int] = []
+        t_end = time.monotonic() + float(workload["select1_seconds"])
+
+        def select1_loop(cursor):
+            clock = time.perf_counter_ns
+            record = latencies.append
+            while time.monotonic() < t_end:
+                t = clock()
+                driver.query(cursor, "SELECT 1")
+                record((clock() - t) // 1000)
+
+        s0 = time.monotonic()
+        gevent.joinall([gevent.spawn(select1_loop, c) for c in cursors], raise_error=True)
+        s1 = time.monotonic()
+        heartbeat.stop()
+        hb.join(timeout=1)
+
+        result.update(
+            wait_seconds=w,
+            windows=windows,
+            select1_window=[s0, s1],
+            select1_latencies_us=latencies,
+            heartbeat_expected=heartbeat.expected,
+            heartbeat_lag=heartbeat.lag,
+            # The wait function may be looked up again on every query: report what it is now.
+            facts_after=collect_facts(worker),
+        )
+    except BaseException as exc:
+        heartbeat.stop()
+        with contextlib.suppress(Exception):
+            _stop_monitor(monitor)
+        result["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        result["traceback"] = traceback.format_exc()
+    finally:
+        _write_json(f"result-{pid}.json", result)
+        if result["error"] is None and conns:
+            # After the verdict's windows, never during them: the requests' own CPU and
+            # greenlets would disturb the evidence (measured: README, request latency).
+            with contextlib.suppress(Exception):
+                _request_phase(driver, cursors, workload)
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                conn.close()
+        if result["error"] is None:
+            _hand_over_to_routes(workload)
+
+
+def _start_monitor(workload: dict):
+    """gevent's monitor thread for the connect phase or the wait windows (who blocked); None
+    when turned off."""
+    from geventprobe.worker.monitor import Monitor
+
+    period = float(workload.get("monitor_ms", 0)) / 1000.0
+    return Monitor(period).start() if period > 0 else None
+
+
+def _stop_monitor(monitor) -> list:
+    """Stop it before the SELECT 1 loop (its tracer must not weigh on those figures)."""
+    return monitor.stop() if monitor is not None else []
+
+
+def _hand_over_to_routes(workload: dict) -> None:
+    """``run --app --route``: the parent drives the app's own routes next, in this worker."""
+    from geventprobe.worker import probe_route
+    from geventprobe.worker.monitor import DEFAULT_MAX_BLOCKING_S, Monitor
+
+    timeout = float(os.environ.get("GEVENTPROBE_ROUTES_TIMEOUT_S") or 0)
+    if timeout <= 0:
+        return
+    period = float(workload.get("monitor_ms", 0)) / 1000.0 or DEFAULT_MAX_BLOCKING_S
+    probe_route.route_phase(_run_dir(), _Heartbeat(workload["heartbeat_ms"] / 1000.0),
+                            Monitor(period), timeout, _write_json)
+
+
+def start(worker) -> None:
+    """Entry point from ``post_worker_init``: apply the build's set-up, spawn the probe."""
+    import gevent
+
+    from geventprobe.worker import controls, probe_route
+
+    # The parent's HTTP load reaches the route through the worker's own WSGI callable.
+    worker.wsgi = probe_route.wrap(worker.wsgi)
+    if app_mode():  # the user's app and hooks have set everything up already
+        gevent.spawn(run, worker)
+        return
+    from geventprobe.worker import harness_app
+
+    controls.apply(harness_app.BUILD)
+    if harness_app.BUILD == "psycopg2-green" and harness_app.IMPORT_ERROR is None:
+        # What a gevent app using psycopg2 does once per worker.
+        from psycogreen.gevent import patch_psycopg
+
+        patch_psycopg()
+    gevent.spawn(run, worker)

@@ -1,0 +1,124 @@
+"""A WSGI wrapper: one reserved path runs one query, every other path goes to the app.
+
+The parent's HTTP load (``geventprobe.app.http_load``) requests ``/__geventprobe__``
+at a fixed rate while the probe runs, so the report shows the latency a user of
+this worker would feel. The route is served by the same gunicorn gevent worker,
+in the same hub, as the app; each request takes one of the probe's own
+connections (opened with the driver the worker really uses, before the parent
+said go), runs one query and gives the connection back. A request that finds
+every connection busy waits for one: that queueing is part of what a user feels.
+
+Imports nothing at module level: the worker decides when gevent and the driver
+are imported (see ``harness/__init__.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+
+PATH = "/__geventprobe__"
+
+_state: dict = {"pool": None, "sql": None, "params": None, "seen": None}
+
+
+def configure(connections: list, sleep_ms: float) -> None:
+    """Serve the route with ``connections``: each request runs pg_sleep(sleep_ms), or SELECT 1."""
+    from gevent.queue import Queue
+
+    pool: Queue = Queue()
+    for conn in connections:
+        pool.put(conn)
+    if sleep_ms > 0:
+        _state.update(sql="SELECT pg_sleep(%s)", params=(sleep_ms / 1000.0,))
+    else:
+        _state.update(sql="SELECT 1", params=None)
+    _state["pool"] = pool
+
+
+def _respond(start_response, status: str, text: str) -> list[bytes]:
+    body = text.encode()
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
+                            ("Cache-Control", "no-store")])
+    return [body]
+
+
+def _answer(start_response) -> list[bytes]:
+    pool = _state["pool"]
+    if pool is None:
+        return _respond(start_response, "503 Service Unavailable", "geventprobe: not ready\n")
+    conn = pool.get()
+    try:
+        cursor = conn.cursor()
+        try:
+            cursor.execute(_state["sql"], _state["params"])
+            cursor.fetchone()
+        finally:
+            cursor.close()
+    except Exception as exc:
+        return _respond(start_response, "500 Internal Server Error",
+                        f"geventprobe: {type(exc).__name__}\n")
+    finally:
+        pool.put(conn)
+    return _respond(start_response, "200 OK", f"geventprobe ok {os.getpid()}\n")
+
+
+def wrap(app):
+    """``app`` with ``PATH`` answered by the probe; every other request passes through."""
+
+    def application(environ, start_response):
+        if environ.get("PATH_INFO") == PATH:
+            return _answer(start_response)
+        seen = _state["seen"]
+        if seen is not None:  # the route phase: which worker served how many, and when
+            seen.append(time.monotonic())
+        return app(environ, start_response)
+
+    application.__wrapped__ = app
+    return application
+
+
+def _close_pool() -> None:
+    """Close the route's own connections: the request phase is over, and in the route
+    phase the parent counts the app's connections to the server, not ours."""
+    pool, _state["pool"] = _state["pool"], None
+    while pool is not None and not pool.empty():
+        conn = pool.get()
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def route_phase(run_dir: str, heartbeat, monitor, timeout_s: float, write_json) -> None:
+    """``run --app --route``: stay out of the way while the parent drives the user's routes.
+
+    The worker's hub keeps a heartbeat (``heartbeat``: a probe ``_Heartbeat``) and gevent's
+    monitor thread (``monitor``: a ``harness.monitor.Monitor``) running, notes when each
+    request of the app starts, and says ``route-ready-<pid>.json``. When the parent writes
+    ``routes-stop`` (or ``timeout_s`` passed) it writes all of it to ``routes-<pid>.json``.
+    """
+    import gevent
+
+    pid = os.getpid()
+    _close_pool()
+    beat = gevent.spawn(heartbeat.run)
+    monitor.start()
+    _state["seen"] = []
+    try:
+        write_json(f"route-ready-{pid}.json", {"pid": pid})
+        stop = os.path.join(run_dir, "routes-stop")
+        deadline = time.monotonic() + timeout_s
+        while not os.path.exists(stop) and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+    finally:
+        heartbeat.stop()
+        events = monitor.stop()
+        beat.join(timeout=1)
+        seen, _state["seen"] = _state["seen"], None
+        write_json(f"routes-{pid}.json", {
+            "pid": pid,
+            "heartbeat_expected": heartbeat.expected,
+            "heartbeat_lag": heartbeat.lag,
+            "requests": seen,
+            "blocked": events,
+        })
