@@ -36,8 +36,10 @@ RECORDS = ["default", "preload", "busy-wait", "preload-http", "matrix", "app-rou
            "calibrate"]
 """tests/data/run-<name>.json"""
 COMPARES = {"preload-default": ("preload", "default", False),
+            "default-preload": ("default", "preload", False),
             "preload-busy-wait": ("preload", "busy-wait", False)}
-"""A comparison (removing --preload), and one refused (the workloads differ)."""
+"""Removing --preload fixed two builds; adding it back regressed them; a comparison refused
+(the workloads differ)."""
 UPDATE = "python -m tests.golden --update"
 
 
@@ -106,8 +108,10 @@ def _compare_goldens() -> dict[str, Callable[[], str]]:
         out |= {
             f"compare-{name}.terminal-80.txt":
                 lambda made=made: terminal(comparison.document(made()), 80),
-            f"compare-{name}.terminal-100-v.txt":
-                lambda made=made: terminal(comparison.document(made()), 100, verbose=True),
+            f"compare-{name}.terminal-80-v.txt":
+                lambda made=made: terminal(comparison.document(made()), 80, verbose=True),
+            f"compare-{name}.terminal-100.txt":
+                lambda made=made: terminal(comparison.document(made()), 100),
             f"compare-{name}.md": lambda made=made: Markdown().render(comparison.document(made())),
             f"compare-{name}.json": lambda made=made: comparison.render_json(made()),
         }

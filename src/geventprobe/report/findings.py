@@ -121,13 +121,18 @@ def paragraph(result: RunResult) -> str:
             "be trusted.")
     if blocking:
         factor, lag = _worst(blocking, "wait_factor"), _worst(blocking, "max_hub_lag_ms")
-        out.append(
-            f"**{subject} {names(blocking)} {_verb(blocking, 'BLOCKS', 'BLOCK')} the gevent "
-            f"hub** {where}: {g} concurrent `pg_sleep({w:g})` in "
-            f"one worker took {num(factor, '{:.2f}')}× as long as one sleep (1× when they "
-            f"overlap, {g}× when they run one at a time) and the hub stalled for up to "
-            f"{num(lag, '{:,.0f}')} ms, so every other request in that worker waited"
-            + _requests_felt(blocking, ok) + ".")
+        head = (f"**{subject} {names(blocking)} {_verb(blocking, 'BLOCKS', 'BLOCK')} the gevent "
+                f"hub** {where}")
+        if factor is None or g is None:  # no figures (gunicorn killed the workers): the rules
+            fired = [e.text for b in blocking for e in b.evidence if e.fired]
+            out.append(head + (f": {fired[0]}." if fired else "."))
+        else:
+            out.append(
+                f"{head}: {g} concurrent `pg_sleep({w:g})` in "
+                f"one worker took {num(factor, '{:.2f}')}× as long as one sleep (1× when they "
+                f"overlap, {g}× when they run one at a time) and the hub stalled for up to "
+                f"{num(lag, '{:,.0f}')} ms, so every other request in that worker waited"
+                + _requests_felt(blocking, ok) + ".")
     if busy:
         cpu = _worst(busy, "cpu_during_waits")
         out.append(
@@ -136,9 +141,9 @@ def paragraph(result: RunResult) -> str:
             "≈ 0.01): the wait loop yields to the hub but never sleeps.")
     if ok:
         factor, lag = _worst(ok, "wait_factor"), _worst(ok, "max_hub_lag_ms")
-        figures = (f"{_verb(ok, 'its', 'their')} {g} concurrent `pg_sleep({w:g})` overlapped "
-                   f"(at most {num(factor, '{:.2f}')}× one sleep) and the hub was never late "
-                   f"by more than {num(lag, '{:,.1f}')} ms")
+        figures = (f"{_verb(ok, 'its', 'their')} {g} concurrent `pg_sleep({num(w, '{:g}')})` "
+                   f"overlapped (at most {num(factor, '{:.2f}')}× one sleep) and the hub was "
+                   f"never late by more than {num(lag, '{:,.1f}')} ms")
         if app:
             out.append(f"**Your app {names(ok)} cooperates with gevent** {where}: {figures}.")
         elif blocking or busy:
