@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 from geventprobe.core.rules import baseline_mismatches
 from geventprobe.record import BuildResult, RunResult, Verdict
-from geventprobe.report import calibration
 from geventprobe.report.cells import label, names, num
 
 
@@ -97,10 +96,13 @@ def _routes(builds: Sequence[BuildResult]) -> list[str]:
     return out
 
 
-def paragraph(result: RunResult) -> str:
-    """One paragraph: what was found, the evidence, the cause, whether the detector was live."""
-    if not result.builds:  # `geventprobe calibrate`: the controls are the whole story
-        return calibration.outcome(result.calibration)
+def paragraph(result: RunResult) -> str | None:
+    """One paragraph: what was found, the evidence, the cause, whether the detector was live.
+
+    None for ``geventprobe calibrate``: its controls' table and verdict are the whole story.
+    """
+    if not result.builds:
+        return None
     app = bool(result.app)
     # Who is judged: psycopg 3 builds beside their baselines, or the user's app.
     subject = "Your app" if app else "psycopg 3"
