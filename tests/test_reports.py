@@ -165,13 +165,13 @@ def test_a_run_with_calibration_shows_it_first(monkeypatch):
     r = calibrated(recorded("default"))
     md = markdown(r)
     # Before the verdict table, as the terminal shows it; the runnable column included.
-    outcome = md.index("Calibration INCONCLUSIVE: the machine was 90% busy")
+    outcome = md.index("calibration INCONCLUSIVE: the machine was 90% busy")
     assert outcome < md.index("| build | driver |")
     assert "| control | build | expected | got | wait× | hub lag ms | CPU/s waits | runnable |" \
         in md
     assert "| spinning-wait | binary | BUSY-WAIT | OK ✗ |" in md
     assert "Calibration not run" not in md
-    assert "Calibration INCONCLUSIVE" in html(r)
+    assert "calibration INCONCLUSIVE" in html(r)
     # and it survives the JSON round trip
     again = load.from_dict(json_format.to_dict(r))
     assert again.calibration == r.calibration

@@ -24,12 +24,12 @@ from geventprobe.report.document import (
     SUMMARY,
     VERBOSE,
     Block,
+    Cell,
     Column,
     Heading,
     Paragraph,
     Table,
 )
-from geventprobe.report.document import Cell as C
 
 
 def explanation(b: BuildResult, detail: str = SUMMARY) -> list[Block]:
@@ -108,14 +108,14 @@ def route_table(routes: Sequence[RouteResult]) -> Table:
     for r in routes:
         p50, p99 = r.burst.p50_us, r.burst.p99_us
         statuses = ", ".join(f"{k}×{v}" for k, v in r.statuses.items()) or "–"
-        rows.append([C(r.route, "strong"),
-                     C(r.verdict.value, VERDICT_STYLE[r.verdict]),
-                     C(num(r.lone_ms, "{:,.1f}")),
-                     C(num(p50 and p50 / 1000, "{:,.1f}")),
-                     C(num(p99 and p99 / 1000, "{:,.1f}")),
-                     C(num(r.burst_factor, "×{:.1f}")),
-                     C(num(r.server_connections, "{:d}")),
-                     C(statuses)])
+        rows.append([Cell(r.route, "strong"),
+                     Cell(r.verdict.value, VERDICT_STYLE[r.verdict]),
+                     Cell(num(r.lone_ms, "{:,.1f}")),
+                     Cell(num(p50 and p50 / 1000, "{:,.1f}")),
+                     Cell(num(p99 and p99 / 1000, "{:,.1f}")),
+                     Cell(num(r.burst_factor, "×{:.1f}")),
+                     Cell(num(r.server_connections, "{:d}")),
+                     Cell(statuses)])
     conc = routes[0].concurrency if routes else 0
     return Table(columns, rows, title="your app's routes: one request alone, then a burst",
                  caption=f"×factor = burst p90 / the lone request ({conc} at once per worker: "

@@ -61,4 +61,4 @@ def outcome(cal: Calibration | None) -> str:
     """One sentence: the calibration's outcome and how long it took, or that it did not run."""
     if cal is None:
         return NOT_RUN
-    return f"Calibration {word(cal)}: {cal.reason} ({cal.duration_s:.1f} s)"
+    return f"calibration {word(cal)}: {cal.reason} ({cal.duration_s:.1f} s)"

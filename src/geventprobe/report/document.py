@@ -199,11 +199,6 @@ class Document:
     it as bad."""
 
 
-def shown(block, levels: frozenset[str]) -> bool:
-    """True when a view that shows ``levels`` shows ``block``."""
-    return block.detail in levels
-
-
 def view(verbose: bool, reference: bool = False) -> frozenset[str]:
     """The detail levels a format shows: the terminal's (with ``-v`` or not), or all."""
     if reference:
