@@ -72,8 +72,8 @@ def test_a_change_to_one_format_fails_its_goldens_only(monkeypatch, expected, pa
 # ---------------------------------------------------------------- live record = JSON read back
 
 
-def _term(doc, verbose=False):
-    console = Console(file=io.StringIO(), width=80, color_system=None, force_terminal=False)
+def _term(doc, verbose=False, width=80):
+    console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
     return Terminal(console).render(doc, verbose)
 
 

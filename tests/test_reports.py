@@ -26,7 +26,16 @@ import pytest
 from geventprobe.dsn import redact_hosts, scrub_result
 from geventprobe.errors import ProbeError
 from geventprobe.record import Calibration, ControlOutcome, Evidence, Verdict
-from geventprobe.report import charts, findings, job_summary, json_format, load, repro, run
+from geventprobe.report import (
+    cells,
+    charts,
+    findings,
+    job_summary,
+    json_format,
+    load,
+    repro,
+    run,
+)
 from geventprobe.report.document import Charts
 from geventprobe.report.formats import Html, Markdown, Text
 
@@ -229,6 +238,22 @@ def test_a_baseline_as_expected_is_one_line_and_a_missed_one_keeps_its_details()
     out = _term(run.document(r))
     assert "psycopg2-green: BLOCKING (baseline, expected OK)\n  cause: no wait callback" in out
     assert "  fix: call patch_psycopg()" in out
+
+
+def test_a_baseline_whose_worker_gunicorn_killed_says_so_on_its_line():
+    from test_golden import _term
+
+    r = recorded("default")
+    killed = dataclasses.replace(build(r, "psycopg2"), metrics=None, workers=[],
+                                 worker_timeouts=1)
+    r = dataclasses.replace(r, builds=[killed if b.build == "psycopg2" else b for b in r.builds])
+    out = _term(run.document(r), width=100)
+    assert ("psycopg2: BLOCKING (baseline, as expected; gunicorn killed 1 worker(s): WORKER "
+            "TIMEOUT)\npsycopg 3 builds") in out  # its one entry, and nothing under it
+    # A narrow table's evidence, where there are no figures.
+    assert cells.deciding(killed) == "1 killed (WORKER TIMEOUT)"
+    verbose = " ".join(_term(run.document(r), verbose=True).split())
+    assert verbose.count("WORKER TIMEOUT") == 1  # -v does not say it again
 
 
 # ---------------------------------------------------------------- HTML, text, charts

@@ -32,9 +32,9 @@ from geventprobe.report.document import (
 )
 
 
-def explanation(b: BuildResult, detail: str = SUMMARY) -> list[Block]:
+def explanation(b: BuildResult, detail: str = SUMMARY, kills: bool = True) -> list[Block]:
     """A build's rules (the ones that fired; the others for reference), the error, cause and
-    fix, how to install it, who blocked, and the workers gunicorn killed."""
+    fix, how to install it, who blocked, and (``kills``) the workers gunicorn killed."""
     lines: list[Block] = []
     for e in b.evidence:
         lines.append(Paragraph(evidence_text(e), lead="evidence:", indent=1, detail=detail)
@@ -52,7 +52,7 @@ def explanation(b: BuildResult, detail: str = SUMMARY) -> list[Block]:
         lines.append(Paragraph(f"`{install}`", lead="install:", indent=1, detail=detail))
     lines += [Paragraph(blocked_line(s), lead="who blocked:", indent=1, detail=detail)
               for s in b.blocked_by]
-    if b.worker_timeouts:
+    if b.worker_timeouts and kills:
         lines.append(Paragraph(f"gunicorn killed {b.worker_timeouts} worker(s) for a blocked "
                                "hub (WORKER TIMEOUT)", indent=1, detail=detail))
     return lines
@@ -79,11 +79,13 @@ def details(b: BuildResult) -> list[Block]:
     head = f"{label(b)}: {b.verdict.value}"
     quiet = as_expected(b)
     if quiet:
-        head += " (baseline, as expected)"
+        # Workers killed by gunicorn show in its log: say why here, still on the one line.
+        head += (f" (baseline, as expected; gunicorn killed {b.worker_timeouts} worker(s): "
+                 "WORKER TIMEOUT)" if b.worker_timeouts else " (baseline, as expected)")
     elif b.baseline and b.verdict not in (Verdict.UNAVAILABLE, Verdict.ERROR):
         head += f" (baseline, expected {b.expected})"
     out: list[Block] = [Heading(head, VERDICT_STYLE[b.verdict])]
-    out += explanation(b, VERBOSE if quiet else SUMMARY)
+    out += explanation(b, VERBOSE if quiet else SUMMARY, kills=not quiet)
     if connect is not None:
         fired = any(e.fired and e.phase == "connect" for e in b.evidence)
         out.append(Paragraph(connect_line(connect), lead="connect:", indent=1,

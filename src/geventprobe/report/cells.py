@@ -140,7 +140,10 @@ def deciding(b: BuildResult) -> str:
     if b.verdict is Verdict.UNAVAILABLE:
         return "not installed here"
     if m is None:
-        return "probe failed" if b.verdict is Verdict.ERROR else "–"
+        if b.verdict is Verdict.ERROR:
+            return "probe failed"
+        # gunicorn killed the workers before they reported: that is the evidence.
+        return f"{b.worker_timeouts} killed (WORKER TIMEOUT)" if b.worker_timeouts else "–"
     fired = {e.rule for e in b.evidence if e.fired}
     connect = [e for e in b.evidence if e.fired and e.phase == "connect"]
     stall = (f"hub stalled {m.connect.stall_share:.0%} of connects"
