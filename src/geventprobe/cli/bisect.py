@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 
 import click
-from rich.console import Console
 
 from geventprobe import files
 from geventprobe.cli.common import (
@@ -25,20 +23,10 @@ from geventprobe.cli.common import (
 from geventprobe.core.builds import parse_builds
 from geventprobe.core.runner import RunOptions
 from geventprobe.files import write_atomic
-from geventprobe.report import bisection, json_format, terminal
+from geventprobe.report import bisection
+from geventprobe.report.formats import Terminal
 from geventprobe.settings import load_profile
 from geventprobe.versions import bisect
-
-
-def render(result: bisect.BisectResult, console: Console, verbose: bool = False) -> None:
-    """The table, the evidence, the conclusion, at the console's width."""
-    terminal.render_blocks(bisection.document(result), console, verbose)
-
-
-def write_json(result: bisect.BisectResult, path: str) -> None:
-    """The whole bisect as JSON (write then rename)."""
-    write_atomic(path, json.dumps(json_format.plain(dataclasses.asdict(result)), indent=2,
-                                  ensure_ascii=False) + "\n")
 
 
 @click.command("bisect")
@@ -99,9 +87,10 @@ def bisect_command(good, bad, build_name, package, workers, greenlets, dsn, rtt_
                               unit="probes") as listener:
             result = bisect.run(opts, listener, releases=releases)
         # `--json -`: stdout carries the JSON alone, the report goes to stderr.
-        render(result, console if files.is_stdout(json_path) else report_console(), verbose)
+        Terminal(console if files.is_stdout(json_path) else report_console()).show(
+            bisection.document(result), verbose)
         if json_path:
-            write_json(result, json_path)
+            write_atomic(json_path, bisection.render_json(result))
             if not files.is_stdout(json_path):
                 console.print(f"geventprobe: wrote {json_path}", soft_wrap=True)
     sys.exit(result.exit_code)

@@ -20,7 +20,9 @@ from geventprobe.cli.common import (
     warn_secret_argv,
 )
 from geventprobe.core.runner import RunOptions, calibration_only
-from geventprobe.report import json_format, terminal
+from geventprobe.report import json_format
+from geventprobe.report import run as run_report
+from geventprobe.report.formats import Terminal
 
 
 @click.command("calibrate")
@@ -66,8 +68,8 @@ def calibrate_command(workers, greenlets, dsn, rtt_ms, json_path, config_path, p
         with ProgressListener(console, total=8, unit="controls") as listener:
             result = calibration_only(options, listener)
         # `--json -`: stdout carries the JSON alone, the report goes to stderr.
-        terminal.render(result, console if files.is_stdout(json_path) else report_console(),
-                        verbose)
+        Terminal(console if files.is_stdout(json_path) else report_console()).show(
+            run_report.document(result), verbose)
         if json_path:
             json_format.write(result, json_path)
             if not files.is_stdout(json_path):

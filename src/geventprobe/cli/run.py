@@ -24,9 +24,12 @@ from geventprobe.cli.common import (
 )
 from geventprobe.core.builds import parse_builds
 from geventprobe.core.runner import RunOptions, run
+from geventprobe.dsn import scrub_result
 from geventprobe.errors import ProbeError
 from geventprobe.processes.preflight import CONNECTION_CAP, DEFAULT_TIME_LIMIT_S
-from geventprobe.report import json_format, terminal
+from geventprobe.report import json_format
+from geventprobe.report import run as run_report
+from geventprobe.report.formats import Terminal
 from geventprobe.settings import parse_fail_on
 from geventprobe.versions import matrix
 
@@ -132,15 +135,16 @@ def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path
             result = matrix.run(options, sets, listener) if sets else run(options, listener)
         if app_plan is not None:
             result = dataclasses.replace(result, summary=gunicorn_app.summary(result))
-        result = report_cli.for_output(result, redact_hosts)  # every output reads this record
+        result = scrub_result(result, hosts=redact_hosts)  # every output reads this record
         # `--json -`: stdout carries the file alone, the report goes to stderr with progress.
         to_stdout = files.is_stdout(json_path) or files.is_stdout(markdown_path)
-        terminal.render(result, console if to_stdout else report_console(), verbose)
+        doc = run_report.document(result)  # ...and every report reads this document
+        Terminal(console if to_stdout else report_console()).show(doc, verbose)
         if json_path:
             json_format.write(result, json_path)
             if not files.is_stdout(json_path):
                 console.print(f"geventprobe: wrote {json_path}", soft_wrap=True)
-        report_cli.write_run_outputs(result, markdown_path, console)
+        report_cli.write_run_outputs(doc, markdown_path, console)
     sys.exit(result.exit_code)
 
 
