@@ -104,6 +104,32 @@ def test_redact_removes_pgpassword(monkeypatch):
     assert "hunter22" not in redact("auth failed for hunter22")
 
 
+@pytest.mark.parametrize("variable, value", [
+    ("GEVENTPROBE_DSN", "host=db user=app password=Tr0ub4dor dbname=app"),
+    ("GEVENTPROBE_DSN", "postgresql://app:Tr0ub4dor@db/app"),
+    ("DATABASE_URL", "postgresql://app:Tr0ub4dor@db/app?sslmode=require"),
+    ("PGPASSWORD", "Tr0ub4dor"),
+])
+def test_a_known_password_is_masked_in_free_text(monkeypatch, variable, value):
+    # issue 19 row 23: an app's error message quoting the password, no DSN syntax around it.
+    monkeypatch.setenv(variable, value)
+    assert redact("RuntimeError: login refused with Tr0ub4dor, try again") == \
+        "RuntimeError: login refused with ***, try again"
+
+
+def test_remembered_passwords_as_written_and_as_read(monkeypatch):
+    from geventprobe import dsn
+
+    monkeypatch.setattr(dsn, "_remembered", set())
+    dsn.remember("postgresql://app:p%40ss%20word@db/app")
+    dsn.remember("host=db password='it\\'s' dbname=x")
+    out = redact("tried p@ss word, p%40ss%20word and it's")
+    assert out == "tried ***, *** and ***"
+    # A short password is masked where it stands alone, not inside every other word.
+    dsn.remember("host=db password=ab")
+    assert redact("ab: cab abc ab") == "***: cab abc ***"
+
+
 def test_build_names():
     builds, named = parse_builds(None)
     assert [b.name for b in builds] == ["binary", "c", "python", "psycopg2-green", "psycopg2"]

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Column
 
 from geventprobe import files
-from geventprobe.dsn import foreign_scheme, redact
+from geventprobe.dsn import foreign_scheme, redact, remember
 from geventprobe.errors import EXIT_INTERRUPTED, EXIT_USAGE, ProbeError, Terminated
 from geventprobe.processes import children
 from geventprobe.processes.delay_proxy import MAX_RTT_MS
@@ -38,7 +38,6 @@ __all__ = [
     "dsn_option",
     "fail",
     "handled_errors",
-    "hide_secret_argv",
     "progress_console",
     "report_console",
     "rtt_option",
@@ -50,25 +49,6 @@ REPORT_WIDTH = 100
 """Columns of a report that goes to a pipe or a file (a CI log): the same every time."""
 
 
-def hide_secret_argv() -> bool:
-    """Rewrite our own process title without the DSN's password; True when it held one.
-
-    ``ps`` and ``/proc/<pid>/cmdline`` show a process's argv to every user of the machine:
-    ``setproctitle`` overwrites that memory, so from here on the run shows ``password=***``.
-    """
-    try:
-        import setproctitle
-    except ImportError:  # a dependency, but a broken install must not stop a run
-        return False
-    title = setproctitle.getproctitle()
-    clean = redact(title)
-    if clean == title:
-        return False
-    setproctitle.setproctitle(clean)
-    return True
-
-
-
 def _given_dsn(ctx, param, value):
     """An empty DSN is refused: ``--dsn "$DATABASE_URL"`` with the variable unset must not
     quietly probe the embedded server instead of the user's."""
@@ -77,7 +57,7 @@ def _given_dsn(ctx, param, value):
                                  "out (and GEVENTPROBE_DSN unset) to use an embedded server",
                                  ctx=ctx, param=param)
     if value:
-        hide_secret_argv()  # while click parses: the earliest point a command knows
+        remember(value)  # masked wherever it appears, free text included
     scheme = foreign_scheme(value) if value else None
     if scheme:
         hint = (" (SQLAlchemy's driver suffix: drop it)" if scheme.lower().startswith(
