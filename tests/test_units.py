@@ -10,6 +10,7 @@ from geventprobe.core.metrics import worker_figures
 from geventprobe.dsn import redact
 from geventprobe.errors import ProbeError
 from geventprobe.settings import load_profile
+from geventprobe.worker.record import ProbeResult
 
 
 def test_nearest_rank_percentiles():
@@ -37,15 +38,15 @@ class FakeCpu:
 
 def test_worker_figures_from_a_report():
     w = 0.1
-    report = {
-        "pid": 42, "wait_seconds": w,
-        "windows": [[10.0, 10.1], [10.2, 10.5]],
+    report = ProbeResult(
+        pid=42, wait_seconds=w,
+        windows=[[10.0, 10.1], [10.2, 10.5]],
         # ticks due inside the windows were late by 1 ms and 80 ms; the one outside by 900 ms
-        "heartbeat_expected": [10.05, 10.3, 10.9],
-        "heartbeat_lag": [0.001, 0.08, 0.9],
-        "select1_latencies_us": [100, 200, 300, 400],
-        "select1_window": [11.0, 13.0],
-    }
+        heartbeat_expected=[10.05, 10.3, 10.9],
+        heartbeat_lag=[0.001, 0.08, 0.9],
+        select1_latencies_us=[100, 200, 300, 400],
+        select1_window=[11.0, 13.0],
+    )
     f = worker_figures(report, FakeCpu())
     assert f.wait_factors == [pytest.approx(1.0), pytest.approx(3.0)]
     assert f.wait_factor == pytest.approx(2.0)

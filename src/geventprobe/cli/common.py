@@ -12,8 +12,10 @@ context manager did not get to, ``children.cleanup()`` stops and removes last.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
+import textwrap
 import traceback
 from collections.abc import Iterator
 
@@ -41,6 +43,7 @@ __all__ = [
     "progress_console",
     "report_console",
     "rtt_option",
+    "say",
     "verbose_option",
     "warn_secret_argv",
 ]
@@ -109,9 +112,31 @@ def _on_signal(signum, frame):
     children.deliver(KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum))
 
 
+def _terminal_width(stream) -> int | None:
+    """The width of the terminal ``stream`` writes to; None for a pipe or a file."""
+    try:
+        if stream.isatty():
+            return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        pass
+    return None
+
+
+def say(text: str, *, err: bool = True) -> None:
+    """One message of geventprobe's own (a warning, an error, ``wrote PATH``): one line in a
+    pipe or a file (a log, a test, ``grep``), wrapped at the terminal's width on a terminal,
+    later lines indented, no word cut (a path stays whole)."""
+    text = " ".join(text.split())
+    width = _terminal_width(sys.stderr if err else sys.stdout)
+    if width and len(text) > width:
+        text = "\n".join(textwrap.wrap(text, width, subsequent_indent="  ",
+                                       break_long_words=False, break_on_hyphens=False))
+    click.echo(text, err=err)
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> None:
-    """Print one line on stderr and exit with ``code``."""
-    click.echo(f"geventprobe: error: {' '.join(message.split())}", err=True)
+    """Print the one message on stderr and exit with ``code``."""
+    say(f"geventprobe: error: {message}")
     sys.exit(code)
 
 
@@ -158,18 +183,17 @@ def handled_errors(debug: bool) -> Iterator[None]:
         fail(*outcome)
 
 
-def warn_secret_argv(console: Console | None, dsn: str | None) -> None:
+def warn_secret_argv(dsn: str | None) -> None:
     """Say so when a password was given on our command line, where ``ps`` shows it."""
     ctx = click.get_current_context(silent=True)
     if not dsn or ctx is None or redact(dsn) == dsn:
         return
     source = ctx.get_parameter_source("dsn")
     if source is click.core.ParameterSource.COMMANDLINE:
-        # click.echo, not the rich console: one line, never wrapped.
-        click.echo("geventprobe: warning: the password in --dsn was visible to every user of "
-                   "this machine (ps) until geventprobe rewrote its own process title, and it "
-                   "stays in your shell history: pass it in GEVENTPROBE_DSN, PGPASSWORD or "
-                   "~/.pgpass instead (geventprobe never puts it on a command line)", err=True)
+        say("geventprobe: warning: the password in --dsn was visible to every user of this "
+            "machine (ps) until geventprobe rewrote its own process title, and it stays in "
+            "your shell history: pass it in GEVENTPROBE_DSN, PGPASSWORD or ~/.pgpass instead "
+            "(geventprobe never puts it on a command line)")
 
 
 class OneLineErrorsGroup(click.Group):
