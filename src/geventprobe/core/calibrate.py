@@ -9,7 +9,7 @@ a real gunicorn gevent run of the harness with one setup changed:
   wait callback; psycopg's python build imported before patching, BLOCKING only
   in the connect phase (its queries cooperate).
 - BUSY-WAIT: psycopg whose wait function is replaced inside the worker by one that
-  polls with a zero timeout and ``gevent.sleep(0)`` (harness/controls.py).
+  polls with a zero timeout and ``gevent.sleep(0)`` (worker/controls.py).
 - OK: every available healthy build, patched first, and psycopg2 with psycogreen.
 
 Calibration also decides whether the machine was too busy to judge anything:
