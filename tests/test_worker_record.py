@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from geventprobe.errors import ProbeError
-from geventprobe.processes.workers import read_records
+from geventprobe.processes.run_dir import read_records
 from geventprobe.worker import record
 from geventprobe.worker.record import (
     AppError,

@@ -41,7 +41,7 @@ from geventprobe.core.target import Probed
 from geventprobe.dsn import redact
 from geventprobe.errors import ProbeError
 from geventprobe.processes import children, gunicorn_workers
-from geventprobe.processes.workers import WorkersRun
+from geventprobe.processes.run_dir import WorkersRun
 from geventprobe.record import BuildResult, Calibration, RouteResult, Verdict
 from geventprobe.settings import Thresholds, Workload
 from geventprobe.worker import record

@@ -20,7 +20,7 @@ from geventprobe.core.progress import Listener
 from geventprobe.core.session import Session, require
 from geventprobe.core.target import Probed
 from geventprobe.processes import gunicorn_workers
-from geventprobe.processes.workers import WorkersRun
+from geventprobe.processes.run_dir import WorkersRun
 from geventprobe.record import BuildResult, Calibration, RouteResult, Verdict
 from geventprobe.settings import Thresholds, Workload
 

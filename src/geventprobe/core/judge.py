@@ -16,7 +16,7 @@ import time
 from geventprobe.core import blocked, causes, metrics, rules
 from geventprobe.core.target import Subject
 from geventprobe.dsn import redact
-from geventprobe.processes.workers import WorkersRun
+from geventprobe.processes.run_dir import WorkersRun
 from geventprobe.record import BuildResult, Evidence, Verdict
 from geventprobe.settings import Thresholds, Workload
 

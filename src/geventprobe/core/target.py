@@ -11,7 +11,7 @@ row of the report). Two protocols, so that the core has one way through every ru
   (a built-in build in gunicorn running the harness app), ``GunicornApp`` itself.
 
 A subject's ``launch`` starts its workers, runs the in-worker probe and collects their
-typed records (``worker/record.py``) into a ``WorkersRun`` (``processes/workers.py``);
+typed records (``worker/record.py``) into a ``WorkersRun`` (``processes/run_dir.py``);
 the core judges every ``WorkersRun`` the same way (``core/judge.py``), adds the subject's
 own phases (``judge_phases``: an app's routes), and settles the whole run once.
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from geventprobe.core.builds import Build
     from geventprobe.core.progress import Listener
     from geventprobe.core.session import Session
-    from geventprobe.processes.workers import WorkersRun
+    from geventprobe.processes.run_dir import WorkersRun
     from geventprobe.settings import Thresholds, Workload
 
 

@@ -5,7 +5,7 @@ or the user's own through ``worker/app_conf.py``), waits until every worker has 
 its connections (``ready-<pid>.json``), starts sampling the workers' CPU, says ``go``,
 collects one ``result-<pid>.json`` per worker, runs the request and route phases, and
 stops gunicorn. Each worker reports on its own files, typed records read by
-``workers.py``; nothing is parsed out of stdout or the log, which is only read to
+``run_dir.py``; nothing is parsed out of stdout or the log, which is only read to
 explain a failure.
 """
 
@@ -29,8 +29,8 @@ from geventprobe.dsn import redact
 from geventprobe.errors import ProbeError
 from geventprobe.processes import children
 from geventprobe.processes.cpu import CpuSampler
-from geventprobe.processes.workers import WorkersRun, gone, read_records, ready_port, say_go
-from geventprobe.processes.workers import wait_for as _wait_records
+from geventprobe.processes.run_dir import WorkersRun, gone, read_records, ready_port, say_go
+from geventprobe.processes.run_dir import wait_for as _wait_records
 from geventprobe.record import RequestFigures
 from geventprobe.settings import Thresholds, Workload
 from geventprobe.worker.probe_route import PATH as PROBE_ROUTE

@@ -69,13 +69,13 @@ def check_connection_cap(workload: Workload, allow: bool) -> None:
             "--allow-many-connections to confirm the server can take it")
 
 
-def check_imports() -> None:
-    """gevent, gunicorn and packaging import in our interpreter, the one our gunicorn
-    workers run (a version matrix's environments are made with them)."""
-    python = sys.executable
+def check_imports(python: str | None = None, env: dict[str, str] | None = None) -> None:
+    """gevent, gunicorn and packaging import in ``python`` (the workers' interpreter: ours,
+    or a version matrix's isolated one run with the environment its gunicorn gets)."""
+    python = python or sys.executable
     try:
         out = subprocess.run([python, "-c", _IMPORTS], capture_output=True, text=True,
-                             timeout=60, check=False)
+                             timeout=60, check=False, env=env)
         failed = json.loads(out.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
         raise ProbeError(f"cannot run {python} to check gevent and gunicorn ({exc}): "

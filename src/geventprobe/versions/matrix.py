@@ -30,6 +30,7 @@ from geventprobe.core.progress import Listener
 from geventprobe.core.session import Session
 from geventprobe.core.target import Probed
 from geventprobe.errors import ProbeError
+from geventprobe.processes import preflight
 from geventprobe.record import BuildResult, Calibration, MatrixEnv, Verdict
 from geventprobe.versions import venvs
 
@@ -222,6 +223,7 @@ def probe_cell(session: Session, cell: Cell, env: venvs.Env, shim: str,
         if runnable:
             listener.phase("checking which builds import")
             base_env = venvs.run_environ(shim)
+            preflight.check_imports(env.python, base_env)  # gevent, gunicorn: one line if not
             check = builds.ImportCheck(runnable, python=env.python, base_env=base_env)
             try:
                 available = check.result()

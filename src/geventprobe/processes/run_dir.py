@@ -1,4 +1,4 @@
-"""The parent's side of the run-dir protocol, whatever started the probed workers.
+"""The parent's side of the run directory, the files it exchanges with the probed workers.
 
 A run of probed workers (gunicorn's today, ``gunicorn_workers.py``; a celery worker's
 next) shares one protocol with them: a private run directory (``GEVENTPROBE_RUN_DIR``) in
