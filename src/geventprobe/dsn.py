@@ -72,11 +72,6 @@ def remember(dsn: str | None) -> None:
         _remembered.update(secrets_in(dsn))
 
 
-def forget() -> None:
-    """Drop what ``remember`` was given (tests; one process runs one command otherwise)."""
-    _remembered.clear()
-
-
 def known_secrets() -> frozenset[str]:
     """Every password this run knows: remembered ones and those of ``SECRET_VARIABLES``."""
     global _from_environment

@@ -252,7 +252,7 @@ def _inspect(args: list[str], chdir: str, env: dict[str, str], timeout: float
 def plan(request: AppRequest) -> GunicornApp:
     """Check the request, read the effective gunicorn settings, and build the command."""
     chdir, config, shown = _check(request)
-    base_env = {"GEVENTPROBE_MODE": "app"}
+    base_env: dict[str, str] = {}
     if config:
         base_env["GEVENTPROBE_USER_CONFIG"] = config
     env = dict(os.environ, **base_env, PYTHONUNBUFFERED="1")

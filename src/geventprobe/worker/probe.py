@@ -7,9 +7,12 @@ through files in ``GEVENTPROBE_RUN_DIR``, typed and versioned in ``record.py``
 ``time.monotonic()``, which on Linux is the same clock in every process, so the
 parent can line its CPU samples up with the windows reported here.
 
-What is probed is a ``Source``: the built-in harness app (``HARNESS``, started by
-``harness_conf.py``) or the user's own app (``USERS_APP``, started by ``app_conf.py``):
-each says how its driver got imported and which driver module its app uses.
+What is probed comes from a *source*: the built-in harness app (``HARNESS``, started
+by ``harness_conf.py``) or the user's own app (``USERS_APP``, started by ``app_conf.py``).
+A source is any object with ``import_facts(worker)`` (how its driver got imported),
+``driver()`` (the driver module its app uses, or the import error) and ``set_up()``
+(what it needs once per worker); ``run(source, worker)`` needs nothing else of gunicorn
+(``worker`` may be None: no listening port, no preload to report).
 """
 
 from __future__ import annotations
