@@ -297,8 +297,9 @@ def test_app_summary_and_header():
     r = RunResult(schema_version=1, tool_version="0", started_at="", duration_s=1, command=[],
                   preload=False, profile={}, environment={}, server={}, builds=[b], summary="",
                   exit_code=1, app=app)
-    assert summary(r) == (f"your app {APP} is BLOCKING under this gunicorn config: psycopg2 "
-                          "has no wait callback; exit 1")
+    assert summary(APP, r.builds, 1, None) == (
+        f"your app {APP} is BLOCKING under this gunicorn config: psycopg2 has no wait "
+        "callback; exit 1")
     console = Console(record=True, width=200)
     Terminal(console).show(run.document(r))
     text = console.export_text()

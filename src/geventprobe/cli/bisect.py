@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 import click
@@ -17,15 +16,15 @@ from geventprobe.cli.common import (
     progress_console,
     report_console,
     rtt_option,
+    say,
     verbose_option,
     warn_secret_argv,
 )
+from geventprobe.core import plan as plans
 from geventprobe.core.builds import parse_builds
-from geventprobe.core.runner import RunOptions
 from geventprobe.files import write_atomic
 from geventprobe.report import bisection
 from geventprobe.report.formats import Terminal
-from geventprobe.settings import load_profile
 from geventprobe.versions import bisect
 
 
@@ -64,22 +63,14 @@ def bisect_command(good, bad, build_name, package, workers, greenlets, dsn, rtt_
     """
     console = progress_console()
     with handled_errors(debug):
-        profile = load_profile(config_path)
-        # Several probes in a row: a small workload by default (the classes are far apart,
-        # wait× ≈ 1 against ≈ greenlets), a --config profile's own sizes if one is given.
-        small = config_path is None
-        profile = dataclasses.replace(profile, workload=dataclasses.replace(
-            profile.workload,
-            workers=workers or (2 if small else profile.workload.workers),
-            greenlets=greenlets or (8 if small else profile.workload.greenlets),
-            rtt_ms=profile.workload.rtt_ms if rtt_ms is None else rtt_ms))
         builds, _ = parse_builds(build_name, "--build")
+        plan = plans.for_bisect(["geventprobe", *sys.argv[1:]], builds, workers=workers,
+                                greenlets=greenlets, dsn=dsn, rtt_ms=rtt_ms, preload=preload,
+                                config_path=config_path)
         check_writable(json_path, "--json")
-        warn_secret_argv(console, dsn)
-        run_options = RunOptions(profile=profile, builds=builds, builds_named=True,
-                                 dsn=dsn or None, preload=preload,
-                                 command=["geventprobe", *sys.argv[1:]])
-        opts = bisect.BisectOptions(run=run_options, package=package, good=good, bad=bad)
+        warn_secret_argv(dsn)
+        opts = bisect.BisectOptions(run=plan, builds=builds, package=package, good=good,
+                                    bad=bad)
         releases = bisect.releases_for(opts)
         console.print(f"geventprobe: {len(releases)} releases of {package} from {good} to "
                       f"{bad}: {', '.join(releases)}")
@@ -92,5 +83,5 @@ def bisect_command(good, bad, build_name, package, workers, greenlets, dsn, rtt_
         if json_path:
             write_atomic(json_path, bisection.render_json(result))
             if not files.is_stdout(json_path):
-                console.print(f"geventprobe: wrote {json_path}", soft_wrap=True)
+                say(f"geventprobe: wrote {json_path}")
     sys.exit(result.exit_code)

@@ -6,10 +6,15 @@ import os
 import sys
 
 import click
-from rich.console import Console
 
 from geventprobe import files
-from geventprobe.cli.common import check_writable, debug_option, handled_errors, verbose_option
+from geventprobe.cli.common import (
+    check_writable,
+    debug_option,
+    handled_errors,
+    say,
+    verbose_option,
+)
 from geventprobe.dsn import scrub_result
 from geventprobe.errors import ProbeError
 from geventprobe.record import RunResult
@@ -20,20 +25,20 @@ from geventprobe.report.formats import FORMATS, Markdown
 CHOICES = ("markdown", "text", "json", "html", "png")
 
 
-def write_run_outputs(doc: Document, markdown_path: str | None, console: Console) -> None:
+def write_run_outputs(doc: Document, markdown_path: str | None) -> None:
     """``run``'s Markdown report, and the job summary when ``$GITHUB_STEP_SUMMARY`` is set."""
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if markdown_path:
         files.write_atomic(markdown_path, Markdown().render(doc), "--markdown")
         if not files.is_stdout(markdown_path):
-            console.print(f"geventprobe: wrote {markdown_path}", soft_wrap=True)
+            say(f"geventprobe: wrote {markdown_path}")
     if summary:
         try:
             job_summary.append(doc, summary)
         except OSError as exc:
             # The run's verdict matters more than the summary: say so and go on.
-            console.print(f"geventprobe: warning: cannot append to $GITHUB_STEP_SUMMARY "
-                          f"{summary} ({exc.strerror})", soft_wrap=True, markup=False)
+            say(f"geventprobe: warning: cannot append to $GITHUB_STEP_SUMMARY {summary} "
+                f"({exc.strerror})")
 
 
 def render(result: RunResult, fmt: str, verbose: bool = False) -> str | bytes:
