@@ -173,3 +173,31 @@ def test_bad_pyproject_is_one_line_exit_2(run_cli, tmp_path):
     assert proc.returncode == 2
     assert "unknown key [workload].workerz" in proc.stderr and "pyproject.toml" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    # issue 19, row 22: a share above 1 can never be reached, so the rule could never fire.
+    ("[thresholds]\nroute_failing_share = 1.5",
+     "[thresholds].route_failing_share must be at most 1 (a share of the requests), got 1.5"),
+    ("[thresholds]\nconnect_stall_share = 2", "connect_stall_share must be at most 1"),
+    ("[thresholds]\nbusy_wait_runnable = 1.2", "busy_wait_runnable must be at most 1"),
+    # A factor of 1 or less fires on every healthy run (about 1 when nothing waits).
+    ("[thresholds]\nblocking_wait_factor = 1.0", "blocking_wait_factor must be more than 1"),
+    ("[thresholds]\nroute_serialized_factor = 0.5", "route_serialized_factor must be more than 1"),
+    # The ranges the command line enforces, for the same keys in a file.
+    ("[workload]\ngreenlets = 1", "[workload].greenlets must be at least 2"),
+    ("[workload]\nworkers = 65", "[workload].workers must be at most 64"),
+])
+def test_shares_and_factors_out_of_range_are_refused(tmp_path, line, message):
+    config = write(tmp_path / "p.toml", line + "\n")
+    with pytest.raises(ProbeError) as info:
+        settings.resolve(None, config)
+    assert message in str(info.value)
+
+
+def test_shares_at_their_bounds_are_accepted(tmp_path):
+    config = write(tmp_path / "p.toml", "[thresholds]\nroute_failing_share = 1\n"
+                   "connect_stall_share = 1.0\nbusy_wait_runnable = 0.99\n"
+                   "blocking_wait_factor = 1.2\n[workload]\ngreenlets = 2\nworkers = 64\n")
+    p = settings.resolve(None, config)
+    assert p.thresholds.route_failing_share == 1.0 and p.workload.workers == 64

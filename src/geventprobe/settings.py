@@ -206,8 +206,19 @@ def _run_section(table, base: Profile, source: str) -> dict:
 
 # Keys for which 0 is a meaningful value (it turns something off).
 _ZERO_MEANS_OFF = {"http_rate", "http_query_ms", "worker_timeout_s", "rtt_ms", "monitor_ms"}
-# Upper bounds, where a larger value would only make the probe's own timeouts fire.
-_AT_MOST = {"rtt_ms": MAX_RTT_MS}
+# Upper bounds: a larger value would only make the probe's own timeouts fire (rtt_ms), is
+# refused by the command line too (workers), or is a share, which cannot exceed the whole.
+_AT_MOST = {"rtt_ms": MAX_RTT_MS, "workers": 64, "route_failing_share": 1.0,
+            "connect_stall_share": 1.0, "busy_wait_runnable": 1.0}
+# Lower bounds above 0: below them the rule fires on every healthy run (a wait factor or a
+# burst factor is about 1 when nothing waits), or the probe cannot measure (one greenlet
+# has nothing to overlap with; the command line refuses it too).
+_MORE_THAN = {"blocking_wait_factor": 1.0, "route_serialized_factor": 1.0}
+_AT_LEAST = {"greenlets": 2}
+_WHY = {"route_failing_share": "a share of the requests", "connect_stall_share":
+        "a share of a connect window", "busy_wait_runnable": "a share of the time",
+        "blocking_wait_factor": "about 1 when the waits overlap",
+        "route_serialized_factor": "about 1 when the requests overlap"}
 
 
 def _apply(cls, base, table: dict, section: str, source: str):
@@ -227,9 +238,16 @@ def _apply(cls, base, table: dict, section: str, source: str):
         if value < 0 or (value == 0 and key not in _ZERO_MEANS_OFF):
             least = "0 or more" if key in _ZERO_MEANS_OFF else "greater than 0"
             raise ProbeError(f"{source}: [{section}].{key} must be {least}, got {value!r}")
+        why = f" ({_WHY[key]})" if key in _WHY else ""
         if key in _AT_MOST and value > _AT_MOST[key]:
-            raise ProbeError(f"{source}: [{section}].{key} must be at most {_AT_MOST[key]:g}, "
-                             f"got {value!r}")
+            raise ProbeError(f"{source}: [{section}].{key} must be at most {_AT_MOST[key]:g}"
+                             f"{why}, got {value!r}")
+        if key in _MORE_THAN and value <= _MORE_THAN[key]:
+            raise ProbeError(f"{source}: [{section}].{key} must be more than "
+                             f"{_MORE_THAN[key]:g}{why}, got {value!r}")
+        if key in _AT_LEAST and value < _AT_LEAST[key]:
+            raise ProbeError(f"{source}: [{section}].{key} must be at least {_AT_LEAST[key]:g}"
+                             f"{why}, got {value!r}")
         values[key] = expected(value)
     return cls(**values)
 
