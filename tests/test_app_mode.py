@@ -163,6 +163,12 @@ def test_app_that_fails_to_import_exits_2_with_its_own_error(run_cli, pg_dsn, tm
      "NameError: name 'undefined_name' is not defined (gunicorn.conf.py, line 2)"),
     ("workers = 'many'\n", "Invalid value for workers: many"),
     ("def post_fork(server):\n    pass\n", "post_fork: Value must have an arity of: 2"),
+    # issue 19 row 12: gunicorn's own message, not the last line of its multi-line error.
+    ('worker_class = "eventlet"\n', "RuntimeError: class uri 'eventlet' invalid or not found "
+     "(ImportError: Entry point ('gunicorn.workers', 'eventlet') not found)"),
+    # Row 13: no worker to probe: refused at once, not after the boot timeout.
+    ("workers = 0\n", "gunicorn.conf.py): gunicorn would start no worker to probe: set "
+     "workers to 1 or more, or pass --workers N"),
 ])
 def test_invalid_gunicorn_config_exits_2_with_its_own_error(run_cli, tmp_path, config, message):
     (tmp_path / "app.py").write_text("def application(environ, start_response):\n    pass\n")

@@ -63,3 +63,31 @@ def test_busy_wait_names_the_wait_function():
 
 def test_ok_has_no_cause():
     assert explain(Verdict.OK, psycopg_facts(wait="wait_poll"), False) == (None, None)
+
+
+def _timed_out(facts: dict):
+    """The row of a run whose worker gunicorn killed for WORKER TIMEOUT in the probe."""
+    import time
+    from types import SimpleNamespace
+
+    from geventprobe.core.builds import Build
+    from geventprobe.core.judge import judge
+    from geventprobe.processes.run_dir import WorkersRun
+    from geventprobe.settings import Thresholds, Workload
+
+    subject = SimpleNamespace(build=Build(name="app", baseline=False, expected=None, env={},
+                                          description=""), preload=False,
+                              judge_phases=lambda run, t: [])
+    run = WorkersRun(timed_out_pids=[7], timeout_s=1, ready_facts=facts)
+    return judge(subject, run, Workload(), Thresholds(), time.monotonic())
+
+
+def test_a_worker_timeout_with_a_cooperating_driver_does_not_blame_the_driver():
+    # Issue 19, rows 14-15: wait_poll yields; the hub was held by something else.
+    row = _timed_out(psycopg_facts(wait="wait_poll"))
+    assert row.verdict is Verdict.BLOCKING
+    assert row.evidence[0].text.endswith("for longer than --timeout 1 s")
+    assert "wait_poll yields to gevent: something else in the worker held the hub" in row.cause
+    assert "psycopg" not in row.advice and "report it" not in row.advice
+    # wait_c does block: then the driver's cause stands.
+    assert "wait_c" in _timed_out(psycopg_facts()).cause

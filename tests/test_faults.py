@@ -227,7 +227,7 @@ def test_gunicorn_master_killed_mid_probe(cli):
     os.kill(master, signal.SIGKILL)
     exit_code, stdout, stderr = run.finish()
     assert exit_code == 2, stdout + stderr
-    assert f"the gunicorn master (pid {master}) killed by SIGKILL" in " ".join(stdout.split())
+    assert f"the gunicorn master (pid {master}) was killed by SIGKILL" in " ".join(stdout.split())
     # No line of its log says why it died: none is quoted as if it did.
     assert "something outside sent the signal" in " ".join(stdout.split())
     assert "Control socket" not in stdout and "Listening at" not in stdout

@@ -33,7 +33,7 @@ def run(latencies, statuses=None, lone=("200", 0.213), conns=None) -> RouteRun:
     statuses = statuses or ["200"] * len(latencies)
     return RouteRun(route=Route("GET", "/query"), concurrency=8, lone_status=lone[0],
                     lone_s=lone[1], burst=list(zip(statuses, latencies)), t0=T0,
-                    t1=T0 + max(latencies), connections=conns or {})
+                    t1=T0 + max(latencies, default=0.0), connections=conns or {})
 
 
 def test_overlapping_requests_are_ok():
@@ -181,3 +181,133 @@ def test_user_code_is_told_from_libraries():
     for path in ("/usr/lib/python3.11/hashlib.py", "/v/lib/python3.12/site-packages/x/y.py",
                  "/v/lib/python3.12/site-packages/gevent/hub.py", "<frozen runpy>"):
         assert not is_user_code(path), path
+
+
+# --- issue 19: routes that do not do their work, slow routes, killed workers -------------------
+
+def answered(status: str, served: int = 16, **fields) -> tuple[RouteRun, dict]:
+    """A route whose lone request and burst all answered ``status``; ``served`` requests
+    reached the app in the burst (0: gunicorn answered them itself)."""
+    rr = dataclasses.replace(run([0.002] * 16, statuses=[status] * 16, lone=(status, 0.002)),
+                             **fields)
+    return rr, {1: worker(served)}
+
+
+def test_a_404_is_not_ok_it_was_not_measured():
+    r = judge(*answered("404"), T)
+    assert r.verdict is Verdict.ERROR and r.lone_status == 404
+    assert r.cause == ("your app has no such route (404 Not Found): nothing of the route's "
+                       "work was measured")
+    assert next(e.rule for e in r.evidence if e.fired) == "route-not-served"
+    assert exit_code([_app_with(r)], ("blocking", "failing")) == 2
+
+
+def test_a_405_names_the_method():
+    r = judge(*answered("405"), T)
+    assert r.verdict is Verdict.ERROR
+    assert r.cause.startswith("your app does not take GET at /query (405 Method Not Allowed)")
+
+
+@pytest.mark.parametrize(("status", "why"), [
+    ("414", "the request line is longer than gunicorn's limit_request_line"),
+    ("400", "gunicorn could not parse the request")])
+def test_an_answer_from_gunicorn_itself_is_an_error_with_why(status, why):
+    r = judge(*answered(status, served=0), T)
+    assert r.verdict is Verdict.ERROR
+    assert r.cause.startswith(f"gunicorn answered {status} ")
+    assert why in r.cause and r.note is None
+
+
+@pytest.mark.parametrize(("status", "location", "start"), [
+    ("302", "/login", "your app answered 302 Found to /login: requests carry no cookies"),
+    ("401", None, "your app answered 401 Unauthorized: requests carry no cookies"),
+    ("403", None, "your app answered 403 Forbidden:"),
+    ("400", None, "your app answered 400 Bad Request:")])  # the app's 400: it saw the requests
+def test_a_redirect_or_a_refusal_keeps_its_verdict_with_a_note(status, location, start):
+    r = judge(*answered(status, location=location), T)
+    assert r.verdict is Verdict.OK and r.note.startswith(start)
+    assert judge(run([0.21] * 16), {1: worker(16)}, T).note is None
+
+
+def test_a_lone_request_that_timed_out_names_http_timeout_s():
+    rr = dataclasses.replace(run([], lone=("timeout", 30.0)), timeout_s=30.0,
+                             burst_skipped="no burst: the lone request got no answer within "
+                                           "http_timeout_s = 30 s")
+    r = judge(rr, {1: worker(1)}, T)
+    assert r.verdict is Verdict.FAILING
+    assert r.cause.startswith("the lone request got no answer within http_timeout_s = 30 s")
+    assert "raise http_timeout_s" in r.advice and "preload_app" not in r.advice
+    assert "no burst" in r.evidence[0].text
+
+
+def test_no_server_connection_is_never_a_shared_connection():
+    lat = [0.08 * (i + 1) for i in range(14)] + [0.08, 0.16]
+    big = judge(run(lat, lone=("200", 0.084), conns={1: 0, 2: 0}), {1: worker(14),
+                                                                    2: worker(2, pid=2)}, T)
+    assert big.verdict is Verdict.SERIALIZED
+    assert "shared" not in big.cause and "not the database" in big.cause
+    rr = dataclasses.replace(run(lat, lone=("200", 0.084), conns={1: 0}), body_bytes=52428800)
+    r = judge(rr, {1: worker(14)}, T)
+    assert r.cause.startswith("each answer was 52.4 MB, and 14 went out of one worker at once")
+    assert r.body_bytes == 52428800
+
+
+def test_a_worker_timeout_during_a_route_is_blocking_before_failing():
+    frames = ["gunicorn/workers/ggevent.py:1 in handle",
+              'app.py:23 in application: h = hashlib.pbkdf2_hmac("sha256", b"pw")']
+    events = [BlockedEvent(t=T0 + 0.1 * i, s=0.05, frames=frames, user=1) for i in range(5)]
+    lines = ["[CRITICAL] WORKER TIMEOUT (pid:1)",
+             "[ERROR] Worker (pid:1) was sent SIGKILL! Perhaps out of memory?"]
+    rr = dataclasses.replace(run([0.3] * 7 + [1.1] * 9, statuses=["200"] * 7 + ["reset"] * 9),
+                             timed_out=[1], log_lines=lines)
+    r = judge(rr, {1: worker(8, 0.002, events)}, T, timeout_s=1)
+    assert r.verdict is Verdict.BLOCKING
+    assert r.evidence[0].rule == "route-worker-timeout"
+    assert r.evidence[0].text == ("gunicorn killed worker 1 (WORKER TIMEOUT) during this route: "
+                                  "its hub did not run for longer than your timeout 1 s")
+    assert r.cause.startswith("the hub was blocked longer than gunicorn's timeout (1 s)")
+    assert "app.py:23 in application" in r.cause
+    assert r.first_error is None  # "Perhaps out of memory?" is gunicorn's guess, not the app's
+
+
+def test_routes_after_a_killed_worker_are_not_distrusted_for_its_missing_report():
+    killed = dataclasses.replace(run([0.21] * 16), timed_out=[2])
+    later = run([0.21] * 16)
+    phase = RoutesRun(routes=[killed, later], workers={1: worker(16)}, pids=[1, 2],
+                      error="a worker did not report its route phase")
+    first, second = judge_all(phase, T)
+    assert first.verdict is Verdict.BLOCKING and second.verdict is Verdict.OK
+    # Without the kill, the missing report leaves the OK route unwatched: not trusted.
+    phase = dataclasses.replace(phase, routes=[later])
+    assert judge_all(phase, T)[0].verdict is Verdict.ERROR
+
+
+def test_a_phase_cut_short_leaves_every_route_an_error():
+    phase = RoutesRun(routes=[run([0.21] * 16)], asked=[Route("GET", "/query"),
+                                                       Route("GET", "/ok")], stopped=True,
+                      error="the route phase was cut short: the gunicorn master (pid 9) was "
+                            "killed by SIGKILL: nothing in its log says why")
+    out = judge_all(phase, T)
+    assert [(r.route, r.verdict) for r in out] == [("GET /query", Verdict.ERROR),
+                                                   ("GET /ok", Verdict.ERROR)]
+    assert all("was killed by SIGKILL" in r.cause for r in out)
+
+
+def test_a_route_is_sent_as_ascii_and_the_reserved_path_is_refused_encoded():
+    r = parse_route("/uni/café/日本?q=é")
+    assert str(r) == "GET /uni/café/日本?q=é"  # shown as written
+    assert r.target == "/uni/caf%C3%A9/%E6%97%A5%E6%9C%AC?q=%C3%A9"
+    assert parse_route("/a%20b").target == "/a%20b"  # already encoded: left alone
+    for text in ("/%5F_geventprobe__", "/%5f%5fgeventprobe%5f%5f?x=1"):
+        with pytest.raises(ProbeError, match="is geventprobe's own route"):
+            parse_route(text)
+
+
+def test_a_long_route_is_cut_in_tables_not_in_the_record():
+    r = judge(dataclasses.replace(run([0.21] * 16), route=Route("GET", "/ok?q=" + "a" * 5000)),
+              {1: worker(16)}, T)
+    assert len(r.route) == 5010 and len(r.shown) == 60 and r.shown.endswith("…")
+
+
+def _app_with(route) -> BuildResult:
+    return dataclasses.replace(_app(Verdict.OK), routes=[route])

@@ -279,6 +279,17 @@ class RouteResult:
     blocked_by: list[BlockedStack] = field(default_factory=list)
     """Stacks the monitor thread caught during the burst (BLOCKING: who blocked)."""
     duration_s: float = 0.0
+    note: str | None = None
+    """What a reader must know beside the verdict: the app answered a redirect or a refusal
+    (3xx, 401, 403...), so the figures are those of that answer, not of the route's work."""
+    body_bytes: int | None = None
+    """Size of the lone request's answer, read to its last byte (None: no answer)."""
+
+    @property
+    def shown(self) -> str:
+        """The route as tables and headlines show it: cut to 60 characters with ``…`` (a long
+        query string would push every other column out; the record keeps it whole)."""
+        return self.route if len(self.route) <= 60 else self.route[:59] + "…"
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,8 @@ class GunicornApp:
         env = dict(self.build.env, GEVENTPROBE_BUILD=self.build.name, **self.env(session.dsn))
         return gunicorn_workers.run_build(
             env, workload, session.dsn, self.preload, argv=self.argv, cwd=self.cwd,
-            keep_cmd_args=True, thresholds=session.plan.thresholds, routes=list(self.routes))
+            keep_cmd_args=True, thresholds=session.plan.thresholds, routes=list(self.routes),
+            timeout_s=self.deployment.get("timeout"))
 
     def judge_phases(self, run: WorkersRun, thresholds: Thresholds) -> list[RouteResult]:
         """Each ``--route``'s verdict."""
@@ -294,7 +295,14 @@ def plan(request: AppRequest) -> GunicornApp:
     if request.workers is not None:
         overrides.append(f"workers {request.workers} (--workers; yours: see your config)")
     argv = [sys.executable, "-m", "gunicorn", *args, request.app]
-    workers = int(settings.workers or 1)
+    if request.workers is None and settings.workers < 1:
+        # gunicorn would start a master and no worker: nothing to probe, and nothing to wait for.
+        raise ProbeError(f"your gunicorn settings ask for {settings.workers} workers "
+                         f"(workers = {settings.workers} in {shown or 'GUNICORN_CMD_ARGS'}): "
+                         "gunicorn would start no worker to probe: set workers to 1 or more, "
+                         "or pass --workers N")
+    _check_request_lines(request.routes, settings.limit_request_line)
+    workers = int(settings.workers)
     preload = settings.preload
     deployment = {
         "app": request.app,
@@ -319,6 +327,23 @@ def plan(request: AppRequest) -> GunicornApp:
                        deployment=deployment, base_env=base_env, routes=tuple(request.routes))
 
 
+def _check_request_lines(routes: Sequence[Route], limit: int) -> None:
+    """Refuse a route whose request line gunicorn would answer with 414 before the app sees it
+    (``limit_request_line``: 0 is unlimited, anything above 8190 is 8190)."""
+    if limit <= 0:
+        return
+    limit = min(limit, 8190)
+    for route in routes:
+        line = route.request_line()
+        if len(line) > limit:
+            shown = str(route) if len(str(route)) <= 60 else str(route)[:57] + "..."
+            raise ProbeError(
+                f"--route {shown!r} makes a request line of {len(line):,} bytes, longer than "
+                f"gunicorn's limit_request_line ({limit}): gunicorn would answer 414 to every "
+                "request before your app sees it: shorten the route (its query string), or "
+                "raise limit_request_line in your gunicorn config")
+
+
 def summary(app_name: str, rows: list[BuildResult], code: int,
             calibration: Calibration | None) -> str:
     """The one-line summary of an ``--app`` run, in the app's words (the drivers' summary,
@@ -341,7 +366,12 @@ def summary(app_name: str, rows: list[BuildResult], code: int,
         text = f"the probe failed in your app's workers: {app.error or app.cause}"
     else:
         return rules.summary(rows, code)
-    if app.routes:
+    causes = {r.cause for r in app.routes if r.verdict is Verdict.ERROR}
+    if len(app.routes) > 1 and len(causes) == 1 and all(
+            r.verdict is Verdict.ERROR for r in app.routes):  # one reason for all: said once
+        text += (f"; routes: {', '.join(r.shown for r in app.routes)} ERROR "
+                 f"({causes.pop()})")
+    elif app.routes:
         text += "; routes: " + ", ".join(_route_words(r) for r in app.routes)
     if calibration is not None and not calibration.passed:
         text = f"INCONCLUSIVE: calibration failed: {calibration.reason}; {text}"
@@ -350,6 +380,8 @@ def summary(app_name: str, rows: list[BuildResult], code: int,
 
 def _route_words(route) -> str:
     """``GET /query SERIALIZED (1 server connection for 8 concurrent requests: …)``."""
+    name = route.shown
     if route.verdict is Verdict.OK:
-        return f"{route.route} OK"
-    return f"{route.route} {route.verdict}" + (f" ({route.cause})" if route.cause else "")
+        answered = f", but answered {route.lone_status}" if route.note else ""
+        return f"{name} OK{answered}"
+    return f"{name} {route.verdict}" + (f" ({route.cause})" if route.cause else "")

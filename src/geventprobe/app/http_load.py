@@ -109,15 +109,22 @@ class OpenLoopLoad:
         """Every request that will be sent was sent and answered (or failed)."""
         return self._scheduled_all and self._in_flight == 0
 
-    def stop(self, grace_s: float = 5.0) -> RequestFigures:
-        """Stop sending; wait up to ``grace_s`` for requests in flight; return the figures."""
+    def stop(self, grace_s: float = 5.0, guard=None) -> RequestFigures:
+        """Stop sending; wait up to ``grace_s`` for requests in flight; return the figures.
+
+        ``guard`` is called while waiting (the run's time limit): what it raises ends the
+        wait (the thread is a daemon, and its requests are bounded by their timeout)."""
         if self._result is not None:
             return self._result
         if self._loop is not None and self._stop is not None and self._thread.is_alive():
             self._grace = grace_s
             self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread.ident is not None:  # started
-            self._thread.join(grace_s + 10)
+            deadline = time.monotonic() + grace_s + 10
+            while self._thread.is_alive() and time.monotonic() < deadline:
+                if guard is not None:
+                    guard()
+                self._thread.join(0.05)
         self._result = self._figures()
         return self._result
 

@@ -3,6 +3,12 @@
 Pure functions of recorded figures (``routes.RouteRun`` and the workers' route-phase
 reports), so they are tested exactly on recorded runs. The order is the severity:
 
+- ``BLOCKING`` first when gunicorn killed a worker for ``WORKER TIMEOUT`` during the route:
+  its hub did not run for longer than gunicorn's timeout, and the requests it dropped are
+  the consequence, not the app failing.
+- ``ERROR`` (not measured) when the route never did its work: gunicorn answered 4xx itself
+  (no request reached the app: a request line over ``limit_request_line``, a malformed
+  request), or the app answered 404, 405 or 410 (no such route, or not for that method).
 - ``FAILING``: the lone request, or more than ``route_failing_share`` of the burst,
   answered 5xx, was reset or timed out; the first error line of the workers' log says why.
 - ``BLOCKING``: a worker's heartbeat was ``route_hub_lag_ms`` late during the burst: the
@@ -12,11 +18,16 @@ reports), so they are tested exactly on recorded runs. The order is the severity
   longer: the requests waited on each other. The cause compares the server connections
   a worker held with the requests it served at once.
 - ``OK`` otherwise.
+
+Any other 3xx or 4xx answer (a redirect to a login page, 401, 403, a 400 for an empty body)
+keeps the verdict of the rules and adds a ``note``: requests carry no cookies and no body,
+so what was measured is that answer, not the route's work.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from http import HTTPStatus
 
 from geventprobe.app.routes import RouteRun, RoutesRun, first_error
 from geventprobe.core import blocked
@@ -28,6 +39,27 @@ from geventprobe.worker.record import RoutePhase
 # Ticks due this long after the burst's last answer still count: a hub blocked by the
 # last request reports its lag when it runs again.
 _TAIL_S = 0.05
+
+
+# The app's answers that say the route as given does not exist: nothing of its work ran.
+_NO_SUCH_ROUTE = {404, 405, 410}
+# Why gunicorn itself refuses a request before the app sees it, and the fix.
+_GUNICORN_REFUSED = {
+    414: ("the request line is longer than gunicorn's limit_request_line (4094 bytes unless "
+          "your config sets it)", "shorten the route (its query string), or raise "
+          "limit_request_line in your gunicorn config"),
+    431: ("the request's headers are larger than gunicorn's limits",
+          "raise limit_request_field_size in your gunicorn config"),
+    400: ("gunicorn could not parse the request", "write the route as a URL path "
+          "(geventprobe percent-encodes what is not ASCII; check what is left)"),
+}
+
+
+def _phrase(code: int) -> str:
+    try:
+        return f"{code} {HTTPStatus(code).phrase}"
+    except ValueError:
+        return str(code)
 
 
 def _failed(status: str) -> bool:
@@ -50,14 +82,31 @@ def _served(workers: dict[int, RoutePhase], t0: float, t1: float) -> dict[int, i
             for pid, report in workers.items()}
 
 
-def serialized_cause(served: dict[int, int], connections: dict[int, int]
-                     ) -> tuple[str, str]:
+_LARGE_ANSWER = 1 << 20
+"""An answer this large (bytes) takes transfer time that concurrent answers share."""
+
+
+def serialized_cause(served: dict[int, int], connections: dict[int, int],
+                     body_bytes: int | None = None) -> tuple[str, str]:
     """(cause, advice) of a SERIALIZED route, from the worker that served the most."""
     if not served or not any(served.values()):
         return ("the requests waited on each other while the hub ran on time",
                 "look for what the requests share: a connection, a pool, a lock")
     pid = max(served, key=lambda p: (served[p], -p))
     n, conns = served[pid], connections.get(pid)
+    if conns == 0:  # no database at all: whatever they shared, it was not a connection
+        if body_bytes is not None and body_bytes >= _LARGE_ANSWER:
+            return (f"each answer was {body_bytes / 1e6:,.1f} MB, and {n} went out of one "
+                    "worker at once: they share its CPU and the network (here loopback and "
+                    "geventprobe's own client), so together they take longer; no server "
+                    "connection was held: not the database",
+                    "serve large files from a static file server or a CDN (or hand them to "
+                    "it: X-Accel-Redirect, X-Sendfile), or give the workers more CPU; if the "
+                    "answers are meant to be that large, this is transfer time, not waiting")
+        return (f"{n} concurrent requests in one worker waited on each other while the hub "
+                "ran on time, and none held a server connection: not the database",
+                "look for what the requests share besides the database: a lock, a "
+                "semaphore, one client of another service (HTTP, cache) used by all")
     if conns is None:
         return (f"{n} concurrent requests in one worker waited on each other while the hub "
                 "ran on time (server connections not counted: the workers reach it through a "
@@ -79,8 +128,74 @@ def serialized_cause(served: dict[int, int], connections: dict[int, int]
             "look for a lock, semaphore or single shared client around the request's work")
 
 
-def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds) -> RouteResult:
-    """One route's verdict, with every rule and the figures it was decided on."""
+def _not_served(run: RouteRun, served: dict[int, int]) -> tuple[str, str, str] | None:
+    """(evidence, cause, advice) when the route never did its work; None when it did."""
+    status = run.lone_status
+    if not status.isdigit() or not 400 <= int(status) < 500:
+        return None
+    code = int(status)
+    same = sum(1 for s, _ in run.burst if s == status)
+    shown = (f"the lone request answered {_phrase(code)}"
+             + (f", and so did {same} of {len(run.burst)} in the burst" if run.burst else ""))
+    if served and not any(served.values()):
+        why, fix = _GUNICORN_REFUSED.get(code, ("gunicorn refused the request", "check the "
+                                                "route against your gunicorn settings"))
+        return (shown + "; none reached your app",
+                f"gunicorn answered {_phrase(code)} itself, before your app saw the request: "
+                f"{why}: nothing of the route's work was measured", fix)
+    if code in _NO_SUCH_ROUTE:
+        what = (f"your app does not take {run.route.method} at {run.route.path}"
+                if code == 405 else "your app has no such route")
+        return (shown, f"{what} ({_phrase(code)}): nothing of the route's work was measured",
+                "give a path (and method: --route 'POST /login') your app serves, with what "
+                "it needs in the path itself: requests carry no body and no cookies")
+    return None
+
+
+def _note(run: RouteRun) -> str | None:
+    """A 3xx or 4xx answer that still counts: say what was measured (None for a 2xx/5xx)."""
+    status = run.lone_status
+    if not status.isdigit() or not 300 <= int(status) < 500:
+        return None
+    code = int(status)
+    to = f" to {run.location}" if run.location and 300 <= code < 400 else ""
+    return (f"your app answered {_phrase(code)}{to}: requests carry no cookies, no credentials "
+            "and no body, and redirects are not followed, so these figures are those of that "
+            "answer, not of the work behind it: pick a route that does its work without them")
+
+
+def _failing_cause(run: RouteRun, lone_failed: bool, failed: int, n: int, shown: str,
+                   error_line: str | None) -> tuple[str, str]:
+    """(cause, advice) of a FAILING route."""
+    if lone_failed:
+        cause = f"the lone request answered {run.lone_status}"
+    else:
+        cause = f"{failed} of {n} concurrent requests failed ({shown})"
+    timeouts = (run.lone_status == "timeout") or (
+        not lone_failed and all(s == "timeout" for s, _ in run.burst if _failed(s)))
+    if timeouts:
+        # No error: the route is slower than the probe waits for one request.
+        who = ("the lone request" if lone_failed
+               else f"{failed} of {n} concurrent requests")
+        return (f"{who} got no answer within http_timeout_s = {run.timeout_s:g} s (the "
+                "profile's limit for one request)",
+                "if the route is meant to take that long, raise http_timeout_s in a profile "
+                "([workload] http_timeout_s = 120, --config FILE); otherwise find what it "
+                "waits for (a slow query, an external call, a lock) and bound it: a "
+                "statement_timeout, a client timeout")
+    if error_line:
+        cause += f": {error_line}"
+    return (cause, "fix the error the workers logged; under gevent, anything the app made in "
+            "the gunicorn master (preload_app: connections, Django's DatabaseWrapper) must be "
+            "made again in each worker: drop preload_app, or close them in post_fork")
+
+
+def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds,
+          timeout_s: float | None = None) -> RouteResult:
+    """One route's verdict, with every rule and the figures it was decided on.
+
+    ``timeout_s``: gunicorn's worker timeout, quoted when it killed a worker meanwhile.
+    """
     route = str(run.route)
     n = len(run.burst)
     statuses = dict(Counter(status for status, _ in run.burst))
@@ -98,16 +213,33 @@ def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds) -> Route
     events = [e for report in workers.values() for e in report.blocked]
     stacks: list[BlockedStack] = blocked.stacks(events, f"route {route}",
                                                 (run.t0, run.t1 + _TAIL_S))
-    error_line = first_error(run.log_lines) if (failed or lone_failed) else None
+    # gunicorn's own lines about a worker it killed are not the app's error.
+    error_line = (first_error(run.log_lines) if (failed or lone_failed) and not run.timed_out
+                  else None)
     shown = ", ".join(f"{k} ×{v}" for k, v in sorted(statuses.items()))
-    rules = [
+    not_served = None if run.timed_out else _not_served(run, served)
+    rules = []
+    if run.timed_out:
+        pids = ", ".join(str(p) for p in run.timed_out)
+        limit = f"your timeout {timeout_s:g} s" if timeout_s else "its timeout"
+        rules.append(Evidence(
+            rule="route-worker-timeout", value=float(len(run.timed_out)), threshold=1.0,
+            fired=True, phase="route",
+            text=(f"gunicorn killed worker {pids} (WORKER TIMEOUT) during this route: its hub "
+                  f"did not run for longer than {limit}")))
+    if not_served is not None:
+        rules.append(Evidence(rule="route-not-served", value=float(run.lone_status),
+                              threshold=400.0, fired=True, phase="route", text=not_served[0]))
+    rules += [
         Evidence(
             rule="route-failing", value=round(share, 4), threshold=t.route_failing_share,
             fired=lone_failed or (n > 0 and share > t.route_failing_share) or n == 0,
             phase="route",
             text=(f"{failed} of {n} concurrent requests failed ({shown or 'none sent'}); the "
                   f"lone request answered {run.lone_status} (limit: more than "
-                  f"{t.route_failing_share:.0%} failed, or the lone request)")),
+                  f"{t.route_failing_share:.0%} failed, or the lone request)"
+                  if not run.burst_skipped else
+                  f"the lone request answered {run.lone_status}; {run.burst_skipped}")),
         Evidence(
             rule="route-hub-lag", value=lag_ms, threshold=t.route_hub_lag_ms,
             fired=lag_ms >= t.route_hub_lag_ms, phase="route",
@@ -127,15 +259,24 @@ def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds) -> Route
     ]
     fired = {e.rule for e in rules if e.fired}
     cause = advice = None
-    if "route-failing" in fired:
+    note = None
+    if "route-worker-timeout" in fired:
+        verdict = Verdict.BLOCKING
+        limit = f" ({timeout_s:g} s)" if timeout_s else ""
+        cause = (f"the hub was blocked longer than gunicorn's timeout{limit}, so gunicorn killed "
+                 "the worker and dropped its requests")
+        if stacks:
+            cause += f": {blocked.in_words(stacks[0])}"
+        advice = ("move the CPU work or blocking call out of the request (a task queue), or "
+                  "into gevent's threadpool / a process pool; patch with gevent before the "
+                  "app imports what blocks; until then, this route takes workers down under "
+                  "load with this timeout")
+    elif not_served is not None:
+        verdict = Verdict.ERROR
+        _, cause, advice = not_served
+    elif "route-failing" in fired:
         verdict = Verdict.FAILING
-        cause = (f"the lone request answered {run.lone_status}" if lone_failed
-                 else f"{failed} of {n} concurrent requests failed ({shown})")
-        if error_line:
-            cause += f": {error_line}"
-        advice = ("fix the error the workers logged; under gevent, anything the app made in the "
-                  "gunicorn master (preload_app: connections, Django's DatabaseWrapper) must be "
-                  "made again in each worker: drop preload_app, or close them in post_fork")
+        cause, advice = _failing_cause(run, lone_failed, failed, n, shown, error_line)
     elif "route-hub-lag" in fired:
         verdict = Verdict.BLOCKING
         cause = f"the hub stalled {lag_ms:.0f} ms during the burst"
@@ -146,9 +287,11 @@ def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds) -> Route
                   "app imports what blocks")
     elif "route-serialized" in fired:
         verdict = Verdict.SERIALIZED
-        cause, advice = serialized_cause(served, run.connections)
+        cause, advice = serialized_cause(served, run.connections, run.body_bytes)
     else:
         verdict = Verdict.OK
+    if verdict is not Verdict.ERROR:
+        note = _note(run)
     # The worker the cause speaks of: the one that served the most requests at once.
     busiest = max(served, key=lambda p: (served[p], -p)) if served else None
     connections = run.connections.get(busiest) if busiest is not None else None
@@ -158,21 +301,35 @@ def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds) -> Route
         burst=burst, burst_factor=factor, statuses=statuses, max_hub_lag_ms=lag_ms,
         server_connections=connections, evidence=rules, cause=cause, advice=advice,
         first_error=error_line, blocked_by=stacks,
-        duration_s=round(max(0.0, run.t1 - run.t0), 3))
+        duration_s=round(max(0.0, run.t1 - run.t0), 3), note=note, body_bytes=run.body_bytes)
+
+
+def _unmeasured(route: str, cause: str) -> RouteResult:
+    return RouteResult(
+        route=route, verdict=Verdict.ERROR, concurrency=0, lone_ms=None, lone_status=None,
+        burst=summarize([]), burst_factor=None, statuses={}, max_hub_lag_ms=0.0,
+        server_connections=None, evidence=[], cause=cause)
 
 
 def judge_all(phase: RoutesRun | None, t: Thresholds) -> list[RouteResult]:
     """Every route's verdict; a route the phase could not measure is ERROR with why."""
     if phase is None:
         return []
-    out = [judge(r, phase.workers, t) for r in phase.routes]
+    if phase.stopped:  # gunicorn's master died: its workers' answers say nothing of the app
+        return [_unmeasured(str(r), phase.error or "the route phase was cut short")
+                for r in (phase.asked or [r.route for r in phase.routes])]
+    out = [judge(r, phase.workers, t, phase.timeout_s) for r in phase.routes]
     if phase.error and not out:
-        return [RouteResult(
-            route="(all routes)", verdict=Verdict.ERROR, concurrency=0, lone_ms=None,
-            lone_status=None, burst=summarize([]), burst_factor=None, statuses={},
-            max_hub_lag_ms=0.0, server_connections=None, evidence=[], cause=phase.error)]
-    if phase.error:  # measured, but some worker's report is missing: say so on each
-        out = [r if r.verdict is not Verdict.OK else _distrusted(r, phase.error) for r in out]
+        return [_unmeasured("(all routes)", phase.error)]
+    if phase.error:  # measured, but some worker's report is missing: say so on each...
+        missing = set(phase.pids) - set(phase.workers)
+        gone: set[int] = set()
+        for i, (run, r) in enumerate(zip(phase.routes, out)):
+            # ...route that worker was alive for: once gunicorn killed it (WORKER TIMEOUT),
+            # later routes were served without it, by workers that did report.
+            if r.verdict is Verdict.OK and (missing - gone or not phase.pids):
+                out[i] = _distrusted(r, phase.error)
+            gone |= set(run.timed_out)
     return out
 
 

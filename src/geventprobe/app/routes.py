@@ -26,7 +26,9 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import quote, unquote
 
 import psutil
 
@@ -36,8 +38,13 @@ from geventprobe.worker.probe_route import PATH as PROBE_PATH
 from geventprobe.worker.record import RoutePhase
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
-_RESPONSE_LIMIT = 1 << 20
+_HEAD_KEPT = 1 << 16
+"""Bytes of an answer kept to read its status line; the rest is read and dropped (a route's
+latency runs to the last byte of its answer, however long)."""
+_POLL_S = 0.05
+"""How often a wait for answers checks the run's guards (time limit, server, gunicorn)."""
 _PATH = re.compile(r"^/[^\s#]*$")
+_NOT_ASCII = re.compile(r"[^\x21-\x7e]+")
 # The line of a Python traceback that names the exception: "django.db.utils.DatabaseError: …"
 _EXCEPTION_LINE = re.compile(
     r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning|Failure)):\s*\S.*$")
@@ -49,9 +56,21 @@ class Route:
 
     method: str
     path: str
+    """As the user wrote it (shown in the report)."""
 
     def __str__(self) -> str:
         return f"{self.method} {self.path}"
+
+    @property
+    def target(self) -> str:
+        """The path as sent: every byte outside printable ASCII percent-encoded (UTF-8), as a
+        browser does; an HTTP request line carries ASCII only (gunicorn answers raw UTF-8
+        with 400). What is already percent-encoded stays as it is."""
+        return _NOT_ASCII.sub(lambda m: quote(m.group(0), safe=""), self.path)
+
+    def request_line(self) -> str:
+        """``GET /path HTTP/1.1``, as gunicorn measures it against ``limit_request_line``."""
+        return f"{self.method} {self.target} HTTP/1.1"
 
 
 def parse_route(text: str) -> Route:
@@ -67,7 +86,8 @@ def parse_route(text: str) -> Route:
         raise ProbeError(f"--route {text!r} is not a route: give a path such as /login, or a "
                          f"method and a path such as 'POST /login' (methods: "
                          f"{', '.join(METHODS)})")
-    if path.split("?", 1)[0] == PROBE_PATH:
+    # gunicorn gives the app the percent-decoded path (PATH_INFO): /%5F_geventprobe__ is ours.
+    if unquote(path.split("?", 1)[0], encoding="latin-1") == PROBE_PATH:
         raise ProbeError(f"--route {text!r}: {PROBE_PATH} is geventprobe's own route: give one "
                          "of your app's")
     return Route(method, path)
@@ -114,6 +134,16 @@ class RouteRun:
     log_lines: list[str] = field(default_factory=list)
     """What the workers logged from the lone request to the end of the burst (redacted)."""
     error: str | None = None
+    body_bytes: int | None = None
+    """Size of the lone request's answer, read to its last byte (None: no answer)."""
+    burst_skipped: str | None = None
+    """Why no burst was sent (the lone request got no answer in time), else None."""
+    timed_out: list[int] = field(default_factory=list)
+    """Workers gunicorn killed for WORKER TIMEOUT during this route (from its log)."""
+    location: str | None = None
+    """Where the lone request's answer redirected to (its ``Location``), if it did."""
+    timeout_s: float = 30.0
+    """``http_timeout_s``: a request not answered this long after it was due timed out."""
 
 
 @dataclass
@@ -126,54 +156,98 @@ class RoutesRun:
     error: str | None = None
     server_port: int | None = None
     seconds: float = 0.0
+    asked: list[Route] = field(default_factory=list)
+    """Every route asked for, measured or not."""
+    stopped: bool = False
+    """The phase was cut short (gunicorn's master died): no route's figures stand."""
+    timeout_s: float | None = None
+    """gunicorn's worker timeout in these workers (``--timeout``), s."""
+    pids: list[int] = field(default_factory=list)
+    """The workers that started the phase (``workers`` may also hold those gunicorn started
+    meanwhile in place of killed ones)."""
 
 
-async def _one(port: int, route: Route, due: float, timeout: float) -> tuple[str, float]:
+class GunicornGone(Exception):
+    """gunicorn's master exited while the routes were being driven."""
+
+
+async def _one(port: int, route: Route, due: float, timeout: float
+               ) -> tuple[str, float, int | None, str | None]:
+    """(status or failure kind, seconds from ``due`` to the last byte, bytes answered, the
+    ``Location`` of a redirect)."""
     loop = asyncio.get_running_loop()
     try:
-        status = await asyncio.wait_for(_request(port, route), max(0.001, due + timeout
-                                                                   - loop.time()))
+        status, size, location = await asyncio.wait_for(
+            _request(port, route), max(0.001, due + timeout - loop.time()))
     except asyncio.TimeoutError:
-        return "timeout", loop.time() - due
+        return "timeout", loop.time() - due, None, None
     except ConnectionRefusedError:
-        return "refused", loop.time() - due
+        return "refused", loop.time() - due, None, None
     except (ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError):
-        return "reset", loop.time() - due
+        return "reset", loop.time() - due, None, None
     except OSError as exc:
-        return type(exc).__name__, loop.time() - due
-    return (str(status) if status else "bad response"), loop.time() - due
+        return type(exc).__name__, loop.time() - due, None, None
+    return (str(status) if status else "bad response"), loop.time() - due, size, location
 
 
-async def _request(port: int, route: Route) -> int | None:
+_LOCATION = re.compile(rb"\r\nlocation:[ \t]*([^\r\n]*)", re.IGNORECASE)
+
+
+async def _request(port: int, route: Route) -> tuple[int | None, int, str | None]:
+    """Send the request and read the answer to its last byte: (status, bytes of its body,
+    Location)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(f"{route.method} {route.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        writer.write(f"{route.request_line()}\r\nHost: 127.0.0.1\r\n"
                      "User-Agent: geventprobe\r\nContent-Length: 0\r\n"
                      "Connection: close\r\n\r\n".encode())
         await writer.drain()
-        data = b""
-        while len(data) < _RESPONSE_LIMIT:
-            chunk = await reader.read(65536)
+        head, size = b"", 0
+        while True:
+            chunk = await reader.read(1 << 18)
             if not chunk:
                 break
-            data += chunk
+            size += len(chunk)
+            if len(head) < _HEAD_KEPT:  # the status line is all we read of it
+                head += chunk[:_HEAD_KEPT - len(head)]
     finally:
         writer.close()
-    if not data:
+    if not size:
         raise ConnectionResetError
-    head = data.split(b"\r\n", 1)[0].split()
-    return int(head[1]) if len(head) >= 2 and head[1].isdigit() else None
+    line = head.split(b"\r\n", 1)[0].split()
+    headers, ended, _ = head.partition(b"\r\n\r\n")
+    found = _LOCATION.search(headers)
+    location = found.group(1).decode("latin-1").strip()[:200] if found else None
+    body = size - len(headers) - len(ended) if ended else 0
+    return (int(line[1]) if len(line) >= 2 and line[1].isdigit() else None), body, location
 
 
-def send(port: int, route: Route, n: int, timeout: float) -> tuple[float, float, list]:
-    """``n`` requests at ``route``, all due now: (due time, end time, [(status, s)])."""
+def send(port: int, route: Route, n: int, timeout: float,
+         guard: Callable[[], None] | None = None) -> tuple[float, float, list]:
+    """``n`` requests at ``route``, all due now: (due time, end time, [(status, s, bytes,
+    Location)]).
+
+    ``guard`` is called every ``_POLL_S`` while answers are awaited: what it raises ends the
+    wait at once (the requests still in flight are dropped), so a slow route cannot hold a
+    run past its time limit or past the death of gunicorn or the server.
+    """
 
     async def main():
         loop = asyncio.get_running_loop()
         # asyncio's clock is time.monotonic, the workers' clock too.
         due = loop.time()
-        out = await asyncio.gather(*(_one(port, route, due, timeout) for _ in range(n)))
-        return due, loop.time(), out
+        task = asyncio.gather(*(_one(port, route, due, timeout) for _ in range(n)))
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=_POLL_S)
+                if guard is not None and not task.done():
+                    guard()
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        return due, loop.time(), task.result()
 
     return asyncio.run(main())
 
@@ -250,28 +324,54 @@ def first_error(lines: list[str]) -> str | None:
     return None
 
 
+_WORKER_TIMEOUT = re.compile(r"WORKER TIMEOUT \(pid:(\d+)\)")
+
+
 def drive(routes: list[Route], *, port: int, pids: list[int], concurrency: int,
-          timeout_s: float, log_path: str, dsn: str, guard=None) -> list[RouteRun]:
+          timeout_s: float, log_path: str, dsn: str, guard=None,
+          alive: Callable[[], bool] | None = None) -> list[RouteRun]:
     """Each route in turn: the lone request, then the burst with the connections counted.
 
-    ``guard`` is called between steps (the run's time limit and the server's health).
+    ``guard`` is called between steps and while answers are awaited (the run's time limit and
+    the server's health); ``alive`` says whether gunicorn's master still runs: when it does
+    not, ``GunicornGone`` ends the phase (the routes measured so far go with it, in
+    ``GunicornGone.args[0]``), since the workers go with their master.
     """
     db_port = server_port(dsn)
-    out = []
-    for route in routes:
+    out: list[RouteRun] = []
+
+    def check() -> None:
         if guard is not None:
             guard()
+        if alive is not None and not alive():
+            raise GunicornGone(out)
+
+    for route in routes:
+        check()
         offset = _log_size(log_path)
-        _, _, lone = send(port, route, 1, timeout_s)
-        lone_status, lone_s = lone[0]
-        time.sleep(0.1)  # let the lone request's connection close in the worker
-        with ConnectionCounter(pids, db_port) as counter:
-            t0, t1, burst = send(port, route, concurrency * len(pids), timeout_s)
+        _, _, lone = send(port, route, 1, timeout_s, check)
+        lone_status, lone_s, size, location = lone[0]
+        run = RouteRun(route=route, concurrency=concurrency, lone_status=lone_status,
+                       lone_s=lone_s, burst=[], t0=0.0, t1=0.0, body_bytes=size,
+                       location=location, timeout_s=timeout_s)
+        if lone_status == "timeout":
+            # A route slower than the limit alone: a burst would only wait that long again.
+            run.burst_skipped = (f"no burst: the lone request got no answer within "
+                                 f"http_timeout_s = {timeout_s:g} s")
+            run.t0 = run.t1 = time.monotonic()
+        else:
+            time.sleep(0.1)  # let the lone request's connection close in the worker
+            with ConnectionCounter(pids, db_port) as counter:
+                run.t0, run.t1, burst = send(port, route, concurrency * len(pids), timeout_s,
+                                             check)
+            run.burst = [(status, s) for status, s, _, _ in burst]
+            run.connections = dict(counter.most) if db_port else {}
         time.sleep(0.05)  # the log line of the last failure may follow the response
-        out.append(RouteRun(route=route, concurrency=concurrency, lone_status=lone_status,
-                            lone_s=lone_s, burst=burst, t0=t0, t1=t1,
-                            connections=dict(counter.most) if db_port else {},
-                            log_lines=_log_since(log_path, offset)))
+        check()
+        run.log_lines = _log_since(log_path, offset)
+        run.timed_out = sorted({int(m.group(1)) for line in run.log_lines
+                                for m in _WORKER_TIMEOUT.finditer(line)})
+        out.append(run)
         time.sleep(0.2)  # a quiet gap between routes: one route's tail stays out of the next
     return out
 

@@ -84,7 +84,8 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
               python: str | None = None, base_env: dict[str, str] | None = None,
               argv: list[str] | None = None, cwd: str | None = None,
               keep_cmd_args: bool = False, thresholds: Thresholds | None = None,
-              routes: list[route_phase.Route] | None = None) -> WorkersRun:
+              routes: list[route_phase.Route] | None = None,
+              timeout_s: float | None = None) -> WorkersRun:
     """Run the probe once under gunicorn with ``build_env`` on top of our environment.
 
     ``python`` and ``base_env`` run it in another environment instead (a version
@@ -94,6 +95,8 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
     line, and ``GUNICORN_CMD_ARGS`` applies as in their deployment). ``thresholds`` go to
     the workers so they stop repeating a measurement whose verdict is already decided.
     ``routes``: the user's routes to drive after the request phase (``app/routes.py``).
+    ``timeout_s``: gunicorn's worker timeout when ``argv`` sets its own (the user's config:
+    the evidence of a WORKER TIMEOUT quotes the timeout that really applied).
     """
     run = WorkersRun()
     run_dir = children.make_temp_dir("geventprobe-run-")
@@ -115,7 +118,10 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
     # A hub blocked for a whole window must not get the worker killed by the master
     # (unless the profile sets the timeout, as a deployment's gunicorn --timeout would).
     timeout = workload.worker_timeout_s or int(30 + workload.blocked_seconds())
-    run.timeout_s = timeout
+    run.timeout_s = timeout if argv is None or timeout_s is None else timeout_s
+    # Workers gunicorn killed for WORKER TIMEOUT before the route phase: the driver probe's
+    # (and the request phase's) business; during a route, that route's (``routes.py``).
+    before_routes: list[int] | None = None
     started = time.monotonic()
     try:
         proc = children.spawn(argv or gunicorn_argv(workload.workers, timeout, preload,
@@ -127,6 +133,8 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
             run.timings["boot"] = time.monotonic() - started
             if ready is None:
                 _raise_app_error(run_dir, preload)
+                if argv is not None:  # the user's app, imported the way they deploy it
+                    _raise_still_importing(run_dir, proc, workload.boot_timeout_s, preload)
                 early = read_records(run_dir, "result")
                 if early:  # the probe failed before it got ready: its own words say why
                     run.results = list(early.values())
@@ -165,14 +173,17 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
                 run.timings["requests"] = time.monotonic() - loading
             if routes and run.error is None and run.results and \
                     not any(r.error for r in run.results):
+                before_routes = _timed_out_pids(log_path)
                 routing = time.monotonic()
                 run.routes = _drive_routes(run_dir, routes, workload, proc, pids, ready, dsn,
                                            log_path)
+                run.routes.timeout_s = run.timeout_s
                 run.timings["routes"] = time.monotonic() - routing
             _quick_stop(proc, run_dir)
     finally:
         run.log_tail = _log_tail(log_path)
-        run.timed_out_pids = _timed_out_pids(log_path)
+        run.timed_out_pids = (_timed_out_pids(log_path) if before_routes is None
+                              else before_routes)
         if not any(run_dir == d for _, d in _exiting):
             children.remove_temp_dir(run_dir)
     return run
@@ -241,14 +252,14 @@ def _drive_requests(run_dir: str, spec: LoadSpec, workload: Workload, proc) -> R
             children.check_guards()
             time.sleep(0.05)
         # A blocked hub answers late: wait for what is in flight (bounded per request).
-        return load.stop(grace_s=workload.http_timeout_s)
+        return load.stop(grace_s=workload.http_timeout_s, guard=children.check_guards)
 
 
 def _drive_routes(run_dir: str, routes: list, workload: Workload, proc, pids: list[int],
                   ready: dict[int, Ready], dsn: str, log_path: str) -> route_phase.RoutesRun:
     """The route phase, after the request phase, in the same workers (``routes.py``)."""
     started = time.monotonic()
-    out = route_phase.RoutesRun(server_port=route_phase.server_port(dsn))
+    out = route_phase.RoutesRun(server_port=route_phase.server_port(dsn), asked=list(routes))
     port = ready_port(ready)
     with route_phase.phase_files(run_dir):
         # Each worker hands over once its request phase is over.
@@ -258,16 +269,29 @@ def _drive_routes(run_dir: str, routes: list, workload: Workload, proc, pids: li
             out.error = _failure(proc, log_path, "the workers did not get ready for the routes",
                                  wait, pids, got)
             return out
-        out.routes = route_phase.drive(
-            routes, port=port, pids=pids, concurrency=workload.route_concurrency,
-            timeout_s=workload.http_timeout_s, log_path=log_path, dsn=dsn,
-            guard=children.check_guards)
+        try:
+            out.routes = route_phase.drive(
+                routes, port=port, pids=pids, concurrency=workload.route_concurrency,
+                timeout_s=workload.http_timeout_s, log_path=log_path, dsn=dsn,
+                guard=children.check_guards, alive=lambda: proc.poll() is None)
+        except route_phase.GunicornGone as gone_:
+            # Its workers go with it: what they answered since says nothing about the app.
+            out.routes, out.stopped = gone_.args[0], True
+            out.error = _failure(proc, log_path, "the route phase was cut short", 0)
+            out.seconds = round(time.monotonic() - started, 3)
+            return out
     reports = _wait_for(run_dir, "routes", len(pids), 30, proc, pids)
     if reports is None:
         reports = read_records(run_dir, "routes")
         out.error = _failure(proc, log_path, "a worker did not report its route phase", 30,
                              pids, reports)
-    out.workers = {p: reports[p] for p in sorted(reports) if p in pids}
+    # Workers gunicorn started meanwhile in place of killed ones watched the later routes.
+    late = sorted(p for p in read_records(run_dir, "route-ready") if p not in pids)
+    if late:
+        reports = {**reports, **(_wait_for(run_dir, "routes", len(late), 5, proc, late)
+                                 or read_records(run_dir, "routes"))}
+    out.pids = pids
+    out.workers = {p: reports[p] for p in sorted(reports) if p in pids or p in late}
     out.seconds = round(time.monotonic() - started, 3)
     return out
 
@@ -314,6 +338,31 @@ def _raise_app_error(run_dir: str, preload: bool) -> None:
                      "fix it, then check that plain gunicorn starts it")
 
 
+def _raise_still_importing(run_dir: str, proc, timeout: float, preload: bool) -> None:
+    """``run --app``: the workers did not get ready because the app was still importing when
+    the boot timeout ran out: say so, and which setting gives it more time (exit 2)."""
+    if proc.poll() is not None:
+        return
+    ready = read_records(run_dir, "ready")
+    importing = [r for r in read_records(run_dir, "importing").values()
+                 if r.pid not in ready and not gone(r.pid)]
+    fix = (f"if it is meant to take that long, raise boot_timeout_s (now {timeout:g} s) in a "
+           "profile ([workload] boot_timeout_s = 300, --config FILE); otherwise find what the "
+           "import waits for (a connection or a network call made at import time)")
+    if importing:
+        first = min(importing, key=lambda r: r.t)
+        raise ProbeError(f"your app was still importing in gunicorn worker {first.pid} "
+                         f"{time.monotonic() - first.t:.0f} s after it started, longer than "
+                         f"the {timeout:g} s the workers have to get ready: {fix}")
+    try:
+        forked = psutil.Process(proc.pid).children()
+    except psutil.Error:
+        forked = []
+    if preload and not forked:  # --preload: the master imports the app before any fork
+        raise ProbeError(f"the gunicorn master was still loading your app (--preload) after "
+                         f"{timeout:g} s, the time the workers have to get ready: {fix}")
+
+
 def _failure(proc, log_path: str, what: str, timeout: float,
              pids: list[int] | None = None, reported: dict | None = None) -> str:
     log = _log_tail(log_path)
@@ -325,7 +374,8 @@ def _failure(proc, log_path: str, what: str, timeout: float,
                 "supervisor, the out-of-memory killer: see dmesg)")
         else:
             why = _explain_exit(log)
-        return (f"{what}: the gunicorn master (pid {proc.pid}) "
+        was = "was " if proc.returncode < 0 else ""
+        return (f"{what}: the gunicorn master (pid {proc.pid}) {was}"
                 f"{children.describe_exit(proc.returncode)}: {why}")
     timeouts = [line for line in log if "WORKER TIMEOUT" in line]
     if timeouts:

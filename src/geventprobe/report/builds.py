@@ -110,7 +110,7 @@ def route_table(routes: Sequence[RouteResult]) -> Table:
     for r in routes:
         p50, p99 = r.burst.p50_us, r.burst.p99_us
         statuses = ", ".join(f"{k}×{v}" for k, v in r.statuses.items()) or "–"
-        rows.append([Cell(r.route, "strong"),
+        rows.append([Cell(r.shown, "strong"),
                      Cell(r.verdict.value, VERDICT_STYLE[r.verdict]),
                      Cell(num(r.lone_ms, "{:,.1f}")),
                      Cell(num(p50 and p50 / 1000, "{:,.1f}")),
@@ -126,12 +126,14 @@ def route_table(routes: Sequence[RouteResult]) -> Table:
 
 
 def route_details(routes: Sequence[RouteResult]) -> list[Block]:
-    """Each route that is not OK: its evidence, cause, fix, first error and who blocked."""
+    """Each route that is not OK, or has a note: its evidence, cause, fix, first error, who
+    blocked, and the note."""
     out: list[Block] = []
     for r in routes:
-        if r.verdict is Verdict.OK:
+        if r.verdict is Verdict.OK and not r.note:
             continue
-        out.append(Heading(f"{r.route}: {r.verdict.value}", VERDICT_STYLE[r.verdict], level=4))
+        out.append(Heading(f"{r.shown}: {r.verdict.value}",
+                           VERDICT_STYLE[r.verdict], level=4))
         out += [Paragraph(e.text, lead="evidence:", indent=1) for e in r.evidence if e.fired]
         if r.cause:
             out.append(Paragraph(r.cause, lead="cause:", indent=1))
@@ -140,6 +142,8 @@ def route_details(routes: Sequence[RouteResult]) -> list[Block]:
         if r.first_error:
             out.append(Paragraph(r.first_error, lead="first error:", indent=1))
         out += [Paragraph(blocked_line(s), lead="who blocked:", indent=1) for s in r.blocked_by]
+        if r.note:
+            out.append(Paragraph(r.note, lead="note:", indent=1))
     return out
 
 

@@ -27,7 +27,8 @@ import traceback as _traceback  # noqa: E402
 from geventprobe.worker import record as _record  # noqa: E402
 
 # The hooks we chain, with the arity gunicorn requires of each.
-_HOOKS = {"on_starting": 1, "when_ready": 1, "pre_fork": 2, "post_fork": 2, "post_worker_init": 1}
+_HOOKS = {"on_starting": 1, "when_ready": 1, "pre_fork": 2, "post_fork": 2, "post_worker_init": 1,
+          "worker_abort": 1}
 
 
 def _locate() -> str | None:
@@ -181,6 +182,11 @@ def post_fork(server, worker):
     load = worker.load_wsgi
 
     def load_wsgi():
+        # An import that outlasts the boot timeout is named as such, not as a hung worker.
+        import time
+
+        _write(f"importing-{_os.getpid()}.json", _record.Importing(pid=_os.getpid(),
+                                                                  t=time.monotonic()))
         # gunicorn only logs a failed app import; the parent wants it on its own channel.
         try:
             load()
@@ -199,6 +205,17 @@ def post_worker_init(worker):
     from geventprobe.worker import probe
 
     probe.start(worker, probe.USERS_APP)
+
+
+def worker_abort(worker):
+    """Worker, killed by the master for WORKER TIMEOUT: the user's hook, then the route phase's
+    figures so far (``probe_route.on_abort``: who held the hub)."""
+    try:
+        _call("worker_abort", worker)
+    finally:
+        from geventprobe.worker import probe_route
+
+        probe_route.on_abort()
 
 
 def _master_excepthook(exc_type, exc, tb):

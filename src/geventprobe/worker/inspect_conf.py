@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import sys
 import traceback
 
@@ -33,9 +34,18 @@ def _origin(exc: BaseException) -> str | None:
     return None
 
 
+_EXCEPTION_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception)): \S.*$")
+
+
 def _message(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[-1]}" if lines else type(exc).__name__
+    """``Type: its first line``; a message that goes on (gunicorn's ``class uri 'x' invalid or
+    not found:`` followed by a traceback in brackets) gets the exception at its end too."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    text = f"{type(exc).__name__}: {lines[0].rstrip(':').strip()}"
+    inner = [ln for ln in lines[1:] if _EXCEPTION_LINE.match(ln)]
+    return text + (f" ({inner[-1].rstrip(']')})" if inner else "")
 
 
 def _from_output(text: str) -> str:
@@ -89,6 +99,7 @@ def inspect(argv: list[str]) -> GunicornSettings:
         app=app.app_uri,
         chdir=cfg.chdir,
         hooks=sorted(k for k in app_conf._user_hooks),
+        limit_request_line=int(cfg.limit_request_line),
     )
 
 

@@ -18,6 +18,7 @@ A source is any object with ``import_facts(worker)`` (how its driver got importe
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import platform
@@ -412,6 +413,14 @@ def run(source, worker=None) -> None:
 
     pid = os.getpid()
     workload = _env_workload()
+    if os.path.exists(os.path.join(_run_dir(), "go")):
+        # gunicorn started this worker after the probe began, in place of one it killed
+        # (WORKER TIMEOUT) or lost: the others are being measured, this one only serves, and
+        # is watched like them if the routes are being driven (its hub serves them too).
+        if glob.glob(os.path.join(_run_dir(), "route-ready-*.json")) and \
+                not os.path.exists(os.path.join(_run_dir(), "routes-stop")):
+            _hand_over_to_routes(workload)
+        return
     found: dict = {}
     """The fields of this worker's ``ProbeResult``, filled in as each phase ends."""
     conns: list = []

@@ -20,7 +20,7 @@ import time
 
 PATH = "/__geventprobe__"
 
-_state: dict = {"pool": None, "sql": None, "params": None, "seen": None}
+_state: dict = {"pool": None, "sql": None, "params": None, "seen": None, "phase": None}
 
 
 def configure(connections: list, sleep_ms: float) -> None:
@@ -107,6 +107,8 @@ def route_phase(run_dir: str, heartbeat, monitor, timeout_s: float, write) -> No
     beat = gevent.spawn(heartbeat.run)
     monitor.start()
     _state["seen"] = []
+    # What ``on_abort`` writes if gunicorn kills this worker for WORKER TIMEOUT meanwhile.
+    _state["phase"] = (heartbeat, monitor, write)
     try:
         write(f"route-ready-{pid}.json", record.RouteReady(pid=pid))
         stop = os.path.join(run_dir, "routes-stop")
@@ -114,6 +116,7 @@ def route_phase(run_dir: str, heartbeat, monitor, timeout_s: float, write) -> No
         while not os.path.exists(stop) and time.monotonic() < deadline:
             gevent.sleep(0.01)
     finally:
+        _state["phase"] = None
         heartbeat.stop()
         events = monitor.stop()
         beat.join(timeout=1)
@@ -121,3 +124,21 @@ def route_phase(run_dir: str, heartbeat, monitor, timeout_s: float, write) -> No
         write(f"routes-{pid}.json", record.RoutePhase(
             pid=pid, heartbeat_expected=heartbeat.expected, heartbeat_lag=heartbeat.lag,
             requests=seen, blocked=events))
+
+
+def on_abort() -> None:
+    """gunicorn is killing this worker (``worker_abort``: WORKER TIMEOUT, its hub blocked for
+    longer than the timeout) in the route phase: write what it saw so far, above all the
+    monitor's stacks, which name the line that held the hub. Called in the signal handler,
+    in the greenlet that was running: nothing here may switch greenlets."""
+    from geventprobe.worker import record
+
+    phase, _state["phase"] = _state["phase"], None
+    if phase is None:
+        return
+    heartbeat, monitor, write = phase
+    n = len(heartbeat.lag)  # the heartbeat may be appending: cut both lists at one length
+    write(f"routes-{os.getpid()}.json", record.RoutePhase(
+        pid=os.getpid(), heartbeat_expected=list(heartbeat.expected[:n]),
+        heartbeat_lag=list(heartbeat.lag[:n]), requests=list(_state["seen"] or []),
+        blocked=list(monitor.events), aborted=True))

@@ -11,6 +11,7 @@ file                        record              written
 ``route-ready-<pid>.json``  ``RouteReady``      ``--route``: ready for the route phase
 ``routes-<pid>.json``       ``RoutePhase``      ``--route``: heartbeat and requests meanwhile
 ``app-error-<pid>.json``    ``AppError``        ``--app``: the app (or config) failed to load
+``importing-<pid>.json``    ``Importing``       ``--app``: the worker started importing the app
 settings.json               ``GunicornSettings``  ``--app``: the effective gunicorn settings
 ==========================  ==================  ==============================================
 
@@ -32,8 +33,9 @@ import os
 import re
 from dataclasses import dataclass, field
 
-RECORD_VERSION = 2
-"""Version of every record in this module (1: the untyped dicts before it was checked)."""
+RECORD_VERSION = 3
+"""Version of every record in this module (1: the untyped dicts before it was checked; 3:
+issue 19's fields and records)."""
 
 
 class RecordError(Exception):
@@ -108,6 +110,15 @@ class ProbeResult:
 
 
 @dataclass(frozen=True)
+class Importing:
+    """``importing-<pid>.json``: ``--app``: the worker started importing the user's app."""
+
+    pid: int
+    t: float
+    """When (``time.monotonic``)."""
+
+
+@dataclass(frozen=True)
 class RouteReady:
     """``route-ready-<pid>.json``: the worker's request phase is over; routes may come."""
 
@@ -124,6 +135,8 @@ class RoutePhase:
     requests: list[float]
     """When each request of the app (not the probe's own route) started."""
     blocked: list[BlockedEvent]
+    aborted: bool = False
+    """Written as gunicorn killed the worker (WORKER TIMEOUT): what it saw until then."""
 
 
 @dataclass(frozen=True)
@@ -163,10 +176,12 @@ class GunicornSettings:
     chdir: str | None = None
     hooks: list[str] = field(default_factory=list)
     """The server hooks their config defines (``post_fork``...)."""
+    limit_request_line: int = 4094
+    """gunicorn's ``limit_request_line`` (0: unlimited): a longer request line gets 414."""
 
 
 PREFIXES = {"ready": Ready, "result": ProbeResult, "route-ready": RouteReady,
-            "routes": RoutePhase, "app-error": AppError}
+            "routes": RoutePhase, "app-error": AppError, "importing": Importing}
 """File name prefix (``<prefix>-<pid>.json``) → the record it holds."""
 
 

@@ -1,0 +1,47 @@
+"""The tests' own WSGI app for the route faults (issue 19): one path per way a route can
+answer something else than its work. No database: the routes' figures are the point.
+
+- ``/ok``: 200 at once.
+- ``/nothere`` (anything unknown): 404; ``/redirect``: 302 to /login; ``/auth``: 401.
+- ``/uni/…``: 200 for any path under it (reached only if the request line is ASCII).
+- ``/stream``: 52,428,800 bytes (800 chunks of 64 KiB), streamed.
+- ``/cpu``: PBKDF2 in C, about 0.3 s of CPU that never yields to gevent.
+- ``/sleep``: sleeps ``SLEEP_S`` seconds (default 40), cooperatively.
+"""
+
+import hashlib
+import os
+import time
+
+CHUNK = b"x" * 65536
+CHUNKS = 800
+
+
+def application(environ, start_response):
+    path = environ.get("PATH_INFO", "")
+    if path == "/ok":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok\n"]
+    if path == "/redirect":
+        start_response("302 Found", [("Location", "/login"), ("Content-Length", "0")])
+        return [b""]
+    if path == "/auth":
+        start_response("401 Unauthorized", [("WWW-Authenticate", "Basic")])
+        return [b"log in first\n"]
+    if path.startswith("/uni/"):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"unicode ok\n"]
+    if path == "/stream":
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(len(CHUNK) * CHUNKS))])
+        return (CHUNK for _ in range(CHUNKS))
+    if path == "/cpu":
+        digest = hashlib.pbkdf2_hmac("sha256", b"password", b"salt", 600_000)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [digest.hex()[:16].encode()]
+    if path == "/sleep":
+        time.sleep(float(os.environ.get("SLEEP_S", "40")))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"slept\n"]
+    start_response("404 Not Found", [("Content-Type", "text/plain")])
+    return [b"not found\n"]
