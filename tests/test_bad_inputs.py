@@ -421,3 +421,47 @@ def test_server_refuses_more_connections(run_cli, pg):
     assert "the server refuses more connections" in line and "too many clients" in line
     assert re.search(r"the run needs \d+ at once", line)
     assert PASSWORD not in proc.stdout + proc.stderr
+
+
+# --- --rtt in front of a server of the user's (issue 19 rows 20, 21, 24) ---------------------
+
+def test_rtt_with_a_pgpass_entry_for_the_servers_port(run_cli, pg, tmp_path):
+    # Row 20: the password is in a password file whose entry names the server's port; the
+    # workers connect to the proxy's port, which no entry matched ("no password supplied").
+    # The password libpq found for the server is handed on, and masked like any other.
+    pgpass = tmp_path / "pgpass"  # PGPASSFILE: no ~/.pgpass is written, none left behind
+    pgpass.write_text(f"127.0.0.1:{pg.port}:*:geventprobe:{PASSWORD}\n")
+    pgpass.chmod(0o600)
+    out = tmp_path / "r.json"
+    proc = run_cli("run", "--workers", "1", "--greenlets", "2", "--builds", "binary",
+                   "--rtt", "5", "--json", str(out),
+                   env={"GEVENTPROBE_DSN": dsn_of(pg).replace(f" password={PASSWORD}", ""),
+                        "PGPASSFILE": str(pgpass)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert [(b["build"], b["verdict"]) for b in result["builds"]] == [("binary", "OK")]
+    assert result["proxy"]["connections"] >= 2
+    assert PASSWORD not in proc.stdout + proc.stderr + out.read_text()
+
+
+def test_rtt_longer_than_the_dsns_connect_timeout_is_said_up_front(run_cli, pg):
+    # Row 21: a connect through the proxy costs several round trips, more than 2 s at 999 ms;
+    # the workers failed "ConnectionTimeout", fix "--debug". One line naming both settings.
+    proc = run_cli("run", "--workers", "1", "--greenlets", "2", "--builds", "binary",
+                   "--rtt", "999", env={"GEVENTPROBE_DSN": dsn_of(pg, connect_timeout="2")})
+    line = error_line(proc)
+    assert "cannot connect through the --rtt delay proxy" in line
+    assert "no answer within 2 s (connect_timeout)" in line and "at --rtt 999" in line
+    assert "raise connect_timeout" in line and "lower --rtt" in line
+    assert PASSWORD not in proc.stdout + proc.stderr
+
+
+def test_a_dsn_without_host_names_the_unix_socket(run_cli):
+    # Row 24: with no host libpq tries its default unix socket; the message said
+    # "localhost:PORT", a place nothing was tried at.
+    port = free_port()
+    proc = run_cli("run", "--builds", "binary", "--rtt", "5",
+                   env={"GEVENTPROBE_DSN": f"port={port} user=nobody dbname=postgres"})
+    line = error_line(proc)
+    assert f"cannot connect to PostgreSQL at the default unix socket (port {port}" in line
+    assert "localhost" not in line

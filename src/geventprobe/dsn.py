@@ -72,6 +72,12 @@ def remember(dsn: str | None) -> None:
         _remembered.update(secrets_in(dsn))
 
 
+def remember_secret(secret: str | None) -> None:
+    """Mask ``secret`` (a password found elsewhere: ``~/.pgpass``) wherever it appears."""
+    if secret and secret != REDACTED:
+        _remembered.add(secret)
+
+
 def known_secrets() -> frozenset[str]:
     """Every password this run knows: remembered ones and those of ``SECRET_VARIABLES``."""
     global _from_environment

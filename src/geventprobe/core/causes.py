@@ -141,6 +141,10 @@ def explain_error(error: str) -> str:
     if "too many clients" in lowered or "remaining connection slots" in lowered:
         return ("the server ran out of connections: lower --workers/--greenlets or raise the "
                 "server's max_connections")
+    if "connectiontimeout" in lowered or "timeout expired" in lowered:
+        return ("a connection took longer than its connect_timeout (in the DSN, or "
+                "PGCONNECT_TIMEOUT): raise it; with --rtt each connection costs 2 to 4 round "
+                "trips, so keep connect_timeout above 4 × the RTT, or lower --rtt")
     if "password" in lowered or "authentication" in lowered:
         return "check the credentials in --dsn (or PGPASSWORD / ~/.pgpass)"
     if "did not run during the probe" in lowered:

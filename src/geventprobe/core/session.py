@@ -22,7 +22,7 @@ from geventprobe.dsn import uses_environment
 from geventprobe.errors import ProbeError
 from geventprobe.processes import children, delay_proxy, gunicorn_workers, preflight
 from geventprobe.processes.postgres import EmbeddedPostgres
-from geventprobe.processes.server import ServerInfo, query_server
+from geventprobe.processes.server import ServerInfo, password_used, query_server
 from geventprobe.record import BuildResult, DelayProxyFigures
 from geventprobe.settings import RunPlan, Workload
 
@@ -103,35 +103,62 @@ class Session:
             info = query_server(dsn, embedded=False,
                                 connect_timeout=plan.workload.connect_timeout_s, needed=needed)
             preflight.check_budget(info, needed)
-            with self._delayed(dsn) as worker_dsn:
+            with self._delayed(dsn, embedded=False) as worker_dsn:
                 yield worker_dsn, info
             return
         listener.phase("starting the embedded PostgreSQL")
         # Room for a build's connections while the previous build's backends exit.
         with EmbeddedPostgres(max_connections=2 * needed + 10) as pg:
             info = query_server(pg.dsn, embedded=True)
-            with self._delayed(pg.dsn) as worker_dsn:
+            with self._delayed(pg.dsn, embedded=True) as worker_dsn:
                 yield worker_dsn, info
 
     @contextlib.contextmanager
-    def _delayed(self, dsn: str) -> Iterator[str]:
+    def _delayed(self, dsn: str, embedded: bool) -> Iterator[str]:
         """``dsn``, or with ``rtt_ms`` the same DSN through a delay proxy started for the run.
 
         The server facts above were asked directly; the workers (and ``--app``'s
-        ``DATABASE_URL``) get the proxy's address, with user, password and options unchanged.
+        ``DATABASE_URL``) get the proxy's address, with user, password and options unchanged
+        (plus the password libpq found in ``~/.pgpass`` for the server's port, which the
+        proxy's port would not match). One connection through the proxy is tried first, so
+        that what only the proxy changes (the port, the round trips a connect costs within
+        ``connect_timeout``) is said once, up front, not by every worker.
         """
-        rtt_ms = self.plan.workload.rtt_ms
+        workload = self.plan.workload
+        rtt_ms = workload.rtt_ms
         if rtt_ms <= 0:
             yield dsn
             return
         upstream = delay_proxy.upstream_for(dsn)
+        password = None if embedded else password_used(dsn, workload.connect_timeout_s)
         self.listener.phase(f"starting the delay proxy ({rtt_ms:g} ms round trip)")
         proxy = delay_proxy.DelayProxy(upstream, rtt_ms)
         try:
             with proxy:
-                yield delay_proxy.proxied_dsn(dsn, proxy.port)
+                worker_dsn = delay_proxy.proxied_dsn(dsn, proxy.port, password)
+                _through_proxy(worker_dsn, embedded, workload, proxy.port, upstream)
+                yield worker_dsn
         finally:
             self.proxy = proxy.figures
+
+
+def _through_proxy(worker_dsn: str, embedded: bool, workload: Workload, port: int,
+                   upstream: delay_proxy.Upstream) -> None:
+    """Connect once as the workers will, through the ``--rtt`` proxy; one line if it fails."""
+    try:
+        query_server(worker_dsn, embedded=embedded, connect_timeout=workload.connect_timeout_s)
+    except ProbeError as exc:
+        detail = str(exc).split(": ", 1)[-1]
+        text = str(exc.__cause__ or "").lower()
+        if "timeout expired" in text:
+            rtt = workload.rtt_ms
+            detail = (f"no answer within {workload.connect_timeout_s} s (connect_timeout): a "
+                      "connection through the proxy takes 2 to 4 round trips (SSL request, "
+                      f"startup, password exchange), {2 * rtt / 1000:.1f} to "
+                      f"{4 * rtt / 1000:.1f} s at --rtt {rtt:g}: raise connect_timeout in the "
+                      "DSN (or PGCONNECT_TIMEOUT) above that, or lower --rtt")
+        raise ProbeError(f"cannot connect through the --rtt delay proxy (127.0.0.1:{port}, "
+                         f"in front of {upstream.describe()}): {detail}") from None
 
 
 def require(available: dict[str, builds.Availability], wanted: Sequence[Build]) -> None:

@@ -99,7 +99,9 @@ class Upstream:
 
 # Where libpq looks for a unix socket when the DSN names no host (distribution builds
 # use the first; PostgreSQL's own default is /tmp).
-_SOCKET_DIRS = ("/var/run/postgresql", "/run/postgresql", "/tmp")
+SOCKET_DIRS = ("/var/run/postgresql", "/run/postgresql", "/tmp")
+"""Where libpq looks for a server's socket when the DSN names no host (Debian's first, then
+upstream's /tmp)."""
 
 
 def _parse(dsn: str) -> dict[str, str]:
@@ -145,11 +147,11 @@ def upstream_for(dsn: str) -> Upstream:
         raise ProbeError(f"--rtt: the DSN's port {port_text!r} is not a number: fix the "
                          "DSN") from None
     if not hostaddr and (not host or host.startswith("/")):
-        folders = [host] if host else [d for d in _SOCKET_DIRS
+        folders = [host] if host else [d for d in SOCKET_DIRS
                                         if os.path.exists(f"{d}/.s.PGSQL.{port}")][:1]
         if not folders:
             raise ProbeError("--rtt: the DSN names no host and no PostgreSQL socket was found "
-                             f"in {', '.join(_SOCKET_DIRS)}: name the host (host=...)")
+                             f"in {', '.join(SOCKET_DIRS)}: name the host (host=...)")
         return Upstream(os.path.join(folders[0], f".s.PGSQL.{port}"))
     if host.startswith("@"):
         raise ProbeError("--rtt cannot reach an abstract unix socket (host=@...): name a "
@@ -165,8 +167,12 @@ def upstream_for(dsn: str) -> Upstream:
     return Upstream(address, port, shown=shown)
 
 
-def proxied_dsn(dsn: str, port: int) -> str:
+def proxied_dsn(dsn: str, port: int, password: str | None = None) -> str:
     """``dsn`` with the server's address replaced by the proxy's; everything else kept.
+
+    ``password``: one the DSN does not carry but libpq found for the server in the user's
+    password file (``~/.pgpass``), whose entry names the server's port, not the proxy's: the
+    workers get it in their DSN, which reaches them through their environment only.
 
     ``hostaddr`` is what libpq connects to, so it is always set (a ``PGHOSTADDR`` in the
     environment must not lead around the proxy). A host *name* stays as ``host``: libpq
@@ -176,6 +182,8 @@ def proxied_dsn(dsn: str, port: int) -> str:
     host = params.get("host") or os.environ.get("PGHOST", "")
     named = bool(host) and not host.startswith("/") and not _is_address(host)
     params.update(host=host if named else "127.0.0.1", hostaddr="127.0.0.1", port=str(port))
+    if password and not params.get("password"):
+        params["password"] = password
     return _make(params)
 
 

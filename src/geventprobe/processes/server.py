@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from geventprobe.dsn import redact, remember
+from geventprobe.dsn import redact, remember, remember_secret
 from geventprobe.errors import ProbeError
 
 APPLICATION_NAME = "geventprobe"
@@ -121,13 +121,45 @@ def _params(dsn: str) -> dict[str, str]:
 
 
 def _where(dsn: str) -> str:
-    """``host:port`` the DSN (or the PG* environment) points at, for messages."""
+    """``host:port`` the DSN (or the PG* environment) points at, for messages; with no host at
+    all libpq uses its default unix socket, never localhost's TCP port."""
     params = _params(dsn)
-    host = params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST") or "localhost"
+    host = params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST") or ""
     port = params.get("port") or os.environ.get("PGPORT") or "5432"
+    if not host:
+        from geventprobe.processes.delay_proxy import SOCKET_DIRS
+
+        found = [d for d in SOCKET_DIRS if os.path.exists(f"{d}/.s.PGSQL.{port}")]
+        host = found[0] if found else ""
+        if not host:
+            return f"the default unix socket (port {port}; the DSN names no host)"
     if host.startswith("/"):
         return f"the unix socket in {host} (port {port})"
     return f"{host}:{port}"
+
+
+def password_used(dsn: str, connect_timeout: int) -> str | None:
+    """The password libpq found for ``dsn`` in the user's password file (``~/.pgpass`` or
+    ``PGPASSFILE``), when neither the DSN nor ``PGPASSWORD`` gives one; else None.
+
+    The ``--rtt`` proxy listens on another port than the server's, which a ``.pgpass`` entry
+    names: its workers get this password in their DSN instead (through their environment,
+    never a command line). libpq itself reads the file (``PQpass``), with its own rules.
+    """
+    if parse_dsn(dsn).get("password") or os.environ.get("PGPASSWORD"):
+        return None
+    try:
+        conn = _connect(dsn, connect_timeout)
+    except Exception:
+        return None  # query_server has just connected: a failure here is said by the workers
+    try:
+        info = getattr(conn, "info", None)
+        password = getattr(info, "password", None)
+    finally:
+        conn.close()
+    if password:
+        remember_secret(password)  # masked wherever it appears from now on
+    return password or None
 
 
 def explain_connect_error(exc: BaseException, dsn: str, connect_timeout: int,
