@@ -22,6 +22,7 @@ import contextlib
 import glob
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -40,6 +41,10 @@ INSTALL_HINT = (
     "macOS: brew install postgresql) or pass --dsn to use your own server"
 )
 BIND_ATTEMPTS = 3
+# The postmaster logs which shutdown it was asked for, and by which signal (PostgreSQL docs,
+# "Shutting Down the Server").
+_SHUTDOWN = re.compile(r"received (smart|fast|immediate) shutdown request")
+_SHUTDOWN_SIGNAL = {"smart": "SIGTERM", "fast": "SIGINT", "immediate": "SIGQUIT"}
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,8 @@ class EmbeddedPostgres:
         self.root: str | None = None
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
+        self._log_seen = 0
+        self._shutdown_mode: str | None = None
 
     @property
     def dsn(self) -> str:
@@ -299,10 +306,41 @@ class EmbeddedPostgres:
         except OSError:
             return False
 
+    def _shutdown_asked(self) -> str | None:
+        """``smart``, ``fast`` or ``immediate`` once the server logged that something asked it
+        to shut down; reads only what the log gained since the last look."""
+        try:
+            size = os.path.getsize(self.log_path)
+            if size <= self._log_seen:
+                return None
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_seen)
+                text = f.read(size - self._log_seen).decode("utf-8", "replace")
+        except OSError:
+            return None
+        # A line may be half written: look again at its start next time.
+        self._log_seen = size - (len(text.rsplit("\n", 1)[-1].encode()) if text else 0)
+        found = _SHUTDOWN.search(text)
+        return found.group(1) if found else None
+
     def check_alive(self) -> None:
-        """Raise ProbeError if the server died while the run needs it (a run guard)."""
+        """Raise ProbeError if the server died, or was asked to shut down, while the run needs
+        it (a run guard). A shutdown request is seen at once, in the server's log: a smart
+        shutdown (SIGTERM) waits for every client to leave, and the workers' errors
+        (``server closed the connection unexpectedly``) may come before the server's exit."""
         proc = self.proc
-        if proc is None or proc.poll() is None:
+        if proc is None:
+            return
+        # Also once it has exited: a fast shutdown ends quickly, and its exit code (0) alone
+        # would not say who asked for it. Sticky: every later look says the same.
+        mode = self._shutdown_mode = self._shutdown_mode or self._shutdown_asked()
+        if mode is not None:
+            raise ProbeError(
+                f"the embedded PostgreSQL (pid {proc.pid}) was asked to shut down mid-run "
+                f"({mode} shutdown: {_SHUTDOWN_SIGNAL[mode]} from outside geventprobe): the run "
+                "was stopped and everything it started removed; find what stopped it (a "
+                "user, a service manager) and run again")
+        if proc.poll() is None:
             return
         raise ProbeError(
             f"the embedded PostgreSQL (pid {proc.pid}) {children.describe_exit(proc.returncode)} "
