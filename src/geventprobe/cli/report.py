@@ -27,11 +27,22 @@ CHOICES = ("markdown", "text", "json", "html", "png")
 
 def write_run_outputs(doc: Document, markdown_path: str | None) -> None:
     """``run``'s Markdown report, and the job summary when ``$GITHUB_STEP_SUMMARY`` is set."""
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if markdown_path:
-        files.write_atomic(markdown_path, Markdown().render(doc), "--markdown")
+        write_markdown(doc, markdown_path)
         if not files.is_stdout(markdown_path):
             say(f"geventprobe: wrote {markdown_path}")
+    append_job_summary(doc)
+
+
+def write_markdown(doc: Document, markdown_path: str) -> None:
+    """``run --markdown PATH`` (ProbeError, one line, if it cannot be written)."""
+    files.write_atomic(markdown_path, Markdown().render(doc), "--markdown")
+
+
+def append_job_summary(doc: Document) -> None:
+    """The Markdown report appended to ``$GITHUB_STEP_SUMMARY`` when that is set; a warning,
+    not a failure, when it cannot be."""
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         try:
             job_summary.append(doc, summary)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import sys
 
 import click
@@ -23,7 +25,9 @@ from geventprobe.cli.common import (
 from geventprobe.core import plan as plans
 from geventprobe.core import runner
 from geventprobe.dsn import scrub_result
+from geventprobe.errors import ProbeError
 from geventprobe.processes.preflight import CONNECTION_CAP, DEFAULT_TIME_LIMIT_S
+from geventprobe.record import RunResult
 from geventprobe.report import json_format
 from geventprobe.report import run as run_report
 from geventprobe.report.formats import Terminal
@@ -116,10 +120,31 @@ def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path
         # `--json -`: stdout carries the file alone, the report goes to stderr with progress.
         to_stdout = files.is_stdout(json_path) or files.is_stdout(markdown_path)
         doc = run_report.document(result)  # ...and every report reads this document
-        Terminal(console if to_stdout else report_console()).show(doc, verbose)
-        if json_path:
-            json_format.write(result, json_path)
-            if not files.is_stdout(json_path):
-                say(f"geventprobe: wrote {json_path}")
-        report_cli.write_run_outputs(doc, markdown_path)
+        # The files first: one that cannot be written (a full disk, /dev/full) makes the run
+        # exit 2, and the terminal's last line must say so, not the run's own exit code.
+        written, failed = [], None
+        try:
+            for path, write in ((json_path, lambda p: json_format.write(result, p)),
+                                (markdown_path, lambda p: report_cli.write_markdown(doc, p))):
+                if path:
+                    write(path)
+                    written.append(path)
+        except ProbeError as exc:
+            failed = exc
+            shown = with_exit_code(result, exc.exit_code)
+        Terminal(console if to_stdout else report_console()).show(
+            run_report.document(shown) if failed else doc, verbose)
+        for path in written:
+            if not files.is_stdout(path):
+                say(f"geventprobe: wrote {path}")
+        report_cli.append_job_summary(doc)
+        if failed is not None:
+            raise failed
     sys.exit(result.exit_code)
+
+
+def with_exit_code(result: RunResult, code: int) -> RunResult:
+    """``result`` as the terminal shows it when the run exits ``code`` for another reason than
+    its verdicts (an output file that could not be written): the headline's exit code too."""
+    return dataclasses.replace(result, exit_code=code,
+                               summary=re.sub(r"; exit \d+$", f"; exit {code}", result.summary))
