@@ -179,6 +179,8 @@ def handled_errors(debug: bool) -> Iterator[None]:
             children.cleanup()
         for s, handler in previous.items():
             signal.signal(s, handler)
+    for notice in children.take_notices():  # a run that ended without a report to carry it
+        say(f"geventprobe: warning: {notice}")
     if outcome is not None:
         fail(*outcome)
 

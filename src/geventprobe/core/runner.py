@@ -20,6 +20,7 @@ from geventprobe.core import calibrate, environment, rules
 from geventprobe.core.progress import Listener, NullListener
 from geventprobe.core.session import Session
 from geventprobe.dsn import redact
+from geventprobe.processes import children
 from geventprobe.record import SCHEMA_VERSION, RunResult
 from geventprobe.settings import RunPlan
 
@@ -56,7 +57,8 @@ def run(plan: RunPlan, listener: Listener | None = None) -> RunResult:
         builds=rows,
         summary=target.headline(rows, code, calibration),
         exit_code=code,
-        notes=probed.notes + inconclusive,
+        # A killed watchdog (replaced meanwhile) is the run's business too.
+        notes=probed.notes + inconclusive + children.take_notices(),
         calibration=calibration,
         matrix=probed.matrix,
         app=target.app_record(),

@@ -51,6 +51,8 @@ _hurry = False
 _watchdog: subprocess.Popen | None = None
 # Where ``geventprobe`` is imported from, for the watchdog's interpreter.
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What the user must be told about the run's own safety net (the watchdog was killed).
+_notices: list[str] = []
 
 
 @contextlib.contextmanager
@@ -71,21 +73,55 @@ def _tell_watchdog(*message) -> None:
     """Tell the watchdog (started on first use) what to clean up should we be killed.
 
     A watchdog that cannot be started or has died is no reason to stop the run: the
-    normal cleanup does not need it.
+    normal cleanup does not need it. One that died is replaced (``check_watchdog``).
     """
-    global _watchdog
     with contextlib.suppress(OSError, ValueError):
         if _watchdog is None or _watchdog.poll() is not None:
             if message[0] in ("ungroup", "undir", "exit"):
                 return  # nothing recorded there to take back
-            # Its own session: a Ctrl-C for the terminal's group must not end it first.
-            # Popen's pipe is not inheritable: no other child holds it open.
-            _watchdog = subprocess.Popen(
-                [sys.executable, "-m", "geventprobe.processes.watchdog"], stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                env=_watchdog_env())
+            if _watchdog is None:
+                _start_watchdog()
+            else:
+                check_watchdog()
         _watchdog.stdin.write((json.dumps(list(message)) + "\n").encode())
         _watchdog.stdin.flush()
+
+
+def _start_watchdog() -> None:
+    global _watchdog
+    # Its own session: a Ctrl-C for the terminal's group must not end it first.
+    # Popen's pipe is not inheritable: no other child holds it open.
+    _watchdog = subprocess.Popen(
+        [sys.executable, "-m", "geventprobe.processes.watchdog"], stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=_watchdog_env())
+
+
+def check_watchdog() -> None:
+    """If the watchdog died (someone killed it), start another, tell it every process group
+    and temp dir recorded so far, and note it for the user: the safety net is back, and they
+    are told it was gone. A guard: every wait loop checks it (``check_guards``)."""
+    old = _watchdog
+    if old is None or old.poll() is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        _start_watchdog()
+        lines = [["group", pid] for pid in _live] + [["dir", path] for path in _temp_dirs]
+        _watchdog.stdin.write("".join(json.dumps(m) + "\n" for m in lines).encode())
+        _watchdog.stdin.flush()
+        _notices.append(
+            f"geventprobe's watchdog (pid {old.pid}) "
+            f"{'was ' if old.returncode < 0 else ''}{describe_exit(old.returncode)} mid-run, "
+            "so for a moment nothing would have cleaned up had geventprobe been killed too; a "
+            f"new one (pid {_watchdog.pid}) took over the {len(_live)} process groups and "
+            f"{len(_temp_dirs)} temp dirs of the run")
+
+
+def take_notices() -> list[str]:
+    """What happened to the run's safety net since the last call (for the report's notes)."""
+    out = list(_notices)
+    _notices.clear()
+    return out
 
 
 def _watchdog_env() -> dict[str, str]:
@@ -298,7 +334,9 @@ def guarded(check: Callable[[], None]) -> Iterator[None]:
 
 
 def check_guards() -> None:
-    """Run every guard: raises ProbeError when one says the run must end."""
+    """Run every guard: raises ProbeError when one says the run must end. A killed watchdog
+    is replaced on the way (``check_watchdog``)."""
+    check_watchdog()
     for check in list(_guards):
         check()
 
