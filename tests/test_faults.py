@@ -252,6 +252,79 @@ def test_embedded_server_killed_mid_probe(cli):
     assert_clean(run)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_embedded_server_asked_to_shut_down_is_named_at_once(cli, sig):
+    # Issue 19 rows 16-18: a smart shutdown (SIGTERM) waits for every client to leave, so the
+    # server's exit came only after the workers gave up (43 s); a fast one (SIGINT) raced the
+    # workers' "server closed the connection". The shutdown request is in the server's log at
+    # once: the run stops then, naming the embedded server.
+    run = cli(*SMALL, "--builds", "binary,python", profile=LONG_PROBE)
+    run.wait_until(lambda: during_probe(run), "the probe")
+    pidfile = run.files("geventprobe-pg-*/data/postmaster.pid")[0]
+    postmaster = int(Path(pidfile).read_text().split()[0])
+    os.kill(postmaster, sig)
+    signalled = time.monotonic()
+    exit_code, stdout, stderr = run.finish()
+    assert exit_code == 2, stdout + stderr
+    assert time.monotonic() - signalled < 15  # not the workers' timeouts
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("geventprobe: error:")]
+    assert len(errors) == 1, stderr
+    mode = {signal.SIGTERM: "smart", signal.SIGINT: "fast"}[sig]
+    assert (f"the embedded PostgreSQL (pid {postmaster}) was asked to shut down mid-run ({mode} "
+            f"shutdown: {signal.Signals(sig).name} from outside geventprobe)") in errors[0]
+    assert "Traceback" not in stdout + stderr
+    assert_clean(run)
+
+
+STATUSES = Path(__file__).parent / "apps" / "statuses"
+
+
+def during_routes(run: CliProcess):
+    # Every worker handed over to the route phase.
+    return run.files("geventprobe-run-*/route-ready-*")
+
+
+def test_time_limit_bounds_a_slow_route(cli):
+    # Issue 19 row 10: a route slower than the limit was awaited (lone request, then burst:
+    # 65 s) before the limit was looked at again; the message then said "stopped at 12 s".
+    started = time.monotonic()
+    run = cli("--profile", "quick", "--app", "app:application", "--chdir", str(STATUSES),
+              "--route", "/sleep", "--time-limit", "12", env={"SLEEP_S": "40"})
+    run.wait_until(lambda: during_routes(run), "the route phase")
+    exit_code, stdout, stderr = run.finish()
+    assert exit_code == 2, stdout + stderr
+    # The limit, then the cleanup (gunicorn's graceful stop is cut short): not the 40 s route.
+    assert time.monotonic() - started < 30, stdout + stderr
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("geventprobe: error:")]
+    assert len(errors) == 1 and "longer than --time-limit 12 s" in errors[0], stderr
+    assert "Traceback" not in stdout + stderr
+    assert_clean(run)
+
+
+def test_gunicorn_master_killed_in_the_route_phase(cli, tmp_path):
+    # Issue 19 row 19: its workers went with it; the routes answered "refused", judged as the
+    # app FAILING (exit 1). They were not measured: ERROR, exit 2, naming the kill.
+    out = tmp_path / "r.json"
+    run = cli("--profile", "quick", "--app", "app:application", "--chdir", str(STATUSES),
+              "--route", "/cpu", "--route", "/ok", "--json", str(out))
+    ready = run.wait_until(lambda: during_routes(run), "the route phase")
+    worker = int(os.path.basename(ready[0])[len("route-ready-"):-len(".json")])
+    master = psutil.Process(worker).ppid()
+    time.sleep(0.2)
+    os.kill(master, signal.SIGKILL)
+    exit_code, stdout, stderr = run.finish()
+    assert exit_code == 2, stdout + stderr
+    routes = json.loads(out.read_text())["builds"][0]["routes"]
+    assert [(r["route"], r["verdict"]) for r in routes] == [("GET /cpu", "ERROR"),
+                                                            ("GET /ok", "ERROR")]
+    for r in routes:
+        assert f"the gunicorn master (pid {master}) was killed by SIGKILL" in r["cause"]
+    text = " ".join(stdout.split())
+    assert "FAILING" not in text and "preload_app" not in text
+    assert "Traceback" not in stdout + stderr
+    assert_clean(run)
+
+
 def test_time_limit_stops_the_run_mid_probe(cli):
     # An error raised in the middle of a phase (here: the run's own time limit).
     run = cli(*SMALL, "--builds", "binary", "--time-limit", "4", profile=LONG_PROBE)
@@ -371,20 +444,76 @@ def test_stopped_worker_is_an_error_not_blocking(cli, tmp_path, resume):
     assert_clean(run)
 
 
-def test_output_that_cannot_be_written_after_the_run(cli, tmp_path):
+@pytest.mark.parametrize("where", ["folder-removed", "dev-full"])
+def test_output_that_cannot_be_written_after_the_run(cli, tmp_path, where):
     # The folder was there when the run started (the check before the run passed) and is
-    # gone when the run ends: the report is printed, then one line, and nothing is left.
+    # gone when the run ends, or the device is full (/dev/full): the report is printed, its
+    # last line says exit 2 as the run does (issue 19: it said exit 0), then one line, and
+    # nothing is left.
     folder = tmp_path / "out"
     folder.mkdir()
-    run = cli(*SMALL, "--builds", "binary", "--json", str(folder / "r.json"),
+    path = str(folder / "r.json") if where == "folder-removed" else "/dev/full"
+    run = cli(*SMALL, "--builds", "binary", "--json", path,
               profile="[workload]\nselect1_seconds = 2.0\n")
-    run.wait_until(lambda: during_probe(run), "the probe")
-    folder.rmdir()
+    if where == "folder-removed":
+        run.wait_until(lambda: during_probe(run), "the probe")
+        folder.rmdir()
     exit_code, stdout, stderr = run.finish()
     assert exit_code == 2, stdout + stderr
     assert "binary" in stdout and "OK" in stdout  # the terminal report came first
+    assert stdout.strip().splitlines()[-1].endswith("; exit 2"), stdout
     errors = [ln for ln in stderr.splitlines() if ln.startswith("geventprobe: error:")]
-    assert len(errors) == 1 and f"cannot write {folder}/r.json (No such file" in errors[0], stderr
+    why = "No such file" if where == "folder-removed" else "No space left on device"
+    assert len(errors) == 1 and f"cannot write {path} ({why}" in errors[0], stderr
     assert "internal error" not in stderr and "Traceback" not in stdout + stderr
-    assert not folder.exists()
+    assert where == "dev-full" or not folder.exists()
     assert_clean(run)
+
+
+def _watchdog_of(run: CliProcess) -> psutil.Process:
+    """The run's watchdog: a child of geventprobe in a session of its own."""
+    for child in psutil.Process(run.proc.pid).children():
+        if "geventprobe.processes.watchdog" in " ".join(child.cmdline()):
+            return child
+    pytest.fail("the run has no watchdog")
+
+
+def test_killed_watchdog_is_replaced_and_the_user_told(cli):
+    # Issue 19: kill -9 of the watchdog mid-run was silent, and the safety net was gone.
+    run = cli(*SMALL, "--builds", "binary", profile=LONG_PROBE)
+    run.wait_until(lambda: during_probe(run), "the probe")
+    old = _watchdog_of(run)
+    old.kill()
+    exit_code, stdout, stderr = run.finish()
+    assert exit_code == 0, stdout + stderr
+    text = " ".join(stdout.split())
+    assert f"note: geventprobe's watchdog (pid {old.pid}) was killed by SIGKILL mid-run" in text
+    assert "a new one (pid" in text and "took over" in text
+    assert_clean(run)
+
+
+def test_killed_watchdog_then_killed_geventprobe_leaves_nothing(cli):
+    # The new watchdog knows every group and dir the old one did: it sweeps them all.
+    run = cli(*SMALL, "--builds", "binary", profile=LONG_PROBE)
+    run.wait_until(lambda: during_probe(run), "the probe")
+    old = _watchdog_of(run)
+    old.kill()
+    deadline = time.monotonic() + 5
+    while _watchdog_of_or_none(run, old.pid) is None and time.monotonic() < deadline:
+        run.watch()
+        time.sleep(0.02)  # replaced within a wait loop's next look
+    assert _watchdog_of_or_none(run, old.pid) is not None, "no new watchdog"
+    run.signal(signal.SIGKILL)
+    run.proc.wait()
+    left, files = _gone_within(run, 5.0)
+    assert not left, f"processes left running 5 s after kill -9: {left}"
+    assert not files, f"temp files left 5 s after kill -9: {files}"
+
+
+def _watchdog_of_or_none(run: CliProcess, not_pid: int) -> psutil.Process | None:
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(run.proc.pid).children():
+            if child.pid != not_pid and "geventprobe.processes.watchdog" in " ".join(
+                    child.cmdline()):
+                return child
+    return None
