@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from route_examples_by_hand import burst  # noqa: E402
+from route_examples_by_hand import burst
 
-from geventprobe.app.gunicorn_app import conninfo_to_uri  # noqa: E402
-from geventprobe.processes import children  # noqa: E402
-from geventprobe.processes.postgres import EmbeddedPostgres, free_port  # noqa: E402
+from geventprobe.app.gunicorn_app import conninfo_to_uri
+from geventprobe.processes import children
+from geventprobe.processes.postgres import EmbeddedPostgres, free_port
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

@@ -10,7 +10,8 @@ the fix is a connection per greenlet (a pool), not anything about preload.
     geventprobe run --app app:application --chdir examples/psycopg2_shared --route /query
 
 Measured by hand (docs/causes.md): plain gunicorn, 2 gevent workers, 20 requests at once:
-18 of 20 answered 500 with that ProgrammingError (the one request per worker that got the connection first answered 200), raised at ``app.py`` (``cur.execute``).
+18 of 20 answered 500 with that ProgrammingError (the first request of
+each worker got the connection and answered 200), raised at ``app.py`` (``cur.execute``).
 """
 
 import os
