@@ -89,6 +89,7 @@ class Monitor:
         self.events: list[dict] = []
         self._thread = None
         self._hub = None
+        self._stalls = None  # issue 20 hook: worker/stall_watch.py (a GIL-holding call)
 
     def start(self) -> Monitor:
         """Switch the monitor thread on for the current hub (a no-op if gevent refuses)."""
@@ -110,7 +111,17 @@ class Monitor:
             # BUSY-WAIT figure). The same check and the same event, without that report: we
             # take the one stack we need ourselves.
             entries[0].function = self._check
+        self._start_stall_watch()  # issue 20 hook
         return self
+
+    def _start_stall_watch(self) -> None:
+        """issue 20 hook: faulthandler's watchdog sees what this thread cannot (a C call
+        that holds the GIL); ``GEVENTPROBE_STALL_WATCH=0`` turns it off."""
+        if os.environ.get("GEVENTPROBE_STALL_WATCH", "1") == "0":
+            return
+        from geventprobe.worker.stall_watch import StallWatch
+
+        self._stalls = StallWatch(self.max_blocking_s).start()
 
     def stop(self) -> list[dict]:
         """Switch it off again (the tracer too); return the events."""
@@ -125,6 +136,11 @@ class Monitor:
         config.monitor_thread = False
         if self._on_event in subscribers:
             subscribers.remove(self._on_event)
+        if self._stalls is not None:  # issue 20 hook: stalls the monitor could not see
+            from geventprobe.worker.stall_watch import unseen
+
+            self.events.extend(unseen(self._stalls.stop(), self.events))
+            self._stalls = None
         return self.events
 
     def _check(self, hub) -> None:

@@ -73,10 +73,20 @@ def wrap(app):
         seen = _state["seen"]
         if seen is not None:  # the route phase: which worker served how many, and when
             seen.append(time.monotonic())
+            _track_request()  # issue 20 hook: where this request waits (worker/parked.py)
         return app(environ, start_response)
 
     application.__wrapped__ = app
     return application
+
+
+def _track_request() -> None:
+    """issue 20 hook: the parked-greenlet sampler looks at this request's greenlet."""
+    import greenlet
+
+    from geventprobe.worker import parked
+
+    parked.track(greenlet.getcurrent())
 
 
 def _close_pool() -> None:
@@ -101,8 +111,11 @@ def route_phase(run_dir: str, heartbeat, monitor, timeout_s: float, write_json) 
 
     pid = os.getpid()
     _close_pool()
+    from geventprobe.worker import parked
+
     beat = gevent.spawn(heartbeat.run)
     monitor.start()
+    sampler = parked.Sampler().start()  # issue 20 hook: where the requests wait
     _state["seen"] = []
     try:
         write_json(f"route-ready-{pid}.json", {"pid": pid})
@@ -113,6 +126,7 @@ def route_phase(run_dir: str, heartbeat, monitor, timeout_s: float, write_json) 
     finally:
         heartbeat.stop()
         events = monitor.stop()
+        waits = sampler.stop()  # issue 20 hook
         beat.join(timeout=1)
         seen, _state["seen"] = _state["seen"], None
         write_json(f"routes-{pid}.json", {
@@ -121,4 +135,5 @@ def route_phase(run_dir: str, heartbeat, monitor, timeout_s: float, write_json) 
             "heartbeat_lag": heartbeat.lag,
             "requests": seen,
             "blocked": events,
+            "parked": waits,  # issue 20 hook: worker/parked.py's record
         })
