@@ -191,10 +191,11 @@ def classify(waits: Waits, *, concurrency: int | None = None, connections: int |
     site = sites[0]
     unit = "task" if kind == "celery" else "request"
     c = concurrency
-    at = f" at {site.user_frame}" if site.user_frame else ""
-    via = f" ({site.entry})" if site.entry and site.entry != site.wait else ""
-    waited = (f"up to {site.most} {unit}s at once waited{at}{via}, in {site.wait}"
-              if site.most > 1 else f"{unit}s waited{at}{via}, in {site.wait}")
+    what = {"pool": "for a connection from the pool", "connection": "for the connection",
+            "lock": "for the lock"}.get(site.kind, "")
+    waited = (f"up to {site.most} {unit}s waited at once {what}".rstrip()
+              if site.most > 1 else f"{unit}s waited {what}".rstrip())
+    waited += _located(site)
     if site.kind == "pool":
         n = connections if connections else site.working
         plural = "connection" if n == 1 else "connections"
@@ -216,19 +217,41 @@ def classify(waits: Waits, *, concurrency: int | None = None, connections: int |
         holders = max(site.working, 1)
         return WaitFinding(
             kind="lock", site=site, holders=holders, concurrency=c,
-            cause=(f"a lock of the app's{at}: up to {site.most} {unit}s waited for it at once "
-                   f"while {holders} held it" if site.most > 1 else
-                   f"a lock of the app's{at}: {unit}s waited for it while {holders} held it"),
+            cause=f"a lock of the app's, held by {holders} while {waited}",
             fix=("hold the lock only around what must not run at once, never around I/O; or "
                  f"give each {unit} (greenlet) its own client instead of one shared behind "
                  "a lock"))
     return WaitFinding(
         kind="other", site=site, holders=site.working or None, concurrency=c,
         cause=waited[0].upper() + waited[1:],
-        fix=f"look at what {site.wait} waits for: the {unit}s queue there one after another")
+        fix=f"look at what {where(site.wait)} waits for: the {unit}s queue there one after "
+            "another")
+
+
+def where(frame: str) -> str:
+    """``app.py:34 in application`` from ``app.py:34 in application: with …``."""
+    match = re.match(r"^(.*? in [^:]+)(?::\s.*)?$", frame)
+    return match.group(1) if match else frame
+
+
+def _source(frame: str) -> str | None:
+    match = re.match(r"^.*? in [^:]+:\s(.*)$", frame)
+    return match.group(1).strip() if match else None
+
+
+def _located(site: WaitSite) -> str:
+    """`` at app.py:34 in application (`with engine.connect() as conn:`), in
+    sqlalchemy/util/queue.py:199 in get``."""
+    out = ""
+    if site.user_frame:
+        source = _source(site.user_frame)
+        out += f" at {where(site.user_frame)}" + (f" (`{source}`)" if source else "")
+    if site.wait != site.user_frame:
+        out += f", in {where(site.wait)}"
+    return out
 
 
 def sites_in_words(sites: Iterable[WaitSite], limit: int = 3) -> list[str]:
     """``12 waiting at app.py:38 … (pool)``, one line per site, for a report's details."""
-    return [f"{s.most} waiting at {s.user_frame or s.wait} ({s.kind}; in {s.wait})"
-            for s in list(sites)[:limit]]
+    return [f"{s.most} waiting at {where(s.user_frame or s.wait)} ({s.kind}; in "
+            f"{where(s.wait)})" for s in list(sites)[:limit]]

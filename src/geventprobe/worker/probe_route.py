@@ -136,4 +136,15 @@ def route_phase(run_dir: str, heartbeat, monitor, timeout_s: float, write_json) 
             "requests": seen,
             "blocked": events,
             "parked": waits,  # issue 20 hook: worker/parked.py's record
+            "bindings": _bindings(),  # issue 20 hook: worker/bindings.py's scan
         })
+
+
+def _bindings() -> list:
+    """issue 20 hook: the app's names bound to an original before gevent patched."""
+    from geventprobe.worker import bindings
+
+    try:
+        return bindings.scan()
+    except Exception:  # a module whose globals cannot be read must not lose the record
+        return []
