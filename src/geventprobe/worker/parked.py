@@ -65,6 +65,8 @@ class Sampler:
         self.samples: list[dict] = []
         self.cost_s = 0.0
         """Seconds spent sampling (its own cost, reported with the record)."""
+        self.looks = 0
+        """How many times it looked (samples with nobody parked are not kept)."""
         self._ids: dict[tuple, int] = {}
         self._greenlet = None
         self._running = False
@@ -89,6 +91,7 @@ class Sampler:
         if counts and len(self.samples) < _MAX_SAMPLES:
             self.samples.append({"t": t, "parked": {str(k): v for k, v in counts.items()}})
         self.cost_s += time.monotonic() - t
+        self.looks += 1
 
     def _run(self) -> None:
         import gevent
@@ -114,6 +117,7 @@ class Sampler:
         return self.record()
 
     def record(self) -> dict:
-        """``{"period", "cost_s", "stacks", "samples"}``: what the parent classifies."""
-        return {"period": self.period, "cost_s": round(self.cost_s, 6),
+        """``{"period", "cost_s", "looks", "stacks", "samples"}``: what the parent
+        classifies."""
+        return {"period": self.period, "cost_s": round(self.cost_s, 6), "looks": self.looks,
                 "stacks": self.stacks, "samples": self.samples}
