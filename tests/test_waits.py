@@ -94,3 +94,27 @@ def test_celery_words():
     _, _, found = _load("small_pool")
     f = waits.classify(found, concurrency=8, kind="celery")
     assert "celery's -c" in f.fix and "tasks" in f.cause and "worker_connections" not in f.fix
+
+
+def test_one_shared_psycopg_connection():
+    f = _finding("shared_connection")
+    assert f.kind == "shared-connection" and f.holders == 1
+    assert f.site.user_frame == 'app.py:25 in application: conn.execute("SELECT pg_sleep(0.2)")'
+    assert f.site.wait.startswith("psycopg/cursor.py:112 in execute")  # the connection's lock
+    assert f.cause.startswith(f"one connection shared by {f.concurrency} concurrent requests")
+    assert "its own connection" in f.fix
+
+
+def test_a_lock_of_the_apps_is_not_a_shared_connection():
+    """Today's rule said "0 server connection …: a connection shared between greenlets"
+    for this app (tests/data/causes/records/app_lock.json was judged so)."""
+    f = _finding("app_lock")
+    assert f.kind == "lock"
+    assert f.site.user_frame == "app.py:23 in call_upstream: with CLIENT_LOCK:"
+    assert "a lock of the app's" in f.cause and "app.py:23 in call_upstream" in f.cause
+    assert "connection" not in f.cause
+
+
+def test_a_clean_route_shows_no_wait_site():
+    _, _, found = _load("clean")
+    assert found.sites == () and found.working_most >= 8

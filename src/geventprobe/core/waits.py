@@ -191,7 +191,7 @@ def classify(waits: Waits, *, concurrency: int | None = None, connections: int |
     site = sites[0]
     unit = "task" if kind == "celery" else "request"
     c = concurrency
-    what = {"pool": "for a connection from the pool", "connection": "for the connection",
+    what = {"pool": "for a connection from the pool", "connection": "for the connection's lock",
             "lock": "for the lock"}.get(site.kind, "")
     waited = (f"up to {site.most} {unit}s waited at once {what}".rstrip()
               if site.most > 1 else f"{unit}s waited {what}".rstrip())
