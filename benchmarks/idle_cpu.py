@@ -14,6 +14,9 @@ seconds each, while the parent reads the child's CPU time (psutil) around each o
   ``wait_read``): a greenlet parked on an idle socket, the state a wait function is in;
 - ``pool`` (psycopg 3 builds): a psycopg_pool pool of G idle connections, with its
   scheduler and worker greenlets;
+- ``spin-control``: one greenlet per connection polling its idle socket with a zero
+  timeout and ``gevent.sleep(0)`` (a synthetic busy-wait): what a spinning idle
+  connection would look like, so the measurement is shown to see one;
 - and ``none``: the same process with no connection at all (the floor).
 
 Prints CPU-s per wall-s for each build and state, ``--rounds`` times.
@@ -88,6 +91,18 @@ def listen(i, c):
 jobs = [gevent.spawn(listen, i, c) for i, c in enumerate(conns)]
 gevent.sleep(0.05)
 say("listen")
+gevent.killall(jobs, block=False)
+
+def spin(c):
+    # The control: a wait that polls the idle socket with a zero timeout and yields
+    # without sleeping (what a busy-waiting driver does): the measurement must see it.
+    import select
+    while True:
+        select.select([c.fileno()], [], [], 0)
+        gevent.sleep(0)
+
+jobs = [gevent.spawn(spin, c) for c in conns]
+say("spin-control")
 gevent.killall(jobs, block=False)
 if not psycopg2:
     for c in conns:
