@@ -137,9 +137,9 @@ class Monitor:
         if self._on_event in subscribers:
             subscribers.remove(self._on_event)
         if self._stalls is not None:  # issue 20 hook: stalls the monitor could not see
-            from geventprobe.worker.stall_watch import unseen
+            from geventprobe.worker.stall_watch import merge
 
-            self.events.extend(unseen(self._stalls.stop(), self.events))
+            self.events = merge(self.events, self._stalls.stop())
             self._stalls = None
         return self.events
 
