@@ -13,7 +13,7 @@ current words then:
 - ``blocking(stacks, workers, deployment)`` → ``early_bindings.BindingCause``: the hub
   stalled in a name the app bound before gevent patched (``worker/bindings.py``,
   ``core/early_bindings.py``). Who blocked under a held GIL needs no call: the worker's
-  monitor events already carry the faulthandler watchdog's stacks
+  monitor events already carry the stall watch's stacks (an alarm re-armed by the hub)
   (``worker/stall_watch.py``), which ``core/blocked.stacks`` counts as before.
 
 The worker's record is read here, by key, in one place (``workers``: pid → the
