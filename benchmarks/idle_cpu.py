@@ -91,7 +91,7 @@ def listen(i, c):
 jobs = [gevent.spawn(listen, i, c) for i, c in enumerate(conns)]
 gevent.sleep(0.05)
 say("listen")
-gevent.killall(jobs, block=False)
+gevent.killall(jobs, block=True)
 
 def spin(c):
     # The control: a wait that polls the idle socket with a zero timeout and yields
@@ -103,7 +103,7 @@ def spin(c):
 
 jobs = [gevent.spawn(spin, c) for c in conns]
 say("spin-control")
-gevent.killall(jobs, block=False)
+gevent.killall(jobs, block=True)
 if not psycopg2:
     for c in conns:
         c.close()

@@ -37,7 +37,7 @@ def test_names_bound_before_patching_with_their_line(tmp_path):
         import threading
         import time
         from socket import socket as Sock
-        from time import sleep
+        from time import sleep  # the comment is not part of the statement
         LOCK = threading.Lock()
         def f():
             time.sleep(0)

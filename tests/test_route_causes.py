@@ -72,3 +72,29 @@ def test_serialized(name, kind, line):
     assert out is not None and out.kind == kind
     assert line in out.cause
     assert "preload" not in _words(out.cause, out.fix)
+
+
+def test_preload_sleep_names_the_binding_and_preload():
+    run, workers, d = _case("preload_sleep")
+    events = [e for w in workers.values() for e in w["blocked"]]
+    stacks = blocked.stacks(events, "route", (run["t0"], run["t1"] + 0.05))
+    out = route_causes.blocking(stacks, workers, d)
+    assert out is not None and out.binding.original == "time.sleep"
+    assert "`from time import sleep" in out.cause and "at app.py:17" in out.cause
+    assert "app.py:22 in call_upstream" in out.cause
+    assert "preload_app" in out.cause and "`import time`" in out.fix
+
+
+def test_master_connection_only_under_preload():
+    run, _, d = _case("master_connection")
+    out = route_causes.failing(run["log_lines"], d)
+    assert out.explained.key == "master-connection"
+    assert "app.py:29 in application" in out.explained.cause
+
+
+def test_regex_route_who_blocked_under_a_held_gil():
+    run, workers, _ = _case("regex_route")
+    events = [e for w in workers.values() for e in w["blocked"]]
+    stacks = blocked.stacks(events, "route", (run["t0"], run["t1"] + 0.05))
+    assert stacks, "who blocked is empty"
+    assert stacks[0].user_frame.startswith("app.py:24 in validate")

@@ -68,8 +68,13 @@ def _statements(path: str) -> dict[str, tuple[int, str]]:
             names = [t.id for t in node.targets if isinstance(t, ast.Name)]
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             names = [node.target.id]
+        if not names:
+            continue
+        # The statement without its comment (ast drops comments); its first line only.
+        segment = ast.get_source_segment(source, node) or (
+            lines[node.lineno - 1] if node.lineno <= len(lines) else "")
+        text = segment.strip().splitlines()[0] if segment.strip() else ""
         for name in names:
-            text = lines[node.lineno - 1].strip() if node.lineno <= len(lines) else ""
             out.setdefault(name, (node.lineno, text))
     return out
 
