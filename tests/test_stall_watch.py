@@ -89,3 +89,27 @@ def test_the_apps_own_alarm_handler_is_left_alone():
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["the", "app", "handles", "SIGALRM", "itself", "True", "True"]
     assert signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)  # ours untouched
+
+
+def test_started_from_a_greenlet_as_in_a_gunicorn_worker():
+    """The probe starts the monitor from a spawned greenlet, where ``threading`` (patched)
+    says the current thread is not the main one: the watch must start anyway."""
+    script = textwrap.dedent("""\
+        from gevent import monkey; monkey.patch_all()
+        import gevent, json, sys
+        sys.path.insert(0, sys.argv[1])
+        import app
+        from geventprobe.worker.monitor import Monitor
+        def phase():
+            m = Monitor(0.05).start()
+            gevent.sleep(0.05)
+            gevent.joinall([gevent.spawn(app.validate, app.SUBJECT) for _ in range(2)])
+            gevent.sleep(0.05)
+            return m.stop()
+        print(json.dumps(gevent.spawn(phase).get()))
+        """)
+    out = subprocess.run([sys.executable, "-c", script, str(EXAMPLE)], capture_output=True,
+                         text=True, timeout=60, cwd=EXAMPLE)
+    assert out.returncode == 0, out.stderr
+    counted = blocked.stacks(json.loads(out.stdout.splitlines()[-1]), "t")
+    assert counted and counted[0].user_frame.startswith("app.py:24 in validate")

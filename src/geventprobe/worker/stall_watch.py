@@ -34,7 +34,6 @@ Imports gevent only inside functions (see ``worker/__init__.py``).
 from __future__ import annotations
 
 import signal
-import threading
 import time
 import traceback
 
@@ -75,15 +74,18 @@ class StallWatch:
         """Install the handler and start re-arming the timer from a greenlet of this hub."""
         import gevent
 
-        if threading.current_thread() is not threading.main_thread():
-            self.off = "signals are handled in the main thread only"
-            return self
         previous = signal.getsignal(signal.SIGALRM)
         if previous not in (signal.SIG_DFL, signal.SIG_IGN, None):
             self.off = "the app handles SIGALRM itself"
             return self
+        try:
+            # Any greenlet of the main thread may install it (``threading.current_thread``
+            # is the greenlet's under gevent: not a test of the real thread).
+            signal.signal(signal.SIGALRM, self._on_alarm)
+        except ValueError:
+            self.off = "signals are handled in the main thread only"
+            return self
         self._previous = previous
-        signal.signal(signal.SIGALRM, self._on_alarm)
         self._running = True
         self._greenlet = gevent.spawn(self._run)
         return self
