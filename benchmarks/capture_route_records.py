@@ -40,7 +40,7 @@ def main() -> None:
             with open(args.out, "w") as f:
                 json.dump({"routes": routes,
                            "workers": {str(k): v for k, v in phase.workers.items()},
-                           "error": phase.error}, f, indent=1)
+                           "error": phase.error}, f, separators=(",", ":"))
         return judge_all(phase, t)
 
     route_rules.judge_all = keep

@@ -44,8 +44,8 @@ def test_identical_errors_of_two_workers_count_together():
     assert error.type == "psycopg2.ProgrammingError"
     assert error.message == "execute cannot be used while an asynchronous query is underway"
     assert error.user_frame.text(ROOT + "psycopg2_shared") == (
-        'app.py:34 in application: cur.execute("SELECT pg_sleep(0.2)")')
-    assert error.pids == (25424, 25425)
+        'app.py:35 in application: cur.execute("SELECT pg_sleep(0.2)")')
+    assert error.pids == (19259, 19260)
     assert error.count == len(tracebacks.tracebacks(_lines("psycopg2_shared.log")))
 
 

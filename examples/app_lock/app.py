@@ -9,7 +9,8 @@ do not matter here (none are used).
 
     geventprobe run --app app:application --chdir examples/app_lock --route /upstream
 
-Measured by hand (docs/causes.md): plain gunicorn, 2 gevent workers, 20 requests at once.
+Measured by hand (docs/causes.md): plain gunicorn, 2 gevent workers, 20 requests at once:
+0.10 s alone, 1.0–1.5 s for the 20 (p50 0.60 s), all 200.
 """
 
 import threading
