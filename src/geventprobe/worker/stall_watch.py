@@ -132,10 +132,16 @@ def merge(seen: list[dict], stalls: list[dict]) -> list[dict]:
 
     A monitor event whose stack runs through our alarm handler is dropped: the handler,
     running Python, let the monitor thread take the GIL and look, and what it saw is
-    the alarm's own work. An alarm event is dropped when the monitor took a stack
-    between the previous alarm and this one (the GIL was released: the monitor saw it).
+    the alarm's own work. An alarm event is dropped when the monitor took a stack within
+    a period of it (the GIL was released: the monitor saw that stall).
     """
     kept = [m for m in seen if not _ours(m)]
     times = [m["t"] for m in kept if "t" in m]
-    return kept + [e for e in stalls
-                   if not any(e["t"] - float(e.get("s") or 0.0) <= t <= e["t"] for t in times)]
+    out = []
+    for e in stalls:
+        # The monitor looks once a period (the alarm's threshold): a stall it can see has
+        # a monitor event within a period of each alarm, on either side.
+        span = float(e.get("s") or 0.0)
+        if not any(e["t"] - 2 * span <= t <= e["t"] + span for t in times):
+            out.append(e)
+    return kept + out
