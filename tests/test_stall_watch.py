@@ -113,3 +113,26 @@ def test_started_from_a_greenlet_as_in_a_gunicorn_worker():
     assert out.returncode == 0, out.stderr
     counted = blocked.stacks(json.loads(out.stdout.splitlines()[-1]), "t")
     assert counted and counted[0].user_frame.startswith("app.py:24 in validate")
+
+
+def test_the_alarm_interrupts_no_system_call_of_the_main_thread():
+    """A C wait that does not retry on EINTR (psycopg 3.1.12's wait_c raised
+    InterruptedError): libc's poll() for 0.3 s in the main thread, GIL released, the hub
+    stalled, the watch firing every 50 ms meanwhile."""
+    script = textwrap.dedent("""\
+        from gevent import monkey; monkey.patch_all()
+        import ctypes, ctypes.util, gevent, json
+        from geventprobe.worker.monitor import Monitor
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        m = Monitor(0.05).start()
+        gevent.sleep(0.05)
+        rv = libc.poll(None, 0, 300)
+        err = ctypes.get_errno()
+        gevent.sleep(0.05)
+        m.stop()
+        print(json.dumps([rv, err]))
+        """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == [0, 0]  # not -1, EINTR

@@ -25,8 +25,10 @@ regex burst (docs/causes.md). The alarm's handler runs with the GIL, like any ha
 
 The timer is the process's only ``ITIMER_REAL``/``SIGALRM``: when the app has its own
 SIGALRM handler, the watch stays off (``off`` says why) and the app's is left alone; ours
-is removed when the watch stops. A system call the alarm interrupts is retried by Python
-(PEP 475) and by libpq.
+is removed when the watch stops. The signal is blocked in the main thread and delivered
+to a sleeping helper thread (``_divert``): it interrupts no system call of the app's
+(psycopg 3.1.12's ``wait_c`` failed with ``InterruptedError`` when it did), and Python
+still runs the handler in the main thread.
 
 Imports gevent only inside functions (see ``worker/__init__.py``).
 """
@@ -69,6 +71,8 @@ class StallWatch:
         self._previous = None
         self._armed_at = 0.0
         self._last = 0.0
+        self._mask: set | None = None
+        self._helper_running = False
 
     def start(self) -> StallWatch:
         """Install the handler and start re-arming the timer from a greenlet of this hub."""
@@ -86,9 +90,33 @@ class StallWatch:
             self.off = "signals are handled in the main thread only"
             return self
         self._previous = previous
+        self._divert()
         self._running = True
         self._greenlet = gevent.spawn(self._run)
         return self
+
+    def _divert(self) -> None:
+        """Let the kernel deliver SIGALRM to a thread of ours, never to the main thread.
+
+        A signal delivered to the main thread interrupts the system call it is in: a C
+        wait that does not retry then fails (psycopg 3.1.12's ``wait_c`` raised
+        ``InterruptedError``, changing the very behaviour under test). Blocked in the main
+        thread and open in a sleeping helper thread, the signal interrupts nothing of the
+        app's, and Python still runs the handler in the main thread at its next chance.
+        """
+        from gevent.monkey import get_original
+
+        start_thread = get_original("_thread", "start_new_thread")
+        sleep = get_original("time", "sleep")
+        self._helper_running = True
+
+        def helper() -> None:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+            while self._helper_running:
+                sleep(0.2)
+
+        start_thread(helper, ())
+        self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
 
     def _run(self) -> None:
         import gevent
@@ -119,6 +147,9 @@ class StallWatch:
             self._greenlet = None
             signal.signal(signal.SIGALRM, self._previous if self._previous is not None
                           else signal.SIG_DFL)
+            if self._mask is not None and signal.SIGALRM not in self._mask:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+            self._helper_running = False
         return self.events
 
 
