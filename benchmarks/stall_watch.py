@@ -6,9 +6,10 @@ Two measurements, each through the real ``geventprobe run`` (quick profile):
   GIL ~0.2 s a call) ``--runs`` times; counts the runs whose route verdict is BLOCKING
   with a "who blocked" naming ``app.py`` in ``validate``.
 - ``overhead``: a healthy build (``--builds binary``) ``--runs`` times with the stall
-  watch on and off in turn (``GEVENTPROBE_STALL_WATCH``); prints the workers' CPU during
-  the wait windows (CPU-s per wall-s, the figure BUSY-WAIT is judged on), where gevent's
-  monitor thread — and now the watch — runs.
+  watch on in every phase and off, in turn (``GEVENTPROBE_STALL_WATCH=all`` / ``0``; by
+  default it runs in the route phase only); prints the workers' CPU during the wait
+  windows (CPU-s per wall-s, the figure BUSY-WAIT is judged on), where gevent's monitor
+  thread runs.
 
     flock /tmp/gp-timing.lock .venv/bin/python benchmarks/stall_watch.py detect --runs 10
     flock /tmp/gp-timing.lock .venv/bin/python benchmarks/stall_watch.py overhead --runs 5
@@ -57,7 +58,7 @@ def overhead(runs: int) -> None:
     figures: dict[str, list[float]] = {"on": [], "off": []}
     for i in range(runs):
         for state in ("off", "on"):
-            env = dict(os.environ, GEVENTPROBE_STALL_WATCH="1" if state == "on" else "0")
+            env = dict(os.environ, GEVENTPROBE_STALL_WATCH="all" if state == "on" else "0")
             build = _run(["--builds", "binary"], env)["builds"][0]
             m = build["metrics"]
             figures[state].append(m["cpu_during_waits"])

@@ -7,7 +7,7 @@ connection (healthy: they overlap), and measures its own CPU (every thread's
 
 - ``none``: nothing watches;
 - ``monitor``: gevent's monitor thread as geventprobe runs it (``worker/monitor.py``),
-  stall watch off (``GEVENTPROBE_STALL_WATCH=0``): the figure before issue 20;
+  stall watch off: the figure before issue 20;
 - ``monitor+watch``: the same with faulthandler's watchdog re-armed every 20 ms
   (``worker/stall_watch.py``): the figure after;
 - ``monitor+watch+parked``: and the parked-greenlet sampler (``worker/parked.py``)
@@ -65,8 +65,11 @@ jobs = [gevent.spawn(loop, c) for c in conns]
 gevent.sleep(0.5)
 for r in range(rounds):
     for state in ("none", "monitor", "monitor+watch", "monitor+watch+parked"):
-        os.environ["GEVENTPROBE_STALL_WATCH"] = "1" if "watch" in state else "0"
-        m = Monitor(0.05).start() if "monitor" in state else None
+        m = None
+        if "monitor" in state:
+            m = Monitor(0.05)
+            m.stall_watch = "watch" in state
+            m.start()
         s = parked.Sampler().start() if "parked" in state else None
         gevent.sleep(0.1)
         c0, t0 = cpu(), time.monotonic()

@@ -28,7 +28,9 @@ def _run(code: str, watch: str = "1") -> list[dict]:
         sys.path.insert(0, sys.argv[1])
         import app
         from geventprobe.worker.monitor import Monitor
-        m = Monitor(0.05).start()
+        m = Monitor(0.05)
+        m.stall_watch = True
+        m.start()
         gevent.sleep(0.1)
         """) + textwrap.dedent(code) + "gevent.sleep(0.1)\nprint(json.dumps(m.stop()))\n"
     out = subprocess.run([sys.executable, "-c", script, str(EXAMPLE)], capture_output=True,
@@ -101,7 +103,9 @@ def test_started_from_a_greenlet_as_in_a_gunicorn_worker():
         import app
         from geventprobe.worker.monitor import Monitor
         def phase():
-            m = Monitor(0.05).start()
+            m = Monitor(0.05)
+            m.stall_watch = True
+            m.start()
             gevent.sleep(0.05)
             gevent.joinall([gevent.spawn(app.validate, app.SUBJECT) for _ in range(2)])
             gevent.sleep(0.05)
@@ -124,7 +128,9 @@ def test_the_alarm_interrupts_no_system_call_of_the_main_thread():
         import ctypes, ctypes.util, gevent, json
         from geventprobe.worker.monitor import Monitor
         libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        m = Monitor(0.05).start()
+        m = Monitor(0.05)
+        m.stall_watch = True
+        m.start()
         gevent.sleep(0.05)
         rv = libc.poll(None, 0, 300)
         err = ctypes.get_errno()

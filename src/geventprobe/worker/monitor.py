@@ -90,6 +90,8 @@ class Monitor:
         self._thread = None
         self._hub = None
         self._stalls = None  # issue 20 hook: worker/stall_watch.py (a GIL-holding call)
+        self.stall_watch = False
+        """issue 20 hook: also run the stall watch (the route phase turns it on)."""
 
     def start(self) -> Monitor:
         """Switch the monitor thread on for the current hub (a no-op if gevent refuses)."""
@@ -115,9 +117,14 @@ class Monitor:
         return self
 
     def _start_stall_watch(self) -> None:
-        """issue 20 hook: faulthandler's watchdog sees what this thread cannot (a C call
-        that holds the GIL); ``GEVENTPROBE_STALL_WATCH=0`` turns it off."""
-        if os.environ.get("GEVENTPROBE_STALL_WATCH", "1") == "0":
+        """issue 20 hook: the stall watch sees what this thread cannot (a C call that holds
+        the GIL). Only where ``stall_watch`` was set (the route phase): in the driver
+        probe's connect phase it also caught psycopg2's back-to-back connects, which the
+        monitor never reported, and moved the build's "who blocked" off its waits.
+        ``GEVENTPROBE_STALL_WATCH=0`` turns it off, ``=all`` on in every phase (to measure
+        its cost where the probe measures CPU: benchmarks/stall_watch.py)."""
+        setting = os.environ.get("GEVENTPROBE_STALL_WATCH", "1")
+        if setting == "0" or not (self.stall_watch or setting == "all"):
             return
         from geventprobe.worker.stall_watch import StallWatch
 

@@ -114,6 +114,7 @@ def route_phase(run_dir: str, heartbeat, monitor, timeout_s: float, write_json) 
     from geventprobe.worker import parked
 
     beat = gevent.spawn(heartbeat.run)
+    monitor.stall_watch = True  # issue 20 hook: who blocked under a held GIL
     monitor.start()
     sampler = parked.Sampler().start()  # issue 20 hook: where the requests wait
     _state["seen"] = []
