@@ -8,7 +8,7 @@ connection (healthy: they overlap), and measures its own CPU (every thread's
 - ``none``: nothing watches;
 - ``monitor``: gevent's monitor thread as geventprobe runs it (``worker/monitor.py``),
   stall watch off: the figure before issue 20;
-- ``monitor+watch``: the same with faulthandler's watchdog re-armed every 20 ms
+- ``monitor+watch``: the same with the stall watch's alarm re-armed every 20 ms
   (``worker/stall_watch.py``): the figure after;
 - ``monitor+watch+parked``: and the parked-greenlet sampler (``worker/parked.py``)
   looking at the G greenlets every 20 ms, as in the route phase.
