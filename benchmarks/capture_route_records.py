@@ -39,7 +39,8 @@ def main() -> None:
                 routes.append(d)
             with open(args.out, "w") as f:
                 json.dump({"routes": routes,
-                           "workers": {str(k): v for k, v in phase.workers.items()},
+                           "workers": {str(k): dataclasses.asdict(v)
+                                       for k, v in phase.workers.items()},
                            "error": phase.error}, f, separators=(",", ":"))
         return judge_all(phase, t)
 

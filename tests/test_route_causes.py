@@ -17,6 +17,7 @@ import pytest
 
 from geventprobe.core import blocked, route_causes
 from geventprobe.core.known_errors import Deployment
+from geventprobe.worker.record import BlockedEvent
 
 RECORDS = Path(__file__).parent / "data" / "causes" / "records"
 EXAMPLES = "/work/wt/causes/examples/"  # where the records were taken
@@ -76,7 +77,8 @@ def test_serialized(name, kind, line):
 
 def test_preload_sleep_names_the_binding_and_preload():
     run, workers, d = _case("preload_sleep")
-    events = [e for w in workers.values() for e in w["blocked"]]
+    events = [BlockedEvent(t=e["t"], s=e["s"], frames=e["frames"], user=e["user"])
+              for w in workers.values() for e in w["blocked"]]
     stacks = blocked.stacks(events, "route", (run["t0"], run["t1"] + 0.05))
     out = route_causes.blocking(stacks, workers, d)
     assert out is not None and out.binding.original == "time.sleep"
@@ -94,7 +96,8 @@ def test_master_connection_only_under_preload():
 
 def test_regex_route_who_blocked_under_a_held_gil():
     run, workers, _ = _case("regex_route")
-    events = [e for w in workers.values() for e in w["blocked"]]
+    events = [BlockedEvent(t=e["t"], s=e["s"], frames=e["frames"], user=e["user"])
+              for w in workers.values() for e in w["blocked"]]
     stacks = blocked.stacks(events, "route", (run["t0"], run["t1"] + 0.05))
     assert stacks, "who blocked is empty"
     assert stacks[0].user_frame.startswith("app.py:24 in validate")

@@ -16,9 +16,9 @@ current words then:
   monitor events already carry the stall watch's stacks (an alarm re-armed by the hub)
   (``worker/stall_watch.py``), which ``core/blocked.stacks`` counts as before.
 
-The worker's record is read here, by key, in one place (``workers``: pid → the
-``routes-<pid>.json`` dict): ``parked`` and ``bindings``. When the typed worker record
-lands, these reads become its fields.
+``workers`` is what the route rules get: pid → ``worker.record.RoutePhase``, whose
+``parked`` and ``bindings`` fields these read (plain JSON dicts of the same shape work
+too: the recorded runs of the tests).
 """
 
 from __future__ import annotations
@@ -60,12 +60,18 @@ def serialized(workers: dict, window: tuple[float, float], deployment: Deploymen
                           connections=deployment.connections, kind=deployment.kind)
 
 
+def _bindings_of(report) -> list:
+    value = (report.get("bindings") if isinstance(report, dict)
+             else getattr(report, "bindings", None))
+    return value or []
+
+
 def blocking(stacks: Iterable[BlockedStack], workers: dict, deployment: Deployment
              ) -> early_bindings.BindingCause | None:
     """The cause when the most frequent stall was a call through a binding made before
     patching (``stacks``: the counted stacks of the burst, most frequent first)."""
     bindings = early_bindings.parse(b for report in workers.values()
-                                    for b in (report or {}).get("bindings") or [])
+                                    for b in _bindings_of(report))
     if not bindings:
         return None
     for stack in stacks:

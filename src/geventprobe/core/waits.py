@@ -121,12 +121,19 @@ def _site(stack: dict) -> tuple[str, str | None, str | None, str]:
     return kind, user_frame, entry, wait
 
 
+def parked_of(report) -> dict:
+    """A worker's ``parked`` record: from its ``RoutePhase`` or the same as plain JSON."""
+    value = report.get("parked") if isinstance(report, dict) else getattr(report, "parked", None)
+    return value or {}
+
+
 def read(workers: dict, window: tuple[float, float] | None = None) -> Waits:
-    """The wait sites of every worker's ``parked`` record (inside ``window`` if given)."""
+    """The wait sites of every worker's ``parked`` record (inside ``window`` if given);
+    ``workers``: pid → ``worker.record.RoutePhase`` (or its JSON)."""
     found: dict[tuple, dict] = {}
     working_most, samples, cost = 0, 0, 0.0
     for report in workers.values():
-        record = (report or {}).get("parked") or {}
+        record = parked_of(report)
         cost += float(record.get("cost_s") or 0.0)
         stacks = record.get("stacks") or []
         for sample in record.get("samples") or []:

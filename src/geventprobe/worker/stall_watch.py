@@ -40,6 +40,7 @@ import time
 import traceback
 
 from geventprobe.worker.monitor import frame_text, is_user_code
+from geventprobe.worker.record import BlockedEvent
 
 DEFAULT_PERIOD_S = 0.02
 """How often the hub re-arms the timer."""
@@ -47,12 +48,12 @@ _MAX_EVENTS = 2000
 _MAX_FRAMES = 40
 
 
-def event(stack: list[traceback.FrameSummary], t: float, seconds: float) -> dict:
-    """One alarm as an event of the monitor's shape (``core/blocked.py`` reads both)."""
+def event(stack: list[traceback.FrameSummary], t: float, seconds: float) -> BlockedEvent:
+    """One alarm as the monitor's event (``core/blocked.py`` counts both alike)."""
     user = next((i for i in range(len(stack) - 1, -1, -1) if is_user_code(stack[i].filename)),
                 None)
-    return {"t": t, "s": round(seconds, 6), "frames": [frame_text(fr) for fr in stack],
-            "user": user, "source": "alarm"}
+    return BlockedEvent(t=t, s=round(seconds, 6), frames=[frame_text(fr) for fr in stack],
+                        user=user)
 
 
 class StallWatch:
@@ -62,7 +63,7 @@ class StallWatch:
     def __init__(self, threshold_s: float, period_s: float = DEFAULT_PERIOD_S):
         self.threshold_s = threshold_s
         self.period_s = period_s
-        self.events: list[dict] = []
+        self.events: list[BlockedEvent] = []
         self.off: str | None = None
         """Why the watch did not start (another thread, the app's own SIGALRM handler)."""
         self.rearms = 0
@@ -138,7 +139,7 @@ class StallWatch:
         stack = traceback.extract_stack(frame)[-_MAX_FRAMES:]
         self.events.append(event(stack, now, now - since))
 
-    def stop(self) -> list[dict]:
+    def stop(self) -> list[BlockedEvent]:
         """Disarm, give SIGALRM back, and return the events."""
         self._running = False
         if self._greenlet is not None:
@@ -153,12 +154,12 @@ class StallWatch:
         return self.events
 
 
-def _ours(e: dict) -> bool:
+def _ours(e: BlockedEvent) -> bool:
     """A monitor event that caught our own handler running (it hands the GIL over)."""
-    return any("geventprobe/worker/stall_watch.py" in f for f in e.get("frames") or [])
+    return any("geventprobe/worker/stall_watch.py" in f for f in e.frames)
 
 
-def merge(seen: list[dict], stalls: list[dict]) -> list[dict]:
+def merge(seen: list[BlockedEvent], stalls: list[BlockedEvent]) -> list[BlockedEvent]:
     """The monitor thread's events and the alarm's, each stall counted once.
 
     A monitor event whose stack runs through our alarm handler is dropped: the handler,
@@ -167,12 +168,8 @@ def merge(seen: list[dict], stalls: list[dict]) -> list[dict]:
     a period of it (the GIL was released: the monitor saw that stall).
     """
     kept = [m for m in seen if not _ours(m)]
-    times = [m["t"] for m in kept if "t" in m]
-    out = []
-    for e in stalls:
-        # The monitor looks once a period (the alarm's threshold): a stall it can see has
-        # a monitor event within a period of each alarm, on either side.
-        span = float(e.get("s") or 0.0)
-        if not any(e["t"] - 2 * span <= t <= e["t"] + span for t in times):
-            out.append(e)
-    return kept + out
+    times = [m.t for m in kept]
+    # The monitor looks once a period (the alarm's threshold): a stall it can see has a
+    # monitor event within a period of each alarm, on either side.
+    return kept + [e for e in stalls
+                   if not any(e.t - 2 * e.s <= t <= e.t + e.s for t in times)]
