@@ -4,8 +4,9 @@ The parent judges each route from its own figures (``app.routes.RouteRun``: the 
 times, statuses, server connections and the workers' log lines) and each worker's
 ``routes-<pid>.json``; the run directory holding them is removed at the end. This script
 runs geventprobe's CLI in-process with ``route_rules.judge_all`` wrapped so that both are
-written to ``--out`` first: the recorded inputs of the unit tests of the issue-20 rules
-(``tests/data/causes/records/``).
+written to ``--out`` first, with the ``Deployment`` the route rules got (preload, the
+app's directory, the driver's own cause): the recorded inputs of the unit tests of the
+route causes (``tests/data/causes/records/``, replayed by ``tests/test_route_causes.py``).
 
     flock /tmp/gp-timing.lock .venv/bin/python benchmarks/capture_route_records.py \\
         --out tests/data/causes/records/small_pool.json -- \\
@@ -30,7 +31,7 @@ def main() -> None:
     args = ap.parse_args()
     judge_all = route_rules.judge_all
 
-    def keep(phase, t):
+    def keep(phase, t, deployment=None):
         if phase is not None:
             routes = []
             for r in phase.routes:
@@ -41,8 +42,11 @@ def main() -> None:
                 json.dump({"routes": routes,
                            "workers": {str(k): dataclasses.asdict(v)
                                        for k, v in phase.workers.items()},
-                           "error": phase.error}, f, separators=(",", ":"))
-        return judge_all(phase, t)
+                           "error": phase.error,
+                           "deployment": (dataclasses.asdict(deployment)
+                                          if deployment is not None else None)},
+                          f, separators=(",", ":"))
+        return judge_all(phase, t, deployment)
 
     route_rules.judge_all = keep
     sys.argv = ["geventprobe", *[a for a in args.argv if a != "--"]]

@@ -80,7 +80,8 @@ def test_the_stall_in_a_name_bound_early_is_the_cause_preload_named_when_on():
     assert "`import time` … `time.sleep(…)`" in out.fix and "preload_app" in out.fix
     quiet = early_bindings.explain(stack, [SLEEP], preload=False)
     assert "preload" not in (quiet.cause + quiet.fix).lower()
-    assert "patch before the app is imported" in quiet.fix
+    assert "do not import app.py before the worker patched" in quiet.fix
+    assert "patch first" in quiet.fix
 
 
 def test_a_stall_elsewhere_is_not_blamed_on_the_binding():

@@ -54,6 +54,19 @@ def test_a_gil_holding_call_is_named():
     assert counted[0].user_frame.startswith("app.py:24 in validate")
     assert counted[0].count >= 3  # one alarm per call at least
     assert all("validate" in e["frames"][-1] for e in events)
+    assert counted[0].gil_held  # the helper thread could not run while the match ran
+
+
+def test_short_stalls_that_release_the_gil_are_not_called_gil_held():
+    """Back-to-back 60 ms sleeps in C (the GIL released), the hub switching between them:
+    the monitor thread reports none (the hub switched since its last look), the alarm
+    does, and its helper thread kept running: the GIL was free."""
+    code = ("import time as t\nfrom gevent.monkey import get_original\n"
+            "sleep = get_original('time', 'sleep')\n"
+            "gevent.joinall([gevent.spawn(sleep, 0.06) for _ in range(10)])\n")
+    counted = blocked.stacks(_events(_run(code)), "t")
+    assert counted, "the alarm saw nothing of 10 back-to-back 60 ms stalls"
+    assert not any(s.gil_held for s in counted), counted
 
 
 def test_without_the_watch_the_monitor_alone_sees_nothing():

@@ -4,22 +4,33 @@ Pure functions of recorded figures (``routes.RouteRun`` and the workers' route-p
 reports), so they are tested exactly on recorded runs. The order is the severity:
 
 - ``FAILING``: the lone request, or more than ``route_failing_share`` of the burst,
-  answered 5xx, was reset or timed out; the first error line of the workers' log says why.
+  answered 5xx, was reset or timed out. The cause is the exception the workers logged most
+  (type, message and the user's frame), read against the deployment (a known error's
+  cause and fix).
 - ``BLOCKING``: a worker's heartbeat was ``route_hub_lag_ms`` late during the burst: the
-  hub stalled (the driver verdict's meaning); the monitor thread's stacks say who blocked.
+  hub stalled (the driver verdict's meaning). Who blocked comes from gevent's monitor
+  thread and the stall watch (a call that keeps the GIL); the cause says whether it was a
+  name bound before gevent patched, the driver waiting in C, a call that kept the GIL, or
+  CPU work / a blocking call.
 - ``SERIALIZED``: the hub stayed on time, yet the burst's p90 latency was
   ``route_serialized_factor`` times the lone request's and ``route_serialized_min_ms``
-  longer: the requests waited on each other. The cause compares the server connections
-  a worker held with the requests it served at once.
+  longer: the requests waited on each other. The cause is where they waited (the workers
+  sampled their parked request greenlets): a pool of N for C, one shared connection, a
+  lock of the app's.
 - ``OK`` otherwise.
+
+The causes themselves are ``core/route_causes.py``'s, in words that fit the deployment
+(``Deployment``: preload or not, the burst's concurrency and server connections).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 from geventprobe.app.routes import RouteRun, RoutesRun, first_error
-from geventprobe.core import blocked
+from geventprobe.core import blocked, route_causes
+from geventprobe.core.known_errors import Deployment
 from geventprobe.core.stats import summarize
 from geventprobe.record import BlockedStack, Evidence, RouteResult, Verdict
 from geventprobe.settings import Thresholds
@@ -50,37 +61,13 @@ def _served(workers: dict[int, RoutePhase], t0: float, t1: float) -> dict[int, i
             for pid, report in workers.items()}
 
 
-def serialized_cause(served: dict[int, int], connections: dict[int, int]
-                     ) -> tuple[str, str]:
-    """(cause, advice) of a SERIALIZED route, from the worker that served the most."""
-    if not served or not any(served.values()):
-        return ("the requests waited on each other while the hub ran on time",
-                "look for what the requests share: a connection, a pool, a lock")
-    pid = max(served, key=lambda p: (served[p], -p))
-    n, conns = served[pid], connections.get(pid)
-    if conns is None:
-        return (f"{n} concurrent requests in one worker waited on each other while the hub "
-                "ran on time (server connections not counted: the workers reach it through a "
-                "unix socket)",
-                "look for what the requests share: a connection, a pool, a lock")
-    if conns <= 1 < n:
-        return (f"{conns} server connection for {n} concurrent requests: a connection shared "
-                "between greenlets",
-                "give each request (greenlet) its own connection: a pool sized to the "
-                "concurrency a worker serves (gunicorn worker_connections), or a connection "
-                "per request")
-    if conns < n:
-        return (f"{conns} server connections for {n} concurrent requests: the pool is smaller "
-                "than the concurrency",
-                "size the pool to the concurrency a worker serves (gunicorn worker_connections, "
-                "1000 by default), or lower worker_connections to the pool's size")
-    return (f"{conns} server connections for {n} concurrent requests, yet they waited on each "
-            "other: a lock or a limit in the app, not the database connections",
-            "look for a lock, semaphore or single shared client around the request's work")
+def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds,
+          deployment: Deployment | None = None) -> RouteResult:
+    """One route's verdict, with every rule and the figures it was decided on.
 
-
-def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds) -> RouteResult:
-    """One route's verdict, with every rule and the figures it was decided on."""
+    ``deployment``: how the app runs (preload, its directory, the driver's own BLOCKING
+    cause when it waits in C); the burst's concurrency and connections are added here.
+    """
     route = str(run.route)
     n = len(run.burst)
     statuses = dict(Counter(status for status, _ in run.burst))
@@ -98,7 +85,6 @@ def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds) -> Route
     events = [e for report in workers.values() for e in report.blocked]
     stacks: list[BlockedStack] = blocked.stacks(events, f"route {route}",
                                                 (run.t0, run.t1 + _TAIL_S))
-    error_line = first_error(run.log_lines) if (failed or lone_failed) else None
     shown = ", ".join(f"{k} ×{v}" for k, v in sorted(statuses.items()))
     rules = [
         Evidence(
@@ -126,46 +112,47 @@ def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds) -> Route
                   if factor is not None else "no lone latency to compare the burst with")),
     ]
     fired = {e.rule for e in rules if e.fired}
-    cause = advice = None
-    if "route-failing" in fired:
-        verdict = Verdict.FAILING
-        cause = (f"the lone request answered {run.lone_status}" if lone_failed
-                 else f"{failed} of {n} concurrent requests failed ({shown})")
-        if error_line:
-            cause += f": {error_line}"
-        advice = ("fix the error the workers logged; under gevent, anything the app made in the "
-                  "gunicorn master (preload_app: connections, Django's DatabaseWrapper) must be "
-                  "made again in each worker: drop preload_app, or close them in post_fork")
-    elif "route-hub-lag" in fired:
-        verdict = Verdict.BLOCKING
-        cause = f"the hub stalled {lag_ms:.0f} ms during the burst"
-        if stacks:
-            cause += f": {blocked.in_words(stacks[0])}"
-        advice = ("move the CPU work or blocking call out of the request (a task queue), or "
-                  "into gevent's threadpool / a process pool; patch with gevent before the "
-                  "app imports what blocks")
-    elif "route-serialized" in fired:
-        verdict = Verdict.SERIALIZED
-        cause, advice = serialized_cause(served, run.connections)
-    else:
-        verdict = Verdict.OK
     # The worker the cause speaks of: the one that served the most requests at once.
     busiest = max(served, key=lambda p: (served[p], -p)) if served else None
     connections = run.connections.get(busiest) if busiest is not None else None
+    d = replace(deployment or Deployment(),
+                concurrency=served[busiest] if busiest is not None else None,
+                connections=connections)
+    explained = None
+    if "route-failing" in fired:
+        verdict = Verdict.FAILING
+        explained = route_causes.for_failing(run.log_lines, d, first_error(run.log_lines))
+        what = (f"the lone request answered {run.lone_status}" if lone_failed
+                else f"{failed} of {n} concurrent requests failed ({shown})")
+        explained = replace(explained, cause=f"{what}: {explained.cause}")
+    elif "route-hub-lag" in fired:
+        verdict = Verdict.BLOCKING
+        explained = route_causes.for_blocking(stacks, workers, d, lag_ms)
+    elif "route-serialized" in fired:
+        verdict = Verdict.SERIALIZED
+        explained = route_causes.for_serialized(workers, (run.t0, run.t1), d)
+    else:
+        verdict = Verdict.OK
     return RouteResult(
         route=route, verdict=verdict, concurrency=run.concurrency, lone_ms=lone_ms,
         lone_status=int(run.lone_status) if run.lone_status.isdigit() else None,
         burst=burst, burst_factor=factor, statuses=statuses, max_hub_lag_ms=lag_ms,
-        server_connections=connections, evidence=rules, cause=cause, advice=advice,
-        first_error=error_line, blocked_by=stacks,
-        duration_s=round(max(0.0, run.t1 - run.t0), 3))
+        server_connections=connections, evidence=rules,
+        cause=explained.cause if explained else None,
+        advice=explained.fix if explained else None,
+        first_error=explained.error if explained else None, blocked_by=stacks,
+        duration_s=round(max(0.0, run.t1 - run.t0), 3),
+        cause_kind=explained.kind if explained else None,
+        error_at=explained.error_at if explained else None,
+        waited_at=list(explained.waited_at) if explained else [])
 
 
-def judge_all(phase: RoutesRun | None, t: Thresholds) -> list[RouteResult]:
+def judge_all(phase: RoutesRun | None, t: Thresholds, deployment: Deployment | None = None
+              ) -> list[RouteResult]:
     """Every route's verdict; a route the phase could not measure is ERROR with why."""
     if phase is None:
         return []
-    out = [judge(r, phase.workers, t) for r in phase.routes]
+    out = [judge(r, phase.workers, t, deployment) for r in phase.routes]
     if phase.error and not out:
         return [RouteResult(
             route="(all routes)", verdict=Verdict.ERROR, concurrency=0, lone_ms=None,
@@ -177,8 +164,6 @@ def judge_all(phase: RoutesRun | None, t: Thresholds) -> list[RouteResult]:
 
 
 def _distrusted(r: RouteResult, error: str) -> RouteResult:
-    from dataclasses import replace
-
     return replace(r, verdict=Verdict.ERROR,
                    cause=f"the rules said OK, but {error}: the hub was not watched in every "
                          "worker")

@@ -108,23 +108,27 @@ def explain(stack: BlockedStack, bindings: Iterable[Binding], preload: bool
     if b is None:
         return None
     bound = f"`{b.statement}` at {b.where}" if b.statement else f"{b.name} in {b.where}"
-    when = ("the gunicorn master imported the app (preload_app) before the workers patched"
-            if preload else "the module was imported before gevent patched (from the gunicorn "
-            "config, a hook, or before monkey.patch_all())")
+    when = ("the gunicorn master imported the app under preload_app, before the workers "
+            "patched" if preload else
+            f"{b.file} was imported before the worker patched: from the gunicorn config, a "
+            "hook, or before monkey.patch_all()")
     module, _, attr = b.original.rpartition(".")
     if b.kind == "instance":
-        what = f"an original {b.original} object, made"
+        what = f"made an original {b.original}"
         fix = (f"make {b.name} after gevent patched: lazily in the request or in "
                "post_worker_init")
     else:
-        what = f"the standard library's {b.original}, bound"
+        what = f"bound the standard library's {b.original}"
         fix = (f"import the module, not the name: `import {module}` … `{module}.{attr}(…)`, "
                "so the call finds gevent's")
-    fix += (", or drop preload_app, or patch at the very top of the gunicorn config"
-            if preload else ", or patch before the app is imported")
-    where = stack.user_frame or ""
+    fix += (", or drop preload_app, or patch first: `from gevent import monkey; "
+            "monkey.patch_all()` at the very top of the gunicorn config" if preload else
+            f", or do not import {b.file} before the worker patched (not from the gunicorn "
+            "config or its hooks), or patch first: `from gevent import monkey; "
+            "monkey.patch_all()` at the very top of the gunicorn config")
+    where = (stack.user_frame or "").split(": ", 1)[0]
     return BindingCause(
         binding=b,
-        cause=(f"{bound} is {what} before gevent patched ({when}): the call at "
-               f"{where.split(': ', 1)[0]} blocks the whole worker"),
+        cause=(f"{bound} {what} before gevent patched ({when}): the call at {where} blocks "
+               "the whole worker"),
         fix=fix)

@@ -44,11 +44,7 @@ def _worker_timeout(subject: Subject, run: WorkersRun, facts: dict, started: flo
         rule="worker-timeout", value=float(len(run.timed_out_pids)), threshold=1.0, fired=True,
         text=(f"gunicorn killed worker {pids} (WORKER TIMEOUT): its hub did not run for longer "
               f"than --timeout {run.timeout_s} s"))
-    if facts.get("driver"):
-        cause, advice = causes.explain(Verdict.BLOCKING, facts, subject.preload)
-    else:
-        cause = "a worker's hub was blocked longer than gunicorn's --timeout"
-        advice = "find the call that waits without yielding to gevent (see the evidence)"
+    cause, advice = causes.worker_timeout(facts, subject.preload)
     return _row(subject, verdict=Verdict.BLOCKING, cause=cause, advice=advice, evidence=[rule],
                 facts=facts, metrics=None, workers=[], worker_timeouts=run.worker_timeouts,
                 duration_s=time.monotonic() - started)

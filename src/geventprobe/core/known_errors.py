@@ -33,6 +33,9 @@ class Deployment:
     """Server connections that worker held at most during the burst."""
     root: str | None = None
     """The app's directory: frames below it are shown relative to it."""
+    driver_blocking: tuple[str, str] | None = None
+    """(cause, fix) of the driver's own BLOCKING verdict when the workers' facts say it
+    waits in C without yielding (``core/causes.py``): a stall in a database call is that."""
 
     @property
     def concurrency_setting(self) -> str:

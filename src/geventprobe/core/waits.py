@@ -82,7 +82,8 @@ class WaitFinding:
     """``pool``, ``shared-connection``, ``lock`` or ``other``."""
     site: WaitSite
     holders: int | None
-    """N: the pool's connections (server connections counted, else the greenlets working)."""
+    """N: the pool's connections: the requests working while others waited at its checkout
+    (else the server connections counted)."""
     concurrency: int | None
     """C: the requests the busiest worker served at once."""
     cause: str
@@ -189,7 +190,8 @@ def classify(waits: Waits, *, concurrency: int | None = None, connections: int |
     was seen in at least ``min_seen`` samples (nothing to say from this evidence).
 
     ``concurrency``: requests the busiest worker served at once (C); ``connections``: the
-    server connections it held (N for a pool, when counted); ``kind``: ``gunicorn`` or
+    server connections it held (N for a pool when no request was seen working beside the
+    waiting ones); ``kind``: ``gunicorn`` or
     ``celery`` (whose setting bounds a worker's concurrency).
     """
     sites = [s for s in waits.sites if s.seen >= min_seen]
@@ -204,7 +206,9 @@ def classify(waits: Waits, *, concurrency: int | None = None, connections: int |
               if site.most > 1 else f"{unit}s waited {what}".rstrip())
     waited += _located(site)
     if site.kind == "pool":
-        n = connections if connections else site.working
+        # The pool's holders: the requests working while others waited at its checkout. A
+        # worker's server connections may belong to other pools of the app too.
+        n = site.working or connections or 0
         plural = "connection" if n == 1 else "connections"
         load = f"a pool of {n} {plural} for {c} concurrent {unit}s" if c else \
             f"a pool of {n} {plural}"

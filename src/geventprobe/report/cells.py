@@ -193,6 +193,8 @@ def blocked_line(s: BlockedStack) -> str:
     """``blocked 10 times, 2.9 s in all: app.py:17 in login → hashlib.pbkdf2_hmac``."""
     where = s.user_frame or (s.frames[-1] if s.frames else "?")
     text = f"blocked {s.count} time{'s' if s.count != 1 else ''}, {s.blocked_s:.1f} s in all"
+    if s.gil_held:  # only the stall watch's alarm saw it: the monitor thread could not look
+        text += ", the GIL held"
     if s.phase and s.phase != "waits":
         text += " while connecting" if s.phase == "connect" else f" ({s.phase})"
     text += f": {where}"

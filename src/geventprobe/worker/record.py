@@ -32,9 +32,10 @@ import os
 import re
 from dataclasses import dataclass, field
 
-RECORD_VERSION = 3
+RECORD_VERSION = 4
 """Version of every record in this module (1: the untyped dicts before it was checked;
-3: ``RoutePhase.parked`` and ``RoutePhase.bindings``, issue 20)."""
+3: ``RoutePhase.parked`` and ``RoutePhase.bindings``; 4: ``BlockedEvent.source`` and
+``BlockedEvent.gil_held``)."""
 
 
 class RecordError(Exception):
@@ -53,6 +54,12 @@ class BlockedEvent:
     """The hub thread's stack, ``file:line in function: source``, outermost first."""
     user: int | None
     """Index in ``frames`` of the innermost frame of the user's own code (None: none)."""
+    source: str = "monitor"
+    """Who caught it: ``monitor`` (gevent's monitor thread) or ``alarm`` (the stall watch's
+    SIGALRM, ``worker/stall_watch.py``, for a stall the monitor did not report)."""
+    gil_held: bool = False
+    """``alarm`` only: the stall watch's helper thread could not run for half the threshold
+    before the alarm: the stalled call kept the GIL."""
 
 
 @dataclass(frozen=True)

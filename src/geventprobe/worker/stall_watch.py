@@ -28,7 +28,12 @@ SIGALRM handler, the watch stays off (``off`` says why) and the app's is left al
 is removed when the watch stops. The signal is blocked in the main thread and delivered
 to a sleeping helper thread (``_divert``): it interrupts no system call of the app's
 (psycopg 3.1.12's ``wait_c`` failed with ``InterruptedError`` when it did), and Python
-still runs the handler in the main thread.
+still runs the handler in the main thread. The same helper wakes every ``TICK_S`` and needs
+the GIL to go on: when it was starved of it from half the threshold before an alarm until
+the handler ran, the stalled call kept the GIL (``BlockedEvent.gil_held``). That, not "the
+monitor thread saw nothing", is the evidence: the monitor also misses a chain of stalls
+just under its period (psycopg's ``wait_c`` running back-to-back 50 ms queries, each ended
+by a switch of the hub), which release the GIL.
 
 Imports gevent only inside functions (see ``worker/__init__.py``).
 """
@@ -38,12 +43,17 @@ from __future__ import annotations
 import signal
 import time
 import traceback
+from dataclasses import replace
 
 from geventprobe.worker.monitor import frame_text, is_user_code
 from geventprobe.worker.record import BlockedEvent
 
 DEFAULT_PERIOD_S = 0.02
 """How often the hub re-arms the timer."""
+TICK_S = 0.01
+"""How often the helper thread wakes. It needs the GIL to go on after each sleep: when it
+got it ``threshold / 4`` late or more, the GIL was held meanwhile (``_starved``)."""
+_MAX_STARVED = 2000
 _MAX_EVENTS = 2000
 _MAX_FRAMES = 40
 
@@ -53,7 +63,7 @@ def event(stack: list[traceback.FrameSummary], t: float, seconds: float) -> Bloc
     user = next((i for i in range(len(stack) - 1, -1, -1) if is_user_code(stack[i].filename)),
                 None)
     return BlockedEvent(t=t, s=round(seconds, 6), frames=[frame_text(fr) for fr in stack],
-                        user=user)
+                        user=user, source="alarm")
 
 
 class StallWatch:
@@ -74,6 +84,8 @@ class StallWatch:
         self._last = 0.0
         self._mask: set | None = None
         self._helper_running = False
+        self._starved: list[tuple[float, float]] = []
+        """(due, got the GIL) of each late wake-up of the helper thread."""
 
     def start(self) -> StallWatch:
         """Install the handler and start re-arming the timer from a greenlet of this hub."""
@@ -111,10 +123,16 @@ class StallWatch:
         sleep = get_original("time", "sleep")
         self._helper_running = True
 
+        late_s = self.threshold_s / 4
+
         def helper() -> None:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
             while self._helper_running:
-                sleep(0.2)
+                due = time.monotonic() + TICK_S
+                sleep(TICK_S)
+                got = time.monotonic()  # Python again: only once the GIL was free to take
+                if got - due >= late_s and len(self._starved) < _MAX_STARVED:
+                    self._starved.append((due, got))
 
         start_thread(helper, ())
         self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
@@ -151,7 +169,16 @@ class StallWatch:
             if self._mask is not None and signal.SIGALRM not in self._mask:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
             self._helper_running = False
-        return self.events
+        return [replace(e, gil_held=self._held(e.t)) for e in self.events]
+
+    def _held(self, t: float) -> bool:
+        """Was the GIL held up to the alarm at ``t``? The helper thread, due at least half
+        the threshold before it, got the GIL only just before the handler ran (the
+        handler's first bytecode hands the GIL over to a waiting thread). A C call that
+        releases the GIL, or a chain of short stalls, leaves the helper on time."""
+        half, quarter = self.threshold_s / 2, self.threshold_s / 4
+        return any(due <= t - half and t - quarter <= got <= t + quarter
+                   for due, got in self._starved)
 
 
 def _ours(e: BlockedEvent) -> bool:
