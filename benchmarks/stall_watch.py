@@ -11,8 +11,11 @@ Two measurements, each through the real ``geventprobe run`` (quick profile):
   windows (CPU-s per wall-s, the figure BUSY-WAIT is judged on), where gevent's monitor
   thread runs.
 
-    flock /tmp/gp-timing.lock .venv/bin/python benchmarks/stall_watch.py detect --runs 10
-    flock /tmp/gp-timing.lock .venv/bin/python benchmarks/stall_watch.py overhead --runs 5
+    .venv/bin/python benchmarks/stall_watch.py detect --runs 10
+    .venv/bin/python benchmarks/stall_watch.py overhead --runs 5
+
+Each run takes the machine's timing lock (``--lock``, default ``/tmp/gp-timing.lock``)
+for itself only.
 """
 
 from __future__ import annotations
@@ -26,11 +29,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+import timing_lock
+
 ROOT = Path(__file__).parent.parent
+LOCK = timing_lock.DEFAULT
 
 
 def _run(args: list[str], env: dict | None = None) -> dict:
-    with tempfile.TemporaryDirectory(prefix="gp-bench-sw-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="gp-bench-sw-") as tmp, timing_lock.held(LOCK):
         out = os.path.join(tmp, "r.json")
         subprocess.run([sys.executable, "-m", "geventprobe", "run", "--profile", "quick",
                         "--json", out, *args], cwd=ROOT, env=env or dict(os.environ),
@@ -40,7 +46,7 @@ def _run(args: list[str], env: dict | None = None) -> dict:
 
 
 def detect(runs: int) -> None:
-    named = 0
+    named = held = fits = 0
     for i in range(runs):
         result = _run(["--app", "app:application", "--chdir", "examples/regex_route",
                        "--route", "/validate"])
@@ -48,10 +54,16 @@ def detect(runs: int) -> None:
         who = (route.get("blocked_by") or [{}])[0]
         ok = route["verdict"] == "BLOCKING" and "in validate" in (who.get("user_frame") or "")
         named += ok
+        held += bool(ok and who.get("gil_held"))
+        fits += bool(ok and route.get("cause_kind") == "gil-held"
+                     and "app.py:24 in validate" in (route.get("cause") or ""))
         print(json.dumps({"run": i, "verdict": route["verdict"],
                           "lag_ms": route["max_hub_lag_ms"], "count": who.get("count"),
-                          "who": who.get("user_frame"), "named": ok}), flush=True)
-    print(f"who blocked named app.py in validate in {named}/{runs} runs")
+                          "who": who.get("user_frame"), "named": ok,
+                          "gil_held": who.get("gil_held"),
+                          "cause_kind": route.get("cause_kind")}), flush=True)
+    print(f"who blocked named app.py in validate in {named}/{runs} runs; the GIL held in "
+          f"{held}/{runs}; cause and fix of a GIL-holding call at app.py:24 in {fits}/{runs}")
 
 
 def overhead(runs: int) -> None:
@@ -76,7 +88,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=("detect", "overhead"))
     ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--lock", default=timing_lock.DEFAULT,
+                    help="the timing lock taken for each run ('' for none)")
     args = ap.parse_args()
+    global LOCK
+    LOCK = args.lock
     (detect if args.what == "detect" else overhead)(args.runs)
 
 

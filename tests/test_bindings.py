@@ -77,7 +77,7 @@ def test_the_stall_in_a_name_bound_early_is_the_cause_preload_named_when_on():
     assert out is not None and out.binding is SLEEP
     assert "at app.py:17" in out.cause and "time.sleep" in out.cause
     assert "app.py:22 in call_upstream" in out.cause
-    assert "`import time` … `time.sleep(…)`" in out.fix and "preload_app" in out.fix
+    assert "`import time`, then call `time.sleep(...)`" in out.fix and "preload_app" in out.fix
     quiet = early_bindings.explain(stack, [SLEEP], preload=False)
     assert "preload" not in (quiet.cause + quiet.fix).lower()
     assert "do not import app.py before the worker patched" in quiet.fix

@@ -110,8 +110,8 @@ def test_a_lock_of_the_apps_is_not_a_shared_connection():
     for this app (tests/data/causes/records/app_lock.json was judged so)."""
     f = _finding("app_lock")
     assert f.kind == "lock"
-    assert f.site.user_frame == "app.py:23 in call_upstream: with CLIENT_LOCK:"
-    assert "a lock of the app's" in f.cause and "app.py:23 in call_upstream" in f.cause
+    assert f.site.user_frame == "app.py:24 in call_upstream: with CLIENT_LOCK:"
+    assert "a lock of the app's" in f.cause and "app.py:24 in call_upstream" in f.cause
     assert "connection" not in f.cause
 
 

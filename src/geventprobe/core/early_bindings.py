@@ -119,8 +119,8 @@ def explain(stack: BlockedStack, bindings: Iterable[Binding], preload: bool
                "post_worker_init")
     else:
         what = f"bound the standard library's {b.original}"
-        fix = (f"import the module, not the name: `import {module}` … `{module}.{attr}(…)`, "
-               "so the call finds gevent's")
+        fix = (f"import the module, not the name: `import {module}`, then call "
+               f"`{module}.{attr}(...)`, so the call finds gevent's")
     fix += (", or drop preload_app, or patch first: `from gevent import monkey; "
             "monkey.patch_all()` at the very top of the gunicorn config" if preload else
             f", or do not import {b.file} before the worker patched (not from the gunicorn "
