@@ -81,6 +81,9 @@ class WorkerFigures:
     """Wall time of each connect window (G connects at once), ms."""
     connect_hub_lag_ms: list[float] = field(default_factory=list)
     """Latest heartbeat due inside each connect window, ms."""
+    cpu_while_idle: float | None = None
+    """Worker CPU-seconds per wall-second over the idle window: every connection open, none
+    in use (None: no idle window in this record)."""
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,9 @@ class BuildMetrics:
     rtt_ms: float = 0.0
     """Round trip the ``--rtt`` delay proxy added to every query; ``wait_factor`` is then the
     window over w + RTT."""
+    cpu_while_idle: float | None = None
+    """Highest worker CPU-seconds per wall-second over the idle window (every connection
+    open, none in use; None: no idle window in this record)."""
 
 
 @dataclass(frozen=True)
@@ -208,7 +214,8 @@ class Evidence:
 
     rule: str
     """In the wait windows: ``wait-factor`` and ``hub-lag`` (BLOCKING), ``cpu-during-waits``
-    and ``runnable-during-waits`` (BUSY-WAIT); ``connect-stall`` in the connect phase
+    and ``runnable-during-waits`` (BUSY-WAIT); ``cpu-while-idle`` in the idle window
+    (BUSY-WAIT); ``connect-stall`` in the connect phase
     (BLOCKING); ``worker-timeout`` when gunicorn killed a worker whose hub was blocked
     longer than ``--timeout`` (value: workers killed); a route's are ``route-failing``,
     ``route-hub-lag`` and ``route-serialized`` (``core/rules.py``, ``app/route_rules.py``)."""
@@ -219,7 +226,8 @@ class Evidence:
     """The rule in words, with its numbers."""
     phase: str = "waits"
     """When it was measured: ``waits`` (the pg_sleep windows), ``connect`` (while
-    connecting), ``route`` (a burst at one of the user's routes)."""
+    connecting), ``idle`` (every connection open, none in use), ``route`` (a burst at one
+    of the user's routes)."""
 
 
 @dataclass(frozen=True)

@@ -131,8 +131,21 @@ def explain(verdict: Verdict, facts: dict, preload: bool,
             return _psycopg_connect_blocking(facts, preload)
         return _psycopg_blocking(facts, preload)
     if verdict is Verdict.BUSY_WAIT:
+        if phases and "waits" not in phases and "idle" in phases:
+            return _idle_spin(facts)
         return _busy_wait(facts)
     return None, None
+
+
+def _idle_spin(facts: dict) -> tuple[str, str]:
+    """BUSY-WAIT while the connections were open and idle, not while they waited: nothing
+    measured here does that (docs/field-facts.md), so the cause names what would."""
+    driver = facts.get("driver") or "the driver"
+    return (f"the worker kept a CPU busy while its {driver} connections sat open and idle "
+            "(no query in flight): something polls idle connections without sleeping",
+            "find the loop that polls (a keep-alive or notification listener that waits with a "
+            "zero timeout, a patched wait function); wait on the connection's socket with "
+            "gevent.select or gevent.socket.wait_read instead")
 
 
 def waits_in_c(facts: dict) -> bool:

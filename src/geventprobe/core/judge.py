@@ -95,6 +95,7 @@ def phase_timings(run: WorkersRun) -> dict[str, float]:
     spans = {
         "connect": [(r.connect.single[0], r.connect.windows[-1][1])
                     for r in run.results if r.connect and r.connect.windows],
+        "idle": [tuple(r.idle_window) for r in run.results if r.idle_window],
         "waits": [(r.windows[0][0], r.windows[-1][1]) for r in run.results if r.windows],
         "select1": [tuple(r.select1_window) for r in run.results if r.select1_window],
     }

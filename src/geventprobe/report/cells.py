@@ -149,7 +149,9 @@ def deciding(b: BuildResult) -> str:
     stall = (f"hub stalled {m.connect.stall_share:.0%} of connects"
              if connect and m.connect is not None and m.connect.stall_share is not None
              else None)
-    if b.verdict is Verdict.BUSY_WAIT or fired & {"cpu-during-waits", "runnable-during-waits"}:
+    if fired & {"cpu-while-idle"} and not fired & {"cpu-during-waits", "runnable-during-waits"}:
+        text = f"CPU {num(m.cpu_while_idle, '{:.2f}')}/s while idle"
+    elif b.verdict is Verdict.BUSY_WAIT or fired & {"cpu-during-waits", "runnable-during-waits"}:
         text = f"CPU {num(m.cpu_during_waits, '{:.2f}')}/s in waits"
     elif stall and not fired & {"wait-factor", "hub-lag"}:
         return stall  # only connection setup blocked: the waits' figures would say OK

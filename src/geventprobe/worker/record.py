@@ -104,6 +104,9 @@ class ProbeResult:
     """w: each greenlet's ``pg_sleep(w)`` in a window."""
     windows: list[list[float]] = field(default_factory=list)
     """[start, end] of each wait window."""
+    idle_window: list[float] | None = None
+    """[start, end] of the idle window: every connection open and used once, none in use
+    (None: none in this record)."""
     blocked: list[BlockedEvent] = field(default_factory=list)
     """The monitor thread's events during the wait windows."""
     select1_window: list[float] | None = None
