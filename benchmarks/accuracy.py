@@ -5,9 +5,14 @@ known class) inside real gunicorn gevent workers. Half of the runs start a CPU
 hog first: one busy-looping process per core, at normal priority, stopped when
 the run ends. Prints the confusion matrix (expected class → got), the smallest
 margin of each class from its threshold, inconclusive (saturated) runs, and the
-time per calibrate run. Target: zero misclassifications.
+time per calibrate run. Target: zero misclassifications. Also the idle rule's margin
+(``cpu-while-idle``: every control's CPU while its connections sat open and idle; no
+control spins there, so it must never fire).
 
     .venv/bin/python benchmarks/accuracy.py [--runs 20] [--workers 4] [--greenlets 16]
+
+Each calibrate run takes the machine's timing lock (``--lock``, default
+``/tmp/gp-timing.lock``) for itself only, hogs included.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import time
 from collections import Counter
 
 import psutil
+import timing_lock
 
 from geventprobe.processes import children
 from geventprobe.processes.postgres import EmbeddedPostgres
@@ -60,6 +66,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--greenlets", type=int, default=16)
+    parser.add_argument("--lock", default=timing_lock.DEFAULT,
+                        help="the timing lock taken for each run ('' for none)")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {psutil.cpu_count()} cores, "
           f"{psutil.virtual_memory().total / 2**30:.0f} GiB, {platform.platform()}, "
@@ -69,6 +77,9 @@ def main() -> None:
     confusion: Counter = Counter()
     margins: dict[tuple[str, bool], list[float]] = {}
     connect_margins: dict[tuple[str, bool], list[float]] = {}
+    idle_margins: dict[bool, list[float]] = {False: [], True: []}
+    idle_values: dict[bool, list[float]] = {False: [], True: []}
+    idle_fired = 0
     walls: dict[bool, list[float]] = {False: [], True: []}
     other_load: dict[bool, list[float]] = {False: [], True: []}
     wrong, inconclusive = [], 0
@@ -76,7 +87,8 @@ def main() -> None:
     with EmbeddedPostgres(max_connections=2 * args.workers * args.greenlets + 10) as pg:
         for i in range(args.runs):
             loaded = i % 2 == 1
-            result, wall, code = calibrate(pg.dsn, args.workers, args.greenlets, loaded)
+            with timing_lock.held(args.lock):
+                result, wall, code = calibrate(pg.dsn, args.workers, args.greenlets, loaded)
             cal = result["calibration"]
             walls[loaded].append(wall)
             inconclusive += bool(cal["saturated"])
@@ -94,6 +106,11 @@ def main() -> None:
                          else connect["threshold"] / max(connect["value"], 1e-9))
                     if o["expected"] == "OK" or connect["fired"]:
                         connect_margins.setdefault((o["expected"], loaded), []).append(m)
+                idle = next((e for e in o["evidence"] if e["rule"] == "cpu-while-idle"), None)
+                if idle is not None:
+                    idle_values[loaded].append(idle["value"])
+                    idle_margins[loaded].append(idle["threshold"] / max(idle["value"], 1e-9))
+                    idle_fired += bool(idle["fired"])
                 if o["foreign_busy"] is not None:
                     other_load[loaded].append(o["foreign_busy"])
                 if not o["passed"]:
@@ -123,6 +140,13 @@ def main() -> None:
     for (e, loaded), values in sorted(connect_margins.items()):
         print(f"  {e:10} {'loaded' if loaded else 'unloaded':9} min {min(values):.2f}×"
               f"  median {statistics.median(values):.2f}×  ({len(values)} controls)")
+    print(f"\nidle window, the cpu-while-idle rule (fired for {idle_fired} controls; none spins):")
+    for loaded in (False, True):
+        values = idle_values[loaded]
+        if values:
+            print(f"  {'loaded' if loaded else 'unloaded':9} CPU-s/s max {max(values):.3f}  "
+                  f"median {statistics.median(values):.3f}; margin min "
+                  f"{min(idle_margins[loaded]):.2f}×  ({len(values)} controls)")
     for loaded in (False, True):
         w = walls[loaded]
         if w:

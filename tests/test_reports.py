@@ -9,6 +9,10 @@ run-default (every build OK, psycopg2 BLOCKING), run-preload (the same with --pr
 binary and c BLOCKING) and run-busy-wait (GEVENTPROBE_CONTROL=busy-wait: binary BUSY-WAIT).
 run-preload-http is a later --preload run that also sent HTTP requests at the workers
 (request latency), made with `--dsn '... password=...' --redact-hosts`.
+run-app-causes is `geventprobe run --profile quick --app app:application --chdir
+examples/route_causes` with its five routes (psycopg 3.3.9, SQLAlchemy 2.1.9, the project's
+directory shown as /srv/geventprobe): one FAILING, two SERIALIZED and two BLOCKING routes,
+each with its cause.
 """
 
 from __future__ import annotations

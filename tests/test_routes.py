@@ -49,7 +49,7 @@ def test_clean_route_is_ok(run_cli, pg_dsn, tmp_path, schema):
 
 
 @integration
-def test_shared_connection_is_serialized_with_the_connection_count(run_cli, pg_dsn,
+def test_shared_connection_is_serialized_where_the_requests_waited(run_cli, pg_dsn,
                                                                    tmp_path):
     proc, result = drive(run_cli, pg_dsn, tmp_path, "shared_connection", "/query")
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -58,8 +58,10 @@ def test_shared_connection_is_serialized_with_the_connection_count(run_cli, pg_d
     (r,) = b["routes"]
     assert r["verdict"] == "SERIALIZED", r["evidence"]
     assert r["server_connections"] == 1
-    assert r["cause"].startswith("1 server connection for ")
-    assert r["cause"].endswith("concurrent requests: a connection shared between greenlets")
+    # Where the requests waited (the workers' samples of their parked greenlets).
+    assert r["cause_kind"] == "shared-connection", r["cause"]
+    assert r["cause"].startswith("one connection shared by ")
+    assert "for the connection's lock at app.py:25 in application" in r["cause"]
     assert "SERIALIZED" in proc.stdout.replace("\n", "")
 
 
@@ -70,7 +72,10 @@ def test_small_pool_is_serialized(run_cli, pg_dsn, tmp_path):
     (r,) = result["builds"][0]["routes"]
     assert r["verdict"] == "SERIALIZED", r["evidence"]
     assert r["server_connections"] == 2
-    assert "the pool is smaller than the concurrency" in r["cause"]
+    assert r["cause_kind"] == "pool", r["cause"]
+    assert r["cause"].startswith("a pool of 2 connections for ")
+    assert "at app.py:33 in application" in r["cause"] and "psycopg_pool" in r["cause"]
+    assert "psycopg_pool's max_size" in r["advice"]
 
 
 @integration

@@ -240,7 +240,7 @@ def test_a_lone_request_that_timed_out_names_http_timeout_s():
     assert "no burst" in r.evidence[0].text
 
 
-def test_no_server_connection_is_never_a_shared_connection():
+def test_large_answers_without_a_connection_are_transfer_time():
     lat = [0.08 * (i + 1) for i in range(14)] + [0.08, 0.16]
     big = judge(run(lat, lone=("200", 0.084), conns={1: 0, 2: 0}), {1: worker(14),
                                                                     2: worker(2, pid=2)}, T)
@@ -311,3 +311,107 @@ def test_a_long_route_is_cut_in_tables_not_in_the_record():
 
 def _app_with(route) -> BuildResult:
     return dataclasses.replace(_app(Verdict.OK), routes=[route])
+
+
+# ---------------------------------------------------------------- causes without recorded samples
+# (recorded runs of the example apps: tests/test_route_causes.py)
+
+def _serialized(conns, parked=None):
+    lat = [0.213 * (i + 1) for i in range(13)] + [0.213 * (i + 1) for i in range(3)]
+    w1 = dataclasses.replace(worker(13), parked=parked or {})
+    return judge(run(lat, conns=conns), {1: w1, 2: worker(3, pid=2)}, T)
+
+
+def test_no_server_connection_is_never_a_shared_connection():
+    # issue 19 row 7: a route with no database was told "0 server connection …: a connection
+    # shared between greenlets".
+    r = _serialized({1: 0, 2: 0})
+    assert r.verdict is Verdict.SERIALIZED
+    assert "shared" not in r.cause and "no server connection open: not the database" in r.cause
+    assert r.cause_kind is None
+
+
+def test_requests_seen_working_and_none_waiting_queue_outside_the_worker():
+    working = {"frames": ["app.py:9 in application: stream(body)",
+                          "gevent/_socketcommon.py:716 in send: return self._sock.send(data)"],
+               "user": 0}
+    samples = [{"t": T0 + 0.02 * i, "parked": {"0": 6}} for i in range(1, 20)]
+    r = _serialized({1: 1, 2: 1}, {"stacks": [working], "samples": samples})
+    assert r.cause_kind == "outside"
+    assert "no request waited on a lock, pool or connection in the worker" in r.cause
+    assert "up to 6 working at once" in r.cause and "shared" not in r.cause
+
+
+def _blocking(events, deployment=None):
+    return judge(run([0.3 * (i + 1) for i in range(8)]), {1: worker(8, 0.6, events)}, T,
+                 deployment)
+
+
+REGEX = ["gunicorn/workers/ggevent.py:1 in handle",
+         "app.py:24 in validate: return PATTERN.match(value) is not None"]
+
+
+def test_a_call_that_keeps_the_gil_gets_a_fix_without_threads():
+    # Most sightings from the stall watch's alarm, one from the monitor (it took the GIL
+    # while the alarm's handler ran): the GIL was held.
+    events = [BlockedEvent(t=T0 + 0.05 * i, s=0.05, frames=REGEX, user=1, source="alarm",
+                        gil_held=True)
+              for i in range(5)]
+    events.append(BlockedEvent(t=T0 + 0.3, s=0.1, frames=REGEX, user=1))
+    r = _blocking(events)
+    (stack,) = r.blocked_by
+    assert stack.gil_held and r.cause_kind == "gil-held"
+    assert "app.py:24 in validate" in r.cause and "kept the GIL" in r.cause
+    assert "a thread does not help" in r.advice and "threadpool" not in r.advice
+    assert "regular expression" in r.advice
+
+
+def test_a_call_the_monitor_saw_released_the_gil():
+    events = [BlockedEvent(t=T0 + 0.1 * i, s=0.1, frames=REGEX, user=1) for i in range(5)]
+    r = _blocking(events)
+    assert not r.blocked_by[0].gil_held and r.cause_kind == "blocking-call"
+    assert "threadpool" in r.advice and "preload" not in r.advice
+
+
+PSYCOPG2_PLAIN = {"driver": "psycopg2", "psycopg2": {"version": "2.9.13", "wait_callback": None}}
+POLL = {"driver": "psycopg", "psycopg": {"version": "3.3.9", "wait": "wait_poll"},
+        "select_patched": True}
+
+
+def test_a_stall_in_a_database_call_of_a_driver_that_waits_in_c_is_the_drivers():
+    from geventprobe.core import causes
+    from geventprobe.core.known_errors import Deployment
+
+    frames = ["app.py:30 in application: cur.execute('SELECT pg_sleep(0.2)')"]
+    events = [BlockedEvent(t=T0 + 0.1 * i, s=0.1, frames=frames, user=0) for i in range(5)]
+    d = Deployment(driver_blocking=causes.driver_blocking(PSYCOPG2_PLAIN, False))
+    r = _blocking(events, d)
+    assert r.cause_kind == "driver"
+    assert "psycopg2 has no wait callback" in r.cause and "psycogreen" in r.advice
+    # The same stall with a driver that cooperates is not the driver's.
+    assert causes.driver_blocking(POLL, False) is None
+    assert _blocking(events, Deployment()).cause_kind == "blocking-call"
+
+
+def test_a_worker_timeout_never_blames_a_driver_that_cooperates():
+    # issue 19 rows 14-15: gunicorn timeout = 1 and a CPU route: the app's row said
+    # "psycopg's wait function wait_poll did not yield … report it to psycopg".
+    from geventprobe.core import causes
+
+    cause, advice = causes.worker_timeout(POLL, preload=False)
+    assert "cooperates" in cause and "wait_poll yields" in cause
+    assert "report it to psycopg" not in cause + advice and "preload" not in cause + advice
+    cause, advice = causes.worker_timeout(PSYCOPG2_PLAIN, preload=False)
+    assert "no wait callback" in cause and "psycogreen" in advice
+
+
+def test_a_failure_without_a_traceback_names_preload_only_under_preload():
+    from geventprobe.core.known_errors import Deployment
+
+    lines = ["[2026-12-01 15:59:50 +0000] [28966] [ERROR] Error handling request GET /x"]
+    failing = dataclasses.replace(run([0.004] * 16, statuses=["500"] * 16), log_lines=lines)
+    r = judge(failing, {1: worker(16)}, T, Deployment(preload=False))
+    assert r.verdict is Verdict.FAILING and "preload" not in r.cause + r.advice
+    assert r.first_error.endswith("Error handling request GET /x")
+    r = judge(failing, {1: worker(16)}, T, Deployment(preload=True))
+    assert "preload_app" in r.advice

@@ -46,8 +46,10 @@ def test_worker_figures_from_a_report():
         heartbeat_lag=[0.001, 0.08, 0.9],
         select1_latencies_us=[100, 200, 300, 400],
         select1_window=[11.0, 13.0],
+        idle_window=[9.0, 9.25],
     )
     f = worker_figures(report, FakeCpu())
+    assert f.cpu_while_idle == pytest.approx(0.5)
     assert f.wait_factors == [pytest.approx(1.0), pytest.approx(3.0)]
     assert f.wait_factor == pytest.approx(2.0)
     assert f.max_hub_lag_ms == pytest.approx(80.0)

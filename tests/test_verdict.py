@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from geventprobe.core import causes
 from geventprobe.core.rules import classify, evidence, exit_code, summary
 from geventprobe.record import BuildMetrics, BuildResult, LatencySummary, Verdict
 from geventprobe.settings import Thresholds
@@ -88,6 +91,40 @@ def test_missing_cpu_figures_do_not_invent_a_busy_wait():
     rules = evidence(metrics(1.02, 3.0, None), T)
     assert classify(rules) is Verdict.OK
     assert "cpu-during-waits" not in {e.rule for e in rules}
+
+
+# Idle connections (benchmarks/idle_cpu.py, docs/field-facts.md): every build sat at the
+# heartbeat's floor, 0.029–0.066 CPU-s/s; a spinning wait on the same idle sockets took
+# 0.83–1.00.
+IDLE = [
+    ("binary, 16 idle connections, worst round", 0.043, Verdict.OK),
+    ("psycopg2 + psycogreen, LISTEN, worst round", 0.063, Verdict.OK),
+    ("every build, the highest of all rounds", 0.066, Verdict.OK),
+    ("spinning wait on idle sockets, weakest round", 0.833, Verdict.BUSY_WAIT),
+    ("spinning wait on idle sockets, median", 0.98, Verdict.BUSY_WAIT),
+]
+
+
+@pytest.mark.parametrize(("name", "idle", "expected"), IDLE, ids=[r[0] for r in IDLE])
+def test_cpu_while_idle_gets_its_class(name, idle, expected):
+    m = dataclasses.replace(metrics(1.03, 6.3, 0.043), cpu_while_idle=idle)
+    rules = evidence(m, T)
+    assert classify(rules) is expected
+    (e,) = [e for e in rules if e.rule == "cpu-while-idle"]
+    assert e.phase == "idle" and e.fired is (expected is Verdict.BUSY_WAIT)
+
+
+def test_an_idle_spin_has_its_own_cause_the_waits_keep_theirs():
+    facts = {"driver": "psycopg", "psycopg": {"wait": "wait_c"}}
+    cause, advice = causes.explain(Verdict.BUSY_WAIT, facts, False, {"idle"})
+    assert "open and idle" in cause and "zero timeout" in advice
+    cause, _ = causes.explain(Verdict.BUSY_WAIT, facts, False, {"waits", "idle"})
+    assert "wait function" in cause  # spinning in the waits too: the waits' cause
+
+
+def test_no_idle_window_no_idle_rule():
+    rules = evidence(metrics(1.02, 3.0, 0.04), T)
+    assert "cpu-while-idle" not in {e.rule for e in rules}
 
 
 def test_evidence_states_its_numbers():

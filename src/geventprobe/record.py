@@ -81,6 +81,9 @@ class WorkerFigures:
     """Wall time of each connect window (G connects at once), ms."""
     connect_hub_lag_ms: list[float] = field(default_factory=list)
     """Latest heartbeat due inside each connect window, ms."""
+    cpu_while_idle: float | None = None
+    """Worker CPU-seconds per wall-second over the idle window: every connection open, none
+    in use (None: no idle window in this record)."""
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,9 @@ class BuildMetrics:
     rtt_ms: float = 0.0
     """Round trip the ``--rtt`` delay proxy added to every query; ``wait_factor`` is then the
     window over w + RTT."""
+    cpu_while_idle: float | None = None
+    """Highest worker CPU-seconds per wall-second over the idle window (every connection
+    open, none in use; None: no idle window in this record)."""
 
 
 @dataclass(frozen=True)
@@ -208,7 +214,8 @@ class Evidence:
 
     rule: str
     """In the wait windows: ``wait-factor`` and ``hub-lag`` (BLOCKING), ``cpu-during-waits``
-    and ``runnable-during-waits`` (BUSY-WAIT); ``connect-stall`` in the connect phase
+    and ``runnable-during-waits`` (BUSY-WAIT); ``cpu-while-idle`` in the idle window
+    (BUSY-WAIT); ``connect-stall`` in the connect phase
     (BLOCKING); ``worker-timeout`` when gunicorn killed a worker whose hub was blocked
     longer than ``--timeout`` (value: workers killed); a route's are ``route-failing``,
     ``route-hub-lag`` and ``route-serialized`` (``core/rules.py``, ``app/route_rules.py``)."""
@@ -219,7 +226,8 @@ class Evidence:
     """The rule in words, with its numbers."""
     phase: str = "waits"
     """When it was measured: ``waits`` (the pg_sleep windows), ``connect`` (while
-    connecting), ``route`` (a burst at one of the user's routes)."""
+    connecting), ``idle`` (every connection open, none in use), ``route`` (a burst at one
+    of the user's routes)."""
 
 
 @dataclass(frozen=True)
@@ -243,6 +251,28 @@ class BlockedStack:
     """The innermost frame of the user's code, or None when there is none."""
     innermost: str | None = None
     """The innermost frame of all (the call that waited: ``hashlib.pbkdf2_hmac``)."""
+    gil_held: bool = False
+    """Most sightings found the GIL held: the stall watch's alarm fired while its helper
+    thread could not run (``worker/stall_watch.py``). The call kept the GIL while it
+    stalled the hub: gevent's monitor thread could not look, and a thread would not help."""
+
+
+@dataclass(frozen=True)
+class RouteWait:
+    """Where a route's concurrent requests waited on each other: one site of the parked
+    request greenlets the workers sampled during the burst (``core/waits.py``)."""
+
+    kind: str
+    """``pool`` (a pool's checkout), ``connection`` (a driver connection's lock), ``lock``
+    (a primitive of the app's own) or ``other``."""
+    where: str | None
+    """The user's line they waited at: ``app.py:34 in application: with engine.connect()``."""
+    wait: str
+    """The library wait they sat in: ``sqlalchemy/util/queue.py:199 in get``."""
+    most: int
+    """Most requests waiting there at once in one worker."""
+    working: int
+    """Requests of that worker working meanwhile (on I/O or a timer): the holders."""
 
 
 @dataclass(frozen=True)
@@ -275,10 +305,23 @@ class RouteResult:
     cause: str | None = None
     advice: str | None = None
     first_error: str | None = None
-    """The first error line of the workers' log during the burst (redacted)."""
+    """The exception the workers logged most during the lone request and the burst, as
+    ``type: message`` (a traceback's last line), else the first line gunicorn marked as an
+    error (redacted)."""
     blocked_by: list[BlockedStack] = field(default_factory=list)
     """Stacks the monitor thread caught during the burst (BLOCKING: who blocked)."""
     duration_s: float = 0.0
+    cause_kind: str | None = None
+    """What the cause rests on, for tools: a known error (``pool-timeout``,
+    ``shared-connection``, ``django-thread-sharing``, ``master-connection``...), ``error``
+    (another exception), where the requests waited (``pool``, ``shared-connection``,
+    ``lock``, ``other``), or who blocked (``early-binding``, ``gil-held``, ``driver``,
+    ``blocking-call``); None when the evidence named nothing."""
+    error_at: str | None = None
+    """FAILING: the user's frame that raised ``first_error`` (``app.py:29 in application:
+    with pool.connection() as conn``); None when every frame was a library's."""
+    waited_at: list[RouteWait] = field(default_factory=list)
+    """SERIALIZED: where the requests waited, busiest site first."""
     note: str | None = None
     """What a reader must know beside the verdict: the app answered a redirect or a refusal
     (3xx, 401, 403...), so the figures are those of that answer, not of the route's work."""

@@ -60,6 +60,9 @@ class Workload:
     times close everything and reconnect at once (an app without a pool)."""
     select1_seconds: float = 0.3
     """Duration of the closed ``SELECT 1`` loop."""
+    idle_seconds: float = 0.25
+    """The idle window: every greenlet's connection open and used once, then nothing sent
+    for this long while the heartbeat ticks (does an idle connection cost CPU?; 0: none)."""
     statement_timeout_ms: int = 30000
     """``statement_timeout`` of every probe connection."""
     connect_timeout_s: int = 10

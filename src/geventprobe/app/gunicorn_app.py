@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 
 from geventprobe.app import route_rules
 from geventprobe.app.routes import Route
-from geventprobe.core import rules
+from geventprobe.core import causes, rules
 from geventprobe.core.builds import Build
+from geventprobe.core.known_errors import Deployment
 from geventprobe.core.progress import Listener
 from geventprobe.core.session import Session
 from geventprobe.core.target import Probed
@@ -107,8 +108,16 @@ class GunicornApp:
             timeout_s=self.deployment.get("timeout"))
 
     def judge_phases(self, run: WorkersRun, thresholds: Thresholds) -> list[RouteResult]:
-        """Each ``--route``'s verdict."""
-        return route_rules.judge_all(run.routes, thresholds)
+        """Each ``--route``'s verdict, its causes in this deployment's words."""
+        return route_rules.judge_all(run.routes, thresholds, self.deployment_of(run))
+
+    def deployment_of(self, run: WorkersRun) -> Deployment:
+        """What the routes' causes depend on: preload, the app's directory (frames are shown
+        relative to it), and the driver's own cause when its facts say it waits in C."""
+        first = run.results[0] if run.results else None
+        facts = (first.facts_after or first.facts) if first is not None else run.ready_facts
+        return Deployment(preload=self.preload, kind="gunicorn", root=self.cwd,
+                          driver_blocking=causes.driver_blocking(facts or {}, self.preload))
 
     # -- as the run's target
 
@@ -379,9 +388,15 @@ def summary(app_name: str, rows: list[BuildResult], code: int,
 
 
 def _route_words(route) -> str:
-    """``GET /query SERIALIZED (1 server connection for 8 concurrent requests: …)``."""
+    """``GET /query SERIALIZED at app.py:34 in application``: the verdict and the user's line
+    the cause names (the cause itself is in the route's details)."""
     name = route.shown
     if route.verdict is Verdict.OK:
         answered = f", but answered {route.lone_status}" if route.note else ""
         return f"{name} OK{answered}"
+    where = (route.error_at if route.verdict is Verdict.FAILING else
+             route.waited_at[0].where if route.waited_at else
+             route.blocked_by[0].user_frame if route.blocked_by else None)
+    if where:
+        return f"{name} {route.verdict} at {where.split(': ', 1)[0]}"
     return f"{name} {route.verdict}" + (f" ({route.cause})" if route.cause else "")

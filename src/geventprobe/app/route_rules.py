@@ -10,27 +10,38 @@ reports), so they are tested exactly on recorded runs. The order is the severity
   (no request reached the app: a request line over ``limit_request_line``, a malformed
   request), or the app answered 404, 405 or 410 (no such route, or not for that method).
 - ``FAILING``: the lone request, or more than ``route_failing_share`` of the burst,
-  answered 5xx, was reset or timed out; the first error line of the workers' log says why.
+  answered 5xx, was reset or timed out. The cause is the exception the workers logged most
+  (type, message and the user's frame), read against the deployment (a known error's
+  cause and fix).
 - ``BLOCKING``: a worker's heartbeat was ``route_hub_lag_ms`` late during the burst: the
-  hub stalled (the driver verdict's meaning); the monitor thread's stacks say who blocked.
+  hub stalled (the driver verdict's meaning). Who blocked comes from gevent's monitor
+  thread and the stall watch (a call that keeps the GIL); the cause says whether it was a
+  name bound before gevent patched, the driver waiting in C, a call that kept the GIL, or
+  CPU work / a blocking call.
 - ``SERIALIZED``: the hub stayed on time, yet the burst's p90 latency was
   ``route_serialized_factor`` times the lone request's and ``route_serialized_min_ms``
-  longer: the requests waited on each other. The cause compares the server connections
-  a worker held with the requests it served at once.
+  longer: the requests waited on each other. The cause is where they waited (the workers
+  sampled their parked request greenlets): a pool of N for C, one shared connection, a
+  lock of the app's.
 - ``OK`` otherwise.
 
 Any other 3xx or 4xx answer (a redirect to a login page, 401, 403, a 400 for an empty body)
 keeps the verdict of the rules and adds a ``note``: requests carry no cookies and no body,
 so what was measured is that answer, not the route's work.
+
+The causes themselves are ``core/route_causes.py``'s, in words that fit the deployment
+(``Deployment``: preload or not, the burst's concurrency and server connections).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from http import HTTPStatus
 
 from geventprobe.app.routes import RouteRun, RoutesRun, first_error
-from geventprobe.core import blocked
+from geventprobe.core import blocked, route_causes
+from geventprobe.core.known_errors import Deployment
 from geventprobe.core.stats import summarize
 from geventprobe.record import BlockedStack, Evidence, RouteResult, Verdict
 from geventprobe.settings import Thresholds
@@ -86,46 +97,19 @@ _LARGE_ANSWER = 1 << 20
 """An answer this large (bytes) takes transfer time that concurrent answers share."""
 
 
-def serialized_cause(served: dict[int, int], connections: dict[int, int],
-                     body_bytes: int | None = None) -> tuple[str, str]:
-    """(cause, advice) of a SERIALIZED route, from the worker that served the most."""
-    if not served or not any(served.values()):
-        return ("the requests waited on each other while the hub ran on time",
-                "look for what the requests share: a connection, a pool, a lock")
-    pid = max(served, key=lambda p: (served[p], -p))
-    n, conns = served[pid], connections.get(pid)
-    if conns == 0:  # no database at all: whatever they shared, it was not a connection
-        if body_bytes is not None and body_bytes >= _LARGE_ANSWER:
-            return (f"each answer was {body_bytes / 1e6:,.1f} MB, and {n} went out of one "
-                    "worker at once: they share its CPU and the network (here loopback and "
-                    "geventprobe's own client), so together they take longer; no server "
-                    "connection was held: not the database",
-                    "serve large files from a static file server or a CDN (or hand them to "
-                    "it: X-Accel-Redirect, X-Sendfile), or give the workers more CPU; if the "
-                    "answers are meant to be that large, this is transfer time, not waiting")
-        return (f"{n} concurrent requests in one worker waited on each other while the hub "
-                "ran on time, and none held a server connection: not the database",
-                "look for what the requests share besides the database: a lock, a "
-                "semaphore, one client of another service (HTTP, cache) used by all")
-    if conns is None:
-        return (f"{n} concurrent requests in one worker waited on each other while the hub "
-                "ran on time (server connections not counted: the workers reach it through a "
-                "unix socket)",
-                "look for what the requests share: a connection, a pool, a lock")
-    if conns <= 1 < n:
-        return (f"{conns} server connection for {n} concurrent requests: a connection shared "
-                "between greenlets",
-                "give each request (greenlet) its own connection: a pool sized to the "
-                "concurrency a worker serves (gunicorn worker_connections), or a connection "
-                "per request")
-    if conns < n:
-        return (f"{conns} server connections for {n} concurrent requests: the pool is smaller "
-                "than the concurrency",
-                "size the pool to the concurrency a worker serves (gunicorn worker_connections, "
-                "1000 by default), or lower worker_connections to the pool's size")
-    return (f"{conns} server connections for {n} concurrent requests, yet they waited on each "
-            "other: a lock or a limit in the app, not the database connections",
-            "look for a lock, semaphore or single shared client around the request's work")
+def _large_answers(n: int | None, body_bytes: int | None) -> route_causes.Explained | None:
+    """SERIALIZED with no server connection held and large answers: transfer time shared."""
+    if body_bytes is None or body_bytes < _LARGE_ANSWER:
+        return None
+    return route_causes.Explained(
+        kind=None,
+        cause=(f"each answer was {body_bytes / 1e6:,.1f} MB, and {n or 'several'} went out of "
+               "one worker at once: they share its CPU and the network (here loopback and "
+               "geventprobe's own client), so together they take longer; no server connection "
+               "was held: not the database"),
+        fix=("serve large files from a static file server or a CDN (or hand them to it: "
+             "X-Accel-Redirect, X-Sendfile), or give the workers more CPU; if the answers are "
+             "meant to be that large, this is transfer time, not waiting"))
 
 
 def _not_served(run: RouteRun, served: dict[int, int]) -> tuple[str, str, str] | None:
@@ -164,36 +148,32 @@ def _note(run: RouteRun) -> str | None:
             "answer, not of the work behind it: pick a route that does its work without them")
 
 
-def _failing_cause(run: RouteRun, lone_failed: bool, failed: int, n: int, shown: str,
-                   error_line: str | None) -> tuple[str, str]:
-    """(cause, advice) of a FAILING route."""
-    if lone_failed:
-        cause = f"the lone request answered {run.lone_status}"
-    else:
-        cause = f"{failed} of {n} concurrent requests failed ({shown})"
+def _timed_out(run: RouteRun, lone_failed: bool, failed: int, n: int
+               ) -> route_causes.Explained | None:
+    """A FAILING route whose failures were all timeouts: no error, the route is slower than
+    the probe waits for one request (None when something else failed)."""
     timeouts = (run.lone_status == "timeout") or (
         not lone_failed and all(s == "timeout" for s, _ in run.burst if _failed(s)))
-    if timeouts:
-        # No error: the route is slower than the probe waits for one request.
-        who = ("the lone request" if lone_failed
-               else f"{failed} of {n} concurrent requests")
-        return (f"{who} got no answer within http_timeout_s = {run.timeout_s:g} s (the "
-                "profile's limit for one request)",
-                "if the route is meant to take that long, raise http_timeout_s in a profile "
-                "([workload] http_timeout_s = 120, --config FILE); otherwise find what it "
-                "waits for (a slow query, an external call, a lock) and bound it: a "
-                "statement_timeout, a client timeout")
-    if error_line:
-        cause += f": {error_line}"
-    return (cause, "fix the error the workers logged; under gevent, anything the app made in "
-            "the gunicorn master (preload_app: connections, Django's DatabaseWrapper) must be "
-            "made again in each worker: drop preload_app, or close them in post_fork")
+    if not timeouts:
+        return None
+    who = "the lone request" if lone_failed else f"{failed} of {n} concurrent requests"
+    return route_causes.Explained(
+        kind="timeout",
+        cause=(f"{who} got no answer within http_timeout_s = {run.timeout_s:g} s (the "
+               "profile's limit for one request)"),
+        fix=("if the route is meant to take that long, raise http_timeout_s in a profile "
+             "([workload] http_timeout_s = 120, --config FILE); otherwise find what it waits "
+             "for (a slow query, an external call, a lock) and bound it: a statement_timeout, "
+             "a client timeout"))
 
 
 def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds,
-          timeout_s: float | None = None) -> RouteResult:
+          deployment: Deployment | None = None, timeout_s: float | None = None
+          ) -> RouteResult:
     """One route's verdict, with every rule and the figures it was decided on.
 
+    ``deployment``: how the app runs (preload, its directory, the driver's own BLOCKING
+    cause when it waits in C); the burst's concurrency and connections are added here.
     ``timeout_s``: gunicorn's worker timeout, quoted when it killed a worker meanwhile.
     """
     route = str(run.route)
@@ -213,9 +193,6 @@ def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds,
     events = [e for report in workers.values() for e in report.blocked]
     stacks: list[BlockedStack] = blocked.stacks(events, f"route {route}",
                                                 (run.t0, run.t1 + _TAIL_S))
-    # gunicorn's own lines about a worker it killed are not the app's error.
-    error_line = (first_error(run.log_lines) if (failed or lone_failed) and not run.timed_out
-                  else None)
     shown = ", ".join(f"{k} ×{v}" for k, v in sorted(statuses.items()))
     not_served = None if run.timed_out else _not_served(run, served)
     rules = []
@@ -258,50 +235,58 @@ def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds,
                   if factor is not None else "no lone latency to compare the burst with")),
     ]
     fired = {e.rule for e in rules if e.fired}
-    cause = advice = None
-    note = None
-    if "route-worker-timeout" in fired:
-        verdict = Verdict.BLOCKING
-        limit = f" ({timeout_s:g} s)" if timeout_s else ""
-        cause = (f"the hub was blocked longer than gunicorn's timeout{limit}, so gunicorn killed "
-                 "the worker and dropped its requests")
-        if stacks:
-            cause += f": {blocked.in_words(stacks[0])}"
-        advice = ("move the CPU work or blocking call out of the request (a task queue), or "
-                  "into gevent's threadpool / a process pool; patch with gevent before the "
-                  "app imports what blocks; until then, this route takes workers down under "
-                  "load with this timeout")
-    elif not_served is not None:
-        verdict = Verdict.ERROR
-        _, cause, advice = not_served
-    elif "route-failing" in fired:
-        verdict = Verdict.FAILING
-        cause, advice = _failing_cause(run, lone_failed, failed, n, shown, error_line)
-    elif "route-hub-lag" in fired:
-        verdict = Verdict.BLOCKING
-        cause = f"the hub stalled {lag_ms:.0f} ms during the burst"
-        if stacks:
-            cause += f": {blocked.in_words(stacks[0])}"
-        advice = ("move the CPU work or blocking call out of the request (a task queue), or "
-                  "into gevent's threadpool / a process pool; patch with gevent before the "
-                  "app imports what blocks")
-    elif "route-serialized" in fired:
-        verdict = Verdict.SERIALIZED
-        cause, advice = serialized_cause(served, run.connections, run.body_bytes)
-    else:
-        verdict = Verdict.OK
-    if verdict is not Verdict.ERROR:
-        note = _note(run)
     # The worker the cause speaks of: the one that served the most requests at once.
     busiest = max(served, key=lambda p: (served[p], -p)) if served else None
     connections = run.connections.get(busiest) if busiest is not None else None
+    d = replace(deployment or Deployment(),
+                concurrency=served[busiest] if busiest is not None else None,
+                connections=connections)
+    explained = None
+    if "route-worker-timeout" in fired:
+        verdict = Verdict.BLOCKING
+        limit = f" ({timeout_s:g} s)" if timeout_s else ""
+        head = (f"the hub was blocked longer than gunicorn's timeout{limit}, so gunicorn "
+                "killed the worker and dropped its requests")
+        explained = route_causes.for_blocking(stacks, workers, d, lag_ms)
+        # Who blocked, when caught, and its fix; the head says what gunicorn did about it.
+        cause = (head + explained.cause.split(" during the burst", 1)[1] if stacks else head)
+        explained = replace(explained, cause=cause, fix=(
+            explained.fix + "; until then, this route takes workers down under load with "
+            "this timeout"))
+    elif not_served is not None:
+        verdict = Verdict.ERROR
+        explained = route_causes.Explained(kind="not-served", cause=not_served[1],
+                                           fix=not_served[2])
+    elif "route-failing" in fired:
+        verdict = Verdict.FAILING
+        what = (f"the lone request answered {run.lone_status}" if lone_failed
+                else f"{failed} of {n} concurrent requests failed ({shown})")
+        explained = _timed_out(run, lone_failed, failed, n)
+        if explained is None:
+            explained = route_causes.for_failing(run.log_lines, d, first_error(run.log_lines))
+            explained = replace(explained, cause=f"{what}: {explained.cause}")
+    elif "route-hub-lag" in fired:
+        verdict = Verdict.BLOCKING
+        explained = route_causes.for_blocking(stacks, workers, d, lag_ms)
+    elif "route-serialized" in fired:
+        verdict = Verdict.SERIALIZED
+        explained = ((connections == 0 and _large_answers(d.concurrency, run.body_bytes))
+                     or route_causes.for_serialized(workers, (run.t0, run.t1), d))
+    else:
+        verdict = Verdict.OK
     return RouteResult(
         route=route, verdict=verdict, concurrency=run.concurrency, lone_ms=lone_ms,
         lone_status=int(run.lone_status) if run.lone_status.isdigit() else None,
         burst=burst, burst_factor=factor, statuses=statuses, max_hub_lag_ms=lag_ms,
-        server_connections=connections, evidence=rules, cause=cause, advice=advice,
-        first_error=error_line, blocked_by=stacks,
-        duration_s=round(max(0.0, run.t1 - run.t0), 3), note=note, body_bytes=run.body_bytes)
+        server_connections=connections, evidence=rules,
+        cause=explained.cause if explained else None,
+        advice=explained.fix if explained else None,
+        first_error=explained.error if explained else None, blocked_by=stacks,
+        duration_s=round(max(0.0, run.t1 - run.t0), 3),
+        cause_kind=explained.kind if explained else None,
+        error_at=explained.error_at if explained else None,
+        waited_at=list(explained.waited_at) if explained else [],
+        note=None if verdict is Verdict.ERROR else _note(run), body_bytes=run.body_bytes)
 
 
 def _unmeasured(route: str, cause: str) -> RouteResult:
@@ -311,14 +296,15 @@ def _unmeasured(route: str, cause: str) -> RouteResult:
         server_connections=None, evidence=[], cause=cause)
 
 
-def judge_all(phase: RoutesRun | None, t: Thresholds) -> list[RouteResult]:
+def judge_all(phase: RoutesRun | None, t: Thresholds, deployment: Deployment | None = None
+              ) -> list[RouteResult]:
     """Every route's verdict; a route the phase could not measure is ERROR with why."""
     if phase is None:
         return []
     if phase.stopped:  # gunicorn's master died: its workers' answers say nothing of the app
         return [_unmeasured(str(r), phase.error or "the route phase was cut short")
                 for r in (phase.asked or [r.route for r in phase.routes])]
-    out = [judge(r, phase.workers, t, phase.timeout_s) for r in phase.routes]
+    out = [judge(r, phase.workers, t, deployment, phase.timeout_s) for r in phase.routes]
     if phase.error and not out:
         return [_unmeasured("(all routes)", phase.error)]
     if phase.error:  # measured, but some worker's report is missing: say so on each...
@@ -334,8 +320,6 @@ def judge_all(phase: RoutesRun | None, t: Thresholds) -> list[RouteResult]:
 
 
 def _distrusted(r: RouteResult, error: str) -> RouteResult:
-    from dataclasses import replace
-
     return replace(r, verdict=Verdict.ERROR,
                    cause=f"the rules said OK, but {error}: the hub was not watched in every "
                          "worker")

@@ -4,7 +4,9 @@ Each worker's ``worker/monitor.py`` records, for every time gevent's monitor thr
 found the hub blocked, the time, how long it had been blocked and the hub thread's
 stack (a ``worker/record.py`` ``BlockedEvent``). Here identical stacks are counted
 together, within a phase's time window, and the innermost frame of the user's own code
-is marked.
+is marked. The stall watch's alarms (``worker/stall_watch.py``) arrive as the same events;
+when most sightings of a stack found the GIL held, the call kept it
+(``BlockedStack.gil_held``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def stacks(events: Iterable[BlockedEvent], phase: str,
             user_frame=redact(frames[user]) if user is not None and 0 <= user < len(frames)
             else None,
             innermost=redact(frames[-1]),
+            # The monitor thread may catch a GIL-holding call now and then (while the
+            # alarm's handler runs Python and hands the GIL over): most sightings decide.
+            gil_held=2 * sum(e.gil_held for e in seen) > len(seen),
         ))
     out.sort(key=lambda s: (-s.count, s.frames))
     return out[:MAX_STACKS]

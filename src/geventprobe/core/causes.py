@@ -131,8 +131,63 @@ def explain(verdict: Verdict, facts: dict, preload: bool,
             return _psycopg_connect_blocking(facts, preload)
         return _psycopg_blocking(facts, preload)
     if verdict is Verdict.BUSY_WAIT:
+        if phases and "waits" not in phases and "idle" in phases:
+            return _idle_spin(facts)
         return _busy_wait(facts)
     return None, None
+
+
+def _idle_spin(facts: dict) -> tuple[str, str]:
+    """BUSY-WAIT while the connections were open and idle, not while they waited: nothing
+    measured here does that (docs/field-facts.md), so the cause names what would."""
+    driver = facts.get("driver") or "the driver"
+    return (f"the worker kept a CPU busy while its {driver} connections sat open and idle "
+            "(no query in flight): something polls idle connections without sleeping",
+            "find the loop that polls (a keep-alive or notification listener that waits with a "
+            "zero timeout, a patched wait function); wait on the connection's socket with "
+            "gevent.select or gevent.socket.wait_read instead")
+
+
+def waits_in_c(facts: dict) -> bool:
+    """The workers' driver waits in C without yielding to the hub: psycopg's ``wait_c``, or
+    psycopg2 without a wait callback (facts as the workers reported them)."""
+    if facts.get("driver") == "psycopg2":
+        return (facts.get("psycopg2") or {}).get("wait_callback") is None
+    return (facts.get("psycopg") or {}).get("wait") == "wait_c"
+
+
+def driver_blocking(facts: dict, preload: bool) -> tuple[str, str] | None:
+    """(cause, advice) of the driver's BLOCKING verdict when its facts say it waits in C;
+    None when it cooperates (a stall is then someone else's: never blame the driver)."""
+    if not facts.get("driver") or not waits_in_c(facts):
+        return None
+    cause, advice = explain(Verdict.BLOCKING, facts, preload)
+    return (cause, advice) if cause and advice else None
+
+
+def worker_timeout(facts: dict, preload: bool) -> tuple[str, str]:
+    """(cause, advice) when gunicorn killed a worker for a blocked hub (WORKER TIMEOUT).
+
+    The driver is the cause only when its facts say it waits in C; a driver that cooperates
+    (``wait_poll``, psycogreen's callback) did not stop the hub, whatever else did: the
+    app's own code, as a rule (its routes and who blocked say where).
+    """
+    found = driver_blocking(facts, preload)
+    if found is not None:
+        return found
+    if not facts.get("driver"):
+        return ("a worker's hub was blocked longer than gunicorn's --timeout",
+                "find the call that waits or computes without yielding to gevent (see the "
+                "evidence and who blocked)")
+    pg = facts.get("psycopg") or {}
+    how = (f"psycopg's {pg['wait']}" if pg.get("wait") else
+           f"psycopg2's wait callback {(facts.get('psycopg2') or {}).get('wait_callback')}")
+    return (f"a worker's hub was blocked longer than gunicorn's --timeout, while the driver "
+            f"cooperates ({how} yields to the hub): something else in the worker blocked it, "
+            "the app's own code as a rule (CPU work or a blocking call in a request)",
+            "find that call (--route on the app's routes names the line) and move it out of "
+            "the request: a task queue or a process pool; or raise gunicorn's timeout if "
+            "the work must stay")
 
 
 def explain_error(error: str) -> str:

@@ -44,39 +44,10 @@ def _worker_timeout(subject: Subject, run: WorkersRun, facts: dict, started: flo
         rule="worker-timeout", value=float(len(run.timed_out_pids)), threshold=1.0, fired=True,
         text=(f"gunicorn killed worker {pids} (WORKER TIMEOUT): its hub did not run for longer "
               f"than --timeout {run.timeout_s} s"))
-    cooperates = _driver_cooperates(facts)
-    if facts.get("driver") and not cooperates:
-        cause, advice = causes.explain(Verdict.BLOCKING, facts, subject.preload)
-    elif cooperates:
-        # Not the driver's wait: something else in the worker held the hub (the app's code,
-        # a hook): never a wrong fix aimed at the driver.
-        cause = (f"a worker's hub was blocked longer than gunicorn's --timeout "
-                 f"{run.timeout_s} s, while {cooperates}: something else in the worker held "
-                 "the hub")
-        advice = ("find the call that waits without yielding to gevent or computes for that "
-                  "long (who blocked, if the monitor caught it), and move it out of the hub")
-    else:
-        cause = "a worker's hub was blocked longer than gunicorn's --timeout"
-        advice = "find the call that waits without yielding to gevent (see the evidence)"
+    cause, advice = causes.worker_timeout(facts, subject.preload)
     return _row(subject, verdict=Verdict.BLOCKING, cause=cause, advice=advice, evidence=[rule],
                 facts=facts, metrics=None, workers=[], worker_timeouts=run.worker_timeouts,
                 duration_s=time.monotonic() - started)
-
-
-def _driver_cooperates(facts: dict) -> str | None:
-    """How the driver's wait yields to gevent, in words, when the facts say it does (psycopg's
-    wait function is not ``wait_c``, psycopg2 has a wait callback); None otherwise."""
-    if facts.get("driver") == "psycopg":
-        pg = facts.get("psycopg") or {}
-        wait, selector = pg.get("wait"), pg.get("selector") or ""
-        # A standard-library selector bound before patching blocks every connect.
-        if wait and wait != "wait_c" and not selector.startswith("selectors."):
-            return f"psycopg's wait function {wait} yields to gevent"
-    if facts.get("driver") == "psycopg2":
-        callback = (facts.get("psycopg2") or {}).get("wait_callback") or ""
-        if "gevent" in callback:
-            return f"psycopg2's wait callback {callback} yields to gevent"
-    return None
 
 
 def judge(subject: Subject, run: WorkersRun, workload: Workload, thresholds: Thresholds,
@@ -124,6 +95,7 @@ def phase_timings(run: WorkersRun) -> dict[str, float]:
     spans = {
         "connect": [(r.connect.single[0], r.connect.windows[-1][1])
                     for r in run.results if r.connect and r.connect.windows],
+        "idle": [tuple(r.idle_window) for r in run.results if r.idle_window],
         "waits": [(r.windows[0][0], r.windows[-1][1]) for r in run.results if r.windows],
         "select1": [tuple(r.select1_window) for r in run.results if r.select1_window],
     }

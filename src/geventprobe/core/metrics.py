@@ -101,6 +101,8 @@ def worker_figures(report: ProbeResult, cpu: CpuSampler | None, rtt_ms: float = 
         hub_lag_timeline=_timeline(report),
         runnable_during_waits=(None if busy is None or delay is None else busy + delay),
         sleeps_per_s_during_waits=_rate_over(cpu, report.pid, report.windows, "voluntary"),
+        cpu_while_idle=(_rate_over(cpu, report.pid, [report.idle_window])
+                        if report.idle_window else None),
         **_connect_figures(report),
     )
 
@@ -144,6 +146,7 @@ def build_metrics(reports: list[ProbeResult], figures: list[WorkerFigures],
     w = reports[0].wait_seconds
     latencies = [v for r in reports for v in r.select1_latencies_us]
     cpus = [f.cpu_during_waits for f in figures if f.cpu_during_waits is not None]
+    idle = [f.cpu_while_idle for f in figures if f.cpu_while_idle is not None]
     # The worker that wanted a CPU the most, and how often it went to sleep meanwhile.
     busiest = max((f for f in figures if f.runnable_during_waits is not None),
                   key=lambda f: f.runnable_during_waits, default=None)
@@ -181,6 +184,7 @@ def build_metrics(reports: list[ProbeResult], figures: list[WorkerFigures],
         sleeps_per_s_during_waits=busiest.sleeps_per_s_during_waits if busiest else None,
         connect=connect_metrics(figures, rtt_ms, min_connect_window_ms),
         rtt_ms=rtt_ms,
+        cpu_while_idle=max(idle) if idle else None,
     )
 
 

@@ -67,6 +67,19 @@ def evidence(m: BuildMetrics, t: Thresholds) -> list[Evidence]:
                   f"{t.busy_wait_max_sleeps:g}×/s; a healthy worker sleeps in epoll about once "
                   "per heartbeat, a spinning one never)"),
         ))
+    if m.cpu_while_idle is not None:
+        # The same limit as in the waits: measured, idle connections cost 0.029–0.066
+        # CPU-s/s in every build (the heartbeat's floor), a spinning wait on the same
+        # sockets 0.83–1.00 (docs/field-facts.md, "Idle connections do not spin").
+        rules.append(Evidence(
+            rule="cpu-while-idle", phase="idle",
+            value=m.cpu_while_idle,
+            threshold=t.busy_wait_cpu,
+            fired=m.cpu_while_idle >= t.busy_wait_cpu,
+            text=(f"worker CPU while its {m.greenlets} connections sat open and idle "
+                  f"{m.cpu_while_idle:.3f} CPU-s/s (limit {t.busy_wait_cpu:g}; measured "
+                  "0.03–0.07 for every build, 0.83–1.0 for a spinning wait)"),
+        ))
     if m.connect is not None:
         rules += connect_evidence(m.connect, m.greenlets, t)
     return rules
@@ -98,7 +111,7 @@ def connect_evidence(c: ConnectFigures, greenlets: int, t: Thresholds) -> list[E
 
 
 BLOCKING_RULES = frozenset({"wait-factor", "hub-lag", "connect-stall"})
-BUSY_WAIT_RULES = frozenset({"cpu-during-waits", "runnable-during-waits"})
+BUSY_WAIT_RULES = frozenset({"cpu-during-waits", "runnable-during-waits", "cpu-while-idle"})
 
 
 def classify(rules: Sequence[Evidence]) -> Verdict:
@@ -147,6 +160,7 @@ def short(e: Evidence) -> str:
         "wait-factor": f"wait× {e.value:.2f} ≥ {e.threshold:g}",
         "hub-lag": f"hub lag {e.value:.1f} ms ≥ {e.threshold:.0f} ms",
         "cpu-during-waits": f"CPU in waits {e.value:.3f} ≥ {e.threshold:g}",
+        "cpu-while-idle": f"CPU while idle {e.value:.3f} ≥ {e.threshold:g}",
         "runnable-during-waits": f"runnable {e.value:.0%} ≥ {e.threshold:.0%} and never asleep",
         "connect-stall": f"hub stalled {e.value:.0%} of a connect window ≥ {e.threshold:.0%}",
     }.get(e.rule, e.text)

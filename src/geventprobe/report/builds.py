@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from geventprobe.record import BuildResult, RouteResult, Verdict
+from geventprobe.record import BuildResult, RouteResult, RouteWait, Verdict
 from geventprobe.report.cells import (
     VERDICT_STYLE,
     as_expected,
@@ -125,9 +125,23 @@ def route_table(routes: Sequence[RouteResult]) -> Table:
                          "time); server conns = most connections one worker held")
 
 
+def waited_line(w: RouteWait) -> str:
+    """``9 at once at app.py:34 in application (pool; in sqlalchemy/util/queue.py:199 in get;
+    1 working meanwhile)``."""
+    at = _frame(w.where) if w.where else _frame(w.wait)
+    inner = f"; in {_frame(w.wait)}" if w.where and w.wait != w.where else ""
+    return f"{w.most} at once at {at} ({w.kind}{inner}; {w.working} working meanwhile)"
+
+
+def _frame(text: str) -> str:
+    """``app.py:34 in application`` from ``app.py:34 in application: with …``."""
+    head, sep, _ = text.partition(": ")
+    return head if sep and " in " in head else text
+
+
 def route_details(routes: Sequence[RouteResult]) -> list[Block]:
-    """Each route that is not OK, or has a note: its evidence, cause, fix, first error, who
-    blocked, and the note."""
+    """Each route that is not OK, or has a note: its evidence, cause, fix, the exception and
+    the line that raised it, where the requests waited, who blocked, and the note."""
     out: list[Block] = []
     for r in routes:
         if r.verdict is Verdict.OK and not r.note:
@@ -139,8 +153,14 @@ def route_details(routes: Sequence[RouteResult]) -> list[Block]:
             out.append(Paragraph(r.cause, lead="cause:", indent=1))
         if r.advice:
             out.append(Paragraph(r.advice, lead="fix:", indent=1))
-        if r.first_error:
+        if r.first_error and r.first_error not in (r.cause or ""):
             out.append(Paragraph(r.first_error, lead="first error:", indent=1))
+        if r.error_at:
+            out.append(Paragraph(r.error_at, lead="raised at:", indent=1))
+        # The busiest site is in the cause already: the others, and all with -v.
+        out += [Paragraph(waited_line(w), lead="waited:", indent=1,
+                          detail=SUMMARY if i else VERBOSE)
+                for i, w in enumerate(r.waited_at)]
         out += [Paragraph(blocked_line(s), lead="who blocked:", indent=1) for s in r.blocked_by]
         if r.note:
             out.append(Paragraph(r.note, lead="note:", indent=1))

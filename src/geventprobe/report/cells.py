@@ -149,7 +149,9 @@ def deciding(b: BuildResult) -> str:
     stall = (f"hub stalled {m.connect.stall_share:.0%} of connects"
              if connect and m.connect is not None and m.connect.stall_share is not None
              else None)
-    if b.verdict is Verdict.BUSY_WAIT or fired & {"cpu-during-waits", "runnable-during-waits"}:
+    if fired & {"cpu-while-idle"} and not fired & {"cpu-during-waits", "runnable-during-waits"}:
+        text = f"CPU {num(m.cpu_while_idle, '{:.2f}')}/s while idle"
+    elif b.verdict is Verdict.BUSY_WAIT or fired & {"cpu-during-waits", "runnable-during-waits"}:
         text = f"CPU {num(m.cpu_during_waits, '{:.2f}')}/s in waits"
     elif stall and not fired & {"wait-factor", "hub-lag"}:
         return stall  # only connection setup blocked: the waits' figures would say OK
@@ -193,6 +195,8 @@ def blocked_line(s: BlockedStack) -> str:
     """``blocked 10 times, 2.9 s in all: app.py:17 in login → hashlib.pbkdf2_hmac``."""
     where = s.user_frame or (s.frames[-1] if s.frames else "?")
     text = f"blocked {s.count} time{'s' if s.count != 1 else ''}, {s.blocked_s:.1f} s in all"
+    if s.gil_held:  # only the stall watch's alarm saw it: the monitor thread could not look
+        text += ", the GIL held"
     if s.phase and s.phase != "waits":
         text += " while connecting" if s.phase == "connect" else f" ({s.phase})"
     text += f": {where}"

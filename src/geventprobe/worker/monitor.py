@@ -91,6 +91,9 @@ class Monitor:
         self.events: list[BlockedEvent] = []
         self._thread = None
         self._hub = None
+        self._stalls = None  # issue 20 hook: worker/stall_watch.py (a GIL-holding call)
+        self.stall_watch = False
+        """issue 20 hook: also run the stall watch (the route phase turns it on)."""
 
     def start(self) -> Monitor:
         """Switch the monitor thread on for the current hub (a no-op if gevent refuses)."""
@@ -112,7 +115,22 @@ class Monitor:
             # BUSY-WAIT figure). The same check and the same event, without that report: we
             # take the one stack we need ourselves.
             entries[0].function = self._check
+        self._start_stall_watch()  # issue 20 hook
         return self
+
+    def _start_stall_watch(self) -> None:
+        """issue 20 hook: the stall watch sees what this thread cannot (a C call that holds
+        the GIL). Only where ``stall_watch`` was set (the route phase): in the driver
+        probe's connect phase it also caught psycopg2's back-to-back connects, which the
+        monitor never reported, and moved the build's "who blocked" off its waits.
+        ``GEVENTPROBE_STALL_WATCH=0`` turns it off, ``=all`` on in every phase (to measure
+        its cost where the probe measures CPU: benchmarks/stall_watch.py)."""
+        setting = os.environ.get("GEVENTPROBE_STALL_WATCH", "1")
+        if setting == "0" or not (self.stall_watch or setting == "all"):
+            return
+        from geventprobe.worker.stall_watch import StallWatch
+
+        self._stalls = StallWatch(self.max_blocking_s).start()
 
     def stop(self) -> list[BlockedEvent]:
         """Switch it off again (the tracer too); return the events."""
@@ -127,6 +145,11 @@ class Monitor:
         config.monitor_thread = False
         if self._on_event in subscribers:
             subscribers.remove(self._on_event)
+        if self._stalls is not None:  # issue 20 hook: stalls the monitor could not see
+            from geventprobe.worker.stall_watch import merge
+
+            self.events = merge(self.events, self._stalls.stop())
+            self._stalls = None
         return self.events
 
     def _check(self, hub) -> None:

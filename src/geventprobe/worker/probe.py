@@ -450,6 +450,14 @@ def run(source, worker=None) -> None:
         # One query per connection first, so first-use costs stay out of the windows.
         gevent.joinall([gevent.spawn(driver.query, c, "SELECT 1") for c in cursors],
                        raise_error=True)
+        # The idle window: G connections open, nothing sent, only the heartbeat runs. The
+        # parent reads the worker's CPU over it (does an idle connection spin?).
+        idle = float(workload.get("idle_seconds", 0.0))
+        if idle > 0:
+            gevent.sleep(0.02)  # the first queries' answers are read, the heartbeat ticks
+            i0 = time.monotonic()
+            gevent.sleep(idle)
+            found["idle_window"] = [i0, time.monotonic()]
         w = float(workload["wait_seconds"])
         rounds = int(workload["wait_rounds"])
         windows: list[list[float]] = []

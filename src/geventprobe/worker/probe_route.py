@@ -73,10 +73,20 @@ def wrap(app):
         seen = _state["seen"]
         if seen is not None:  # the route phase: which worker served how many, and when
             seen.append(time.monotonic())
+            _track_request()  # issue 20 hook: where this request waits (worker/parked.py)
         return app(environ, start_response)
 
     application.__wrapped__ = app
     return application
+
+
+def _track_request() -> None:
+    """issue 20 hook: the parked-greenlet sampler looks at this request's greenlet."""
+    import greenlet
+
+    from geventprobe.worker import parked
+
+    parked.track(greenlet.getcurrent())
 
 
 def _close_pool() -> None:
@@ -104,8 +114,12 @@ def route_phase(run_dir: str, heartbeat, monitor, timeout_s: float, write) -> No
 
     pid = os.getpid()
     _close_pool()
+    from geventprobe.worker import parked
+
     beat = gevent.spawn(heartbeat.run)
+    monitor.stall_watch = True  # issue 20 hook: who blocked under a held GIL
     monitor.start()
+    sampler = parked.Sampler().start()  # issue 20 hook: where the requests wait
     _state["seen"] = []
     # What ``on_abort`` writes if gunicorn kills this worker for WORKER TIMEOUT meanwhile.
     _state["phase"] = (heartbeat, monitor, write)
@@ -119,11 +133,13 @@ def route_phase(run_dir: str, heartbeat, monitor, timeout_s: float, write) -> No
         _state["phase"] = None
         heartbeat.stop()
         events = monitor.stop()
+        waits = sampler.stop()  # issue 20 hook
         beat.join(timeout=1)
         seen, _state["seen"] = _state["seen"], None
         write(f"routes-{pid}.json", record.RoutePhase(
             pid=pid, heartbeat_expected=heartbeat.expected, heartbeat_lag=heartbeat.lag,
-            requests=seen, blocked=events))
+            requests=seen, blocked=events,
+            parked=waits, bindings=_bindings()))  # issue 20 hook: parked.py, bindings.py
 
 
 def on_abort() -> None:
@@ -142,3 +158,13 @@ def on_abort() -> None:
         pid=os.getpid(), heartbeat_expected=list(heartbeat.expected[:n]),
         heartbeat_lag=list(heartbeat.lag[:n]), requests=list(_state["seen"] or []),
         blocked=list(monitor.events), aborted=True))
+
+
+def _bindings() -> list:
+    """issue 20 hook: the app's names bound to an original before gevent patched."""
+    from geventprobe.worker import bindings
+
+    try:
+        return bindings.scan()
+    except Exception:  # a module whose globals cannot be read must not lose the record
+        return []

@@ -33,9 +33,11 @@ import os
 import re
 from dataclasses import dataclass, field
 
-RECORD_VERSION = 3
-"""Version of every record in this module (1: the untyped dicts before it was checked; 3:
-issue 19's fields and records)."""
+RECORD_VERSION = 5
+"""Version of every record in this module (1: the untyped dicts before it was checked;
+3: ``RoutePhase.parked`` and ``RoutePhase.bindings``; 4: ``BlockedEvent.source`` and
+``BlockedEvent.gil_held``; 5: ``Importing``, ``RoutePhase.aborted`` and
+``GunicornSettings.limit_request_line``)."""
 
 
 class RecordError(Exception):
@@ -54,6 +56,12 @@ class BlockedEvent:
     """The hub thread's stack, ``file:line in function: source``, outermost first."""
     user: int | None
     """Index in ``frames`` of the innermost frame of the user's own code (None: none)."""
+    source: str = "monitor"
+    """Who caught it: ``monitor`` (gevent's monitor thread) or ``alarm`` (the stall watch's
+    SIGALRM, ``worker/stall_watch.py``, for a stall the monitor did not report)."""
+    gil_held: bool = False
+    """``alarm`` only: the stall watch's helper thread could not run for half the threshold
+    before the alarm: the stalled call kept the GIL."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,9 @@ class ProbeResult:
     """w: each greenlet's ``pg_sleep(w)`` in a window."""
     windows: list[list[float]] = field(default_factory=list)
     """[start, end] of each wait window."""
+    idle_window: list[float] | None = None
+    """[start, end] of the idle window: every connection open and used once, none in use
+    (None: none in this record)."""
     blocked: list[BlockedEvent] = field(default_factory=list)
     """The monitor thread's events during the wait windows."""
     select1_window: list[float] | None = None
@@ -137,6 +148,11 @@ class RoutePhase:
     blocked: list[BlockedEvent]
     aborted: bool = False
     """Written as gunicorn killed the worker (WORKER TIMEOUT): what it saw until then."""
+    parked: dict = field(default_factory=dict)
+    """issue 20: where the app's request greenlets were parked (``worker/parked.py``)."""
+    bindings: list[dict] = field(default_factory=list)
+    """issue 20: the app's names still bound to an original gevent replaced
+    (``worker/bindings.py``)."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,3 @@
+# A gevent deployment whose /validate route runs a backtracking regular expression.
+worker_class = "gevent"
+workers = 2

@@ -1,0 +1,166 @@
+"""Who blocked under a held GIL (worker/stall_watch.py): a wall-clock alarm the hub re-arms.
+
+The real case in a real gevent hub (no gunicorn): ``examples/regex_route``'s backtracking
+match holds the GIL ~0.2 s a call, gevent's monitor thread sees nothing, the alarm's
+handler names ``app.py:24 in validate``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from geventprobe.core import blocked
+from geventprobe.worker import stall_watch
+from geventprobe.worker.record import BlockedEvent
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "regex_route"
+
+
+def _events(dicts: list[dict]) -> list[BlockedEvent]:
+    return [BlockedEvent(**d) for d in dicts]
+
+
+def _run(code: str, watch: str = "1") -> list[dict]:
+    script = textwrap.dedent("""\
+        from gevent import monkey; monkey.patch_all()
+        import gevent, json, sys
+        sys.path.insert(0, sys.argv[1])
+        import app
+        from geventprobe.worker.monitor import Monitor
+        m = Monitor(0.05)
+        m.stall_watch = True
+        m.start()
+        gevent.sleep(0.1)
+        """) + textwrap.dedent(code) + ("gevent.sleep(0.1)\nimport dataclasses\n"
+                                              "print(json.dumps([dataclasses.asdict(e) "
+                                              "for e in m.stop()]))\n")
+    out = subprocess.run([sys.executable, "-c", script, str(EXAMPLE)], capture_output=True,
+                         text=True, timeout=60, cwd=EXAMPLE,
+                         env=dict(os.environ, GEVENTPROBE_STALL_WATCH=watch))
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_a_gil_holding_call_is_named():
+    events = _run("gevent.joinall([gevent.spawn(app.validate, app.SUBJECT) for _ in range(3)])\n")
+    counted = blocked.stacks(_events(events), "t")
+    assert counted, "no stack for a 0.2 s regex that held the GIL"
+    assert counted[0].user_frame.startswith("app.py:24 in validate")
+    assert counted[0].count >= 3  # one alarm per call at least
+    assert all("validate" in e["frames"][-1] for e in events)
+    assert counted[0].gil_held  # the helper thread could not run while the match ran
+
+
+def test_short_stalls_that_release_the_gil_are_not_called_gil_held():
+    """Back-to-back 60 ms sleeps in C (the GIL released), the hub switching between them:
+    the monitor thread reports none (the hub switched since its last look), the alarm
+    does, and its helper thread kept running: the GIL was free."""
+    code = ("import time as t\nfrom gevent.monkey import get_original\n"
+            "sleep = get_original('time', 'sleep')\n"
+            "gevent.joinall([gevent.spawn(sleep, 0.06) for _ in range(10)])\n")
+    counted = blocked.stacks(_events(_run(code)), "t")
+    assert counted, "the alarm saw nothing of 10 back-to-back 60 ms stalls"
+    assert not any(s.gil_held for s in counted), counted
+
+
+def test_without_the_watch_the_monitor_alone_sees_nothing():
+    """The truth the watch answers: gevent's monitor thread is blind to this stall."""
+    events = _run("gevent.joinall([gevent.spawn(app.validate, app.SUBJECT) for _ in range(3)])\n",
+                  watch="0")
+    assert events == []
+
+
+def test_a_stall_the_monitor_sees_is_counted_once():
+    code = "import hashlib\nhashlib.pbkdf2_hmac('sha256', b'x', b'y', 400000)\n"
+    alone, both = _run(code, watch="0"), _run(code)
+    assert alone, "the monitor sees a GIL-releasing call"
+    assert len(both) <= len(alone) + 1  # the alarm's sightings of it were merged away
+
+
+def test_merge_counts_each_stall_once_and_drops_the_handlers_own_traces():
+    seen = [BlockedEvent(t=5.00, s=0.05, frames=["app.py:19 in login"], user=0),
+            BlockedEvent(t=5.30, s=0.05, frames=[
+                "app.py:24 in validate",
+                "geventprobe/worker/stall_watch.py:100 in _on_alarm: def _on_alarm(…)"], user=0)]
+    stalls = [BlockedEvent(t=5.04, s=0.10, frames=["app.py:19 in login"], user=0),
+              BlockedEvent(t=5.32, s=0.05, frames=["app.py:24 in validate"], user=0)]
+    merged = stall_watch.merge(seen, stalls)
+    assert [(e.t, e.frames[-1]) for e in merged] == [
+        (5.00, "app.py:19 in login"), (5.32, "app.py:24 in validate")]
+
+
+def test_the_apps_own_alarm_handler_is_left_alone():
+    script = textwrap.dedent("""\
+        from gevent import monkey; monkey.patch_all()
+        import signal
+        def mine(*a): pass
+        signal.signal(signal.SIGALRM, mine)
+        from geventprobe.worker.stall_watch import StallWatch
+        w = StallWatch(0.05).start()
+        print(w.off, signal.getsignal(signal.SIGALRM) is mine)
+        w.stop()
+        print(signal.getsignal(signal.SIGALRM) is mine)
+        """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["the", "app", "handles", "SIGALRM", "itself", "True", "True"]
+    assert signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)  # ours untouched
+
+
+def test_started_from_a_greenlet_as_in_a_gunicorn_worker():
+    """The probe starts the monitor from a spawned greenlet, where ``threading`` (patched)
+    says the current thread is not the main one: the watch must start anyway."""
+    script = textwrap.dedent("""\
+        from gevent import monkey; monkey.patch_all()
+        import gevent, json, sys
+        sys.path.insert(0, sys.argv[1])
+        import app
+        from geventprobe.worker.monitor import Monitor
+        def phase():
+            m = Monitor(0.05)
+            m.stall_watch = True
+            m.start()
+            gevent.sleep(0.05)
+            gevent.joinall([gevent.spawn(app.validate, app.SUBJECT) for _ in range(2)])
+            gevent.sleep(0.05)
+            return m.stop()
+        import dataclasses
+        print(json.dumps([dataclasses.asdict(e) for e in gevent.spawn(phase).get()]))
+        """)
+    out = subprocess.run([sys.executable, "-c", script, str(EXAMPLE)], capture_output=True,
+                         text=True, timeout=60, cwd=EXAMPLE)
+    assert out.returncode == 0, out.stderr
+    counted = blocked.stacks(_events(json.loads(out.stdout.splitlines()[-1])), "t")
+    assert counted and counted[0].user_frame.startswith("app.py:24 in validate")
+
+
+def test_the_alarm_interrupts_no_system_call_of_the_main_thread():
+    """A C wait that does not retry on EINTR (psycopg 3.1.12's wait_c raised
+    InterruptedError): libc's poll() for 0.3 s in the main thread, GIL released, the hub
+    stalled, the watch firing every 50 ms meanwhile."""
+    script = textwrap.dedent("""\
+        from gevent import monkey; monkey.patch_all()
+        import ctypes, ctypes.util, gevent, json
+        from geventprobe.worker.monitor import Monitor
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        m = Monitor(0.05)
+        m.stall_watch = True
+        m.start()
+        gevent.sleep(0.05)
+        rv = libc.poll(None, 0, 300)
+        err = ctypes.get_errno()
+        gevent.sleep(0.05)
+        m.stop()
+        print(json.dumps([rv, err]))
+        """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == [0, 0]  # not -1, EINTR
