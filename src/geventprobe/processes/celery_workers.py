@@ -1,0 +1,691 @@
+"""Run the probe inside the user's real celery -P gevent worker: the sibling of gunicorn_workers.
+
+``run_celery`` starts the worker the way the user does (``app_command``: ``celery -A APP
+worker -P gevent -c N``; ``user_command``: their own command line, e.g. ``python
+worker.py``), with their environment plus ours, all through the environment (the broker
+URL and the DSN may hold passwords: never on a command line):
+
+- ``PYTHONPATH`` gets a boot dir first: ``sitecustomize.py`` (``worker/celery_sitecustomize.py``)
+  and a copy of ``geventprobe/worker``. Python imports it while it starts, whatever the
+  command; it installs ``worker/celery_watch.py`` (who imported the driver, when, and
+  whether gevent had patched then) and, once celery is imported, ``worker/celery_probe.py``
+  (celery's signals; a queue of our own; heartbeat, connect phase, one file per task);
+- ``CELERY_BROKER_URL`` points the worker at the run's broker (celery reads it before
+  the app's own setting), ``DATABASE_URL`` at the probed server unless the user set it.
+
+Then, reading only the files the worker writes (``worker/celery_record.py``), never its
+stdout: wait until it is ready and has connected; send a warm-up task, one probe task
+alone, then C at once (``geventprobe.pg_sleep(w)``), then each of the user's tasks alone
+and C at once, each through the broker to our queue; for every task record when we sent
+it, when the consumer took it, when it started and finished, and celery's own runtime.
+A worker that never gets ready, never starts a task or never finishes one is a
+``Stall`` within a deadline, with its stacks, not a hang. Then SIGTERM, SIGKILL if it
+ignores it, reap everything it started, delete our queue, remove the run dir.
+
+The verdict rules read the figures this returns (``CeleryRun``); which figures separate
+OK / BLOCKING / SERIALIZED / never-ran, with the margins measured: docs/celery.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+
+from geventprobe.errors import ProbeError
+from geventprobe.processes import broker as brokers
+from geventprobe.processes import children
+from geventprobe.processes.cpu import CpuSampler
+from geventprobe.worker import celery_probe
+from geventprobe.worker import celery_record as rec
+
+LOG_NAME = "worker.log"
+
+
+# --- what to start -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CeleryCommand:
+    """How the worker is started: the argv (no secrets on it), where, and how we got it."""
+
+    argv: tuple[str, ...]
+    cwd: str
+    how: str
+    """``app`` (``--celery APP``: we built the celery command) or ``command`` (theirs)."""
+
+    @property
+    def shown(self) -> str:
+        return shlex.join(self.argv)
+
+
+def app_command(app: str, concurrency: int, cwd: str = ".", *, python: str | None = None,
+                loglevel: str = "info") -> CeleryCommand:
+    """``celery -A APP worker -P gevent -c N``, as the ``celery`` program runs it
+    (``python -m celery`` is the same entry point: it patches gevent before it imports APP)."""
+    if not app or app.startswith("-"):
+        raise ProbeError(f"--celery {app!r}: give the app as celery's -A takes it "
+                         "(e.g. proj or proj.celery:app)")
+    argv = (python or sys.executable, "-m", "celery", "-A", app, "worker", "-P", "gevent",
+            "-c", str(int(concurrency)), "-l", loglevel)
+    return CeleryCommand(argv=argv, cwd=os.path.abspath(cwd), how="app")
+
+
+def user_command(command: str, cwd: str = ".") -> CeleryCommand:
+    """The user's own start command, split as a shell would (no shell runs it: for pipes or
+    ``&&`` give ``sh -c '...'``)."""
+    try:
+        argv = tuple(shlex.split(command))
+    except ValueError as exc:
+        raise ProbeError(f"--celery-cmd {command!r} does not parse ({exc}): quote it as you "
+                         "would in a shell") from None
+    if not argv:
+        raise ProbeError("--celery-cmd is empty: give the command that starts your worker, "
+                         "e.g. --celery-cmd \"python worker.py\"")
+    return CeleryCommand(argv=argv, cwd=os.path.abspath(cwd), how="command")
+
+
+@dataclass(frozen=True)
+class UserTask:
+    """One of the user's tasks (``--task NAME`` with ``--task-args`` / ``--task-kwargs``)."""
+
+    name: str
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """How long each step may take before it is a finding (or an error), s."""
+
+    boot: float = 30.0
+    """From the start until ``worker_ready``."""
+    connect: float = 10.0
+    """From ready until the connect phase is done (a hub that never runs: see ``hub_silent``)."""
+    hub_silent: float = 2.0
+    """Ready this long and the heartbeat never ran: the hub is held; stop waiting for it."""
+    alone: float = 5.0
+    """A task sent alone, until it is done (the warm-up and the lone probe task)."""
+    per_task: float = 0.5
+    """Added to a batch's deadline per task in it, beyond 3 × C × w + ``alone``."""
+    user_task: float = 60.0
+    """One of the user's own tasks (their work may take long)."""
+    stop: float = 10.0
+    """SIGTERM until SIGKILL."""
+    stop_stalled: float = 3.0
+    """SIGTERM until SIGKILL for a worker already found stalled: waiting longer tells
+    nothing new (measured: a worker whose hub is held ignores SIGTERM altogether)."""
+
+
+# --- what comes back ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TaskFigures:
+    """One task, from when we sent it to when it finished. Times are ``time.monotonic()``."""
+
+    task_id: str
+    name: str
+    sent: float
+    received: float | None
+    """celery's ``task_received``: the consumer took it off the broker (None: never)."""
+    started: float | None
+    """``task_prerun``: its greenlet began (None: never)."""
+    finished: float | None
+    state: str | None
+    error: str | None
+    celery_runtime: float | None
+    """celery's own runtime figure (what its events and Flower show)."""
+    probe_connect_s: float | None = None
+    probe_query_s: float | None = None
+
+    @property
+    def queue_s(self) -> float | None:
+        """Sent until started: the time it waited (broker, consumer and pool)."""
+        return None if self.started is None else self.started - self.sent
+
+    @property
+    def run_s(self) -> float | None:
+        """Started until finished, as we see it."""
+        if self.started is None or self.finished is None:
+            return None
+        return self.finished - self.started
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Tasks sent at once (one alone, or C) and what became of them."""
+
+    label: str
+    """``warm-up``, ``alone``, ``at once``."""
+    task: str
+    size: int
+    wait_s: float | None
+    """The probe task's ``pg_sleep`` (None for the user's tasks)."""
+    tasks: tuple[TaskFigures, ...]
+    start: float
+    """When the first task was sent."""
+    end: float
+    """When the last one finished, or when we stopped waiting."""
+    deadline_s: float
+    hub_lag_s: float | None
+    """The latest heartbeat tick due inside [start, end] (None: no hub record)."""
+    cpu_s: float | None = None
+    """The worker's CPU seconds during [start, end] (psutil; None when not sampled)."""
+    run_delay_s: float | None = None
+    """Time it waited for a CPU while runnable, during [start, end] (/proc/<pid>/schedstat)."""
+    sleeps: float | None = None
+    """Voluntary context switches during [start, end]: how often it went to sleep."""
+
+    @property
+    def cpu_per_s(self) -> float | None:
+        """CPU seconds per wall second of the worker during the batch (BUSY-WAIT evidence)."""
+        return None if self.cpu_s is None or self.wall_s <= 0 else self.cpu_s / self.wall_s
+
+    @property
+    def runnable(self) -> float | None:
+        """Share of the batch the worker was on a CPU or waiting for one."""
+        if self.cpu_s is None or self.run_delay_s is None or self.wall_s <= 0:
+            return None
+        return min(1.0, (self.cpu_s + self.run_delay_s) / self.wall_s)
+
+    @property
+    def done(self) -> int:
+        return sum(1 for t in self.tasks if t.finished is not None)
+
+    @property
+    def complete(self) -> bool:
+        return self.done == self.size
+
+    @property
+    def wall_s(self) -> float:
+        return self.end - self.start
+
+    @property
+    def queue_max_s(self) -> float | None:
+        values = [t.queue_s for t in self.tasks if t.queue_s is not None]
+        return max(values) if values else None
+
+    @property
+    def run_max_s(self) -> float | None:
+        values = [t.run_s for t in self.tasks if t.run_s is not None]
+        return max(values) if values else None
+
+    @property
+    def run_median_s(self) -> float | None:
+        values = [t.run_s for t in self.tasks if t.run_s is not None]
+        return statistics.median(values) if values else None
+
+    @property
+    def celery_runtime_max_s(self) -> float | None:
+        values = [t.celery_runtime for t in self.tasks if t.celery_runtime is not None]
+        return max(values) if values else None
+
+    @property
+    def peak(self) -> int:
+        """The most tasks running at the same moment (between prerun and postrun)."""
+        edges = []
+        for t in self.tasks:
+            if t.started is not None:
+                edges.append((t.started, 1))
+                edges.append((t.finished if t.finished is not None else self.end, -1))
+        running = best = 0
+        for _, step in sorted(edges, key=lambda e: (e[0], e[1])):
+            running += step
+            best = max(best, running)
+        return best
+
+    @property
+    def overlap(self) -> float | None:
+        """Sum of the run times over the span they cover: ≈ C when they ran side by side
+        without waiting for each other, ≈ 1 when one at a time."""
+        runs = [t for t in self.tasks if t.run_s is not None]
+        if not runs:
+            return None
+        span = max(t.finished for t in runs) - min(t.started for t in runs)
+        return sum(t.run_s for t in runs) / span if span > 0 else None
+
+
+@dataclass(frozen=True)
+class Stall:
+    """The worker did not get somewhere in time: a finding, not a hang of ours."""
+
+    kind: str
+    """``never-ready`` (no ``worker_ready``), ``never-started`` (tasks sent, none began) or
+    ``stalled`` (tasks began and did not finish)."""
+    batch: str | None
+    """Which batch (None for ``never-ready``)."""
+    waited_s: float
+    received: int
+    started: int
+    finished: int
+    sent: int
+    hub_silent_s: float | None
+    """How long the heartbeat had not ticked when we gave up (None: it never ran at all)."""
+    stacks: str
+    """faulthandler's dump of every thread (works while the hub is held in C)."""
+    greenlets: str | None
+    """gevent's run info, every greenlet's stack (only a hub that still runs can write it)."""
+
+
+@dataclass(frozen=True)
+class StopFigures:
+    """How the worker ended."""
+
+    signal: str
+    """``SIGTERM`` when that sufficed, ``SIGKILL`` when it ignored SIGTERM for the deadline."""
+    seconds: float
+    returncode: int | None
+    exited_before: bool = False
+    """It had exited on its own before we stopped it."""
+
+
+@dataclass(frozen=True)
+class CeleryRun:
+    """Everything one run of a celery worker produced."""
+
+    command: CeleryCommand
+    queue: str
+    broker: str
+    """The broker URL as shown (password masked)."""
+    ready: rec.Ready | None = None
+    connected: rec.Connected | None = None
+    hub: rec.Hub | None = None
+    """The worker's last heartbeat record."""
+    facts_after: rec.FactsAfter | None = None
+    """The facts again once the tasks ran (a lazily imported driver is in them by now)."""
+    batches: tuple[Batch, ...] = ()
+    stall: Stall | None = None
+    stop: StopFigures | None = None
+    boot_pids: tuple[int, ...] = ()
+    """Processes that imported celery under our hook."""
+    boot_errors: tuple[str, ...] = ()
+    """Our hooks' own failures in the worker (it ran on without them)."""
+    queue_cleanup: str | None = None
+    """None when our queue was removed from the broker, else why it could not be."""
+    log_tail: tuple[str, ...] = ()
+    timings: dict = field(default_factory=dict)
+    """Seconds per step seen from here: ``boot``, ``connect``, ``tasks``, ``stop``."""
+
+    def batch(self, label: str, task: str = celery_probe.PROBE_TASK) -> Batch | None:
+        """The batch with that label (and task), if it ran."""
+        return next((b for b in self.batches if b.label == label and b.task == task), None)
+
+
+# --- the boot dir ------------------------------------------------------------------------
+
+def make_boot_dir(run_dir: str) -> str:
+    """``run_dir/boot``: ``sitecustomize.py`` and a copy of ``geventprobe/worker`` (with the
+    package's empty ``__init__``): what the worker's PYTHONPATH gets, and nothing else of
+    geventprobe's environment (its site-packages would shadow the user's)."""
+    boot = Path(run_dir) / "boot"
+    package = boot / "geventprobe"
+    (package / "worker").mkdir(parents=True)
+    package_files = resources.files("geventprobe")
+    (package / "__init__.py").write_bytes(package_files.joinpath("__init__.py").read_bytes())
+    for item in resources.files("geventprobe.worker").iterdir():
+        if item.name.endswith(".py"):
+            (package / "worker" / item.name).write_bytes(item.read_bytes())
+    source = resources.files("geventprobe.worker").joinpath("celery_sitecustomize.py")
+    (boot / "sitecustomize.py").write_bytes(source.read_bytes())
+    return str(boot)
+
+
+def worker_environ(base: dict[str, str], *, run_dir: str, boot: str, queue: str,
+                   broker_url: str, dsn: str, workload: dict,
+                   result_backend: str | None = None) -> dict[str, str]:
+    """The worker's environment: theirs, plus ours (never a secret on a command line)."""
+    from geventprobe.app.gunicorn_app import conninfo_to_uri
+
+    env = dict(base)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (boot, base.get("PYTHONPATH")) if p)
+    env.update({
+        celery_probe.RUN_DIR_ENV: run_dir,
+        celery_probe.QUEUE_ENV: queue,
+        celery_probe.WORKLOAD_ENV: json.dumps(workload),
+        "GEVENTPROBE_DSN": dsn,
+        "GEVENTPROBE_MODE": "app",
+        "CELERY_BROKER_URL": broker_url,
+        "PYTHONUNBUFFERED": "1",
+    })
+    if result_backend:
+        env["CELERY_RESULT_BACKEND"] = result_backend
+    if not base.get("DATABASE_URL") and dsn:
+        env["DATABASE_URL"] = conninfo_to_uri(dsn)
+    return env
+
+
+# --- reading the worker's files ----------------------------------------------------------
+
+class _Files:
+    """The run dir's records, each parsed once (a file is renamed in whole and never changes,
+    except ``hub-*``, which is rewritten: read fresh)."""
+
+    def __init__(self, run_dir: str):
+        self.run_dir = run_dir
+        self._cache: dict[str, object] = {}
+        self.errors: list[str] = []
+
+    def records(self, prefix: str, kind: type) -> dict[str, object]:
+        found = {}
+        for path in glob.glob(os.path.join(self.run_dir, f"{prefix}-*.json")):
+            key = os.path.basename(path)[len(prefix) + 1:-len(".json")]
+            if path in self._cache:
+                found[key] = self._cache[path]
+                continue
+            try:
+                record = rec.load(path, kind)
+            except (OSError, rec.RecordError) as exc:
+                if isinstance(exc, rec.RecordError):
+                    self.errors.append(f"{os.path.basename(path)}: {exc}")
+                continue
+            self._cache[path] = record
+            found[key] = record
+        return found
+
+    def hub(self, pid: int) -> rec.Hub | None:
+        try:
+            return rec.load(os.path.join(self.run_dir, f"hub-{pid}.json"), rec.Hub)
+        except (OSError, rec.RecordError):
+            return None
+
+    def text(self, name: str) -> str | None:
+        try:
+            with open(os.path.join(self.run_dir, name), errors="replace") as f:
+                return f.read()
+        except OSError:
+            return None
+
+
+def _log_tail(path: str, lines: int = 30) -> tuple[str, ...]:
+    from geventprobe.dsn import redact
+
+    try:
+        with open(path, errors="replace") as f:
+            return tuple(redact(ln.rstrip()) for ln in f.readlines()[-lines:])
+    except OSError:
+        return ()
+
+
+def _telling_line(log: Sequence[str]) -> str:
+    """The line of a worker's log that best says why it ended early."""
+    for needle in ("Error", "error", "Exception", "Unable", "No module", "not found"):
+        for line in reversed(log):
+            if needle in line:
+                return line.strip()
+    return log[-1].strip() if log else "no output"
+
+
+# --- the run -----------------------------------------------------------------------------
+
+def run_celery(command: CeleryCommand, *, dsn: str, broker: brokers.Broker,
+               wait_s: float = 0.2, greenlets: int | None = None,
+               tasks: Sequence[UserTask] = (), env: dict[str, str] | None = None,
+               result_backend: str | None = None, deadlines: Deadlines = Deadlines(),
+               workload: dict | None = None) -> CeleryRun:
+    """Start the worker, probe it, stop it; everything it started is gone when this returns.
+
+    ``greenlets``: how many tasks go at once (default: the worker's own concurrency, from
+    its ``-c`` or settings). ``tasks``: the user's own tasks, each run alone then C at once
+    after the probe task. ``env``: the worker's base environment (default ours).
+    ``result_backend``: the worker's ``CELERY_RESULT_BACKEND`` (the runner passes the
+    embedded broker's URL so results of the user's tasks stay in the run).
+
+    Raises ProbeError (one line) for what the user must fix: the worker exited before it
+    was ready (the app does not import...), or a ``--task`` its app does not register.
+    A worker that does not get ready, never starts a task or never finishes one is a
+    ``Stall`` in the result.
+    """
+    run_dir = children.make_temp_dir("geventprobe-celery-")
+    queue = brokers.queue_name()
+    log_path = os.path.join(run_dir, LOG_NAME)
+    files = _Files(run_dir)
+    parts: dict = {"timings": {}}
+    wl = dict(celery_probe.DEFAULT_WORKLOAD, wait_seconds=wait_s, **(workload or {}))
+    if greenlets:
+        wl["greenlets"] = int(greenlets)
+    started = time.monotonic()
+    proc = None
+    try:
+        boot = make_boot_dir(run_dir)
+        proc = children.spawn(
+            command.argv, cwd=command.cwd, log_path=log_path,
+            env=worker_environ(dict(os.environ if env is None else env), run_dir=run_dir,
+                               boot=boot, queue=queue, broker_url=broker.url, dsn=dsn,
+                               workload=wl, result_backend=result_backend))
+        _probe(proc, files, parts, command, broker, queue, wl, wait_s, greenlets, tasks,
+               deadlines, started)
+    finally:
+        if proc is not None:
+            bound = deadlines.stop_stalled if parts.get("stall") else deadlines.stop
+            parts["stop"] = _stop(proc, bound, parts)
+        parts["queue_cleanup"] = brokers.delete_queue(broker.url, queue)
+        parts["log_tail"] = _log_tail(log_path)
+        boots = files.records("boot", rec.Boot)
+        parts["boot_pids"] = tuple(sorted(b.pid for b in boots.values()))
+        errors = [files.text(os.path.basename(p)) or ""
+                  for p in glob.glob(os.path.join(run_dir, "boot-error-*.txt"))]
+        ready = parts.get("ready")
+        if ready is not None:
+            errors += ready.facts.get("hook_errors") or []
+        parts["boot_errors"] = tuple(e.strip() for e in errors + files.errors if e.strip())
+        children.remove_temp_dir(run_dir)
+    return CeleryRun(command=command, queue=queue, broker=broker.shown, **parts)
+
+
+def _probe(proc, files: _Files, parts: dict, command: CeleryCommand, broker: brokers.Broker,
+           queue: str, wl: dict, wait_s: float, greenlets: int | None,
+           tasks: Sequence[UserTask], deadlines: Deadlines, started: float) -> None:
+    """Everything between the worker's start and its stop; fills ``parts``."""
+    timings = parts["timings"]
+    ready = _wait_ready(proc, files, command, deadlines.boot)
+    timings["boot"] = round(time.monotonic() - started, 3)
+    if ready is None:
+        parts["stall"] = _stall(files, proc, "never-ready", None, (), deadlines.boot, {})
+        return
+    parts["ready"] = ready
+    unknown = [t.name for t in tasks if t.name not in ready.tasks]
+    if unknown:
+        known = ", ".join(ready.tasks) or "none"
+        raise ProbeError(f"--task {unknown[0]}: the worker's app has no such task (it "
+                         f"registers: {known}): check the name (celery -A APP inspect "
+                         "registered lists them)")
+    t_connect = time.monotonic()
+    parts["connected"] = _wait_connected(proc, files, ready, deadlines)
+    timings["connect"] = round(time.monotonic() - t_connect, 3)
+    size = int(greenlets or ready.concurrency or wl["greenlets"])
+    plan = [("warm-up", celery_probe.PROBE_TASK, 1, (0.0,), {}, deadlines.alone, 0.0),
+            ("alone", celery_probe.PROBE_TASK, 1, (wait_s,), {}, deadlines.alone, wait_s),
+            ("at once", celery_probe.PROBE_TASK, size, (wait_s,), {},
+             3 * size * wait_s + deadlines.alone + deadlines.per_task * size, wait_s)]
+    for task in tasks:
+        plan.append(("alone", task.name, 1, tuple(task.args), dict(task.kwargs),
+                     deadlines.user_task, None))
+        plan.append(("at once", task.name, size, tuple(task.args), dict(task.kwargs),
+                     deadlines.user_task + deadlines.per_task * size, None))
+    t_tasks = time.monotonic()
+    batches: list[Batch] = []
+    from celery import Celery
+
+    app = Celery("geventprobe", broker=broker.url, set_as_current=False)
+    try:
+        with CpuSampler([ready.pid]) as sampler, app.producer_or_acquire() as producer:
+            for label, name, n, args, kwargs, deadline, w in plan:
+                batch, stall = _run_batch(app, producer, files, proc, ready.pid, queue, label,
+                                          name, n, args, kwargs, deadline, w)
+                batches.append(batch)
+                if stall is not None:
+                    parts["stall"] = stall
+                    break
+    finally:
+        with contextlib.suppress(Exception):
+            app.close()
+    # Read once the sampler has stopped: a window's end needs a sample after it.
+    parts["batches"] = tuple(replace(
+        b, cpu_s=sampler.cpu_seconds(ready.pid, b.start, b.end),
+        run_delay_s=sampler.delta(ready.pid, "run_delay", b.start, b.end),
+        sleeps=sampler.delta(ready.pid, "voluntary", b.start, b.end)) for b in batches)
+    timings["tasks"] = round(time.monotonic() - t_tasks, 3)
+    parts["hub"], parts["facts_after"] = _final(files, ready.pid,
+                                                batches[-1].end if batches else 0.0)
+
+
+def _wait_ready(proc, files: _Files, command: CeleryCommand, timeout: float) -> rec.Ready | None:
+    """The worker's ready record; None after ``timeout``; ProbeError if it exited first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        children.check_guards()
+        ready = files.records("ready", rec.Ready)
+        if ready:
+            return min(ready.values(), key=lambda r: r.at)
+        if proc.poll() is not None:
+            log = _log_tail(os.path.join(files.run_dir, LOG_NAME))
+            raise ProbeError(
+                f"the celery worker {children.describe_exit(proc.returncode)} before it was "
+                f"ready: {_telling_line(log)}: check that `{command.shown}` starts it by hand "
+                f"(in {command.cwd})")
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)
+
+
+def _wait_connected(proc, files: _Files, ready: rec.Ready, d: Deadlines) -> rec.Connected | None:
+    """The connect phase's record; None when it did not come (a hub that never runs)."""
+    deadline = time.monotonic() + d.connect
+    while time.monotonic() < deadline and proc.poll() is None:
+        children.check_guards()
+        found = files.records("connected", rec.Connected)
+        if str(ready.pid) in found:
+            return found[str(ready.pid)]
+        if time.monotonic() - ready.at > d.hub_silent and files.hub(ready.pid) is None:
+            return None  # the probe's greenlet never ran: its hub is held
+        time.sleep(0.02)
+    return None
+
+
+def _run_batch(app, producer, files: _Files, proc, pid: int, queue: str, label: str,
+               name: str, n: int, args: tuple, kwargs: dict, deadline_s: float,
+               wait_s: float | None) -> tuple[Batch, Stall | None]:
+    """Send ``n`` tasks at once to our queue; wait for them within ``deadline_s``."""
+    from kombu import Exchange, Queue
+
+    target = Queue(queue, Exchange(queue, type="direct"), routing_key=queue)
+    sent: dict[str, float] = {}
+    start = time.monotonic()
+    for _ in range(n):
+        t = time.monotonic()
+        result = app.send_task(name, args=args, kwargs=kwargs, queue=target, producer=producer)
+        sent[result.id] = t
+    deadline = start + deadline_s
+    done: dict = {}
+    while True:
+        children.check_guards()
+        finished = files.records("task", rec.TaskDone)
+        done = {i: finished[i] for i in sent if i in finished}
+        if len(done) == n or time.monotonic() > deadline or proc.poll() is not None:
+            break
+        time.sleep(0.01)
+    end = max((r.finished for r in done.values()), default=time.monotonic()) \
+        if len(done) == n else time.monotonic()
+    marks_r = files.records("received", rec.TaskMark)
+    marks_s = files.records("started", rec.TaskMark)
+    figures = []
+    for task_id, t_sent in sent.items():
+        r = done.get(task_id)
+        probe = (r.probe or {}) if r is not None else {}
+        figures.append(TaskFigures(
+            task_id=task_id, name=name, sent=t_sent,
+            received=r.received if r is not None and r.received is not None else
+            (marks_r[task_id].at if task_id in marks_r else None),
+            started=r.started if r is not None else
+            (marks_s[task_id].at if task_id in marks_s else None),
+            finished=r.finished if r is not None else None,
+            state=r.state if r is not None else None,
+            error=r.error if r is not None else None,
+            celery_runtime=r.celery_runtime if r is not None else None,
+            probe_connect_s=_span(probe.get("connect")), probe_query_s=_span(probe.get("query"))))
+    hub = files.hub(pid)
+    batch = Batch(label=label, task=name, size=n, wait_s=wait_s, tasks=tuple(figures),
+                  start=start, end=end, deadline_s=round(deadline_s, 3),
+                  hub_lag_s=hub.lag_in(start, end) if hub is not None else None)
+    if batch.complete:
+        return batch, None
+    kind = "never-started" if not any(f.started is not None for f in figures) else "stalled"
+    return batch, _stall(files, proc, kind, label, figures, deadline_s, {"pid": pid})
+
+
+def _span(window) -> float | None:
+    return None if not window else window[1] - window[0]
+
+
+def _stall(files: _Files, proc, kind: str, label: str | None, figures, waited: float,
+           known: dict) -> Stall:
+    """What the worker was doing when we gave up: its threads' and greenlets' stacks."""
+    boots = files.records("boot", rec.Boot)
+    pid = known.get("pid") or next(iter(sorted(b.pid for b in boots.values())), None)
+    stacks, greenlets = "", None
+    if pid is not None and proc.poll() is None:
+        with contextlib.suppress(OSError):
+            open(os.path.join(files.run_dir, "dump"), "w").close()
+        boot = next((b for b in boots.values() if b.pid == pid), None)
+        if boot is not None:
+            with contextlib.suppress(OSError):
+                os.kill(pid, boot.stack_signal)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            stacks = files.text(f"stacks-{pid}.txt") or ""
+            greenlets = files.text(f"greenlets-{pid}.txt")
+            if stacks and greenlets is not None:
+                break
+            time.sleep(0.05)
+    hub = files.hub(pid) if pid is not None else None
+    return Stall(
+        kind=kind, batch=label, waited_s=round(waited, 3),
+        received=sum(1 for f in figures if f.received is not None),
+        started=sum(1 for f in figures if f.started is not None),
+        finished=sum(1 for f in figures if f.finished is not None),
+        sent=len(figures),
+        hub_silent_s=round(time.monotonic() - hub.last_tick, 3) if hub is not None else None,
+        stacks=stacks.strip(), greenlets=greenlets.strip() if greenlets else None)
+
+
+def _final(files: _Files, pid: int, after: float
+           ) -> tuple[rec.Hub | None, rec.FactsAfter | None]:
+    """The hub record written after ``after`` (the last task) and the facts once the tasks
+    ran, waiting a moment for both (a held hub writes neither: then what there is)."""
+    with contextlib.suppress(OSError):
+        open(os.path.join(files.run_dir, "facts"), "w").close()
+    deadline = time.monotonic() + 3 * rec.HUB_WRITE_S + 0.5
+    hub = files.hub(pid)
+    facts = None
+    while time.monotonic() < deadline:
+        hub = files.hub(pid) or hub
+        facts = files.records("facts", rec.FactsAfter).get(str(pid))
+        if facts is not None and hub is not None and hub.written >= after:
+            break
+        time.sleep(0.05)
+    return hub, facts
+
+
+def _stop(proc: subprocess.Popen, timeout: float, parts: dict) -> StopFigures:
+    """SIGTERM (celery's warm shutdown); SIGKILL the whole group if it ignores it; reap."""
+    t0 = time.monotonic()
+    if proc.poll() is not None:
+        code = proc.returncode
+        children.stop(proc)  # its group may hold orphans
+        return StopFigures(signal="none", seconds=0.0, returncode=code, exited_before=True)
+    children.stop(proc, signal.SIGTERM, timeout=timeout)
+    seconds = round(time.monotonic() - t0, 3)
+    parts["timings"]["stop"] = seconds
+    killed = proc.returncode == -signal.SIGKILL
+    return StopFigures(signal="SIGKILL" if killed else "SIGTERM", seconds=seconds,
+                       returncode=proc.returncode)
