@@ -144,7 +144,11 @@ def delete_queue(url: str, name: str, timeout: float = CHECK_TIMEOUT_S) -> str |
                                                "socket_timeout": timeout}) as conn:
                 channel = conn.channel()
                 exchange = Exchange(name, type="direct", channel=channel)
-                Queue(name, exchange, routing_key=name, channel=channel).delete()
+                queue = Queue(name, exchange, routing_key=name, channel=channel)
+                # kombu's redis transport deletes the bindings this channel knows of: bind
+                # (ours, already there) so that it knows, then delete queue and exchange.
+                queue.declare()
+                queue.delete()
                 exchange.delete()
             outcome.append(None)
         except BaseException as exc:
