@@ -539,21 +539,36 @@ def _probe(proc, files: _Files, parts: dict, command: CeleryCommand, broker: bro
                                                 batches[-1].end if batches else 0.0)
 
 
+NOT_BOOTED = ("no Python process it started loaded geventprobe's boot dir (a command that "
+              "ignores PYTHONPATH, python -E or -I, or a wrapper that resets the environment?)")
+
+
 def _wait_ready(proc, files: _Files, command: CeleryCommand, timeout: float) -> rec.Ready | None:
-    """The worker's ready record; None after ``timeout``; ProbeError if it exited first."""
+    """The worker's ready record; None after ``timeout`` (a never-ready Stall).
+
+    ProbeError (one line) when it exited first, or when after ``timeout`` none of its
+    Python processes loaded our boot dir: then we are not in, and it is not the worker's
+    fault.
+    """
     deadline = time.monotonic() + timeout
     while True:
         children.check_guards()
         ready = files.records("ready", rec.Ready)
         if ready:
             return min(ready.values(), key=lambda r: r.at)
+        booted = bool(files.records("boot", rec.Boot))
         if proc.poll() is not None:
             log = _log_tail(os.path.join(files.run_dir, LOG_NAME))
+            also = "" if booted else f" ({NOT_BOOTED})"
             raise ProbeError(
                 f"the celery worker {children.describe_exit(proc.returncode)} before it was "
-                f"ready: {_telling_line(log)}: check that `{command.shown}` starts it by hand "
-                f"(in {command.cwd})")
+                f"ready{also}: {_telling_line(log)}: check that `{command.shown}` starts it "
+                f"by hand (in {command.cwd})")
         if time.monotonic() > deadline:
+            if not booted:
+                raise ProbeError(f"geventprobe could not get into the worker: in {timeout:g} s "
+                                 f"{NOT_BOOTED}: start it with a plain `python` or `celery` "
+                                 "command")
             return None
         time.sleep(0.02)
 
@@ -630,21 +645,25 @@ def _span(window) -> float | None:
 def _stall(files: _Files, proc, kind: str, label: str | None, figures, waited: float,
            known: dict) -> Stall:
     """What the worker was doing when we gave up: its threads' and greenlets' stacks."""
-    boots = files.records("boot", rec.Boot)
-    pid = known.get("pid") or next(iter(sorted(b.pid for b in boots.values())), None)
+    boots = {b.pid: b for b in files.records("boot", rec.Boot).values()}
+    pid = known.get("pid")
+    # The worker's pid once it was ready; before that, every process that loaded our boot.
+    pids = [pid] if pid is not None else sorted(boots)
     stacks, greenlets = "", None
-    if pid is not None and proc.poll() is None:
+    if pids and proc.poll() is None:
         with contextlib.suppress(OSError):
             open(os.path.join(files.run_dir, "dump"), "w").close()
-        boot = next((b for b in boots.values() if b.pid == pid), None)
-        if boot is not None:
-            with contextlib.suppress(OSError):
-                os.kill(pid, boot.stack_signal)
+        for p in pids:
+            if p in boots:
+                with contextlib.suppress(OSError):
+                    os.kill(p, boots[p].stack_signal)
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline:
-            stacks = files.text(f"stacks-{pid}.txt") or ""
-            greenlets = files.text(f"greenlets-{pid}.txt")
-            if stacks and greenlets is not None:
+            found = {p: files.text(f"stacks-{p}.txt") or "" for p in pids}
+            stacks = "\n".join(f"pid {p}:\n{t}" if len(pids) > 1 else t
+                               for p, t in found.items() if t)
+            greenlets = files.text(f"greenlets-{pid}.txt") if pid is not None else None
+            if all(found.values()) and (greenlets is not None or pid is None):
                 break
             time.sleep(0.05)
     hub = files.hub(pid) if pid is not None else None

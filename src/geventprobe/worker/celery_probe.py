@@ -4,8 +4,6 @@
 process; it imports nothing. From then on, through celery's own signals (the ones a
 gevent worker sends; ``worker_process_init`` is not one of them, docs/celery.md):
 
-- ``import_modules`` / ``celeryd_init`` (the first the worker sends): faulthandler takes
-  ``stack_signal()`` and ``boot-<pid>.json`` says so;
 - ``worker_init``: the phase changes, and the probe task ``geventprobe.pg_sleep`` is
   registered on the worker's app, before the consumer reads the registry;
 - ``celeryd_after_setup``: the worker consumes from our queue alone
@@ -21,8 +19,8 @@ gevent worker sends; ``worker_process_init`` is not one of them, docs/celery.md)
   celery's own runtime beside ours.
 
 The parent asks for every greenlet's stack by creating ``dump`` in the run dir; the
-threads' stacks come from faulthandler on ``stack_signal()`` (C level: they come even
-while the hub is held in C). Everything reaches the parent as files
+threads' stacks come from faulthandler on ``celery_watch.stack_signal()`` (C level:
+they come even while the hub is held in C). Everything reaches the parent as files
 (``celery_record``), never through stdout or the log. Nothing here runs unless
 ``GEVENTPROBE_CELERY_RUN_DIR`` is set, and no hook may break the worker: an error of
 ours is noted and the worker goes on as it would have.
@@ -39,8 +37,6 @@ RUN_DIR_ENV = "GEVENTPROBE_CELERY_RUN_DIR"
 QUEUE_ENV = "GEVENTPROBE_CELERY_QUEUE"
 WORKLOAD_ENV = "GEVENTPROBE_CELERY_WORKLOAD"
 PROBE_TASK = "geventprobe.pg_sleep"
-# A real-time signal nobody else uses, for faulthandler's dump (celery takes SIGUSR1).
-STACK_SIGNAL_OFFSET = 6
 DEFAULT_WORKLOAD = {
     "heartbeat_ms": 2.0, "greenlets": 16, "connect_rounds": 1, "connect_timeout_s": 10,
     "statement_timeout_ms": 60000, "wait_seconds": 0.2, "monitor_ms": 50.0,
@@ -54,7 +50,6 @@ _runtime: dict[str, float] = {}
 _failed: dict[str, str] = {}
 _windows: dict[str, dict] = {}
 _user_queues: tuple[str, ...] = ()
-_stack_file = None
 _driver = None
 _heartbeat = None
 _monitor = None
@@ -64,11 +59,6 @@ _hub_started = 0.0
 def run_dir() -> str:
     return os.environ[RUN_DIR_ENV]
 
-
-def stack_signal() -> int:
-    import signal
-
-    return signal.SIGRTMIN + STACK_SIGNAL_OFFSET
 
 
 def workload() -> dict:
@@ -109,11 +99,10 @@ def connect() -> None:
         return
     _connected = True
     signals = sys.modules["celery.signals"]
-    for name in ("worker_process_init", "worker_shutdown"):
+    for name in ("import_modules", "celeryd_init", "worker_process_init", "worker_shutdown"):
         getattr(signals, name).connect(_guarded(name)(_nothing), weak=False,
                                        dispatch_uid=f"geventprobe-{name}")
-    hooks = {"import_modules": _on_early, "celeryd_init": _on_early,
-             "worker_init": _on_worker_init, "celeryd_after_setup": _on_after_setup,
+    hooks = {"worker_init": _on_worker_init, "celeryd_after_setup": _on_after_setup,
              "worker_ready": _on_ready, "worker_shutting_down": _on_shutting_down}
     for name, func in hooks.items():
         getattr(signals, name).connect(_guarded(name)(func), weak=False,
@@ -130,38 +119,10 @@ def _nothing(*_args, **_kwargs) -> None:
     """A receiver that only notes that the signal fired (``_guarded`` does)."""
 
 
-def _boot() -> None:
-    """Say we are in, and take the stack signal: faulthandler dumps from C, hub held or not.
-
-    Run by the first worker signal (``import_modules``, ``celeryd_init`` or
-    ``worker_init``), not when ``celery.signals`` loads: by then the worker has imported
-    the app and everything this imports (``signal``, ``json``), so the import order up to
-    the app stays the worker's own.
-    """
-    global _stack_file
-    if _stack_file is not None:
-        return
-    import faulthandler
-
-    from geventprobe.worker import celery_record
-
-    pid = os.getpid()
-    _stack_file = open(os.path.join(run_dir(), f"stacks-{pid}.txt"), "a")  # noqa: SIM115
-    faulthandler.register(stack_signal(), file=_stack_file, all_threads=True, chain=False)
-    _write(f"boot-{pid}.json", celery_record.Boot(
-        pid=pid, argv=tuple(sys.argv), stack_signal=stack_signal(), at=time.monotonic()))
-
-
-def _on_early(**_kwargs) -> None:
-    """The first signals of a worker's start: the boot record and the stack signal."""
-    _boot()
-
-
 def _on_worker_init(sender=None, **_kwargs) -> None:
     """Before the pool and the consumer start: our probe task joins the worker's app."""
     from geventprobe.worker import celery_watch
 
-    _boot()
     celery_watch.set_phase("worker_init")
     app = sender.app
     app.task(name=PROBE_TASK, bind=True, ignore_result=True, shared=False)(_pg_sleep)

@@ -9,8 +9,8 @@ every process of the machine, so the parent lines the worker's times up with its
 
 Files, by who writes them and when:
 
-``boot-<pid>.json``      ``Boot``: the process imported celery (our hook is in); it
-                          takes ``stack_signal`` to dump its threads' stacks
+``boot-<pid>.json``      ``Boot``: a Python process started with our boot (the import
+                          watch is in); it takes ``stack_signal`` to dump its stacks
 ``ready-<pid>.json``     ``Ready``: celery's ``worker_ready``, written in the signal
                           itself (so a worker whose hub never runs still writes it)
 ``connected-<pid>.json`` ``Connected``: the connect phase, from a greenlet: only a hub
@@ -51,11 +51,11 @@ class RecordError(ValueError):
 
 @dataclass(frozen=True)
 class Boot:
-    """The worker process imported celery, and our signal receivers are connected."""
+    """A Python process started with our boot dir: the import watch is in, and the process
+    takes ``stack_signal``. Written while Python starts (by hand, without ``json``, which
+    the process has not imported yet)."""
 
     pid: int
-    argv: tuple[str, ...]
-    """The process's command line as Python saw it (``sys.argv``)."""
     stack_signal: int
     """Sending this signal makes the process dump every thread's stack to ``stacks-<pid>.txt``."""
     at: float

@@ -8,12 +8,14 @@ how that command starts the worker (which decides the import order) stays theirs
 
 What it does, only when ``GEVENTPROBE_CELERY_RUN_DIR`` is set: install ``celery_watch``
 (an import hook that notes who imported the driver when, and connects our celery
-signal receivers once ``celery.signals`` has loaded). Then, always, it runs the
+signal receivers once ``celery.signals`` has loaded; faulthandler takes a signal for a
+stack dump, and ``boot-<pid>.json`` says the boot is in). Then, always, it runs the
 ``sitecustomize`` this one shadows, if there is one further down ``sys.path`` (Debian's
 ``/etc/python3.X/sitecustomize.py``, a virtualenv's), as Python would have.
 
-It imports nothing but ``os`` and ``sys`` (already loaded) and, to find the shadowed
-one, ``importlib.machinery`` (loaded by every interpreter at start).
+It imports nothing but what every interpreter has loaded at start (``os``, ``sys``,
+``importlib.machinery``, ``_signal``), geventprobe's own ``worker`` modules and the
+built-in ``faulthandler`` (docs/celery.md measures the import order with and without).
 """
 
 import os
@@ -21,12 +23,13 @@ import sys
 
 
 def _install() -> None:
-    if not os.environ.get("GEVENTPROBE_CELERY_RUN_DIR"):
+    run_dir = os.environ.get("GEVENTPROBE_CELERY_RUN_DIR")
+    if not run_dir:
         return
     try:
         from geventprobe.worker import celery_watch
 
-        celery_watch.install()
+        celery_watch.install(run_dir)
     except Exception as exc:  # never keep the user's worker from starting
         try:
             path = os.path.join(os.environ["GEVENTPROBE_CELERY_RUN_DIR"],

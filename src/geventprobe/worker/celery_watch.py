@@ -167,9 +167,31 @@ class _Finder:
             self._busy = False
 
 
-def install() -> None:
-    """Start watching (once per process): call while Python starts."""
-    global _installed
+#: faulthandler's file: open for the life of the process.
+_stack_file = None
+# A real-time signal nobody else uses (celery takes SIGUSR1 for its own stack dump).
+STACK_SIGNAL_OFFSET = 6
+#: celery_record.RECORD_VERSION (that module imports json: not here, while Python starts).
+BOOT_VERSION = 1
+
+
+def stack_signal() -> int:
+    """The signal that makes this process dump every thread's stack (``_signal`` is loaded
+    by every interpreter at start; ``signal`` is not)."""
+    import _signal
+
+    return _signal.SIGRTMIN + STACK_SIGNAL_OFFSET
+
+
+def install(run_dir: str) -> None:
+    """Start watching (once per process): call while Python starts.
+
+    Also takes ``stack_signal()``: faulthandler dumps every thread's stack to
+    ``stacks-<pid>.txt`` from C, so it answers even while the hub is held in C, or the
+    app's import hangs; then says so in ``boot-<pid>.json``. faulthandler is a built-in
+    module with no imports of its own.
+    """
+    global _installed, _stack_file
     if _installed:
         return
     _installed = True
@@ -177,6 +199,18 @@ def install() -> None:
     sys.meta_path.insert(0, _Finder())
     if "celery.signals" in sys.modules:  # loaded before us (a .pth file?): connect now
         _after_celery_signals(sys.modules["celery.signals"])
+    import faulthandler
+
+    pid = os.getpid()
+    _stack_file = open(os.path.join(run_dir, f"stacks-{pid}.txt"), "a")  # noqa: SIM115
+    faulthandler.register(stack_signal(), file=_stack_file, all_threads=True, chain=False)
+    # celery_record.Boot, written without json (not imported yet): ints and a float only.
+    text = (f'{{"kind": "Boot", "version": {BOOT_VERSION}, "pid": {pid}, '
+            f'"stack_signal": {stack_signal()}, "at": {time.monotonic()!r}}}')
+    path = os.path.join(run_dir, f"boot-{pid}.json")
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
 
 
 def facts() -> dict:
