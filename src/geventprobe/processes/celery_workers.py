@@ -145,8 +145,10 @@ class TaskFigures:
     error: str | None
     celery_runtime: float | None
     """celery's own runtime figure (what its events and Flower show)."""
-    probe_connect_s: float | None = None
-    probe_query_s: float | None = None
+    probe_connect: tuple[float, float] | None = None
+    """A probe task's connection: its start and end (None for the user's tasks)."""
+    probe_query: tuple[float, float] | None = None
+    """A probe task's ``pg_sleep``: its start and end."""
 
     @property
     def queue_s(self) -> float | None:
@@ -185,6 +187,28 @@ class Batch:
     """Time it waited for a CPU while runnable, during [start, end] (/proc/<pid>/schedstat)."""
     sleeps: float | None = None
     """Voluntary context switches during [start, end]: how often it went to sleep."""
+    wait_cpu_s: float | None = None
+    """The worker's CPU seconds during ``common_wait`` (None: no such window, or too short
+    to be sampled): the BUSY-WAIT figure, over time when every probe task only waited."""
+
+    @property
+    def common_wait(self) -> tuple[float, float] | None:
+        """When every probe task of the batch was inside its ``pg_sleep`` at once: from the
+        last one's start to the first one's end (None when they never all waited together,
+        as in a blocked worker, where they wait one after the other)."""
+        windows = [t.probe_query for t in self.tasks if t.probe_query is not None]
+        if len(windows) != self.size or not windows:
+            return None
+        start, end = max(w[0] for w in windows), min(w[1] for w in windows)
+        return (start, end) if end > start else None
+
+    @property
+    def wait_cpu_per_s(self) -> float | None:
+        """``wait_cpu_s`` per wall second of ``common_wait``."""
+        window = self.common_wait
+        if window is None or self.wait_cpu_s is None:
+            return None
+        return self.wait_cpu_s / (window[1] - window[0])
 
     @property
     def cpu_per_s(self) -> float | None:
@@ -533,7 +557,9 @@ def _probe(proc, files: _Files, parts: dict, command: CeleryCommand, broker: bro
     parts["batches"] = tuple(replace(
         b, cpu_s=sampler.cpu_seconds(ready.pid, b.start, b.end),
         run_delay_s=sampler.delta(ready.pid, "run_delay", b.start, b.end),
-        sleeps=sampler.delta(ready.pid, "voluntary", b.start, b.end)) for b in batches)
+        sleeps=sampler.delta(ready.pid, "voluntary", b.start, b.end),
+        wait_cpu_s=sampler.cpu_seconds(ready.pid, *b.common_wait) if b.common_wait else None)
+        for b in batches)
     timings["tasks"] = round(time.monotonic() - t_tasks, 3)
     parts["hub"], parts["facts_after"] = _final(files, ready.pid,
                                                 batches[-1].end if batches else 0.0)
@@ -627,7 +653,7 @@ def _run_batch(app, producer, files: _Files, proc, pid: int, queue: str, label: 
             state=r.state if r is not None else None,
             error=r.error if r is not None else None,
             celery_runtime=r.celery_runtime if r is not None else None,
-            probe_connect_s=_span(probe.get("connect")), probe_query_s=_span(probe.get("query"))))
+            probe_connect=_window(probe.get("connect")), probe_query=_window(probe.get("query"))))
     hub = files.hub(pid)
     batch = Batch(label=label, task=name, size=n, wait_s=wait_s, tasks=tuple(figures),
                   start=start, end=end, deadline_s=round(deadline_s, 3),
@@ -638,8 +664,8 @@ def _run_batch(app, producer, files: _Files, proc, pid: int, queue: str, label: 
     return batch, _stall(files, proc, kind, label, figures, deadline_s, {"pid": pid})
 
 
-def _span(window) -> float | None:
-    return None if not window else window[1] - window[0]
+def _window(window) -> tuple[float, float] | None:
+    return None if not window else (float(window[0]), float(window[1]))
 
 
 def _stall(files: _Files, proc, kind: str, label: str | None, figures, waited: float,

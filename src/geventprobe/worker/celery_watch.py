@@ -122,10 +122,17 @@ def _after_celery_signals(module) -> None:
 _AFTER = {"gevent.events": _after_gevent_events, "celery.signals": _after_celery_signals}
 
 
+def _ours(frame: str) -> bool:
+    """A frame of the interpreter (``<frozen runpy>`` of ``python -m celery``), of importlib,
+    or of geventprobe itself (installed, or the copy in the worker's boot dir)."""
+    return (frame.startswith(("<", "geventprobe/")) or "/importlib/" in frame
+            or "/boot/geventprobe/" in frame)
+
+
 def _blame(frames: list[tuple[str, bool]]) -> str | None:
-    """``import_watch._blame`` without the interpreter's own frames (``<frozen runpy>`` of
-    ``python -m celery``): the innermost line, and the user's line that led there."""
-    return _iw._blame([f for f in frames if not f[0].startswith("<")])
+    """``import_watch._blame`` without the interpreter's, importlib's and our own frames:
+    the innermost line, and the user's line that led there (None when only ours did)."""
+    return _iw._blame([f for f in frames if not _ours(f[0])])
 
 
 class _Finder:
