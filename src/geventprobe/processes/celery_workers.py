@@ -72,12 +72,18 @@ class CeleryCommand:
 def app_command(app: str, concurrency: int, cwd: str = ".", *, python: str | None = None,
                 loglevel: str = "info") -> CeleryCommand:
     """``celery -A APP worker -P gevent -c N``, as the ``celery`` program runs it
-    (``python -m celery`` is the same entry point: it patches gevent before it imports APP)."""
+    (``python -m celery`` is the same entry point: it patches gevent before it imports APP).
+
+    ``--without-mingle --without-gossip``: a worker of ours must not sync with, or listen
+    to, the user's other workers on their broker (``--broker``); and mingle waits 1 s for
+    neighbours at every start (measured). Neither changes the pool, the app or the import
+    order. ``--celery-cmd`` runs the user's command as it is.
+    """
     if not app or app.startswith("-"):
         raise ProbeError(f"--celery {app!r}: give the app as celery's -A takes it "
                          "(e.g. proj or proj.celery:app)")
     argv = (python or sys.executable, "-m", "celery", "-A", app, "worker", "-P", "gevent",
-            "-c", str(int(concurrency)), "-l", loglevel)
+            "-c", str(int(concurrency)), "-l", loglevel, "--without-mingle", "--without-gossip")
     return CeleryCommand(argv=argv, cwd=os.path.abspath(cwd), how="app")
 
 
