@@ -92,7 +92,13 @@ def summary(name: str, run: CeleryRun, seconds: float) -> dict:
             "done": f"{b.done}/{b.size}", "wall": r(b.wall_s), "queue_max": r(b.queue_max_s),
             "run_med": r(b.run_median_s), "run_max": r(b.run_max_s),
             "celery_rt_max": r(b.celery_runtime_max_s), "hub_lag": r(b.hub_lag_s),
-            "overlap": r(b.overlap, 1), "peak": b.peak, "cpu_s": r(b.cpu_s, 2)}
+            "overlap": r(b.overlap, 1), "peak": b.peak, "cpu_s": r(b.cpu_s, 2),
+            "wait_cpu_s": r(b.wait_cpu_s, 3),
+            "common_wait": r(b.common_wait[1] - b.common_wait[0]) if b.common_wait else None,
+            # celery's own runtime against ours (prerun to postrun), the largest gap, ms
+            "celery_vs_ours_ms": r(max((abs(t.celery_runtime - t.run_s) * 1000
+                                        for t in b.tasks if t.celery_runtime is not None
+                                        and t.run_s is not None), default=None) or None, 2)}
     if run.stall is not None:
         s = run.stall
         out["stall"] = {"kind": s.kind, "batch": s.batch, "received": s.received,

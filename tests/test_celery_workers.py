@@ -150,7 +150,16 @@ def test_an_app_that_does_not_import_is_one_line(backends, private_tmp):
         _run(backends, app_command("no_such_module", C, str(EXAMPLES / "psycopg3_cli")))
     message = str(info.value)
     assert "\n" not in message
-    assert "before it was ready" in message and "no_such_module" in message
+    assert "before it was ready" in message and "no_such_module was not found" in message
+
+
+def test_a_command_that_ignores_pythonpath_is_one_line(backends, private_tmp):
+    command = user_command(f"{sys.executable} -I -c 'import time; time.sleep(60)'", ".")
+    with pytest.raises(ProbeError) as info:
+        _run(backends, command, deadlines=Deadlines(boot=2.0))
+    message = str(info.value)
+    assert "\n" not in message
+    assert "could not get into the worker" in message and "PYTHONPATH" in message
 
 
 def test_an_unknown_task_is_one_line_naming_the_known_ones(backends, private_tmp):

@@ -32,6 +32,7 @@ import contextlib
 import glob
 import json
 import os
+import re
 import shlex
 import signal
 import statistics
@@ -447,12 +448,28 @@ def _log_tail(path: str, lines: int = 30) -> tuple[str, ...]:
 
 
 def _telling_line(log: Sequence[str]) -> str:
-    """The line of a worker's log that best says why it ended early."""
+    """The lines of a worker's log that best say why it ended early, as one line.
+
+    An exception's own last line when there is a traceback; else the last line naming an
+    error, with the lines that continue it up to the next blank one (celery prints
+    ``Error:`` alone, then ``Unable to load celery application.`` and the reason).
+    """
+    lines = [ln.rstrip() for ln in log]
+    if any(ln.startswith("Traceback") for ln in lines):
+        for ln in reversed(lines):
+            if re.match(r"^[\w.]+(Error|Exception|Exit)\b", ln.strip()):
+                return ln.strip()
     for needle in ("Error", "error", "Exception", "Unable", "No module", "not found"):
-        for line in reversed(log):
-            if needle in line:
-                return line.strip()
-    return log[-1].strip() if log else "no output"
+        for i in range(len(lines) - 1, -1, -1):
+            if needle in lines[i]:
+                parts = [lines[i].strip()]
+                for follow in lines[i + 1:i + 4]:
+                    if not follow.strip():
+                        break
+                    parts.append(follow.strip())
+                return " ".join(p for p in parts if p)
+    rest = [ln.strip() for ln in lines if ln.strip()]
+    return rest[-1] if rest else "no output"
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -594,8 +611,8 @@ def _wait_ready(proc, files: _Files, command: CeleryCommand, timeout: float) -> 
             also = "" if booted else f" ({NOT_BOOTED})"
             raise ProbeError(
                 f"the celery worker {children.describe_exit(proc.returncode)} before it was "
-                f"ready{also}: {_telling_line(log)}: check that `{command.shown}` starts it "
-                f"by hand (in {command.cwd})")
+                f"ready{also}: {_telling_line(log).rstrip('.')}: check that `{command.shown}` "
+                f"starts it by hand (in {command.cwd})")
         if time.monotonic() > deadline:
             if not booted:
                 raise ProbeError(f"geventprobe could not get into the worker: in {timeout:g} s "
