@@ -18,7 +18,9 @@ import time
 
 import psutil
 
-from geventprobe.report import charts, html, json_format, load, markdown, text
+from geventprobe.report import charts, json_format, load, run
+from geventprobe.report.document import Charts
+from geventprobe.report.formats import Html, Markdown, Text
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT = os.path.join(HERE, "..", "tests", "data", "run-preload-http.json")
@@ -35,16 +37,24 @@ def main() -> None:
     t = time.perf_counter()
     result = load.load(args.result)
     print(f"load: {(time.perf_counter() - t) * 1000:.1f} ms ({len(result.builds)} builds)")
-    formats = {"markdown": markdown.render, "text": text.render, "json": json_format.render,
-               "html": html.render, "png": charts.render_png}
-    charts.render_png(result)  # first use loads matplotlib and its fonts: not what we time
+    def png(r):
+        return charts.render_png(next(b for b in run.document(r).body
+                                      if isinstance(b, Charts)))
+
+    # Each format from the record, as `geventprobe report` does: the document, then syntax.
+    formats = {"document": run.document,
+               "markdown": lambda r: Markdown().render(run.document(r)),
+               "text": lambda r: Text().render(run.document(r)), "json": json_format.render,
+               "html": lambda r: Html().render(run.document(r)), "png": png}
+    png(result)  # first use loads matplotlib and its fonts: not what we time
     for name, render in formats.items():
         times, size = [], 0
         for _ in range(args.runs):
             t = time.perf_counter()
             out = render(result)
             times.append(time.perf_counter() - t)
-            size = len(out if isinstance(out, bytes) else out.encode())
+            size = len(out) if isinstance(out, bytes) else len(out.encode()) \
+                if isinstance(out, str) else 0
         print(f"{name:9} {min(times) * 1000:8.1f} / {statistics.median(times) * 1000:8.1f} / "
               f"{max(times) * 1000:8.1f} ms (min / median / max), {size / 1024:,.0f} KiB")
 

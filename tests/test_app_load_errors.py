@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 
 from geventprobe.processes.postgres import EmbeddedPostgres
+from geventprobe.worker.record import AppError
 
 pytestmark = pytest.mark.integration
 
@@ -58,12 +59,12 @@ def test_app_load_failure_names_the_apps_own_error(run_cli, pg_dsn, tmp_path, ca
         assert origin in last, last
 
 
-WORKER = {"pid": 12, "where": "while the gunicorn worker imported the app",
-          "error": "ModuleNotFoundError: No module named 'x'", "origin": "app.py, line 1"}
-HALT = {"pid": 10, "where": "while the gunicorn master loaded the app (--preload)",
-        "error": "HaltServer: <HaltServer 'Worker failed to boot.' 3>", "origin": None}
-MASTER = {"pid": 10, "where": "while the gunicorn master loaded the app (--preload)",
-          "error": "ModuleNotFoundError: No module named 'x'", "origin": "app.py, line 1"}
+WORKER = AppError(pid=12, where="while the gunicorn worker imported the app",
+                  error="ModuleNotFoundError: No module named 'x'", origin="app.py, line 1")
+HALT = AppError(pid=10, where="while the gunicorn master loaded the app (--preload)",
+                error="HaltServer: <HaltServer 'Worker failed to boot.' 3>", origin=None)
+MASTER = AppError(pid=10, where="while the gunicorn master loaded the app (--preload)",
+                  error="ModuleNotFoundError: No module named 'x'", origin="app.py, line 1")
 
 
 def test_the_workers_record_wins_over_the_masters():
@@ -72,4 +73,4 @@ def test_the_workers_record_wins_over_the_masters():
     assert app_error({10: HALT, 12: WORKER}, preload=False) is WORKER
     assert app_error({10: HALT}, preload=False) is None  # never HaltServer as the cause
     assert app_error({10: MASTER}, preload=True) == MASTER
-    assert "--preload" not in app_error({10: MASTER}, preload=False)["where"]
+    assert "--preload" not in app_error({10: MASTER}, preload=False).where

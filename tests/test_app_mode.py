@@ -281,7 +281,8 @@ def test_app_summary_and_header():
 
     from geventprobe.app.gunicorn_app import summary
     from geventprobe.record import BuildResult, RunResult
-    from geventprobe.report import terminal
+    from geventprobe.report import run
+    from geventprobe.report.formats import Terminal
 
     b = BuildResult(build=APP, description="", baseline=False, expected=None,
                     verdict=Verdict.BLOCKING, cause="psycopg2 has no wait callback",
@@ -296,10 +297,11 @@ def test_app_summary_and_header():
     r = RunResult(schema_version=1, tool_version="0", started_at="", duration_s=1, command=[],
                   preload=False, profile={}, environment={}, server={}, builds=[b], summary="",
                   exit_code=1, app=app)
-    assert summary(r) == (f"your app {APP} is BLOCKING under this gunicorn config: psycopg2 "
-                          "has no wait callback; exit 1")
+    assert summary(APP, r.builds, 1, None) == (
+        f"your app {APP} is BLOCKING under this gunicorn config: psycopg2 has no wait "
+        "callback; exit 1")
     console = Console(record=True, width=200)
-    terminal.render(r, console)
+    Terminal(console).show(run.document(r))
     text = console.export_text()
     assert "forced: yours is sync" in text and "3 workers" in text and "hooks: post_fork" in text
     assert "your app under gunicorn" in text and "plain" in text and "2.9.13" in text

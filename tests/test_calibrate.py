@@ -7,6 +7,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from test_terminal_width import assert_fits, in_a_terminal
 
 from geventprobe.core import calibrate, rules
 from geventprobe.core.builds import Availability
@@ -123,10 +124,14 @@ def test_saturated_machine_gives_inconclusive_not_blocking():
 
 
 @pytest.mark.integration
-def test_calibrate_classifies_every_control(run_cli, tmp_path, schema):
+def test_calibrate_classifies_every_control(probe_tmp, tmp_path, schema):
+    # In an 80-column terminal, as from a shell: every line it prints fits.
     out = tmp_path / "cal.json"
-    proc = run_cli("calibrate", "--workers", "2", "--greenlets", "8", "--json", str(out))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    code, lines = in_a_terminal(["calibrate", "--workers", "2", "--greenlets", "8",
+                                 "--json", str(out)], probe_tmp)
+    output = "\n".join(lines)
+    assert code == 0, output
+    assert_fits(lines)
     result = json.loads(out.read_text())
     jsonschema.validate(result, schema)
     cal = result["calibration"]
@@ -139,7 +144,7 @@ def test_calibrate_classifies_every_control(run_cli, tmp_path, schema):
     assert connect["passed"] is None or connect["got"] == "BLOCKING", connect
     assert got["busy-wait-binary"] == "BUSY-WAIT"
     assert {got[f"healthy-{b}"] for b in ("binary", "c", "python", "psycopg2-green")} == {"OK"}
-    assert "calibration" in proc.stdout and "BUSY-WAIT ✓" in proc.stdout
+    assert "calibration" in output and "BUSY-WAIT ✓" in output
 
 
 @pytest.mark.integration

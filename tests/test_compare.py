@@ -90,14 +90,16 @@ def test_figure_ratio():
 
 
 def test_compare_cli(run_cli):
+    """Each format as the CLI writes it (a pipe: 100 columns) is its golden, whole."""
+    golden = DATA / "golden"
     proc = run_cli("compare", PRELOAD, DEFAULT)
     assert proc.returncode == 0, proc.stderr
-    assert "BLOCKING → OK" in proc.stdout and "fixed" in proc.stdout
-    assert "--preload: True → False" in proc.stdout
+    assert proc.stdout == (golden / "compare-preload-default.terminal-100.txt").read_text()
     proc = run_cli("compare", DEFAULT, PRELOAD, "--format", "markdown")
     assert proc.returncode == 1  # a build regressed
-    assert "| binary | OK → BLOCKING | **regressed** |" in proc.stdout
+    assert proc.stdout == (golden / "compare-default-preload.md").read_text()
     proc = run_cli("compare", PRELOAD, DEFAULT, "--format", "json")
+    assert proc.stdout == (golden / "compare-preload-default.json").read_text()
     data = json.loads(proc.stdout)
     assert data["builds"][0]["change"] == "fixed"
     assert data["builds"][0]["figures"][0]["ratio"] < 0.2
@@ -148,5 +150,7 @@ def test_connect_figures_and_route_verdicts_are_compared():
     assert [(d.what, d.before, d.after) for d in binary.facts] == [
         ("route GET /orders", "SERIALIZED", "OK")]
     assert "connect×" not in [f.figure for f in changes(c)["c"].figures]  # not measured
-    md = comparison.render_markdown(c)
-    assert "route GET /orders `SERIALIZED` → `OK`" in md and "| connect× |" in md
+    from geventprobe.report.formats import Markdown
+
+    md = Markdown().render(comparison.document(c))
+    assert "**binary:** route GET /orders SERIALIZED → OK" in md and "| connect× |" in md

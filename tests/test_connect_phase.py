@@ -12,6 +12,7 @@ from geventprobe.core import causes, metrics
 from geventprobe.core.rules import classify, connect_evidence
 from geventprobe.record import LatencySummary, Verdict, WorkerFigures
 from geventprobe.settings import Thresholds
+from geventprobe.worker.record import ConnectPhase, ProbeResult
 
 T = Thresholds()
 
@@ -77,9 +78,9 @@ def test_build_figures_are_the_worst_workers():
 
 def test_worker_connect_figures_from_a_report():
     # Heartbeat ticks every 2 ms; the tick due inside the window fired 50 ms late.
-    report = {"connect": {"single": [0.0, 0.005], "windows": [[1.0, 1.052]]},
-              "heartbeat_expected": [0.998, 1.002, 1.054], "heartbeat_lag": [0.0, 0.050, 0.0],
-              "windows": []}
+    report = ProbeResult(pid=1, connect=ConnectPhase(single=[0.0, 0.005], windows=[[1.0, 1.052]]),
+                         heartbeat_expected=[0.998, 1.002, 1.054],
+                         heartbeat_lag=[0.0, 0.050, 0.0])
     got = metrics._connect_figures(report)
     assert got == {"connect_single_ms": 5.0, "connect_windows_ms": [52.0],
                    "connect_hub_lag_ms": [50.0]}

@@ -438,12 +438,12 @@ def test_bad_rtt_is_one_line(run_cli, value):
 
 
 def test_the_apps_database_url_leads_through_the_proxy(monkeypatch):
-    from geventprobe.app.gunicorn_app import AppPlan
+    from geventprobe.app.gunicorn_app import GunicornApp
     from geventprobe.core.builds import BY_NAME
 
     monkeypatch.delenv("DATABASE_URL", raising=False)
-    plan = AppPlan(build=BY_NAME["binary"], argv=[], cwd=".", workers=1, preload=False,
-                   record={})
+    plan = GunicornApp(build=BY_NAME["binary"], argv=[], cwd=".", workers=1, preload=False,
+                       deployment={})
     dsn = proxied_dsn("host=127.0.0.1 port=5999 user=alice dbname=shop password=pw", 40003)
     url = plan.env(dsn)["DATABASE_URL"]
     params = psycopg.conninfo.conninfo_to_dict(url)

@@ -1,11 +1,11 @@
 """Every report fits the terminal it is drawn in: widths 80, 100 and 160, nothing cut.
 
-Recorded runs (tests/data, run-matrix.json from a real `run --psycopg 3.1.12,3.3.8`)
-and hand-made records with what newer runs add (the connect
-phase, routes of the user's app, who blocked, the --rtt proxy, timings) are drawn by the
-terminal renderer at each width. No line may be wider than the width, no cell may be cut
-with an ellipsis, and every verdict word must be whole. The terminal and the Markdown
-report must agree on every cell both show.
+Recorded runs (tests/data) and hand-made records with what the recorded ones lack (a
+connect phase that fired, SERIALIZED and FAILING routes, who blocked, the --rtt proxy,
+a psycopg2 app, a failed calibration, a matrix row pair) are drawn by the terminal format
+at each width. No line may be wider than the width, no cell may be cut with an
+ellipsis, and every verdict word must be whole. (The recorded runs' whole outputs are
+pinned by the goldens, tests/test_golden.py.)
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ from geventprobe.record import (
     RouteResult,
     Verdict,
 )
-from geventprobe.report import comparison, content, load, markdown, terminal, text
-from geventprobe.report.document import COMPACT
+from geventprobe.report import bisection, cells, comparison, load, run
+from geventprobe.report.formats import Html, Markdown, Terminal, Text
 
 DATA = Path(__file__).parent / "data"
-RECORDED = ["default", "preload", "busy-wait", "preload-http", "matrix"]
+RECORDED = ["default", "preload", "busy-wait", "preload-http", "matrix", "app-routes",
+            "calibrate"]
 WIDTHS = [80, 100, 160]
 VERDICT_WORDS = {v.value for v in Verdict}
 
@@ -41,15 +42,11 @@ def recorded(name: str):
     return load.load(str(DATA / f"run-{name}.json"))
 
 
-def draw(blocks_or_result, width: int, verbose: bool = False) -> str:
-    out = io.StringIO()
-    console = Console(file=out, width=width, color_system=None, force_terminal=False,
+def draw(doc_or_result, width: int, verbose: bool = False) -> str:
+    console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False,
                       highlight=False)
-    if isinstance(blocks_or_result, list):
-        terminal.render_blocks(blocks_or_result, console, verbose)
-    else:
-        terminal.render(blocks_or_result, console, verbose)
-    return out.getvalue()
+    doc = doc_or_result if hasattr(doc_or_result, "body") else run.document(doc_or_result)
+    return Terminal(console).render(doc, verbose)
 
 
 def with_new_content(result):
@@ -163,12 +160,12 @@ def test_the_verdict_table_keeps_build_verdict_and_evidence_whole(width):
         result = CASES[case]()
         out = draw(result, width)
         for b in result.builds:
-            names = tuple(n + " " for n in ((content.label(b), content.short_label(b))
+            names = tuple(n + " " for n in ((cells.label(b), cells.short_label(b))
                                             if b.versions else (b.build,)))
             row = next((ln for ln in out.splitlines() if ln.startswith(names)), None)
             assert row is not None, (case, width, b.build, out)
-            assert content.verdict_label(b).split(" expected")[0] in row
-            assert content.deciding(b).split(";")[0] in row or content.num(
+            assert cells.verdict_label(b).split(" expected")[0] in row
+            assert cells.deciding(b).split(";")[0] in row or cells.num(
                 b.metrics and b.metrics.wait_factor, "{:.2f}×") in row, (row, case)
 
 
@@ -190,55 +187,8 @@ def test_compare_and_text_fit(width):
 
 def test_the_text_report_is_100_columns():
     for case in CASES:
-        _check(text.render(CASES[case]()), 100)
-        _check(text.render(CASES[case](), verbose=True), 100)
-
-
-def test_80_columns_snapshot():
-    """The whole default output of the preload run at 80 columns, as a user sees it."""
-    assert [line.rstrip() for line in draw(recorded("preload"), 80).splitlines()] == \
-        SNAPSHOT_80.strip("\n").splitlines()
-
-
-SNAPSHOT_80 = """
-geventprobe: PostgreSQL drivers under gunicorn -k gevent
-build             driver  wait       verdict     wait×  hub lag ms  CPU/s waits
-───────────────────────────────────────────────────────────────────────────────
-binary            3.3.8   wait_c     BLOCKING    8.06×     1,212.0        0.003
-c                 3.3.8   wait_c     BLOCKING    8.04×     1,206.0        0.001
-python            3.3.8   wait_poll  OK          1.02×         2.9        0.066
-psycopg2-green †  2.9.13  gevent     OK ✓        1.01×         1.7        0.044
-psycopg2 †        2.9.13  none       BLOCKING ✓  8.05×     1,206.7        0.003
-† baseline with a known class (psycopg2-green must be OK, psycopg2 BLOCKING).
--v: every figure
-binary: BLOCKING
-  evidence: 8 concurrent pg_sleep(0.15) took 8.06× w (limit 2×; 8× if they ran
-    one at a time)
-  evidence: max hub lag during the waits 1212.0 ms (limit 75 ms = 0.5·w)
-  cause: psycopg chose wait_c because it was imported before gevent patched
-    select (in the gunicorn master: --preload, before the worker patched)
-  fix: drop --preload, or patch first: put `from gevent import monkey;
-    monkey.patch_all()` at the very top of the gunicorn config file, so the
-    master is patched before it imports the app
-c: BLOCKING
-  evidence: 8 concurrent pg_sleep(0.15) took 8.04× w (limit 2×; 8× if they ran
-    one at a time)
-  evidence: max hub lag during the waits 1206.0 ms (limit 75 ms = 0.5·w)
-  cause: psycopg chose wait_c because it was imported before gevent patched
-    select (in the gunicorn master: --preload, before the worker patched)
-  fix: drop --preload, or patch first: put `from gevent import monkey;
-    monkey.patch_all()` at the very top of the gunicorn config file, so the
-    master is patched before it imports the app
-psycopg2: BLOCKING (baseline, as expected)
-  evidence: 8 concurrent pg_sleep(0.15) took 8.05× w (limit 2×; 8× if they ran
-    one at a time)
-  evidence: max hub lag during the waits 1206.7 ms (limit 75 ms = 0.5·w)
-  cause: psycopg2 has no wait callback, so libpq waits in C and the hub stops
-  fix: call psycogreen.gevent.patch_psycopg() in post_worker_init (pip install
-    psycogreen)
-2 of 3 psycopg 3 builds regressed: binary BLOCKING, c BLOCKING; baselines as
-  expected (psycopg2-green OK, psycopg2 BLOCKING); exit 1
-"""
+        _check(Text().render(run.document(CASES[case]())), 100)
+        _check(Text().render(run.document(CASES[case]()), verbose=True), 100)
 
 
 def test_new_content_reads_as_a_user_needs_it():
@@ -249,67 +199,35 @@ def test_new_content_reads_as_a_user_needs_it():
             "hashlib.pbkdf2_hmac") in flat
     assert "--rtt: through a delay proxy adding 20 ms RTT (its own extra delay p99 0.1 ms" \
         in flat
-    assert "time: boot 1.2 s · connect 0.4 s · waits 2.5 s" in flat
-    assert "where the time went: imports 0.6 s · server 2.1 s" in flat
+    assert "binary: boot 1.2 s · connect 0.4 s · waits 2.5 s" in flat
+    assert "Where the time went run: imports 0.6 s · server 2.1 s" in flat
     assert "GET /orders: SERIALIZED" in flat and "POST /login: FAILING" in flat
     assert "first error: psycopg.OperationalError" in flat
     # without -v: no timings, the verdicts and causes stay
     short = " ".join(draw(with_new_content(recorded("preload")), 80).split())
-    assert "where the time went" not in short and "cause: every greenlet shares" in short
-    md = markdown.render(with_new_content(recorded("preload")))
-    assert "### Connect phase" in md and "| binary | 4.2 | 33.5 | 7.9× | 31.0 | 3 |" in md
+    assert "Where the time went" not in short and "cause: every greenlet shares" in short
+    md = Markdown().render(run.document(with_new_content(recorded("preload"))))
+    assert ("- **connect:** one connection alone 4.2 ms; all at once 33.5 ms (connect× 7.9), "
+            "hub late by up to 31 ms, 3 rounds") in md
     assert "| GET /orders | SERIALIZED | 25.3 | 410.0 | 820.0 | ×16.2 | 1 | 200×64 |" in md
-    assert "- who blocked: blocked 10 times, 2.9 s in all: app.py:17 in login" in md
+    assert "- **who blocked:** blocked 10 times, 2.9 s in all: app.py:17 in login" in md
     assert "<summary>Where the time went</summary>" in md
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_terminal_and_markdown_agree_on_every_cell(case):
-    """Both read content.verdict_table: every full-form cell the terminal shows at 160
-    columns is the Markdown table's cell, column for column."""
-    result = CASES[case]()
-    t = content.verdict_table(result)
-    headers, rows = markdown.verdict_rows(result)
-    md = markdown.render(result)
-    for r, row in enumerate(t.rows):
-        for col, cell in zip(t.columns, row):
-            if col.importance == COMPACT:
-                continue
-            assert rows[r][headers.index(col.name)] == cell.text
-    # The app's psycopg2 row: the driver, its setup and wait callback, from the facts.
-    if case == "app":
-        assert "| myproject.wsgi:application | psycopg2 2.9.13 | psycogreen | " \
-               "psycogreen.gevent.gevent_wait_callback | BLOCKING |" in md
-        flat = [" ".join(line.split()) for line in draw(result, 80).splitlines()]
-        assert "myproject.wsgi:application 2.9.13 gevent BLOCKING wait× 8.06, hub 1.2 s" \
-            in flat
-
-
-def bisected():
-    """A bisect of psycopg 3.1.4..3.1.6 built from recorded rows (OK, then wait_c BLOCKING)."""
-    from geventprobe.versions.bisect import BisectResult, BisectStep
-
-    r = recorded("preload")
-    good = next(b for b in r.builds if b.build == "python")
-    bad = next(b for b in r.builds if b.build == "binary")
-    good = dataclasses.replace(good, build="binary", facts=dict(
-        good.facts, psycopg={"version": "3.1.4", "impl": "binary", "wait": "wait_selector"}))
-    steps = [BisectStep("3.1.4", "good", good, None),
-             BisectStep("3.1.6", "bad", bad, None),
-             BisectStep("3.1.5", "bad", bad, None)]
-    return BisectResult(
-        schema_version=1, tool_version="0", started_at="", duration_s=60.0, command=[],
-        package="psycopg", build="binary", good="3.1.4", bad="3.1.6", preload=False,
-        releases=["3.1.4", "3.1.5", "3.1.6"], held={"gevent": "26.9.0", "gunicorn": "27.0.1"},
-        steps=steps, first_bad="3.1.5", last_good="3.1.4", untested=[],
-        conclusion="first bad release: psycopg 3.1.5 (3.1.4 is OK)", exit_code=0,
-        server={}, environment={})
+def test_an_app_row_names_the_driver_its_workers_set_up():
+    """run --app with a psycopg2 app: the driver, its setup and wait callback, from the facts."""
+    result = app_run()
+    md = Markdown().render(run.document(result))
+    assert "| myproject.wsgi:application | psycopg2 2.9.13 | psycogreen | " \
+           "psycogreen.gevent.gevent_wait_callback | BLOCKING |" in md
+    flat = [" ".join(line.split()) for line in draw(result, 80).splitlines()]
+    assert "myproject.wsgi:application 2.9.13 gevent BLOCKING wait× 8.06, hub 1.2 s" in flat
 
 
 @pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("verbose", [False, True])
 def test_bisect_fits(width, verbose):
-    from geventprobe.report import bisection
+    from golden import bisected
 
     out = draw(bisection.document(bisected()), width, verbose)
     _check(out, width)
@@ -323,13 +241,14 @@ def test_bisect_fits(width, verbose):
 def test_html_shows_the_new_content_and_stays_well_formed(monkeypatch):
     from test_reports import _Tags
 
-    from geventprobe.report import charts, html
+    from geventprobe.report import charts
 
     monkeypatch.setattr(charts, "available", lambda: False)  # text only: skip drawing
-    doc = html.render(with_new_content(recorded("preload")))
+    doc = Html().render(run.document(with_new_content(recorded("preload"))))
     parser = _Tags()
     parser.feed(doc)
     assert parser.stack == []
-    assert '<span class="badge SERIALIZED">SERIALIZED</span>' in doc
-    assert "<h2>Connect phase</h2>" in doc and "delay proxy adding 20 ms RTT" in doc
-    assert "who blocked: blocked 10 times, 2.9 s in all" in doc
+    assert '<span class="badge bad">SERIALIZED</span>' in doc
+    assert "<strong>connect:</strong> one connection alone 4.2 ms" in doc
+    assert "delay proxy adding 20 ms RTT" in doc
+    assert "<strong>who blocked:</strong> blocked 10 times, 2.9 s in all" in doc

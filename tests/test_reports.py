@@ -1,4 +1,7 @@
-"""Renderers on recorded runs: Markdown, HTML, text, JSON, charts, reproduction scripts, redaction.
+"""Reports of recorded runs: loading, what the findings say, charts, reproduction scripts,
+redaction, the job summary and the report command. Whole outputs are pinned by the goldens
+(tests/test_golden.py); the tests here check what a golden cannot: hand-made variants,
+well-formed HTML, real charts, secrets, the CLI.
 
 The records in tests/data were written by `geventprobe run --workers 2 --greenlets 8 --json`
 on a 2-core Linux VM (PostgreSQL 15.18, psycopg 3.3.8, psycopg2 2.9.13, gevent 26.9.0):
@@ -13,7 +16,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import re
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import ClassVar
@@ -24,7 +26,18 @@ import pytest
 from geventprobe.dsn import redact_hosts, scrub_result
 from geventprobe.errors import ProbeError
 from geventprobe.record import Calibration, ControlOutcome, Evidence, Verdict
-from geventprobe.report import charts, html, json_format, load, markdown, repro, text
+from geventprobe.report import (
+    cells,
+    charts,
+    findings,
+    job_summary,
+    json_format,
+    load,
+    repro,
+    run,
+)
+from geventprobe.report.document import Charts
+from geventprobe.report.formats import Html, Markdown, Text
 
 DATA = Path(__file__).parent / "data"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -125,56 +138,22 @@ def test_load_refuses_an_unknown_verdict(tmp_path):
         load.load(str(path))
 
 
-# ---------------------------------------------------------------- Markdown
+# ---------------------------------------------------------------- what the findings say
 
 
-def test_markdown_holds_what_a_maintainer_asks_for():
-    r = recorded("preload")
-    md = markdown.render(r)
-    paragraph = markdown.verdict_paragraph(r)
-    assert "binary and c BLOCK the gevent hub" in paragraph
-    assert "8.06× as long as one sleep" in paragraph
-    assert "imported before gevent patched select" in paragraph
-    assert "psycopg2-green OK, psycopg2 BLOCKING" in paragraph
-    # the verdict table with its evidence figures
-    assert "| binary | psycopg 3.3.8 | binary | wait_c | BLOCKING | 8.06× | 1,212.0 |" in md
-    # cause and fix per non-OK build
-    assert md.count("**Cause:**") == 3 and "**Fix:** drop --preload" in md
-    # the facts that pick a wait function, as the workers saw them
-    for fact in ("`pq.__impl__`", "`pq.version()`", "`pq.__build_version__`",
-                 "`psycopg.waiting.wait`", "env `PSYCOPG_IMPL`", "env `PSYCOPG_WAIT_FUNC`",
-                 "psycopg2 wait callback", "psycogreen", "`is_module_patched(\"select\")`",
-                 "`is_module_patched(\"socket\")`", "| driver imported in | gunicorn master |",
-                 "| greenlet |", "| gunicorn | 27.0.1 |", "worker class"):
-        assert fact in md, fact
-    assert "15.18 (Debian 15.18-0+deb12u1)" in md  # server version
-    assert "| **CPUs** | 2 |" in md and "| **kernel** |" in md
-    assert "geventprobe run --workers 2 --greenlets 8 --preload --json" in md
-    assert "```toml" in md and "blocking_wait_factor = 2.0" in md
-    assert "Calibration not run" in md
-    # a reproduction script for each non-OK build, none for the OK ones
-    assert re.findall(r"<code>repro_(\S+)\.py</code>", md) == ["binary", "c", "psycopg2"]
-    assert 'pip install "geventprobe[charts]"' in md
+def markdown(r) -> str:
+    return Markdown().render(run.document(r))
 
 
-def test_markdown_of_a_healthy_run():
-    r = recorded("default")
-    paragraph = markdown.verdict_paragraph(r)
-    assert paragraph.startswith("**Every psycopg 3 build under test cooperates with gevent**")
-    md = markdown.render(r)
-    assert re.findall(r"<code>repro_(\S+)\.py</code>", md) == ["psycopg2"]  # the baseline
+def html(r) -> str:
+    return Html().render(run.document(r))
 
 
-def test_markdown_of_a_busy_wait():
-    paragraph = markdown.verdict_paragraph(recorded("busy-wait"))
-    assert "binary BUSY-WAITS" in paragraph and "CPU-seconds per second" in paragraph
-
-
-def test_markdown_says_inconclusive_when_a_baseline_misses():
+def test_findings_say_inconclusive_when_a_baseline_misses():
     r = recorded("default")
     missed = dataclasses.replace(build(r, "psycopg2"), verdict=Verdict.OK)
     r = dataclasses.replace(r, builds=[b if b.build != "psycopg2" else missed for b in r.builds])
-    assert markdown.verdict_paragraph(r).startswith("**INCONCLUSIVE**: baseline psycopg2 got OK")
+    assert findings.paragraph(r).startswith("**INCONCLUSIVE**: baseline psycopg2 got OK")
 
 
 def calibrated(result):
@@ -190,14 +169,18 @@ def calibrated(result):
     return dataclasses.replace(result, calibration=cal)
 
 
-def test_calibration_is_rendered_when_it_ran(monkeypatch):
+def test_a_run_with_calibration_shows_it_first(monkeypatch):
     monkeypatch.setattr(charts, "available", lambda: False)  # text only: skip drawing
     r = calibrated(recorded("default"))
-    md = markdown.render(r)
-    assert "Calibration INCONCLUSIVE: the machine was 90% busy" in md
-    assert "| psycopg2-no-callback | psycopg2 | BLOCKING | BLOCKING ✓ |" in md
+    md = markdown(r)
+    # Before the verdict table, as the terminal shows it; the runnable column included.
+    outcome = md.index("calibration INCONCLUSIVE: the machine was 90% busy")
+    assert outcome < md.index("| build | driver |")
+    assert "| control | build | expected | got | wait× | hub lag ms | CPU/s waits | runnable |" \
+        in md
     assert "| spinning-wait | binary | BUSY-WAIT | OK ✗ |" in md
-    assert "Calibration INCONCLUSIVE" in html.render(r)
+    assert "Calibration not run" not in md
+    assert "calibration INCONCLUSIVE" in html(r)
     # and it survives the JSON round trip
     again = load.from_dict(json_format.to_dict(r))
     assert again.calibration == r.calibration
@@ -205,13 +188,12 @@ def test_calibration_is_rendered_when_it_ran(monkeypatch):
 
 def test_request_latency_is_shown_beside_the_evidence():
     r = recorded("preload-http")
-    headers, rows = markdown.verdict_rows(r)
-    assert headers[-1] == "req p99 ms"
-    by = {row[0]: row for row in rows}
-    assert float(by["binary"][-1].replace(",", "")) > 1000  # requests queued behind the hub
-    assert float(by["python"][-1].replace(",", "")) < 100
-    assert "HTTP requests to those workers had a p99 of" in markdown.verdict_paragraph(r)
-    assert "**req p99**: HTTP requests sent to the same workers" in markdown.render(r)
+    t = run.verdict_table(r)
+    assert t.columns[-1].name == "req p99 ms"
+    by = {row[0].text: row for row in t.rows}
+    assert float(by["binary"][-1].text.replace(",", "")) > 1000  # queued behind the hub
+    assert float(by["python"][-1].text.replace(",", "")) < 100
+    assert "HTTP requests to those workers had a p99 of" in findings.paragraph(r)
 
 
 def test_the_recorded_redacted_run_has_no_secret_or_host():
@@ -227,17 +209,51 @@ def test_version_matrix_rows_are_told_apart(monkeypatch):
     rows = [dataclasses.replace(old, versions={"psycopg": "3.1.12", "gevent": "26.9.0"}),
             dataclasses.replace(new, build="binary",
                                 versions={"psycopg": "3.3.8", "gevent": "26.9.0"})]
-    r = dataclasses.replace(r, builds=rows, app={"app": "myapp.wsgi:application",
-                                                 "preload": True})
-    md = markdown.render(r)
+    r = dataclasses.replace(r, builds=rows)
+    md = markdown(r)
     assert "| binary @ psycopg 3.1.12, gevent 26.9.0 | psycopg 3.3.8 |" in md
     assert "<code>repro_binary_psycopg_3.1.12_gevent_26.9.0.py</code>" in md
-    assert "| **app** | myapp.wsgi:application |" in md
-    assert "binary @ psycopg 3.1.12, gevent 26.9.0" in html.render(r)
+    assert "binary @ psycopg 3.1.12, gevent 26.9.0" in html(r)
 
 
 def test_markdown_table_cells_cannot_break_the_table():
-    assert markdown.md_table(["a"], [["x | y"]]).splitlines()[-1] == "| x \\| y |"
+    from geventprobe.report.formats.markdown import table
+
+    assert table(["a"], [["x | y"]]).splitlines()[-1] == "| x \\| y |"
+
+
+def test_a_baseline_as_expected_is_one_line_and_a_missed_one_keeps_its_details():
+    from test_golden import _term
+
+    r = recorded("preload")
+    short = _term(run.document(r)).splitlines()
+    head = short.index("psycopg2: BLOCKING (baseline, as expected)")
+    assert not short[head + 1].startswith("  ")  # no evidence, cause or fix under it
+    assert "fix: call psycogreen" in _term(run.document(r), verbose=True)
+    assert "**fix:** call psycogreen" in markdown(r)  # a reference document keeps them
+    missed = dataclasses.replace(build(r, "psycopg2-green"), verdict=Verdict.BLOCKING,
+                                 cause="no wait callback", advice="call patch_psycopg()")
+    r = dataclasses.replace(r, builds=[missed if b.build == "psycopg2-green" else b
+                                       for b in r.builds])
+    out = _term(run.document(r))
+    assert "psycopg2-green: BLOCKING (baseline, expected OK)\n  cause: no wait callback" in out
+    assert "  fix: call patch_psycopg()" in out
+
+
+def test_a_baseline_whose_worker_gunicorn_killed_says_so_on_its_line():
+    from test_golden import _term
+
+    r = recorded("default")
+    killed = dataclasses.replace(build(r, "psycopg2"), metrics=None, workers=[],
+                                 worker_timeouts=1)
+    r = dataclasses.replace(r, builds=[killed if b.build == "psycopg2" else b for b in r.builds])
+    out = _term(run.document(r), width=100)
+    assert ("psycopg2: BLOCKING (baseline, as expected; gunicorn killed 1 worker(s): WORKER "
+            "TIMEOUT)\npsycopg 3 builds") in out  # its one entry, and nothing under it
+    # A narrow table's evidence, where there are no figures.
+    assert cells.deciding(killed) == "1 killed (WORKER TIMEOUT)"
+    verbose = " ".join(_term(run.document(r), verbose=True).split())
+    assert verbose.count("WORKER TIMEOUT") == 1  # -v does not say it again
 
 
 # ---------------------------------------------------------------- HTML, text, charts
@@ -267,9 +283,15 @@ class _Tags(HTMLParser):
         self.stack.pop()
 
 
-def test_html_is_one_well_formed_self_contained_file():
-    r = recorded("preload")
-    doc = html.render(r)
+@pytest.mark.parametrize("name", sorted(p.name for p in (DATA / "golden").glob("*.html")))
+def test_every_html_golden_is_well_formed_and_self_contained(name):
+    parser = _Tags()
+    parser.feed((DATA / "golden" / name).read_text())
+    assert parser.stack == [] and parser.external == []
+
+
+def test_html_embeds_the_real_charts():
+    doc = html(recorded("preload"))
     parser = _Tags()
     parser.feed(doc)
     assert parser.stack == [] and parser.external == []
@@ -277,24 +299,23 @@ def test_html_is_one_well_formed_self_contained_file():
     prefix = "data:image/png;base64,"
     assert parser.images[0].startswith(prefix)
     assert base64.b64decode(parser.images[0][len(prefix):]).startswith(PNG_MAGIC)
-    assert "binary and c BLOCK the gevent hub" in doc
-    assert "repro_binary.py" in doc and "monkey.patch_all()" in doc
 
 
 def test_html_without_matplotlib_says_how_to_get_the_charts(monkeypatch):
     monkeypatch.setattr(charts, "available", lambda: False)
-    doc = html.render(recorded("preload"))
+    doc = html(recorded("preload"))
     assert "data:image/png" not in doc
     assert "need matplotlib" in doc and "geventprobe[charts]" in doc
+    block = next(b for b in run.document(recorded("preload")).body if isinstance(b, Charts))
     with pytest.raises(charts.ChartsUnavailable, match=r"pip install \"geventprobe\[charts\]\""):
-        charts.render_png(recorded("preload"))
+        charts.render_png(block)
 
 
 def test_png_has_a_row_per_build_with_figures():
     from PIL import Image  # installed with matplotlib
 
-    r = recorded("busy-wait")
-    data = charts.render_png(r)
+    block = next(b for b in run.document(recorded("busy-wait")).body if isinstance(b, Charts))
+    data = charts.render_png(block)
     assert data.startswith(PNG_MAGIC)
     with Image.open(__import__("io").BytesIO(data)) as img:
         width, height = img.size
@@ -302,10 +323,8 @@ def test_png_has_a_row_per_build_with_figures():
 
 
 def test_text_report_is_plain():
-    out = text.render(recorded("preload"))
+    out = Text().render(run.document(recorded("preload")))
     assert "\x1b[" not in out  # no colour codes
-    assert "BLOCKING" in out and "Calibration not run" in out
-    assert "psycopg.waiting.wait" in out and "wait_c" in out
     assert not any(line != line.rstrip() for line in out.splitlines())
 
 
@@ -380,7 +399,8 @@ def leaky(result):
 def test_no_output_carries_a_password(hosts, monkeypatch):
     monkeypatch.setattr(charts, "available", lambda: False)  # text only: skip drawing
     clean = scrub_result(leaky(recorded("preload")), hosts=hosts)
-    outputs = [markdown.render(clean), html.render(clean), text.render(clean),
+    doc = run.document(clean)
+    outputs = [Markdown().render(doc), Html().render(doc), Text().render(doc),
                json_format.render(clean)]
     for out in outputs:
         assert SECRET not in out
@@ -417,16 +437,17 @@ def test_redact_hosts_masks_named_hosts_wherever_they_stand():
 
 
 def test_step_summary_fits_githubs_limit(tmp_path):
-    r = recorded("preload")
-    full = markdown.render(r)
-    assert markdown.step_summary(r) == full
-    short = markdown.step_summary(r, budget=len(full.encode()) - 1)
+    doc = run.document(recorded("preload"))
+    full = (DATA / "golden" / "preload.md").read_text()
+    assert job_summary.step_summary(doc) == full
+    short = job_summary.step_summary(doc, budget=len(full.encode()) - 1)
     assert "Shortened to fit" in short and "BLOCK the gevent hub" in short
-    assert len(markdown.step_summary(r, budget=200).encode()) <= 200
+    assert "| binary | psycopg 3.3.8 |" in short  # the verdict table stays
+    assert len(job_summary.step_summary(doc, budget=200).encode()) <= 200
     path = tmp_path / "summary.md"
-    path.write_text("x" * (markdown.STEP_SUMMARY_LIMIT - 3000))
-    markdown.append_step_summary(r, str(path))
-    assert path.stat().st_size <= markdown.STEP_SUMMARY_LIMIT
+    path.write_text("x" * (job_summary.STEP_SUMMARY_LIMIT - 3000))
+    job_summary.append(doc, str(path))
+    assert path.stat().st_size <= job_summary.STEP_SUMMARY_LIMIT
     assert "## geventprobe" in path.read_text()
 
 
@@ -437,13 +458,15 @@ def test_report_cli_rerenders_without_running(run_cli, tmp_path):
     src = str(DATA / "run-preload.json")
     proc = run_cli("report", src)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == markdown.render(recorded("preload"))
+    assert proc.stdout == (DATA / "golden" / "preload.md").read_text()
+    proc = run_cli("report", src, "--format", "text")
+    assert proc.stdout == (DATA / "golden" / "preload.text.txt").read_text()
     out = tmp_path / "r.html"
     proc = run_cli("report", src, "--format", "html", "-o", str(out))
     assert proc.returncode == 0 and f"wrote {out}" in proc.stderr
     assert out.read_text().startswith("<!DOCTYPE html>")
     proc = run_cli("report", src, "--format", "json")
-    assert json.loads(proc.stdout)["builds"][0]["verdict"] == "BLOCKING"
+    assert proc.stdout == (DATA / "golden" / "preload.json").read_text()
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -468,17 +491,11 @@ def test_run_refuses_an_unwritable_markdown_path_before_running(run_cli):
     assert "Traceback" not in proc.stderr
 
 
-def test_an_unwritable_step_summary_does_not_fail_the_run(monkeypatch, tmp_path):
-    import io
-
-    from rich.console import Console
-
+def test_an_unwritable_step_summary_does_not_fail_the_run(monkeypatch, tmp_path, capsys):
     from geventprobe.cli import report as report_cli
 
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", "/nonexistent/dir/summary.md")
-    out = io.StringIO()
-    report_cli.write_run_outputs(recorded("default"), str(tmp_path / "r.md"),
-                                 Console(file=out, width=300))
-    assert (tmp_path / "r.md").read_text() == markdown.render(recorded("default"))
+    report_cli.write_run_outputs(run.document(recorded("default")), str(tmp_path / "r.md"))
+    assert (tmp_path / "r.md").read_text() == (DATA / "golden" / "default.md").read_text()
     assert "warning: cannot append to $GITHUB_STEP_SUMMARY /nonexistent/dir/summary.md" \
-        in out.getvalue()
+        in capsys.readouterr().err

@@ -17,15 +17,16 @@ from geventprobe.core.rules import exit_code
 from geventprobe.errors import ProbeError
 from geventprobe.record import BuildResult, Verdict
 from geventprobe.settings import Thresholds, parse_fail_on
+from geventprobe.worker.record import BlockedEvent, RoutePhase
 
 T = Thresholds()
 T0 = 1000.0
 
 
-def worker(requests: int, lag_s: float = 0.002, events=()) -> dict:
+def worker(requests: int, lag_s: float = 0.002, events=(), pid: int = 1) -> RoutePhase:
     ticks = [T0 + i * 0.002 for i in range(1000)]
-    return {"heartbeat_expected": ticks, "heartbeat_lag": [lag_s] * len(ticks),
-            "requests": [T0 + 0.001] * requests, "blocked": list(events)}
+    return RoutePhase(pid=pid, heartbeat_expected=ticks, heartbeat_lag=[lag_s] * len(ticks),
+                      requests=[T0 + 0.001] * requests, blocked=list(events))
 
 
 def run(latencies, statuses=None, lone=("200", 0.213), conns=None) -> RouteRun:
@@ -68,8 +69,8 @@ def test_quick_requests_sharing_the_cpu_are_not_serialized():
 def test_hub_stall_is_blocking_with_who_blocked():
     frames = ["gunicorn/workers/ggevent.py:1 in handle", "app.py:19 in login: return "
               "hashlib.pbkdf2_hmac(...)"]
-    events = [{"t": T0 + 0.1 * i, "s": 0.05, "frames": frames, "user": 1} for i in range(6)]
-    events.append({"t": T0 - 5, "s": 0.05, "frames": ["elsewhere.py:1 in x"], "user": 0})
+    events = [BlockedEvent(t=T0 + 0.1 * i, s=0.05, frames=frames, user=1) for i in range(6)]
+    events.append(BlockedEvent(t=T0 - 5, s=0.05, frames=["elsewhere.py:1 in x"], user=0))
     r = judge(run([0.3 * (i + 1) for i in range(8)]), {1: worker(8, 0.6, events)}, T)
     assert r.verdict is Verdict.BLOCKING
     (stack,) = r.blocked_by  # the event outside the burst is not its business
@@ -140,8 +141,8 @@ def test_route_verdicts_decide_the_exit_code():
 
 
 def test_stacks_are_counted_and_ordered():
-    a = {"t": 1.0, "s": 0.05, "frames": ["a.py:1 in f"], "user": 0}
-    b = {"t": 1.0, "s": 0.05, "frames": ["b.py:1 in g"], "user": None}
+    a = BlockedEvent(t=1.0, s=0.05, frames=["a.py:1 in f"], user=0)
+    b = BlockedEvent(t=1.0, s=0.05, frames=["b.py:1 in g"], user=None)
     out = blocked.stacks([a, b, a, a], "waits")
     assert [(s.frames, s.count, s.user_frame) for s in out] == [
         (["a.py:1 in f"], 3, "a.py:1 in f"), (["b.py:1 in g"], 1, None)]
@@ -169,8 +170,8 @@ def test_monitor_catches_who_blocked_and_marks_the_users_frame():
     assert gevent.config.monitor_thread is False
     assert len(events) >= 2, events
     e = events[0]
-    assert "in _hold_the_hub: time.sleep(seconds)" in e["frames"][e["user"]]
-    assert "test_routes_rules.py:" in e["frames"][e["user"]]
+    assert "in _hold_the_hub: time.sleep(seconds)" in e.frames[e.user]
+    assert "test_routes_rules.py:" in e.frames[e.user]
 
 
 def test_user_code_is_told_from_libraries():

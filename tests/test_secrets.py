@@ -121,3 +121,39 @@ def test_password_dsn_on_our_command_line(pg, probe_tmp, tmp_path):
     assert "GEVENTPROBE_DSN" in stderr
     no_secret_anywhere(run)
     assert not run.leftovers()
+
+
+LEAKY_APP = '''
+"""A route whose error message quotes the database password in free text (no DSN syntax)."""
+import os
+from urllib.parse import unquote, urlsplit
+
+PASSWORD = unquote(urlsplit(os.environ["DATABASE_URL"]).password or "")
+
+
+def application(environ, start_response):
+    if environ.get("PATH_INFO") == "/login":
+        raise RuntimeError(f"login refused: the database said no to {PASSWORD} today")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello\\n"]
+'''
+
+
+def test_a_route_that_quotes_the_password_in_free_text(run_cli, pg, tmp_path):
+    # issue 19 row 23: redaction masked DSN patterns, not the password the run knows.
+    project = tmp_path / "leaky"
+    project.mkdir()
+    (project / "app.py").write_text(LEAKY_APP)
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    proc = run_cli("run", "--profile", "quick", "--workers", "1", "--app", "app:application",
+                   "--chdir", str(project), "--route", "/login", "--json", str(out),
+                   "--markdown", str(md), env={"GEVENTPROBE_DSN": pg.dsn})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    (route,) = result["builds"][0]["routes"]
+    assert route["verdict"] == "FAILING"
+    # The app's own words are kept, the password is not.
+    assert "login refused: the database said no to *** today" in route["first_error"]
+    for name, text in (("terminal", proc.stdout + proc.stderr), ("JSON", out.read_text()),
+                       ("Markdown", md.read_text())):
+        assert PASSWORD not in text, f"the password is in the {name} output"

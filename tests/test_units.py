@@ -10,6 +10,7 @@ from geventprobe.core.metrics import worker_figures
 from geventprobe.dsn import redact
 from geventprobe.errors import ProbeError
 from geventprobe.settings import load_profile
+from geventprobe.worker.record import ProbeResult
 
 
 def test_nearest_rank_percentiles():
@@ -37,15 +38,15 @@ class FakeCpu:
 
 def test_worker_figures_from_a_report():
     w = 0.1
-    report = {
-        "pid": 42, "wait_seconds": w,
-        "windows": [[10.0, 10.1], [10.2, 10.5]],
+    report = ProbeResult(
+        pid=42, wait_seconds=w,
+        windows=[[10.0, 10.1], [10.2, 10.5]],
         # ticks due inside the windows were late by 1 ms and 80 ms; the one outside by 900 ms
-        "heartbeat_expected": [10.05, 10.3, 10.9],
-        "heartbeat_lag": [0.001, 0.08, 0.9],
-        "select1_latencies_us": [100, 200, 300, 400],
-        "select1_window": [11.0, 13.0],
-    }
+        heartbeat_expected=[10.05, 10.3, 10.9],
+        heartbeat_lag=[0.001, 0.08, 0.9],
+        select1_latencies_us=[100, 200, 300, 400],
+        select1_window=[11.0, 13.0],
+    )
     f = worker_figures(report, FakeCpu())
     assert f.wait_factors == [pytest.approx(1.0), pytest.approx(3.0)]
     assert f.wait_factor == pytest.approx(2.0)
@@ -102,6 +103,32 @@ def test_redact_removes_passwords(dsn):
 def test_redact_removes_pgpassword(monkeypatch):
     monkeypatch.setenv("PGPASSWORD", "hunter22")
     assert "hunter22" not in redact("auth failed for hunter22")
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("GEVENTPROBE_DSN", "host=db user=app password=Tr0ub4dor dbname=app"),
+    ("GEVENTPROBE_DSN", "postgresql://app:Tr0ub4dor@db/app"),
+    ("DATABASE_URL", "postgresql://app:Tr0ub4dor@db/app?sslmode=require"),
+    ("PGPASSWORD", "Tr0ub4dor"),
+])
+def test_a_known_password_is_masked_in_free_text(monkeypatch, variable, value):
+    # issue 19 row 23: an app's error message quoting the password, no DSN syntax around it.
+    monkeypatch.setenv(variable, value)
+    assert redact("RuntimeError: login refused with Tr0ub4dor, try again") == \
+        "RuntimeError: login refused with ***, try again"
+
+
+def test_remembered_passwords_as_written_and_as_read(monkeypatch):
+    from geventprobe import dsn
+
+    monkeypatch.setattr(dsn, "_remembered", set())
+    dsn.remember("postgresql://app:p%40ss%20word@db/app")
+    dsn.remember("host=db password='it\\'s' dbname=x")
+    out = redact("tried p@ss word, p%40ss%20word and it's")
+    assert out == "tried ***, *** and ***"
+    # A short password is masked where it stands alone, not inside every other word.
+    dsn.remember("host=db password=ab")
+    assert redact("ab: cab abc ab") == "***: cab abc ***"
 
 
 def test_build_names():

@@ -1,10 +1,10 @@
 """``python -m geventprobe``."""
 
-# Before the imports below (click, rich: a few hundred ms): a Ctrl-C that early is one
-# line and exit 130, like any later one, not a KeyboardInterrupt traceback.
-from geventprobe.early_interrupt import quiet_early_interrupt
+# First, before the imports below (click, rich: a few hundred ms): a --dsn password leaves
+# the process title, and a Ctrl-C that early is one line and exit 130, not a traceback.
+from geventprobe.startup import begin
 
-quiet_early_interrupt()
+begin()
 
 from geventprobe.cli import main  # noqa: E402
 

@@ -1,44 +1,113 @@
-"""Connection strings: parsing and redaction, so no password ever leaves the machine.
+"""Connection strings: parsing and the one password scrubber, so no password leaves the machine.
 
-``redact`` removes passwords (always applied); ``redact_hosts`` also masks host
-names and IP addresses (``--redact-hosts``); ``scrub`` applies either to every
-string of a result record, so that every renderer reads an already clean record.
+``redact`` removes passwords from any text (always applied): those written the way a DSN
+writes them (``password=...``, ``postgresql://user:PASSWORD@``, ``?password=``) and,
+wherever they appear, the passwords this run knows (``known_secrets``): the DSN's from
+``--dsn`` or ``GEVENTPROBE_DSN``, ``PGPASSWORD``, and the one in the ``DATABASE_URL`` an
+app is given. An app's error message that quotes the password in free text is masked too.
+``redact_hosts`` also masks host names and IP addresses (``--redact-hosts``); ``scrub``
+applies either to every string of a result record, so that every renderer reads an
+already clean record. Parent side only.
+
+Only ``os``, ``re`` and ``urllib.parse`` at module level, all loaded by Python's own
+start-up already: the entry point imports this module first thing, to take a ``--dsn``
+password out of the process title before anything heavy is imported (``startup.py``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import ipaddress
 import os
 import re
 from collections.abc import Iterable
-from enum import Enum
-from typing import TypeVar
+from urllib.parse import unquote
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see above)
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 REDACTED = "***"
 
 # key=value conninfo: password='quoted \' value' or password=bare
 _KV_PASSWORD = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
+# The same in a URI's query string, where & and # end the value.
+_QUERY_VALUE = re.compile(r"(?i)\bpassword\s*=\s*([^\s&#']+)")
 # URI, anywhere in a text: scheme://user:password@host
 _URI_PASSWORD = re.compile(r"(?i)(postgres(?:ql)?://[^:/?#@\s]*:)([^@/?#\s]*)(@)")
 # URI query parameter: ?password=...&
 _URI_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)([^&#]*)")
+# The password part of any URL (a foreign scheme is refused, but its message is redacted).
+_ANY_URI_PASSWORD = re.compile(r"(?i)[a-z][\w+.-]*://[^:/?#@\s]*:([^@/?#\s]*)@")
+# Variables that carry a password of this run (their values are read on every redact).
+SECRET_VARIABLES = ("PGPASSWORD", "GEVENTPROBE_DSN", "DATABASE_URL")
+# A known secret shorter than this is masked only where it stands alone (a word of its
+# own): masking every "ab" of a report would leave nothing to read.
+_ANYWHERE_FROM = 4
+
+_remembered: set[str] = set()
+_from_environment: tuple[tuple, frozenset[str]] = ((), frozenset())
+
+
+def secrets_in(dsn: str) -> set[str]:
+    """The password(s) a DSN, conninfo or URL holds, as written and as libpq reads them
+    (quotes and escapes removed, percent-encoding decoded). Works on a malformed DSN too."""
+    found: set[str] = set()
+    for match in _KV_PASSWORD.finditer(dsn or ""):
+        raw = match.group(2)
+        if raw.startswith("'") and raw.endswith("'") and len(raw) >= 2:
+            found.add(raw)
+            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+        found.update((raw, unquote(raw)))
+    for match in _QUERY_VALUE.finditer(dsn or ""):
+        found.update((match.group(1), unquote(match.group(1))))
+    for match in _ANY_URI_PASSWORD.finditer(dsn or ""):
+        found.update((match.group(1), unquote(match.group(1))))
+    return {s for s in found if s and s != REDACTED}
+
+
+def remember(dsn: str | None) -> None:
+    """Mask the password(s) of ``dsn`` wherever they appear from now on (``--dsn``)."""
+    if dsn:
+        _remembered.update(secrets_in(dsn))
+
+
+def known_secrets() -> frozenset[str]:
+    """Every password this run knows: remembered ones and those of ``SECRET_VARIABLES``."""
+    global _from_environment
+    values = tuple(os.environ.get(k) for k in SECRET_VARIABLES)
+    if values != _from_environment[0]:
+        found: set[str] = set()
+        password, dsn, database_url = values
+        if password:
+            found.add(password)
+        for text in (dsn, database_url):
+            found |= secrets_in(text or "")
+        _from_environment = (values, frozenset(found))
+    return _from_environment[1] | _remembered
+
+
+def _mask_known(text: str) -> str:
+    for secret in sorted(known_secrets(), key=len, reverse=True):
+        if secret not in text:
+            continue
+        if len(secret) >= _ANYWHERE_FROM:
+            text = text.replace(secret, REDACTED)
+        else:
+            text = re.sub(rf"(?<![\w]){re.escape(secret)}(?![\w])", REDACTED, text)
+    return text
 
 
 def redact(text: str) -> str:
-    """``text`` with every DSN or conninfo password replaced by ``***``.
+    """``text`` with every password replaced by ``***``: DSN and conninfo passwords by their
+    syntax, and every password the run knows wherever it appears (``known_secrets``).
 
     Works on whole DSNs and on free text that may quote one (an error message).
     """
     text = _URI_PASSWORD.sub(lambda m: m.group(1) + REDACTED + m.group(3), text)
     text = _URI_QUERY_PASSWORD.sub(lambda m: m.group(1) + REDACTED, text)
     text = _KV_PASSWORD.sub(lambda m: m.group(1) + REDACTED, text)
-    secret = os.environ.get("PGPASSWORD")
-    if secret:
-        text = text.replace(secret, REDACTED)
-    return text
+    return _mask_known(text)
 
 
 _SCHEME = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -106,6 +175,8 @@ def _mask_authority(match: re.Match) -> str:
 
 
 def _mask_ipv6(match: re.Match) -> str:
+    import ipaddress
+
     text = match.group(0)
     try:
         ipaddress.ip_address(text.split("%")[0])
@@ -149,6 +220,9 @@ def scrub(value: T, *, hosts: bool = False, names: Iterable[str] = ()) -> T:
     are extra host names to mask wherever they appear). Enum members are kept:
     they are fixed vocabulary, never user data.
     """
+    import dataclasses
+    from enum import Enum
+
     names = tuple(names)
 
     def clean(v):

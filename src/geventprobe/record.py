@@ -1,7 +1,9 @@
 """The result record every renderer reads: frozen dataclasses, versioned as JSON.
 
 ``SCHEMA_VERSION`` changes whenever a field changes meaning or goes away; the
-JSON Schema in ``schema/result.schema.json`` describes the serialised form.
+JSON Schema in ``schema/result.schema.json`` describes the serialised form. Built once
+per run, by ``core/runner.run``. (What a worker sends the parent is another record,
+``worker/record.py``.)
 """
 
 from __future__ import annotations
@@ -205,10 +207,11 @@ class Evidence:
     """One verdict rule, with the figures it was decided on."""
 
     rule: str
-    """``wait-factor``, ``hub-lag`` or ``cpu-during-waits``; ``worker-timeout`` when gunicorn
-    killed a worker whose hub was blocked longer than ``--timeout`` (value: workers killed);
-    ``connect-factor``, ``connect-hub-lag`` in the connect phase; a route's rules are
-    ``route-*``."""
+    """In the wait windows: ``wait-factor`` and ``hub-lag`` (BLOCKING), ``cpu-during-waits``
+    and ``runnable-during-waits`` (BUSY-WAIT); ``connect-stall`` in the connect phase
+    (BLOCKING); ``worker-timeout`` when gunicorn killed a worker whose hub was blocked
+    longer than ``--timeout`` (value: workers killed); a route's are ``route-failing``,
+    ``route-hub-lag`` and ``route-serialized`` (``core/rules.py``, ``app/route_rules.py``)."""
     value: float
     threshold: float
     fired: bool

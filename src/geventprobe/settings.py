@@ -1,20 +1,19 @@
-"""A run's settings: workload sizes and verdict thresholds, and where they come from.
+"""A run's settings: the profile (workload and thresholds), where it comes from, and the plan.
 
-Lowest precedence first, each layer overriding the keys it sets:
+The profile's layers, lowest precedence first, each overriding the keys it sets:
 
-1. ``configs/default.toml``;
+1. ``configs/default.toml`` (shipped as ``geventprobe.configs``);
 2. a named profile, ``configs/<name>.toml`` (``--profile``, else ``profile`` in
    ``[tool.geventprobe]``): ``quick`` for a fast look, ``ci`` for a pre-deploy
    gate (stricter thresholds, calibration on);
 3. the ``[tool.geventprobe]`` table of the nearest ``pyproject.toml`` at or above
    the working directory that has one (the convention of ruff and pytest);
 4. ``--config PATH``, a TOML profile file;
-5. command-line flags.
+5. command-line flags (``--workers``, ``--greenlets``, ``--rtt``), then the DSN's own
+   ``connect_timeout`` (``profile_for`` applies them all).
 
-Every key is checked; a wrong one is refused with its file and name (exit 2).
-
-``configs/default.toml`` is shipped as ``geventprobe.configs``. Unknown keys and wrong
-types are refused with the key's name.
+Every key is checked; an unknown key or a wrong type is refused with its file and name
+(exit 2). ``RunPlan`` is a run resolved once from all of it; nothing changes it after.
 """
 
 from __future__ import annotations
@@ -24,15 +23,23 @@ import os
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import TYPE_CHECKING
 
+from geventprobe.dsn import own_connect_timeout
 from geventprobe.errors import ProbeError
 from geventprobe.processes.delay_proxy import MAX_RTT_MS
+
+if TYPE_CHECKING:
+    from geventprobe.core.target import Target
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
+
+# --------------------------------------------------------------------------------------
+# The profile: what each worker does, and the verdict rules' limits
 
 @dataclass(frozen=True)
 class Workload:
@@ -158,6 +165,7 @@ class Profile:
 
 
 FAIL_ON_CHOICES = ("blocking", "busy-wait", "serialized", "failing")
+"""Verdicts ``--fail-on`` may name (``none``: never exit 1)."""
 
 
 def parse_fail_on(value, source: str) -> tuple[str, ...]:
@@ -174,6 +182,9 @@ def parse_fail_on(value, source: str) -> tuple[str, ...]:
                          f"{', '.join(FAIL_ON_CHOICES)} (comma-separated), or none")
     return () if names == ["none"] else tuple(dict.fromkeys(names))
 
+
+# --------------------------------------------------------------------------------------
+# Profile files: configs/*.toml, --config, the tables of [tool.geventprobe]
 
 def _run_section(table, base: Profile, source: str) -> dict:
     """The [run] section of a profile: calibrate, fail_on."""
@@ -280,7 +291,22 @@ def load_profile(path: str | None) -> Profile:
     profile = default_profile()
     return profile if path is None else read_profile_file(path, profile)
 
+
 PROFILE_NAMES = ("default", "quick", "ci")
+"""The profiles shipped in ``configs/`` (``--profile``)."""
+
+
+def named_text(name: str) -> str:
+    """The TOML text of a shipped profile."""
+    if name not in PROFILE_NAMES:
+        raise ProbeError(f"unknown profile {name!r}: choose from {', '.join(PROFILE_NAMES)}, or "
+                         "pass your own file with --config PATH")
+    return resources.files("geventprobe.configs").joinpath(f"{name}.toml").read_text()
+
+
+# --------------------------------------------------------------------------------------
+# The project's [tool.geventprobe] table
+
 TABLE = "tool.geventprobe"
 
 # Top-level keys of [tool.geventprobe] -> type; [workload] and [thresholds] are tables.
@@ -421,13 +447,8 @@ def load_project(start: str | None = None) -> ProjectSettings:
     return project_settings(found[1], found[0])
 
 
-def named_text(name: str) -> str:
-    """The TOML text of a shipped profile."""
-    if name not in PROFILE_NAMES:
-        raise ProbeError(f"unknown profile {name!r}: choose from {', '.join(PROFILE_NAMES)}, or "
-                         "pass your own file with --config PATH")
-    return resources.files("geventprobe.configs").joinpath(f"{name}.toml").read_text()
-
+# --------------------------------------------------------------------------------------
+# Layering: default, named profile, pyproject, --config, then the flags
 
 def resolve(profile_name: str | None = None, config_path: str | None = None,
             project: ProjectSettings | None = None) -> Profile:
@@ -463,3 +484,63 @@ def with_rtt(profile: Profile, rtt_ms: float | None) -> Profile:
         return profile
     return dataclasses.replace(profile, workload=dataclasses.replace(profile.workload,
                                                                      rtt_ms=float(rtt_ms)))
+
+
+def with_connect_timeout(profile: Profile, dsn: str | None) -> Profile:
+    """``profile`` with the user's own ``connect_timeout`` (in the DSN, or
+    ``PGCONNECT_TIMEOUT``): it bounds every connection of the run, the parent's and the
+    workers', and the messages quote it, as libpq would have it."""
+    own = own_connect_timeout(dsn)
+    if own is None or own == profile.workload.connect_timeout_s:
+        return profile
+    return dataclasses.replace(profile, workload=dataclasses.replace(
+        profile.workload, connect_timeout_s=own))
+
+
+def profile_for(name: str | None, config_path: str | None, project: ProjectSettings, *,
+                workers: int | None = None, greenlets: int | None = None,
+                rtt_ms: float | None = None, dsn: str | None = None) -> Profile:
+    """Every layer and every flag that shapes the workload, in their order of precedence:
+    default < ``--profile`` < pyproject < ``--config`` < ``--workers``/``--greenlets``/
+    ``--rtt`` < the DSN's ``connect_timeout``."""
+    profile = with_sizes(resolve(name, config_path, project), workers, greenlets)
+    return with_connect_timeout(with_rtt(profile, rtt_ms), dsn)
+
+
+# --------------------------------------------------------------------------------------
+# The plan: a run resolved once, then never changed
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything one run needs, resolved once from flags, files and defaults
+    (``core/plan.py`` builds it; ``core/runner.run`` runs it; nothing changes it after)."""
+
+    profile: Profile
+    """Workload and thresholds, every layer and flag applied."""
+    target: Target
+    """What is probed: the built-in driver builds, the user's gunicorn app, a version
+    matrix, the calibration controls alone (``core/target.py``)."""
+    dsn: str | None
+    """The user's server (None: the PG* environment, else an embedded one)."""
+    preload: bool
+    """gunicorn ``--preload`` for the built-in builds; for an app, its effective setting."""
+    command: list[str]
+    """The command line as typed (redacted when recorded)."""
+    calibrate: bool = False
+    """Run the calibration controls before the target's rows."""
+    fail_on: tuple[str, ...] = FAIL_ON_CHOICES
+    """Verdicts of a row under test that make the run exit 1 (``--fail-on``)."""
+    time_limit_s: float = 600.0
+    """The run is stopped (exit 2) once it has lasted this long (``--time-limit``)."""
+    allow_many_connections: bool = False
+    """The user confirmed more than ``preflight.CONNECTION_CAP`` connections at once."""
+
+    @property
+    def workload(self) -> Workload:
+        """The profile's workload."""
+        return self.profile.workload
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """The profile's thresholds."""
+        return self.profile.thresholds

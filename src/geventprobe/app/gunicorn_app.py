@@ -6,34 +6,46 @@ where psycogreen is applied. So this mode starts gunicorn as the user deploys it
 and injects the probe without touching their code:
 
 1. ``plan()`` reads the effective settings in a throwaway child
-   (``harness/inspect_conf.py``: gunicorn itself loads their config through
-   ``harness/wrapper_conf.py``, then ``GUNICORN_CMD_ARGS``, then our command line).
+   (``worker/inspect_conf.py``: gunicorn itself loads their config through
+   ``worker/app_conf.py``, then ``GUNICORN_CMD_ARGS``, then our command line).
    A config that fails is their error, shown in their words (exit 2).
 2. It decides the few things it must override, and records each: the gevent
    worker class only when theirs is not gevent-based; ``--bind 127.0.0.1:0`` (a
    free loopback port, never their public one); the error log to geventprobe's
    log; ``--max-requests 0`` so no worker is recycled mid-probe.
-3. The runner then probes it as one build: ``wrapper_conf.py`` runs their config,
-   chains their hooks with ours and starts the probe in ``post_worker_init``
-   after theirs; the facts say which driver their workers really use, its wait
-   function or callback, what gevent patched and who imported the driver when.
+3. The result, a ``GunicornApp``, is the run's target and its one subject
+   (``core/target.py``): ``launch`` starts their gunicorn with ``app_conf.py``, which
+   runs their config, chains their hooks with ours and starts the probe in
+   ``post_worker_init`` after theirs; the facts say which driver their workers really
+   use, its wait function or callback, what gevent patched and who imported the driver
+   when. ``judge_phases`` judges their routes (``route_rules.py``), and ``headline``
+   speaks of their app.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from geventprobe.app import route_rules
 from geventprobe.app.routes import Route
+from geventprobe.core import rules
 from geventprobe.core.builds import Build
+from geventprobe.core.progress import Listener
+from geventprobe.core.session import Session
+from geventprobe.core.target import Probed
 from geventprobe.dsn import redact
 from geventprobe.errors import ProbeError
-from geventprobe.processes import children
-from geventprobe.record import RunResult, Verdict
+from geventprobe.processes import children, gunicorn_workers
+from geventprobe.processes.run_dir import WorkersRun
+from geventprobe.record import BuildResult, Calibration, RouteResult, Verdict
+from geventprobe.settings import Thresholds, Workload
+from geventprobe.worker import record
+from geventprobe.worker.record import GunicornSettings
 
 WRAPPER_CONFIG = "python:geventprobe.worker.app_conf"
 _APP_SPEC = re.compile(r"^[A-Za-z_][\w.]*(:.+)?$")
@@ -59,28 +71,22 @@ class AppRequest:
 
 
 @dataclass(frozen=True)
-class AppPlan:
-    """How the user's app will run: the gunicorn command and what it was found to use."""
+class GunicornApp:
+    """The user's app under their gunicorn config: the run's target and its one subject."""
 
     build: Build
-    """The one "build": their app."""
+    """The one row: their app (``MODULE:CALLABLE``)."""
     argv: list[str]
     cwd: str
     workers: int
     """Workers their gunicorn will start (their setting, or ``--workers``)."""
     preload: bool
     """Effective preload: theirs or ours."""
-    record: dict
+    deployment: dict
     """What the report shows about the deployment (``RunResult.app``)."""
     base_env: dict = field(default_factory=dict)
     routes: tuple[Route, ...] = ()
     """The app's routes to drive after the driver probe."""
-
-    @property
-    def harness(self) -> dict:
-        """Keywords of ``gunicorn_harness.run_build`` that run this app instead of ours."""
-        return {"argv": self.argv, "cwd": self.cwd, "keep_cmd_args": True,
-                "routes": list(self.routes)}
 
     def env(self, dsn: str) -> dict[str, str]:
         """Environment of their gunicorn, on top of ours, for a server at ``dsn``."""
@@ -89,6 +95,49 @@ class AppPlan:
         if not os.environ.get("DATABASE_URL") and dsn:
             env["DATABASE_URL"] = conninfo_to_uri(dsn)
         return env
+
+    # -- as the run's subject
+
+    def launch(self, session: Session, workload: Workload) -> WorkersRun:
+        """Their gunicorn, their config and hooks, our probe in every worker."""
+        env = dict(self.build.env, GEVENTPROBE_BUILD=self.build.name, **self.env(session.dsn))
+        return gunicorn_workers.run_build(
+            env, workload, session.dsn, self.preload, argv=self.argv, cwd=self.cwd,
+            keep_cmd_args=True, thresholds=session.plan.thresholds, routes=list(self.routes))
+
+    def judge_phases(self, run: WorkersRun, thresholds: Thresholds) -> list[RouteResult]:
+        """Each ``--route``'s verdict."""
+        return route_rules.judge_all(run.routes, thresholds)
+
+    # -- as the run's target
+
+    def steps(self) -> int:
+        """One row: the app."""
+        return 1
+
+    def prepare(self, listener: Listener) -> GunicornApp:
+        """Itself: ``plan()`` read their settings already."""
+        return self
+
+    def imports(self) -> Sequence[Build]:
+        """None: their app imports what it imports, in their workers."""
+        return []
+
+    def probe(self, session: Session, listener: Listener) -> Probed:
+        """Their app, as one row."""
+        listener.build_started(self.build.name, 0, 1)
+        result = session.probe(self, label=self.build.name)
+        listener.build_finished(result)
+        return Probed([result])
+
+    def headline(self, rows: list[BuildResult], code: int,
+                 calibration: Calibration | None) -> str:
+        """The summary in the app's words (``summary``)."""
+        return summary(self.build.name, rows, code, calibration)
+
+    def app_record(self) -> dict | None:
+        """The deployment as probed (``RunResult.app``)."""
+        return self.deployment
 
 
 def conninfo_to_uri(dsn: str) -> str:
@@ -174,7 +223,8 @@ def _base_args(request: AppRequest) -> list[str]:
     return args
 
 
-def _inspect(args: list[str], chdir: str, env: dict[str, str], timeout: float) -> dict:
+def _inspect(args: list[str], chdir: str, env: dict[str, str], timeout: float
+             ) -> GunicornSettings:
     """The effective settings, read by gunicorn itself in a throwaway child."""
     tmp = children.make_temp_dir("geventprobe-inspect-")
     try:
@@ -187,8 +237,9 @@ def _inspect(args: list[str], chdir: str, env: dict[str, str], timeout: float) -
             raise ProbeError(f"reading your gunicorn config did not finish within {timeout:.0f} s "
                              "(does the config file wait for something?)")
         try:
-            with open(out) as f:
-                return json.load(f)
+            return record.read(GunicornSettings, out)
+        except record.RecordError as exc:
+            raise ProbeError(f"cannot read your gunicorn settings: {exc}") from None
         except (OSError, ValueError):
             with open(os.path.join(tmp, "log"), errors="replace") as f:
                 lines = [ln.strip() for ln in f if ln.strip()]
@@ -198,30 +249,30 @@ def _inspect(args: list[str], chdir: str, env: dict[str, str], timeout: float) -
         children.remove_temp_dir(tmp)
 
 
-def plan(request: AppRequest) -> AppPlan:
+def plan(request: AppRequest) -> GunicornApp:
     """Check the request, read the effective gunicorn settings, and build the command."""
     chdir, config, shown = _check(request)
-    base_env = {"GEVENTPROBE_MODE": "app"}
+    base_env: dict[str, str] = {}
     if config:
         base_env["GEVENTPROBE_USER_CONFIG"] = config
     env = dict(os.environ, **base_env, PYTHONUNBUFFERED="1")
     args = _base_args(request)
     settings = _inspect([*args, request.app], chdir, env, request.inspect_timeout_s)
-    if not settings.get("ok"):
-        error = redact(settings.get("error") or "unknown error")
-        if settings.get("stage") == "config":
+    if not settings.ok:
+        error = redact(settings.error or "unknown error")
+        if settings.stage == "config":
             default = os.path.join(chdir, "gunicorn.conf.py")
-            where = settings.get("config") or shown or (
+            where = settings.config or shown or (
                 _shown(default) if os.path.exists(default) else "(from GUNICORN_CMD_ARGS)")
             raise ProbeError(f"your gunicorn config {where} failed to load: {error}: fix it, "
                              "then check it with: gunicorn --check-config -c CONFIG APP")
         raise ProbeError(f"gunicorn refused your settings: {error}: fix the config file or "
                          "GUNICORN_CMD_ARGS, then check with: gunicorn --check-config ...")
-    if settings.get("daemon"):
+    if settings.daemon:
         raise ProbeError("your settings ask gunicorn to daemonize (-D / daemon = True in "
                          "GUNICORN_CMD_ARGS): geventprobe must own the processes it starts: "
                          "leave daemon off for the check")
-    found = settings.get("config")
+    found = settings.config
     if found and not found.startswith("python:"):
         # GUNICORN_CMD_ARGS's -c is relative to where gunicorn runs, not to where we do.
         found = os.path.join(chdir, found[len("file:"):] if found.startswith("file:") else found)
@@ -232,30 +283,30 @@ def plan(request: AppRequest) -> AppPlan:
         base_env["GEVENTPROBE_USER_CONFIG_SHOWN"] = shown
     overrides = ["bind 127.0.0.1:0: a free loopback port, for the probe's HTTP requests",
                  "error log to geventprobe's own log, which explains failures"]
-    if (settings.get("max_requests") or 0) > 0:
-        overrides.append(f"max_requests 0 (yours: {settings['max_requests']}): a worker "
+    if settings.max_requests > 0:
+        overrides.append(f"max_requests 0 (yours: {settings.max_requests}): a worker "
                          "recycled mid-probe would lose its report")
-    forced = not settings.get("gevent")
+    forced = not settings.gevent
     if forced:
         args += ["--worker-class", "gevent"]
-        overrides.append(f"worker class gevent (yours: {settings.get('worker_class')}): the "
+        overrides.append(f"worker class gevent (yours: {settings.worker_class}): the "
                          "probe measures gevent workers")
     if request.workers is not None:
         overrides.append(f"workers {request.workers} (--workers; yours: see your config)")
     argv = [sys.executable, "-m", "gunicorn", *args, request.app]
-    workers = int(settings.get("workers") or 1)
-    preload = bool(settings.get("preload"))
-    record = {
+    workers = int(settings.workers or 1)
+    preload = settings.preload
+    deployment = {
         "app": request.app,
         "gunicorn_config": shown,
         "chdir": chdir,
-        "worker_class": "gevent" if forced else settings.get("worker_class"),
-        "their_worker_class": settings.get("worker_class"),
+        "worker_class": "gevent" if forced else settings.worker_class,
+        "their_worker_class": settings.worker_class,
         "worker_class_forced": forced,
         "workers": workers,
         "preload": preload,
-        "timeout": settings.get("timeout"),
-        "hooks": settings.get("hooks") or [],
+        "timeout": settings.timeout,
+        "hooks": list(settings.hooks),
         "gunicorn_cmd_args": shown_cmd_args(os.environ.get("GUNICORN_CMD_ARGS")),
         "database_url_from_geventprobe": not os.environ.get("DATABASE_URL"),
         "overrides": overrides,
@@ -264,16 +315,17 @@ def plan(request: AppRequest) -> AppPlan:
     config_words = f"gunicorn config {shown}" if shown else "no gunicorn config file"
     build = Build(name=request.app, baseline=False, expected=None, env=dict(base_env),
                   description=f"your app {request.app}, {config_words}")
-    return AppPlan(build=build, argv=argv, cwd=chdir, workers=workers, preload=preload,
-                   record=record, base_env=base_env, routes=tuple(request.routes))
+    return GunicornApp(build=build, argv=argv, cwd=chdir, workers=workers, preload=preload,
+                       deployment=deployment, base_env=base_env, routes=tuple(request.routes))
 
 
-def summary(result: RunResult) -> str:
-    """The one-line summary of an ``--app`` run (the runner's speaks of driver builds)."""
-    app = next((b for b in result.builds if result.app and b.build == result.app["app"]), None)
+def summary(app_name: str, rows: list[BuildResult], code: int,
+            calibration: Calibration | None) -> str:
+    """The one-line summary of an ``--app`` run, in the app's words (the drivers' summary,
+    ``rules.summary``, when the app's row has none of its own: UNAVAILABLE, INCONCLUSIVE)."""
+    app = next((b for b in rows if b.build == app_name), None)
     if app is None:
-        return result.summary
-    code = result.exit_code
+        return rules.summary(rows, code)
     driver = app.facts.get("driver")
     version = (app.facts.get(driver) or {}).get("version") if driver else None
     if app.verdict is Verdict.OK:
@@ -288,11 +340,11 @@ def summary(result: RunResult) -> str:
     elif app.verdict is Verdict.ERROR:
         text = f"the probe failed in your app's workers: {app.error or app.cause}"
     else:
-        return result.summary
+        return rules.summary(rows, code)
     if app.routes:
         text += "; routes: " + ", ".join(_route_words(r) for r in app.routes)
-    if result.calibration is not None and not result.calibration.passed:
-        text = f"INCONCLUSIVE: calibration failed: {result.calibration.reason}; {text}"
+    if calibration is not None and not calibration.passed:
+        text = f"INCONCLUSIVE: calibration failed: {calibration.reason}; {text}"
     return f"{text}; exit {code}"
 
 

@@ -23,6 +23,7 @@ from geventprobe.core import blocked
 from geventprobe.core.stats import summarize
 from geventprobe.record import BlockedStack, Evidence, RouteResult, Verdict
 from geventprobe.settings import Thresholds
+from geventprobe.worker.record import RoutePhase
 
 # Ticks due this long after the burst's last answer still count: a hub blocked by the
 # last request reports its lag when it runs again.
@@ -34,19 +35,18 @@ def _failed(status: str) -> bool:
     return not status.isdigit() or int(status) >= 500
 
 
-def _max_lag_ms(workers: dict[int, dict], t0: float, t1: float) -> float:
+def _max_lag_ms(workers: dict[int, RoutePhase], t0: float, t1: float) -> float:
     worst = 0.0
     for report in workers.values():
-        for due, lag in zip(report.get("heartbeat_expected") or [],
-                            report.get("heartbeat_lag") or []):
+        for due, lag in zip(report.heartbeat_expected, report.heartbeat_lag):
             if t0 <= due <= t1 + _TAIL_S:
                 worst = max(worst, lag)
     return round(worst * 1000, 3)
 
 
-def _served(workers: dict[int, dict], t0: float, t1: float) -> dict[int, int]:
+def _served(workers: dict[int, RoutePhase], t0: float, t1: float) -> dict[int, int]:
     """Worker pid → requests of the app it started during the burst."""
-    return {pid: sum(1 for t in report.get("requests") or [] if t0 - 0.01 <= t <= t1)
+    return {pid: sum(1 for t in report.requests if t0 - 0.01 <= t <= t1)
             for pid, report in workers.items()}
 
 
@@ -79,7 +79,7 @@ def serialized_cause(served: dict[int, int], connections: dict[int, int]
             "look for a lock, semaphore or single shared client around the request's work")
 
 
-def judge(run: RouteRun, workers: dict[int, dict], t: Thresholds) -> RouteResult:
+def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds) -> RouteResult:
     """One route's verdict, with every rule and the figures it was decided on."""
     route = str(run.route)
     n = len(run.burst)
@@ -95,7 +95,7 @@ def judge(run: RouteRun, workers: dict[int, dict], t: Thresholds) -> RouteResult
     extra_ms = (burst.p90_us / 1000 - lone_ms) if factor is not None else 0.0
     lag_ms = _max_lag_ms(workers, run.t0, run.t1)
     served = _served(workers, run.t0, run.t1)
-    events = [e for report in workers.values() for e in report.get("blocked") or []]
+    events = [e for report in workers.values() for e in report.blocked]
     stacks: list[BlockedStack] = blocked.stacks(events, f"route {route}",
                                                 (run.t0, run.t1 + _TAIL_S))
     error_line = first_error(run.log_lines) if (failed or lone_failed) else None

@@ -33,6 +33,7 @@ import psutil
 from geventprobe.dsn import redact
 from geventprobe.errors import ProbeError
 from geventprobe.worker.probe_route import PATH as PROBE_PATH
+from geventprobe.worker.record import RoutePhase
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 _RESPONSE_LIMIT = 1 << 20
@@ -120,8 +121,8 @@ class RoutesRun:
     """The whole route phase: each route's figures and each worker's own report."""
 
     routes: list[RouteRun] = field(default_factory=list)
-    workers: dict[int, dict] = field(default_factory=dict)
-    """pid → ``routes-<pid>.json`` (heartbeat, request start times, monitor events)."""
+    workers: dict[int, RoutePhase] = field(default_factory=dict)
+    """pid → its ``routes-<pid>.json`` (heartbeat, request start times, monitor events)."""
     error: str | None = None
     server_port: int | None = None
     seconds: float = 0.0

@@ -8,11 +8,12 @@ that failed); 3 inconclusive (a baseline did not get its known class);
 
 from __future__ import annotations
 
-from geventprobe.early_interrupt import quiet_early_interrupt, started_as_program
+from geventprobe.startup import begin, started_as_program
 
-# The console script imports this module, then calls main(): quiet a Ctrl-C from here on.
+# The console script imports this module, then calls main(): before click and the commands
+# are imported, a --dsn password leaves the process title and a Ctrl-C is one line.
 if started_as_program():
-    quiet_early_interrupt()
+    begin()
 
 import click
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import sys
 
 import click
-from rich.console import Console
 
 from geventprobe import files
 from geventprobe.cli.common import (
@@ -19,26 +16,16 @@ from geventprobe.cli.common import (
     progress_console,
     report_console,
     rtt_option,
+    say,
     verbose_option,
     warn_secret_argv,
 )
+from geventprobe.core import plan as plans
 from geventprobe.core.builds import parse_builds
-from geventprobe.core.runner import RunOptions
 from geventprobe.files import write_atomic
-from geventprobe.report import bisection, json_format, terminal
-from geventprobe.settings import load_profile
+from geventprobe.report import bisection
+from geventprobe.report.formats import Terminal
 from geventprobe.versions import bisect
-
-
-def render(result: bisect.BisectResult, console: Console, verbose: bool = False) -> None:
-    """The table, the evidence, the conclusion, at the console's width."""
-    terminal.render_blocks(bisection.document(result), console, verbose)
-
-
-def write_json(result: bisect.BisectResult, path: str) -> None:
-    """The whole bisect as JSON (write then rename)."""
-    write_atomic(path, json.dumps(json_format.plain(dataclasses.asdict(result)), indent=2,
-                                  ensure_ascii=False) + "\n")
 
 
 @click.command("bisect")
@@ -76,22 +63,14 @@ def bisect_command(good, bad, build_name, package, workers, greenlets, dsn, rtt_
     """
     console = progress_console()
     with handled_errors(debug):
-        profile = load_profile(config_path)
-        # Several probes in a row: a small workload by default (the classes are far apart,
-        # wait× ≈ 1 against ≈ greenlets), a --config profile's own sizes if one is given.
-        small = config_path is None
-        profile = dataclasses.replace(profile, workload=dataclasses.replace(
-            profile.workload,
-            workers=workers or (2 if small else profile.workload.workers),
-            greenlets=greenlets or (8 if small else profile.workload.greenlets),
-            rtt_ms=profile.workload.rtt_ms if rtt_ms is None else rtt_ms))
         builds, _ = parse_builds(build_name, "--build")
+        plan = plans.for_bisect(["geventprobe", *sys.argv[1:]], builds, workers=workers,
+                                greenlets=greenlets, dsn=dsn, rtt_ms=rtt_ms, preload=preload,
+                                config_path=config_path)
         check_writable(json_path, "--json")
-        warn_secret_argv(console, dsn)
-        run_options = RunOptions(profile=profile, builds=builds, builds_named=True,
-                                 dsn=dsn or None, preload=preload,
-                                 command=["geventprobe", *sys.argv[1:]])
-        opts = bisect.BisectOptions(run=run_options, package=package, good=good, bad=bad)
+        warn_secret_argv(dsn)
+        opts = bisect.BisectOptions(run=plan, builds=builds, package=package, good=good,
+                                    bad=bad)
         releases = bisect.releases_for(opts)
         console.print(f"geventprobe: {len(releases)} releases of {package} from {good} to "
                       f"{bad}: {', '.join(releases)}")
@@ -99,9 +78,10 @@ def bisect_command(good, bad, build_name, package, workers, greenlets, dsn, rtt_
                               unit="probes") as listener:
             result = bisect.run(opts, listener, releases=releases)
         # `--json -`: stdout carries the JSON alone, the report goes to stderr.
-        render(result, console if files.is_stdout(json_path) else report_console(), verbose)
+        Terminal(console if files.is_stdout(json_path) else report_console()).show(
+            bisection.document(result), verbose)
         if json_path:
-            write_json(result, json_path)
+            write_atomic(json_path, bisection.render_json(result))
             if not files.is_stdout(json_path):
-                console.print(f"geventprobe: wrote {json_path}", soft_wrap=True)
+                say(f"geventprobe: wrote {json_path}")
     sys.exit(result.exit_code)

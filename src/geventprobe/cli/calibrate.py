@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from geventprobe import files, settings
+from geventprobe import files
 from geventprobe.cli.common import (
     ProgressListener,
     check_writable,
@@ -16,11 +16,15 @@ from geventprobe.cli.common import (
     progress_console,
     report_console,
     rtt_option,
+    say,
     verbose_option,
     warn_secret_argv,
 )
-from geventprobe.core.runner import RunOptions, calibration_only
-from geventprobe.report import json_format, terminal
+from geventprobe.core import plan as plans
+from geventprobe.core import runner
+from geventprobe.report import json_format
+from geventprobe.report import run as run_report
+from geventprobe.report.formats import Terminal
 
 
 @click.command("calibrate")
@@ -54,22 +58,18 @@ def calibrate_command(workers, greenlets, dsn, rtt_ms, json_path, config_path, p
     """
     console = progress_console()
     with handled_errors(debug):
-        profile = settings.with_sizes(
-            settings.resolve(profile_name, config_path, settings.load_project()),
-            workers, greenlets)
-        profile = settings.with_rtt(profile, rtt_ms)
+        plan = plans.for_calibrate(["geventprobe", *sys.argv[1:]], workers=workers,
+                                   greenlets=greenlets, dsn=dsn, rtt_ms=rtt_ms,
+                                   config_path=config_path, profile=profile_name)
         check_writable(json_path, "--json")
-        warn_secret_argv(console, dsn)
-        options = RunOptions(profile=profile, builds=[], builds_named=False, dsn=dsn or None,
-                             preload=False, command=["geventprobe", *sys.argv[1:]],
-                             calibrate=True)
+        warn_secret_argv(dsn)
         with ProgressListener(console, total=8, unit="controls") as listener:
-            result = calibration_only(options, listener)
+            result = runner.run(plan, listener)
         # `--json -`: stdout carries the JSON alone, the report goes to stderr.
-        terminal.render(result, console if files.is_stdout(json_path) else report_console(),
-                        verbose)
+        Terminal(console if files.is_stdout(json_path) else report_console()).show(
+            run_report.document(result), verbose)
         if json_path:
             json_format.write(result, json_path)
             if not files.is_stdout(json_path):
-                console.print(f"geventprobe: wrote {json_path}", soft_wrap=True)
+                say(f"geventprobe: wrote {json_path}")
     sys.exit(result.exit_code)

@@ -12,8 +12,10 @@ context manager did not get to, ``children.cleanup()`` stops and removes last.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
+import textwrap
 import traceback
 from collections.abc import Iterator
 
@@ -23,7 +25,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Column
 
 from geventprobe import files
-from geventprobe.dsn import foreign_scheme, redact
+from geventprobe.dsn import foreign_scheme, redact, remember
 from geventprobe.errors import EXIT_INTERRUPTED, EXIT_USAGE, ProbeError, Terminated
 from geventprobe.processes import children
 from geventprobe.processes.delay_proxy import MAX_RTT_MS
@@ -38,35 +40,16 @@ __all__ = [
     "dsn_option",
     "fail",
     "handled_errors",
-    "hide_secret_argv",
     "progress_console",
     "report_console",
     "rtt_option",
+    "say",
     "verbose_option",
     "warn_secret_argv",
 ]
 
 REPORT_WIDTH = 100
 """Columns of a report that goes to a pipe or a file (a CI log): the same every time."""
-
-
-def hide_secret_argv() -> bool:
-    """Rewrite our own process title without the DSN's password; True when it held one.
-
-    ``ps`` and ``/proc/<pid>/cmdline`` show a process's argv to every user of the machine:
-    ``setproctitle`` overwrites that memory, so from here on the run shows ``password=***``.
-    """
-    try:
-        import setproctitle
-    except ImportError:  # a dependency, but a broken install must not stop a run
-        return False
-    title = setproctitle.getproctitle()
-    clean = redact(title)
-    if clean == title:
-        return False
-    setproctitle.setproctitle(clean)
-    return True
-
 
 
 def _given_dsn(ctx, param, value):
@@ -77,7 +60,7 @@ def _given_dsn(ctx, param, value):
                                  "out (and GEVENTPROBE_DSN unset) to use an embedded server",
                                  ctx=ctx, param=param)
     if value:
-        hide_secret_argv()  # while click parses: the earliest point a command knows
+        remember(value)  # masked wherever it appears, free text included
     scheme = foreign_scheme(value) if value else None
     if scheme:
         hint = (" (SQLAlchemy's driver suffix: drop it)" if scheme.lower().startswith(
@@ -129,9 +112,31 @@ def _on_signal(signum, frame):
     children.deliver(KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum))
 
 
+def _terminal_width(stream) -> int | None:
+    """The width of the terminal ``stream`` writes to; None for a pipe or a file."""
+    try:
+        if stream.isatty():
+            return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        pass
+    return None
+
+
+def say(text: str, *, err: bool = True) -> None:
+    """One message of geventprobe's own (a warning, an error, ``wrote PATH``): one line in a
+    pipe or a file (a log, a test, ``grep``), wrapped at the terminal's width on a terminal,
+    later lines indented, no word cut (a path stays whole)."""
+    text = " ".join(text.split())
+    width = _terminal_width(sys.stderr if err else sys.stdout)
+    if width and len(text) > width:
+        text = "\n".join(textwrap.wrap(text, width, subsequent_indent="  ",
+                                       break_long_words=False, break_on_hyphens=False))
+    click.echo(text, err=err)
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> None:
-    """Print one line on stderr and exit with ``code``."""
-    click.echo(f"geventprobe: error: {' '.join(message.split())}", err=True)
+    """Print the one message on stderr and exit with ``code``."""
+    say(f"geventprobe: error: {message}")
     sys.exit(code)
 
 
@@ -178,18 +183,17 @@ def handled_errors(debug: bool) -> Iterator[None]:
         fail(*outcome)
 
 
-def warn_secret_argv(console: Console | None, dsn: str | None) -> None:
+def warn_secret_argv(dsn: str | None) -> None:
     """Say so when a password was given on our command line, where ``ps`` shows it."""
     ctx = click.get_current_context(silent=True)
     if not dsn or ctx is None or redact(dsn) == dsn:
         return
     source = ctx.get_parameter_source("dsn")
     if source is click.core.ParameterSource.COMMANDLINE:
-        # click.echo, not the rich console: one line, never wrapped.
-        click.echo("geventprobe: warning: the password in --dsn was visible to every user of "
-                   "this machine (ps) until geventprobe rewrote its own process title, and it "
-                   "stays in your shell history: pass it in GEVENTPROBE_DSN, PGPASSWORD or "
-                   "~/.pgpass instead (geventprobe never puts it on a command line)", err=True)
+        say("geventprobe: warning: the password in --dsn was visible to every user of this "
+            "machine (ps) until geventprobe rewrote its own process title, and it stays in "
+            "your shell history: pass it in GEVENTPROBE_DSN, PGPASSWORD or ~/.pgpass instead "
+            "(geventprobe never puts it on a command line)")
 
 
 class OneLineErrorsGroup(click.Group):

@@ -10,7 +10,8 @@ from geventprobe.cli.common import debug_option, handled_errors, report_console,
 from geventprobe.compare import compare
 from geventprobe.dsn import scrub_result
 from geventprobe.errors import EXIT_FINDINGS, EXIT_OK, ProbeError
-from geventprobe.report import comparison, load, terminal
+from geventprobe.report import comparison, load
+from geventprobe.report.formats import Markdown, Terminal
 
 
 @click.command("compare")
@@ -35,12 +36,12 @@ def compare_command(before_path, after_path, fmt, force, redact_hosts, verbose, 
         before = scrub_result(load.load(before_path), hosts=redact_hosts)
         after = scrub_result(load.load(after_path), hosts=redact_hosts)
         c = compare(before, after, force=force)
-        if fmt == "markdown":
-            click.echo(comparison.render_markdown(c), nl=False)
-        elif fmt == "json":
+        if fmt == "json":
             click.echo(comparison.render_json(c), nl=False)
+        elif fmt == "markdown":
+            click.echo(Markdown().render(comparison.document(c)), nl=False)
         else:
-            terminal.render_blocks(comparison.document(c), report_console(), verbose)
+            Terminal(report_console()).show(comparison.document(c), verbose)
         if c.refused and not c.forced:
             raise ProbeError(f"cannot compare {before_path} and {after_path}: {c.refused} "
                              "(run both with the same profile and flags on the same machine, "

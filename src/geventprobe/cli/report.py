@@ -6,62 +6,59 @@ import os
 import sys
 
 import click
-from rich.console import Console
 
 from geventprobe import files
-from geventprobe.cli.common import check_writable, debug_option, handled_errors, verbose_option
+from geventprobe.cli.common import (
+    check_writable,
+    debug_option,
+    handled_errors,
+    say,
+    verbose_option,
+)
 from geventprobe.dsn import scrub_result
 from geventprobe.errors import ProbeError
 from geventprobe.record import RunResult
-from geventprobe.report import charts, html, json_format, load, markdown, text
+from geventprobe.report import charts, job_summary, json_format, load, run
+from geventprobe.report.document import Charts, Document
+from geventprobe.report.formats import FORMATS, Markdown
 
-FORMATS = ("markdown", "text", "json", "html", "png")
-
-
-def for_output(result: RunResult, redact_hosts: bool = False) -> RunResult:
-    """The record every output of ``run`` renders: redacted, and as its JSON reads back.
-
-    Going through the JSON form makes ``run --markdown`` and a later
-    ``report RESULT.json --format markdown`` byte-identical.
-    """
-    clean = scrub_result(result, hosts=redact_hosts)
-    try:
-        return load.from_dict(json_format.to_dict(clean))
-    except ProbeError:  # a record this loader cannot read back must still be reported
-        return clean
+CHOICES = ("markdown", "text", "json", "html", "png")
 
 
-def write_run_outputs(result: RunResult, markdown_path: str | None, console: Console) -> None:
+def write_run_outputs(doc: Document, markdown_path: str | None) -> None:
     """``run``'s Markdown report, and the job summary when ``$GITHUB_STEP_SUMMARY`` is set."""
-    if markdown_path:
-        markdown.write(result, markdown_path)
-        if not files.is_stdout(markdown_path):
-            console.print(f"geventprobe: wrote {markdown_path}", soft_wrap=True)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if markdown_path:
+        files.write_atomic(markdown_path, Markdown().render(doc), "--markdown")
+        if not files.is_stdout(markdown_path):
+            say(f"geventprobe: wrote {markdown_path}")
     if summary:
         try:
-            markdown.append_step_summary(result, summary)
+            job_summary.append(doc, summary)
         except OSError as exc:
             # The run's verdict matters more than the summary: say so and go on.
-            console.print(f"geventprobe: warning: cannot append to $GITHUB_STEP_SUMMARY "
-                          f"{summary} ({exc.strerror})", soft_wrap=True, markup=False)
+            say(f"geventprobe: warning: cannot append to $GITHUB_STEP_SUMMARY {summary} "
+                f"({exc.strerror})")
 
 
-def _render(result: RunResult, fmt: str, verbose: bool = False) -> str | bytes:
-    if fmt == "markdown":
-        return markdown.render(result)
-    if fmt == "text":
-        return text.render(result, verbose)
+def render(result: RunResult, fmt: str, verbose: bool = False) -> str | bytes:
+    """A saved run in one of ``CHOICES``: the record as JSON, the charts as PNG, or the run's
+    document in a format."""
     if fmt == "json":
         return json_format.render(result)
-    if fmt == "html":
-        return html.render(result)
-    return charts.render_png(result)
+    doc = run.document(result)
+    if fmt == "png":
+        block = next((b for b in doc.body if isinstance(b, Charts)), None)
+        if block is None:
+            raise ProbeError("no build of this run has figures to chart (every build was "
+                             "UNAVAILABLE or failed)")
+        return charts.render_png(block)
+    return FORMATS[fmt]().render(doc, verbose)
 
 
 @click.command("report")
 @click.argument("result_path", metavar="RESULT.json")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="markdown",
+@click.option("--format", "fmt", type=click.Choice(CHOICES), default="markdown",
               show_default=True, help="markdown: a GitHub issue attachment; html: one file "
               "with the charts; png: the charts alone (needs -o); text; json.")
 @click.option("-o", "--output", "output", metavar="PATH", default=None,
@@ -81,7 +78,7 @@ def report_command(result_path, fmt, output, redact_hosts, verbose, debug):
             raise ProbeError("--format png writes binary data: add -o PATH.png")
         check_writable(output, "-o")
         result = scrub_result(load.load(result_path), hosts=redact_hosts)
-        rendered = _render(result, fmt, verbose)
+        rendered = render(result, fmt, verbose)
         if output is None:
             click.echo(rendered, nl=False)
         else:

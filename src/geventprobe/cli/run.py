@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 import click
 
-from geventprobe import files, settings
-from geventprobe.app import gunicorn_app
-from geventprobe.app.routes import parse_routes
+from geventprobe import files
 from geventprobe.cli import report as report_cli
 from geventprobe.cli.common import (
     ProgressListener,
@@ -19,16 +16,20 @@ from geventprobe.cli.common import (
     progress_console,
     report_console,
     rtt_option,
+    say,
     verbose_option,
     warn_secret_argv,
 )
-from geventprobe.core.builds import parse_builds
-from geventprobe.core.runner import RunOptions, run
-from geventprobe.errors import ProbeError
+from geventprobe.core import plan as plans
+from geventprobe.core import runner
+from geventprobe.dsn import scrub_result
 from geventprobe.processes.preflight import CONNECTION_CAP, DEFAULT_TIME_LIMIT_S
-from geventprobe.report import json_format, terminal
-from geventprobe.settings import parse_fail_on
-from geventprobe.versions import matrix
+from geventprobe.report import json_format
+from geventprobe.report import run as run_report
+from geventprobe.report.formats import Terminal
+
+CONTROLS = 9
+"""Steps the progress bar counts for the calibration controls (at most this many run)."""
 
 
 @click.command("run")
@@ -99,77 +100,26 @@ def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path
     """
     console = progress_console()
     with handled_errors(debug):
-        # default.toml < --profile < pyproject's [tool.geventprobe] < --config < flags
-        project = settings.load_project()
-        profile = settings.with_sizes(settings.resolve(profile_name, config_path, project),
-                                      workers, greenlets)
-        profile = settings.with_rtt(profile, rtt_ms)
-        app_plan = _app_plan(app, gunicorn_config, chdir, builds_text, psycopg_text or
-                             gevent_text, workers, preload, project, route_texts)
-        if app_plan is not None:  # their workers, as their config says (or --workers)
-            profile = dataclasses.replace(profile, workload=dataclasses.replace(
-                profile.workload, workers=app_plan.workers))
-            preload = app_plan.preload
-        builds, named = parse_builds(builds_text if builds_text is not None
-                                     else project.builds)
-        if app_plan is not None:
-            builds, named = [], False
-        preload = preload or bool(project.preload and app_plan is None)
-        calibrate = calibrate or profile.calibrate
-        fail_on = parse_fail_on(fail_on_text, "--fail-on") if fail_on_text else profile.fail_on
-        sets = matrix.requested(psycopg_text, gevent_text)
+        plan = plans.for_run(plans.RunRequest(
+            command=["geventprobe", *sys.argv[1:]], workers=workers, greenlets=greenlets,
+            builds=builds_text, dsn=dsn, rtt_ms=rtt_ms, preload=preload,
+            config_path=config_path, calibrate=calibrate, psycopg=psycopg_text,
+            gevent=gevent_text, allow_many_connections=allow_many_connections,
+            time_limit_s=time_limit, app=app, gunicorn_config=gunicorn_config, chdir=chdir,
+            routes=tuple(route_texts), profile=profile_name, fail_on=fail_on_text))
         files.check_outputs([("--json", json_path), ("--markdown", markdown_path)])
-        options = RunOptions(profile=profile, builds=builds, builds_named=named,
-                             dsn=dsn or None, preload=preload,
-                             command=["geventprobe", *sys.argv[1:]], calibrate=calibrate,
-                             allow_many_connections=allow_many_connections,
-                             time_limit_s=time_limit, fail_on=fail_on, app=app_plan)
-        warn_secret_argv(console, dsn)
-        total = len(builds) + (1 if app_plan else 0) + (9 if calibrate else 0)
-        if sets:  # a version matrix: a row per version × build, each in its own environment
-            total = matrix.rows(matrix.plan(builds, sets, named=named))
+        warn_secret_argv(dsn)
+        total = plan.target.steps() + (CONTROLS if plan.calibrate else 0)
         with ProgressListener(console, total=total) as listener:
-            result = matrix.run(options, sets, listener) if sets else run(options, listener)
-        if app_plan is not None:
-            result = dataclasses.replace(result, summary=gunicorn_app.summary(result))
-        result = report_cli.for_output(result, redact_hosts)  # every output reads this record
+            result = runner.run(plan, listener)
+        result = scrub_result(result, hosts=redact_hosts)  # every output reads this record
         # `--json -`: stdout carries the file alone, the report goes to stderr with progress.
         to_stdout = files.is_stdout(json_path) or files.is_stdout(markdown_path)
-        terminal.render(result, console if to_stdout else report_console(), verbose)
+        doc = run_report.document(result)  # ...and every report reads this document
+        Terminal(console if to_stdout else report_console()).show(doc, verbose)
         if json_path:
             json_format.write(result, json_path)
             if not files.is_stdout(json_path):
-                console.print(f"geventprobe: wrote {json_path}", soft_wrap=True)
-        report_cli.write_run_outputs(result, markdown_path, console)
+                say(f"geventprobe: wrote {json_path}")
+        report_cli.write_run_outputs(doc, markdown_path)
     sys.exit(result.exit_code)
-
-
-def _app_plan(app, gunicorn_config, chdir, builds_text, matrix_text, workers, preload,
-              project: settings.ProjectSettings, route_texts=()) -> gunicorn_app.AppPlan | None:
-    """``--app`` (or ``app`` in pyproject): read the user's gunicorn settings; else None."""
-    builds_asked = builds_text is not None or bool(matrix_text)
-    if route_texts and not (app or (project.app and not builds_asked)):
-        raise ProbeError("--route drives a route of your app: add --app MODULE:CALLABLE "
-                         "(e.g. --app myproject.wsgi:application --route /login)")
-    routes = parse_routes(route_texts or project.routes)
-    if app and builds_asked:
-        raise ProbeError("--app probes the driver your app imports: drop --builds, --psycopg "
-                         "and --gevent (or drop --app to probe the built-in builds)")
-    # Checked before --builds can turn app mode off: a config that is never read must not
-    # pass in silence.
-    if not app and (gunicorn_config or chdir) and (builds_asked or not project.app):
-        raise ProbeError("--gunicorn-config and --chdir go with --app MODULE:CALLABLE: "
-                         "add --app (e.g. --app myproject.wsgi:application)")
-    if not app and builds_asked:
-        return None  # built-in builds asked for on the command line: the project's app waits
-    app = app or project.app
-    if not app:
-        return None
-    request = gunicorn_app.AppRequest(
-        app=app,
-        gunicorn_config=gunicorn_config or project.gunicorn_config,
-        chdir=chdir or project.chdir,
-        workers=workers,
-        preload=preload or bool(project.preload),
-        routes=tuple(routes))
-    return gunicorn_app.plan(request)

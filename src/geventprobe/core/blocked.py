@@ -1,9 +1,10 @@
 """Who blocked: the monitor thread's events from the workers, as counted stacks.
 
-Each worker's ``harness/monitor.py`` records, for every time gevent's monitor thread
-found the hub blocked, the time, the monitor's period and the hub thread's stack. Here
-identical stacks are counted together, within a phase's time window, and the innermost
-frame of the user's own code is marked.
+Each worker's ``worker/monitor.py`` records, for every time gevent's monitor thread
+found the hub blocked, the time, how long it had been blocked and the hub thread's
+stack (a ``worker/record.py`` ``BlockedEvent``). Here identical stacks are counted
+together, within a phase's time window, and the innermost frame of the user's own code
+is marked.
 """
 
 from __future__ import annotations
@@ -12,31 +13,31 @@ from collections.abc import Iterable
 
 from geventprobe.dsn import redact
 from geventprobe.record import BlockedStack
+from geventprobe.worker.record import BlockedEvent
 
 MAX_STACKS = 5
 """Stacks kept per phase, most frequent first: the rest is noise around the same cause."""
 
 
-def stacks(events: Iterable[dict], phase: str, window: tuple[float, float] | None = None
-           ) -> list[BlockedStack]:
+def stacks(events: Iterable[BlockedEvent], phase: str,
+           window: tuple[float, float] | None = None) -> list[BlockedStack]:
     """The distinct stacks among ``events`` (those inside ``window`` if given), counted."""
-    groups: dict[tuple, list[dict]] = {}
+    groups: dict[tuple, list[BlockedEvent]] = {}
     for e in events:
-        t = e.get("t")
-        if window is not None and (t is None or not window[0] <= t <= window[1]):
+        if window is not None and not window[0] <= e.t <= window[1]:
             continue
-        frames = tuple(e.get("frames") or ())
+        frames = tuple(e.frames)
         if frames:
             groups.setdefault(frames, []).append(e)
     out = []
     for frames, seen in groups.items():
-        user = seen[0].get("user")
+        user = seen[0].user
         out.append(BlockedStack(
             phase=phase,
             count=len(seen),
-            blocked_s=round(sum(float(e.get("s") or 0) for e in seen), 3),
+            blocked_s=round(sum(e.s for e in seen), 3),
             frames=[redact(f) for f in frames],
-            user_frame=redact(frames[user]) if isinstance(user, int) and 0 <= user < len(frames)
+            user_frame=redact(frames[user]) if user is not None and 0 <= user < len(frames)
             else None,
             innermost=redact(frames[-1]),
         ))

@@ -9,7 +9,7 @@ a real gunicorn gevent run of the harness with one setup changed:
   wait callback; psycopg's python build imported before patching, BLOCKING only
   in the connect phase (its queries cooperate).
 - BUSY-WAIT: psycopg whose wait function is replaced inside the worker by one that
-  polls with a zero timeout and ``gevent.sleep(0)`` (harness/controls.py).
+  polls with a zero timeout and ``gevent.sleep(0)`` (worker/controls.py).
 - OK: every available healthy build, patched first, and psycopg2 with psycogreen.
 
 Calibration also decides whether the machine was too busy to judge anything:
@@ -18,12 +18,17 @@ see ``saturation``.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from geventprobe.core import builds
 from geventprobe.core.builds import BY_NAME, Build
+from geventprobe.core.drivers import HarnessBuild
+from geventprobe.core.progress import Listener
+from geventprobe.core.session import Session
+from geventprobe.core.target import Probed
 from geventprobe.record import BuildResult, Calibration, ControlOutcome, Evidence, Verdict
 from geventprobe.settings import Thresholds
 
@@ -200,3 +205,52 @@ def judge(outcomes: list[ControlOutcome], thresholds: Thresholds, wait_seconds: 
     return Calibration(outcomes=outcomes, passed=not saturated and not failed and not missing,
                        saturated=saturated is not None, reason=reason,
                        duration_s=round(time.monotonic() - started, 3))
+
+
+def run_controls(session: Session, listener: Listener) -> Calibration:
+    """Run every calibration control this machine can run, against the session's server."""
+    started = time.monotonic()
+    todo = controls(session.available())
+    # The controls test the in-worker rules; user-visible request latency adds nothing there.
+    workload = dataclasses.replace(session.plan.workload, http_rate=0.0)
+    outcomes = []
+    for i, control in enumerate(todo):
+        listener.build_started(f"control {control.name}", i, len(todo))
+        subject = HarnessBuild(BY_NAME[control.build], control.preload,
+                               extra_env=dict(control.env))
+        result = session.probe(subject, workload=workload)
+        result = dataclasses.replace(result, build=f"control {control.name}")
+        listener.build_finished(result)
+        outcomes.append(outcome(control, result))
+    return judge(outcomes, session.plan.thresholds, workload.wait_seconds, started)
+
+
+@dataclass(frozen=True)
+class CalibrationOnly:
+    """``geventprobe calibrate`` (a ``Target``): the controls are the whole run, no rows."""
+
+    def steps(self) -> int:
+        """None besides the controls."""
+        return 0
+
+    def prepare(self, listener: Listener) -> CalibrationOnly:
+        """Itself: nothing to prepare."""
+        return self
+
+    def imports(self) -> Sequence[Build]:
+        """Every build a control may need (the plan asks for calibration)."""
+        return all_builds()
+
+    def probe(self, session: Session, listener: Listener) -> Probed:
+        """No rows: the runner ran the controls already."""
+        return Probed([])
+
+    def headline(self, rows: list[BuildResult], code: int,
+                 calibration: Calibration | None) -> str:
+        """``calibration: <its reason>; exit N``."""
+        reason = calibration.reason if calibration is not None else "did not run"
+        return f"calibration: {reason}; exit {code}"
+
+    def app_record(self) -> dict | None:
+        """None: no deployment of the user's."""
+        return None

@@ -1,4 +1,7 @@
-"""From what the workers reported and the parent sampled, to the figures the rules read."""
+"""From what the workers reported and the parent sampled, to the figures the rules read.
+
+The workers' reports are ``worker/record.py``'s ``ProbeResult``s, read by field.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +10,31 @@ import statistics
 from geventprobe.core.stats import histogram, ratio, summarize
 from geventprobe.processes.cpu import CpuSampler
 from geventprobe.record import BuildMetrics, ConnectFigures, Ratios, WorkerFigures
+from geventprobe.worker.record import ProbeResult
 
 _TIMELINE_BUCKET_S = 0.01
 
 
-def _lags_in_windows(report: dict, windows: list[list[float]] | None = None
+def _lags_in_windows(report: ProbeResult, windows: list[list[float]] | None = None
                      ) -> list[tuple[float, float]]:
     """(due time, lag s) of every heartbeat tick that was due inside one of ``windows``
     (the wait windows unless given)."""
-    windows = report["windows"] if windows is None else windows
+    windows = report.windows if windows is None else windows
     out = []
-    for due, lag in zip(report["heartbeat_expected"], report["heartbeat_lag"]):
+    for due, lag in zip(report.heartbeat_expected, report.heartbeat_lag):
         if any(a <= due <= b for a, b in windows):
             out.append((due, lag))
     return out
 
 
-def _connect_figures(report: dict) -> dict:
+def _connect_figures(report: ProbeResult) -> dict:
     """A worker's connect phase: the single connect, each window's wall and hub lag, ms."""
-    connect = report.get("connect")
-    if not connect:
+    connect = report.connect
+    if connect is None:
         return {}
-    a, b = connect["single"]
+    a, b = connect.single
     walls, lags = [], []
-    for window in connect["windows"]:
+    for window in connect.windows:
         walls.append(round((window[1] - window[0]) * 1000, 3))
         worst = max((lag for _, lag in _lags_in_windows(report, [window])), default=0.0)
         lags.append(round(worst * 1000, 3))
@@ -38,14 +42,14 @@ def _connect_figures(report: dict) -> dict:
             "connect_hub_lag_ms": lags}
 
 
-def _timeline(report: dict) -> list[list[float]]:
+def _timeline(report: ProbeResult) -> list[list[float]]:
     """The worst lag per 10 ms from the first window on, for charts."""
-    if not report["windows"]:
+    if not report.windows:
         return []
-    origin = report["windows"][0][0]
-    end = report["windows"][-1][1]
+    origin = report.windows[0][0]
+    end = report.windows[-1][1]
     worst: dict[int, float] = {}
-    for due, lag in zip(report["heartbeat_expected"], report["heartbeat_lag"]):
+    for due, lag in zip(report.heartbeat_expected, report.heartbeat_lag):
         if origin <= due <= end:
             k = int((due - origin) / _TIMELINE_BUCKET_S)
             worst[k] = max(worst.get(k, 0.0), lag)
@@ -69,33 +73,34 @@ def _rate_over(cpu: CpuSampler | None, pid: int, windows: list[list[float]],
     return used / wall if wall > 0 else None
 
 
-def worker_figures(report: dict, cpu: CpuSampler | None, rtt_ms: float = 0.0) -> WorkerFigures:
+def worker_figures(report: ProbeResult, cpu: CpuSampler | None, rtt_ms: float = 0.0
+                   ) -> WorkerFigures:
     """One worker's figures from its ``result-<pid>.json`` and the parent's CPU samples.
 
     ``rtt_ms``: the round trip the ``--rtt`` delay proxy added. Each ``pg_sleep(w)`` then
     costs w + RTT even alone, so the wait factor is the window over w + RTT (1.0 still
     means the sleeps overlapped, G that they ran one at a time).
     """
-    w = report["wait_seconds"] + rtt_ms / 1000
-    factors = [(b - a) / w for a, b in report["windows"]]
+    w = report.wait_seconds + rtt_ms / 1000
+    factors = [(b - a) / w for a, b in report.windows]
     lags = _lags_in_windows(report)
-    latencies = report["select1_latencies_us"]
-    s0, s1 = report["select1_window"]
-    select_cpu = cpu.cpu_seconds(report["pid"], s0, s1) if cpu else None
-    delay = _rate_over(cpu, report["pid"], report["windows"], "run_delay")
+    latencies = report.select1_latencies_us
+    s0, s1 = report.select1_window or (0.0, 0.0)
+    select_cpu = cpu.cpu_seconds(report.pid, s0, s1) if cpu else None
+    delay = _rate_over(cpu, report.pid, report.windows, "run_delay")
     return WorkerFigures(
-        pid=report["pid"],
+        pid=report.pid,
         wait_factors=[round(f, 4) for f in factors],
         wait_factor=statistics.median(factors) if factors else 0.0,
         max_hub_lag_ms=max((lag for _, lag in lags), default=0.0) * 1000,
-        cpu_during_waits=(busy := _rate_over(cpu, report["pid"], report["windows"])),
+        cpu_during_waits=(busy := _rate_over(cpu, report.pid, report.windows)),
         select1=summarize(latencies),
         select1_qps=len(latencies) / (s1 - s0) if s1 > s0 else 0.0,
         cpu_per_query_us=(select_cpu / len(latencies) * 1e6
                           if select_cpu is not None and latencies else None),
         hub_lag_timeline=_timeline(report),
         runnable_during_waits=(None if busy is None or delay is None else busy + delay),
-        sleeps_per_s_during_waits=_rate_over(cpu, report["pid"], report["windows"], "voluntary"),
+        sleeps_per_s_during_waits=_rate_over(cpu, report.pid, report.windows, "voluntary"),
         **_connect_figures(report),
     )
 
@@ -131,24 +136,26 @@ def connect_metrics(figures: list[WorkerFigures], rtt_ms: float = 0.0,
     )
 
 
-def build_metrics(reports: list[dict], figures: list[WorkerFigures], cpu: CpuSampler | None,
+def build_metrics(reports: list[ProbeResult], figures: list[WorkerFigures],
+                  cpu: CpuSampler | None,
                   greenlets: int, *, rtt_ms: float = 0.0, min_connect_window_ms: float = 0.0
                   ) -> BuildMetrics:
     """Summarise the workers: the worst worker decides the wait evidence, samples are pooled."""
-    w = reports[0]["wait_seconds"]
-    latencies = [v for r in reports for v in r["select1_latencies_us"]]
+    w = reports[0].wait_seconds
+    latencies = [v for r in reports for v in r.select1_latencies_us]
     cpus = [f.cpu_during_waits for f in figures if f.cpu_during_waits is not None]
     # The worker that wanted a CPU the most, and how often it went to sleep meanwhile.
     busiest = max((f for f in figures if f.runnable_during_waits is not None),
                   key=lambda f: f.runnable_during_waits, default=None)
-    select_cpu = [cpu.cpu_seconds(r["pid"], *r["select1_window"]) for r in reports] if cpu else []
+    select_cpu = ([cpu.cpu_seconds(r.pid, *(r.select1_window or (0.0, 0.0))) for r in reports]
+                  if cpu else [])
     total_cpu = sum(c for c in select_cpu if c is not None) if select_cpu else None
-    all_windows = [win for r in reports for win in r["windows"]]
+    all_windows = [win for r in reports for win in r.windows]
     machine_busy = foreign_busy = None
     if cpu is not None and all_windows:
         start, end = min(a for a, _ in all_windows), max(b for _, b in all_windows)
         machine_busy = cpu.machine_busy(start, end)
-        ours = [cpu.cpu_seconds(r["pid"], start, end) for r in reports]
+        ours = [cpu.cpu_seconds(r.pid, start, end) for r in reports]
         if machine_busy is not None and None not in ours and end > start:
             # What the rest of the machine (other programs, PostgreSQL) kept the cores busy
             # with: a spinning worker makes the machine busy too, but that is the finding.
@@ -158,7 +165,7 @@ def build_metrics(reports: list[dict], figures: list[WorkerFigures], cpu: CpuSam
         workers=len(reports),
         greenlets=greenlets,
         wait_seconds=w,
-        wait_rounds=len(reports[0]["windows"]),
+        wait_rounds=len(reports[0].windows),
         wait_factor=max(f.wait_factor for f in figures),
         max_hub_lag_ms=max(f.max_hub_lag_ms for f in figures),
         cpu_during_waits=max(cpus) if cpus else None,

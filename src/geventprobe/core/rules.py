@@ -174,11 +174,17 @@ def withhold(builds: Sequence[BuildResult], reason: str) -> list[BuildResult]:
 
 def settle(builds: Sequence[BuildResult], fail_on: Sequence[str],
            calibration: Calibration | None = None) -> tuple[list[BuildResult], int, list[str]]:
-    """The run's final verdicts, exit code and notes.
+    """The run's final verdicts, exit code and notes: the one place a run is settled.
 
     A detector that did not see its controls cannot clear (or condemn) anything: when the
     run's baselines, or its calibration, missed their class, every verdict is withheld.
+    A run of the calibration controls alone (no rows) exits 0 when they passed, 1 when
+    one missed its class, 3 when the machine was too saturated to judge.
     """
+    if not builds and calibration is not None:
+        code = (EXIT_INCONCLUSIVE if calibration.saturated
+                else EXIT_OK if calibration.passed else EXIT_FINDINGS)
+        return [], code, []
     reason = distrust(builds)
     if calibration is not None and not calibration.passed:
         reason = f"calibration failed: {calibration.reason}" + (f"; {reason}" if reason else "")

@@ -1,17 +1,18 @@
-"""Run the probe harness under real gunicorn gevent workers, for one build.
+"""Run the probe under real gunicorn gevent workers: the built-in harness, or the user's app.
 
-Starts ``gunicorn -k gevent -w N`` on a free loopback port with the harness app,
-waits until every worker has opened its connections (``ready-<pid>.json``),
-starts sampling the workers' CPU, says ``go``, collects one
-``result-<pid>.json`` per worker and stops gunicorn. Each worker reports on its
-own file; nothing is parsed out of stdout or the log, which is only read to
+Starts ``gunicorn -k gevent -w N`` on a free loopback port (the harness app and config,
+or the user's own through ``worker/app_conf.py``), waits until every worker has opened
+its connections (``ready-<pid>.json``), starts sampling the workers' CPU, says ``go``,
+collects one ``result-<pid>.json`` per worker, runs the request and route phases, and
+stops gunicorn. Each worker reports on its own files, typed records read by
+``run_dir.py``; nothing is parsed out of stdout or the log, which is only read to
 explain a failure.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
+import dataclasses
 import json
 import os
 import re
@@ -19,75 +20,24 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 
 import psutil
 
-from geventprobe import files
 from geventprobe.app import routes as route_phase
 from geventprobe.app.http_load import LoadSpec, OpenLoopLoad
 from geventprobe.dsn import redact
 from geventprobe.errors import ProbeError
 from geventprobe.processes import children
 from geventprobe.processes.cpu import CpuSampler
+from geventprobe.processes.run_dir import WorkersRun, gone, read_records, ready_port, say_go
+from geventprobe.processes.run_dir import wait_for as _wait_records
 from geventprobe.record import RequestFigures
 from geventprobe.settings import Thresholds, Workload
 from geventprobe.worker.probe_route import PATH as PROBE_ROUTE
+from geventprobe.worker.record import AppError, Ready
 
 HARNESS_CONFIG = "python:geventprobe.worker.harness_conf"
 HARNESS_APP = "geventprobe.worker.harness_app:application"
-
-
-@dataclass
-class HarnessRun:
-    """What one gunicorn run produced: the workers' own reports and the CPU samples."""
-
-    results: list[dict] = field(default_factory=list)
-    cpu: CpuSampler | None = None
-    error: str | None = None
-    log_tail: list[str] = field(default_factory=list)
-    timed_out_pids: list[int] = field(default_factory=list)
-    """Workers the master killed with "WORKER TIMEOUT": their hub was blocked too long."""
-    timeout_s: int = 0
-    """gunicorn's ``--timeout`` for this run."""
-    ready_facts: dict = field(default_factory=dict)
-    """A worker's facts from its ready file: all there is when no worker got to report."""
-    requests: RequestFigures | None = None
-    """The HTTP load's figures (None when the profile turned it off)."""
-    timings: dict[str, float] = field(default_factory=dict)
-    """Seconds spent in each step seen from here: ``boot`` (the previous build's gunicorn exits
-    meanwhile), ``reap previous``, ``probe``, ``requests``, ``routes``."""
-    not_running: dict[int, str] = field(default_factory=dict)
-    """Workers that did not run for part of the probe (stopped, or off every CPU), by pid,
-    with what was seen: their figures say nothing about the driver."""
-    routes: route_phase.RoutesRun | None = None
-    """``run --app --route``: the route phase (None without routes)."""
-
-    @property
-    def worker_timeouts(self) -> int:
-        """How many workers the master killed for WORKER TIMEOUT."""
-        return len(self.timed_out_pids)
-
-
-def _read_json_files(run_dir: str, prefix: str, parsed: dict[str, dict] | None = None
-                     ) -> dict[int, dict]:
-    """Every worker's ``prefix-<pid>.json``, by pid. ``parsed`` caches files across calls of
-    a wait loop: a file is renamed into place whole and never changes, so read it once."""
-    found = {}
-    for path in glob.glob(os.path.join(run_dir, f"{prefix}-*.json")):
-        if parsed is not None and path in parsed:
-            found[parsed[path]["pid"]] = parsed[path]
-            continue
-        try:
-            with open(path) as f:
-                data = json.load(f)
-        except (OSError, ValueError):
-            continue  # a rename is atomic, so this is someone else's file: ignore it
-        if isinstance(data, dict) and isinstance(data.get("pid"), int):
-            found[data["pid"]] = data
-            if parsed is not None:
-                parsed[path] = data
-    return found
 
 
 def _log_tail(path: str, lines: int = 30) -> list[str]:
@@ -134,18 +84,18 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
               python: str | None = None, base_env: dict[str, str] | None = None,
               argv: list[str] | None = None, cwd: str | None = None,
               keep_cmd_args: bool = False, thresholds: Thresholds | None = None,
-              routes: list[route_phase.Route] | None = None) -> HarnessRun:
-    """Run the harness once under gunicorn with ``build_env`` on top of our environment.
+              routes: list[route_phase.Route] | None = None) -> WorkersRun:
+    """Run the probe once under gunicorn with ``build_env`` on top of our environment.
 
     ``python`` and ``base_env`` run it in another environment instead (a version
-    matrix's isolated one, whose ``PYTHONPATH`` holds only the harness shim).
+    matrix's isolated one, whose ``PYTHONPATH`` holds only the worker shim).
     ``argv``, ``cwd`` and ``keep_cmd_args`` run the user's own app and gunicorn config
-    instead of the harness app (``run --app``: ``app_mode.py`` builds the command line,
-    and ``GUNICORN_CMD_ARGS`` applies as in their deployment). ``thresholds`` go to the
-    workers so they stop repeating a measurement whose verdict is already decided.
-    ``routes``: the user's routes to drive after the request phase (``routes.py``).
+    instead of the harness app (``run --app``: ``app/gunicorn_app.py`` builds the command
+    line, and ``GUNICORN_CMD_ARGS`` applies as in their deployment). ``thresholds`` go to
+    the workers so they stop repeating a measurement whose verdict is already decided.
+    ``routes``: the user's routes to drive after the request phase (``app/routes.py``).
     """
-    run = HarnessRun()
+    run = WorkersRun()
     run_dir = children.make_temp_dir("geventprobe-run-")
     log_path = os.path.join(run_dir, "gunicorn.log")
     env = dict(os.environ if base_env is None else base_env)
@@ -177,7 +127,7 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
             run.timings["boot"] = time.monotonic() - started
             if ready is None:
                 _raise_app_error(run_dir, preload)
-                early = _read_json_files(run_dir, "result")
+                early = read_records(run_dir, "result")
                 if early:  # the probe failed before it got ready: its own words say why
                     run.results = list(early.values())
                 else:
@@ -185,7 +135,7 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
                                          workload.boot_timeout_s)
                 return run
             pids = sorted(ready)
-            run.ready_facts = next((r["facts"] for r in ready.values() if r.get("facts")), {})
+            run.ready_facts = next((r.facts for r in ready.values() if r.facts), {})
             # The previous build's gunicorn exited while this one booted: it is gone before
             # anything is measured here.
             reaping = time.monotonic()
@@ -194,7 +144,7 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
             probing = time.monotonic()
             with CpuSampler(pids) as sampler:
                 # The workers take turns in the connect phase in this order (probe.py).
-                files.write_atomic(os.path.join(run_dir, "go"), json.dumps({"order": pids}))
+                say_go(run_dir, pids)
                 results = _wait_for(run_dir, "result", workload.workers,
                                     workload.probe_timeout_s(), proc, pids)
             run.cpu = sampler
@@ -202,19 +152,19 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
             # A worker blocked by its driver still wakes for every reply from the server.
             run.not_running = sampler.not_running(max(5.0, 2 * workload.wait_seconds + 2))
             if results is None:
-                results = {p: d for p, d in _read_json_files(run_dir, "result").items()
+                results = {p: d for p, d in read_records(run_dir, "result").items()
                            if p in pids}
                 run.error = _failure(proc, log_path, "the probe did not finish in every worker",
                                      workload.probe_timeout_s(), pids, results)
             run.results = [results[p] for p in sorted(results)]
             spec = _load_spec(workload, ready)
             if spec is not None and run.error is None and run.results and \
-                    not any(r.get("error") for r in run.results):
+                    not any(r.error for r in run.results):
                 loading = time.monotonic()
                 run.requests = _drive_requests(run_dir, spec, workload, proc)
                 run.timings["requests"] = time.monotonic() - loading
             if routes and run.error is None and run.results and \
-                    not any(r.get("error") for r in run.results):
+                    not any(r.error for r in run.results):
                 routing = time.monotonic()
                 run.routes = _drive_routes(run_dir, routes, workload, proc, pids, ready, dsn,
                                            log_path)
@@ -295,11 +245,11 @@ def _drive_requests(run_dir: str, spec: LoadSpec, workload: Workload, proc) -> R
 
 
 def _drive_routes(run_dir: str, routes: list, workload: Workload, proc, pids: list[int],
-                  ready: dict[int, dict], dsn: str, log_path: str) -> route_phase.RoutesRun:
+                  ready: dict[int, Ready], dsn: str, log_path: str) -> route_phase.RoutesRun:
     """The route phase, after the request phase, in the same workers (``routes.py``)."""
     started = time.monotonic()
     out = route_phase.RoutesRun(server_port=route_phase.server_port(dsn))
-    port = next((r["port"] for r in ready.values() if isinstance(r.get("port"), int)), None)
+    port = ready_port(ready)
     with route_phase.phase_files(run_dir):
         # Each worker hands over once its request phase is over.
         wait = workload.http_seconds + workload.http_timeout_s + 30
@@ -314,7 +264,7 @@ def _drive_routes(run_dir: str, routes: list, workload: Workload, proc, pids: li
             guard=children.check_guards)
     reports = _wait_for(run_dir, "routes", len(pids), 30, proc, pids)
     if reports is None:
-        reports = _read_json_files(run_dir, "routes")
+        reports = read_records(run_dir, "routes")
         out.error = _failure(proc, log_path, "a worker did not report its route phase", 30,
                              pids, reports)
     out.workers = {p: reports[p] for p in sorted(reports) if p in pids}
@@ -322,9 +272,9 @@ def _drive_routes(run_dir: str, routes: list, workload: Workload, proc, pids: li
     return out
 
 
-def _load_spec(workload: Workload, ready: dict[int, dict]) -> LoadSpec | None:
+def _load_spec(workload: Workload, ready: dict[int, Ready]) -> LoadSpec | None:
     """The HTTP load for this run: at the port(s) the workers reported, at the profile's rate."""
-    ports = tuple(sorted({r["port"] for r in ready.values() if isinstance(r.get("port"), int)}))
+    ports = tuple(sorted({r.port for r in ready.values() if r.port is not None}))
     if workload.http_rate <= 0 or not ports:
         return None
     query = (f"SELECT pg_sleep({workload.http_query_ms / 1000:g})" if workload.http_query_ms > 0
@@ -335,32 +285,32 @@ def _load_spec(workload: Workload, ready: dict[int, dict]) -> LoadSpec | None:
                     query=query)
 
 
-def app_error(errors: dict[int, dict], preload: bool) -> dict | None:
+def app_error(errors: dict[int, AppError], preload: bool) -> AppError | None:
     """The record that names why the app did not load, of all those written.
 
     A worker's record holds the app's own exception and line. A master's record is
     the app's only with --preload (then the master imports it); gunicorn's own
     ``HaltServer`` (the master giving up once a worker failed to boot) never is.
     """
-    workers = [e for e in errors.values() if "worker" in str(e.get("where", ""))]
+    workers = [e for e in errors.values() if "worker" in e.where]
     if workers:
-        return min(workers, key=lambda e: e["pid"])
-    masters = [e for e in errors.values() if not str(e.get("error", "")).startswith("HaltServer")]
+        return min(workers, key=lambda e: e.pid)
+    masters = [e for e in errors.values() if not e.error.startswith("HaltServer")]
     if not masters:
         return None
-    e = dict(min(masters, key=lambda e: e["pid"]))
+    e = min(masters, key=lambda e: e.pid)
     if not preload:  # the master imported it from the config file or a hook, not for --preload
-        e["where"] = "while the gunicorn master started"
+        e = dataclasses.replace(e, where="while the gunicorn master started")
     return e
 
 
 def _raise_app_error(run_dir: str, preload: bool) -> None:
     """``run --app``: the user's app failed to load; say so in its own words (exit 2)."""
-    e = app_error(_read_json_files(run_dir, "app-error"), preload)
+    e = app_error(read_records(run_dir, "app-error"), preload)
     if e is None:
         return
-    origin = f" ({e['origin']})" if e.get("origin") else ""
-    raise ProbeError(f"your app failed to load {e.get('where', '')}: {redact(e['error'])}{origin}: "
+    origin = f" ({e.origin})" if e.origin else ""
+    raise ProbeError(f"your app failed to load {e.where}: {redact(e.error)}{origin}: "
                      "fix it, then check that plain gunicorn starts it")
 
 
@@ -380,7 +330,7 @@ def _failure(proc, log_path: str, what: str, timeout: float,
     timeouts = [line for line in log if "WORKER TIMEOUT" in line]
     if timeouts:
         return f"{what}: gunicorn killed a worker whose hub was blocked ({timeouts[-1].strip()})"
-    dead = [p for p in pids or [] if p not in (reported or {}) and _gone(p)]
+    dead = [p for p in pids or [] if p not in (reported or {}) and gone(p)]
     if dead:
         return f"{what}: worker {dead[0]} died mid-probe ({_worker_exit(log_path, dead[0])})"
     return f"{what} within {timeout:.0f} s"
@@ -398,14 +348,6 @@ def _timed_out_pids(log_path: str) -> list[int]:
         return []
 
 
-def _gone(pid: int) -> bool:
-    """True once a worker has exited (a zombie its master has not reaped yet counts)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def _worker_exit(log_path: str, pid: int, wait: float = 2.0) -> str:
     """What the master logged about a dead worker; it logs once it has reaped it."""
     deadline = time.monotonic() + wait
@@ -419,22 +361,7 @@ def _worker_exit(log_path: str, pid: int, wait: float = 2.0) -> str:
 
 
 def _wait_for(run_dir: str, prefix: str, count: int, timeout: float, proc,
-              pids: list[int] | None = None) -> dict[int, dict] | None:
-    """Wait until ``count`` workers wrote ``prefix-<pid>.json``; None on timeout or exit."""
-    deadline = time.monotonic() + timeout
-    parsed: dict[str, dict] = {}
-    while True:
-        found = _read_json_files(run_dir, prefix, parsed)
-        if pids is not None:
-            found = {p: d for p, d in found.items() if p in pids}
-        # The embedded server's death or the run's time limit end the run here.
-        children.check_guards()
-        if len(found) >= count:
-            return found
-        if prefix == "ready" and glob.glob(os.path.join(run_dir, "result-*.json")):
-            return None  # a worker gave up before getting ready
-        if proc.poll() is not None or time.monotonic() > deadline:
-            return None
-        if pids is not None and any(_gone(p) for p in pids if p not in found):
-            return None  # a worker died without reporting: its report will never come
-        time.sleep(0.02)
+              pids: list[int] | None = None) -> dict | None:
+    """Wait until ``count`` workers wrote ``prefix-<pid>.json``; None on timeout, when the
+    gunicorn master exits, or when a worker died without writing it."""
+    return _wait_records(run_dir, prefix, count, timeout, lambda: proc.poll() is None, pids)

@@ -70,8 +70,8 @@ def check_connection_cap(workload: Workload, allow: bool) -> None:
 
 
 def check_imports(python: str | None = None, env: dict[str, str] | None = None) -> None:
-    """gevent, gunicorn and packaging import in ``python`` (the workers' interpreter, run
-    with the environment gunicorn gets)."""
+    """gevent, gunicorn and packaging import in ``python`` (the workers' interpreter: ours,
+    or a version matrix's isolated one run with the environment its gunicorn gets)."""
     python = python or sys.executable
     try:
         out = subprocess.run([python, "-c", _IMPORTS], capture_output=True, text=True,
@@ -103,14 +103,13 @@ def check_temp_dir() -> str:
 
 
 def check_before_start(workload: Workload, dsn: str | None, embedded: bool, *,
-                       allow_many_connections: bool = False, python: str | None = None,
-                       env: dict[str, str] | None = None) -> None:
+                       allow_many_connections: bool = False) -> None:
     """Everything that can be refused before a server or gunicorn is started."""
     check_connection_cap(workload, allow_many_connections)
     if dsn:
         parse_dsn(dsn)
     check_temp_dir()
-    check_imports(python, env)
+    check_imports()
     if embedded:
         from geventprobe.processes.postgres import find_binaries
 

@@ -14,10 +14,9 @@ not PostgreSQL, server full...) and its fix, with any password redacted.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 
-from geventprobe.dsn import redact
+from geventprobe.dsn import redact, remember
 from geventprobe.errors import ProbeError
 
 APPLICATION_NAME = "geventprobe"
@@ -80,9 +79,14 @@ def first_error_line(exc: BaseException) -> str:
 
 
 def parse_dsn(dsn: str) -> dict[str, str]:
-    """The DSN's keywords (libpq's own parser); ProbeError naming the problem if malformed."""
+    """The DSN's keywords (libpq's own parser); ProbeError naming the problem if malformed.
+
+    The DSN's password is a known secret from here on: a parse error may quote a fragment
+    of it that no DSN syntax gives away.
+    """
     if not dsn:
         return {}
+    remember(dsn)
     try:
         try:
             from psycopg.conninfo import conninfo_to_dict
@@ -96,32 +100,17 @@ def parse_dsn(dsn: str) -> dict[str, str]:
         return {}
     except Exception as exc:
         problem = first_error_line(exc).removeprefix("invalid dsn: ")
-        raise ProbeError(_malformed(_scrub(problem, dsn))) from exc
+        raise ProbeError(_malformed(redact(problem))) from exc
     # psycopg's parser takes any port; libpq would only fail later, as an unknown host.
     port = params.get("port", "")
     if port and not all(p.strip().isdigit() for p in port.split(",")):
-        raise ProbeError(_malformed(f'port "{_scrub(port, dsn)}" is not a number'))
+        raise ProbeError(_malformed(f'port "{redact(port)}" is not a number'))
     return params
 
 
 def _malformed(problem: str) -> str:
     return (f"malformed DSN ({problem}): write it as libpq key=value pairs "
             "(host=db port=5432 dbname=app user=me) or as a URI (postgresql://me@db:5432/app)")
-
-
-_SECRETS = re.compile(r"(?i)password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&#]+)"
-                      r"|://[^:/@\s]*:([^@/\s]+)@")
-
-
-def _scrub(text: str, dsn: str) -> str:
-    """``text`` redacted, and without any password the DSN holds, even when a parse error
-    quotes a fragment of a DSN that ``redact`` cannot recognise."""
-    text = redact(text)
-    for match in _SECRETS.finditer(dsn or ""):
-        secret = (match.group(1) or match.group(2) or "").strip("'")
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def _params(dsn: str) -> dict[str, str]:
@@ -144,7 +133,8 @@ def _where(dsn: str) -> str:
 def explain_connect_error(exc: BaseException, dsn: str, connect_timeout: int,
                           needed: int | None = None) -> str:
     """One line: what went wrong connecting to the server, and how to fix it."""
-    detail = _scrub(first_error_line(exc), dsn)
+    remember(dsn)
+    detail = first_error_line(exc)
     text = str(exc).lower()
     where = _where(dsn)
     params = _params(dsn)

@@ -1,18 +1,29 @@
-"""``geventprobe bisect``'s search and answer as a document (the CLI only parses and exits)."""
+"""``geventprobe bisect``'s search and answer as a document, and as JSON."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from geventprobe.record import BuildResult
-from geventprobe.report.content import (
+from geventprobe.report import json_format
+from geventprobe.report.builds import explanation
+from geventprobe.report.cells import (
     VERDICT_STYLE,
     deciding,
-    explanation,
     num,
     verdict_label,
     wait_name,
     wait_short,
 )
-from geventprobe.report.document import COMPACT, Block, Cell, Column, Paragraph, Table
+from geventprobe.report.document import (
+    COMPACT,
+    Block,
+    Cell,
+    Column,
+    Document,
+    Paragraph,
+    Table,
+)
 from geventprobe.versions.bisect import BisectResult
 
 
@@ -58,8 +69,6 @@ def table(result: BisectResult) -> Table:
                      Cell("" if env is None else ("cached" if env.cached else
                                                   f"created in {env.seconds:.1f} s"))])
     return Table(columns, rows,
-                 title=f"geventprobe bisect: {result.package} releases, build {result.build}"
-                       + (" (--preload)" if result.preload else ""),
                  caption="held: " + ", ".join(f"{k} {v}" for k, v in result.held.items()))
 
 
@@ -86,8 +95,16 @@ def evidence(result: BisectResult) -> list[Block]:
     return out
 
 
-def document(result: BisectResult) -> list[Block]:
+def document(result: BisectResult) -> Document:
     """The table, the evidence, the conclusion."""
-    return [table(result), *evidence(result),
-            Paragraph(f"{result.conclusion}; exit {result.exit_code}",
-                      style="strong" if result.exit_code == 0 else "warn")]
+    return Document(
+        headline=f"geventprobe bisect: {result.package} releases, build {result.build}"
+                 + (" (--preload)" if result.preload else ""),
+        verdict=f"{result.conclusion}; exit {result.exit_code}",
+        verdict_style="strong" if result.exit_code == 0 else "warn",
+        body=[table(result), *evidence(result)], failed=result.exit_code != 0)
+
+
+def render_json(result: BisectResult) -> str:
+    """The whole bisect as JSON."""
+    return json_format.dumps(json_format.plain(dataclasses.asdict(result)))

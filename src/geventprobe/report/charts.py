@@ -1,5 +1,8 @@
 """Charts of a run, as one PNG: per build, hub lag over time and the SELECT 1 latency spread.
 
+Draws a document's ``Charts`` block (``report.run`` picks the builds and the limit): the
+HTML format embeds it, ``report --format png`` writes it alone.
+
 One row per build, all rows on shared axes so builds compare at a glance: on
 the left each worker's hub lag during the wait windows (log scale, with the
 BLOCKING limit drawn), on the right the distribution of ``SELECT 1`` latency
@@ -15,8 +18,9 @@ import importlib.util
 import io
 
 from geventprobe.errors import ProbeError
-from geventprobe.record import BuildResult, RunResult, Verdict
-from geventprobe.report.markdown import label
+from geventprobe.record import BuildResult, Verdict
+from geventprobe.report.cells import label
+from geventprobe.report.document import Charts
 
 INSTALL_HINT = 'pip install "geventprobe[charts]"'
 _COLOURS = {
@@ -41,11 +45,6 @@ def available() -> bool:
         return importlib.util.find_spec("matplotlib") is not None
     except (ImportError, ValueError):
         return False
-
-
-def chartable(result: RunResult) -> list[BuildResult]:
-    """The builds that have figures to draw."""
-    return [b for b in result.builds if b.metrics is not None and b.workers]
 
 
 def _lag_panel(ax, b: BuildResult, limit_ms: float | None) -> None:
@@ -101,19 +100,18 @@ def _latency_panel(ax, b: BuildResult) -> None:
     ax.set_title(title, loc="left", fontsize=9)
 
 
-def render_png(result: RunResult, dpi: int = 100) -> bytes:
-    """The charts of ``result`` as PNG bytes; ``ChartsUnavailable`` without matplotlib."""
+def render_png(charts: Charts, dpi: int = 100) -> bytes:
+    """The charts as PNG bytes; ``ChartsUnavailable`` without matplotlib."""
     if not available():
         raise ChartsUnavailable(f"charts need matplotlib: {INSTALL_HINT}")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    builds = chartable(result)
+    builds = charts.builds
     if not builds:
         raise ProbeError("no build of this run has figures to chart (every build was "
                          "UNAVAILABLE or failed)")
-    thresholds = (result.profile or {}).get("thresholds") or {}
-    fraction = thresholds.get("blocking_hub_lag_fraction")
+    fraction = charts.blocking_fraction
     height = 1.0 + 2.3 * len(builds)
     fig = Figure(figsize=(13, height), dpi=dpi)
     FigureCanvasAgg(fig)
@@ -131,16 +129,9 @@ def render_png(result: RunResult, dpi: int = 100) -> bytes:
     m = builds[0].metrics
     fig.suptitle(f"geventprobe: hub lag during {m.wait_rounds} windows of {m.greenlets} "
                  f"concurrent pg_sleep({m.wait_seconds:g}), and SELECT 1 latency  "
-                 f"({m.workers} workers × {m.greenlets} greenlets, {result.started_at})",
+                 f"({m.workers} workers × {m.greenlets} greenlets, {charts.started_at})",
                  fontsize=10)
     out = io.BytesIO()
     # No software/date stamp: the same record gives the same bytes.
     fig.savefig(out, format="png", metadata={"Software": None})
     return out.getvalue()
-
-
-def write_png(result: RunResult, path: str) -> None:
-    """Write the charts to ``path``."""
-    data = render_png(result)
-    with open(path, "wb") as f:
-        f.write(data)

@@ -1,15 +1,23 @@
-"""``geventprobe compare`` as a document, Markdown and JSON (the CLI only parses and exits)."""
+"""``geventprobe compare`` as a document every format renders, and as JSON."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 
 from geventprobe.compare import BuildChange, Comparison, FigureChange
-from geventprobe.report.content import VERDICT_STYLE
-from geventprobe.report.document import COMPACT, Block, Cell, Column, Paragraph, Table
-from geventprobe.report.markdown import md_table
+from geventprobe.report import json_format
+from geventprobe.report.cells import VERDICT_STYLE
+from geventprobe.report.document import (
+    COMPACT,
+    Block,
+    Cell,
+    Column,
+    Document,
+    Paragraph,
+    Table,
+)
+
+HEADLINE = "geventprobe compare: verdict and evidence, before → after"
 
 _CHANGE_STYLE = {"fixed": "ok", "regressed": "bad", "changed": "warn", "unchanged": None,
                  "added": "dim", "removed": "dim"}
@@ -89,64 +97,28 @@ def table(c: Comparison) -> Table:
             row.append(Cell(figure_text(f, name in _RATIO_SHOWN) if f else "–", style,
                             figure_text(f, False) if f else None))
         rows.append(row)
-    return Table(columns, rows, title="geventprobe compare: verdict and evidence, before → after")
+    return Table(columns, rows)
 
 
-def document(c: Comparison) -> list[Block]:
-    """The comparison as the terminal shows it."""
-    out: list[Block] = [Paragraph(c.before, lead="before:", style="dim"),
-                        Paragraph(c.after, lead="after:", style="dim")]
-    if not (c.refused and not c.forced):
-        out.append(table(c))
-        out += [Paragraph("; ".join(f"{d.what} {d.before} → {d.after}" for d in b.facts),
-                          lead=f"{b.build}:") for b in c.builds if b.facts]
+def document(c: Comparison) -> Document:
+    """The comparison, once, for every format (``compare --format text|markdown``)."""
+    refused = bool(c.refused and not c.forced)
+    body: list[Block] = [Paragraph(c.before, lead="before:", style="dim"),
+                         Paragraph(c.after, lead="after:", style="dim")]
+    if not refused:
+        body.append(table(c))
+        body += [Paragraph("; ".join(f"{d.what} {d.before} → {d.after}" for d in b.facts),
+                           lead=f"{b.build}:") for b in c.builds if b.facts]
     if c.differences:
-        out.append(Paragraph("what differs between the runs:", style="strong"))
-        out += [Paragraph(f"{d.what}: {d.before} → {d.after}"
-                          + (" (makes the figures incomparable)" if d.confounding else ""),
-                          indent=1, style="bad" if d.confounding else None)
-                for d in c.differences]
-    if not (c.refused and not c.forced):  # a refusal is said once, by the error line
-        out.append(Paragraph(c.summary, style="strong"))
-    return out
-
-
-def render_markdown(c: Comparison) -> str:
-    """The comparison as GitHub Markdown (for an issue comment)."""
-    out = ["## geventprobe compare", "", f"- before: `{c.before}`", f"- after: `{c.after}`", ""]
-    if not (c.refused and not c.forced):
-        names = figure_names(c)
-        rows = []
-        for b in c.builds:
-            by_name = {f.figure: f for f in b.figures}
-            rows.append([b.build + (" †" if b.baseline else ""), verdicts(b),
-                         f"**{b.change}**" if b.change in ("fixed", "regressed") else b.change,
-                         *[figure_text(by_name[n]) if n in by_name else "–" for n in names]])
-        out += [md_table(["build", "verdict", "change", *names], rows,
-                         right=range(3, 3 + len(names))), ""]
-        for b in c.builds:
-            if b.facts:
-                out.append(f"- **{b.build}**: " + "; ".join(
-                    f"{d.what} `{d.before}` → `{d.after}`" for d in b.facts))
-        out.append("")
-    if c.differences:
-        out += ["What differs between the runs:", ""]
-        out += [f"- {d.what}: `{d.before}` → `{d.after}`"
-                + (" **(makes the figures incomparable)**" if d.confounding else "")
-                for d in c.differences]
-        out.append("")
-    out += [f"**{c.summary}**", ""]
-    return "\n".join(out)
-
-
-def _finite(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+        body.append(Paragraph("what differs between the runs:", style="strong"))
+        body += [Paragraph(f"{d.what}: {d.before} → {d.after}"
+                           + (" (makes the figures incomparable)" if d.confounding else ""),
+                           indent=1, style="bad" if d.confounding else None)
+                 for d in c.differences]
+    # A refusal is said once in the terminal, by the error line; a file says it here.
+    return Document(headline=HEADLINE, verdict=None if refused else c.summary,
+                    findings=c.summary if refused else None, body=body,
+                    failed=refused or bool(c.regressed))
 
 
 def render_json(c: Comparison) -> str:
@@ -155,4 +127,4 @@ def render_json(c: Comparison) -> str:
     for b, built in zip(data["builds"], c.builds):
         for f, fig in zip(b["figures"], built.figures):
             f["ratio"] = fig.ratio
-    return json.dumps(_finite(data), indent=2, ensure_ascii=False) + "\n"
+    return json_format.dumps(json_format.plain(data))

@@ -1,4 +1,8 @@
-"""The versioned JSON form of a run (``schema/result.schema.json`` describes it)."""
+"""The versioned JSON form of a run (``schema/result.schema.json`` describes it).
+
+Not a document format: the JSON is the record itself, every figure of it, the file
+``geventprobe report`` and ``compare`` read back (``load``).
+"""
 
 from __future__ import annotations
 
@@ -30,9 +34,14 @@ def to_dict(result: RunResult) -> dict:
     return plain(dataclasses.asdict(result))
 
 
+def dumps(data) -> str:
+    """JSON-ready data as the text every JSON output writes (a run, a comparison, a bisect)."""
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
 def render(result: RunResult) -> str:
     """The result as JSON text."""
-    return json.dumps(to_dict(result), indent=2, ensure_ascii=False) + "\n"
+    return dumps(to_dict(result))
 
 
 def write(result: RunResult, path: str) -> None:

@@ -5,6 +5,11 @@ added later (with a default, as the schema's rules demand) needs no change
 here: an older file simply gets the default. Keys this version does not know
 (a newer geventprobe, same ``schema_version``) are ignored. A different
 ``schema_version`` is refused: its fields may mean something else.
+
+``normalize`` gives a live record the form its JSON reads back in (lists for tuples,
+string keys, plain values in the untyped dicts, no non-finite figure where none can be
+read back), without the text: a report of a run and a later ``report RESULT.json`` of
+its file are then the same bytes.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from enum import Enum
 from geventprobe import record
 from geventprobe.errors import ProbeError
 from geventprobe.record import SCHEMA_VERSION, RunResult
+from geventprobe.report import json_format
 
 # The scalar annotations a record's fields use, and what JSON value each accepts.
 # bool is an int in Python: a count edited into ``true`` is refused too.
@@ -119,6 +125,37 @@ def _build(cls, data, path: str):
             raise _Invalid(f"{path}.{f.name} is missing")
         kwargs[f.name] = _convert(data[f.name], _resolve(str(f.type)), f"{path}.{f.name}")
     return cls(**kwargs)
+
+
+def _normal(value, kind):
+    """``value`` as ``_convert`` would rebuild it from its JSON form (``json_format.plain``)."""
+    tag, inner = kind
+    if tag == "optional":
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            return None  # written as null, read back as None
+        return _normal(value, inner)
+    if tag == "list" and isinstance(value, (list, tuple)):
+        return [_normal(v, inner) for v in value]
+    if tag == "dict" and isinstance(value, dict):
+        return {str(k): _normal(v, inner) for k, v in value.items()}
+    if tag == "float" and (value is None or (isinstance(value, float)
+                                              and not math.isfinite(value))):
+        return math.nan  # null, read back into a figure that cannot be None
+    if tag == "type" and dataclasses.is_dataclass(inner) and dataclasses.is_dataclass(value):
+        return normalize(value)
+    if tag == "type" and issubclass(inner, Enum) and not isinstance(value, inner):
+        return inner(value)
+    if tag == "plain":
+        return json_format.plain(value)
+    return value
+
+
+def normalize(record):
+    """A record (``RunResult`` or any of its parts) as ``from_dict(to_dict(record))`` gives it
+    back: the one form every document reads, whether the record is live or loaded."""
+    changes = {f.name: _normal(getattr(record, f.name), _resolve(str(f.type)))
+               for f in dataclasses.fields(record) if f.init}
+    return dataclasses.replace(record, **changes)
 
 
 def from_dict(data: dict, source: str = "the result") -> RunResult:

@@ -20,7 +20,7 @@ import textwrap
 
 from geventprobe.record import BuildResult, RunResult, Verdict
 
-# The harness's busy-wait control (harness/controls.py), reduced to what a script needs.
+# The harness's busy-wait control (worker/controls.py), reduced to what a script needs.
 _SPINNING_WAIT = '''
 
 def spinning_wait(gen, fileno, interval=None, timeout=None):

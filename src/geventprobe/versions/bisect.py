@@ -29,10 +29,12 @@ from packaging.version import InvalidVersion, Version
 from geventprobe import __version__
 from geventprobe.core import environment
 from geventprobe.core.builds import Build
-from geventprobe.core.runner import Listener, NullListener, RunOptions
+from geventprobe.core.progress import Listener, NullListener
+from geventprobe.core.session import Session
 from geventprobe.dsn import redact
 from geventprobe.errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE, ProbeError
 from geventprobe.record import BuildResult, MatrixEnv, Verdict
+from geventprobe.settings import RunPlan
 from geventprobe.versions import matrix, venvs
 
 PACKAGES = ("psycopg", "gevent")
@@ -244,8 +246,10 @@ class BisectResult:
 class BisectOptions:
     """What ``bisect`` needs, already validated."""
 
-    run: RunOptions
-    """Workload, server, ``--preload``, command line; ``run.builds`` holds the one build."""
+    run: RunPlan
+    """Workload, server, ``--preload``, command line."""
+    builds: list[Build]
+    """The build to probe (``--build``): exactly one."""
     package: str
     good: str
     bad: str
@@ -309,9 +313,9 @@ def _check(opts: BisectOptions) -> Build:
     if opts.package not in PACKAGES:
         raise ProbeError(f"cannot bisect {opts.package!r}: choose --package from "
                          f"{', '.join(PACKAGES)}")
-    if len(opts.run.builds) != 1:
+    if len(opts.builds) != 1:
         raise ProbeError("bisect probes one build: pass one with --build, e.g. --build binary")
-    build = opts.run.builds[0]
+    build = opts.builds[0]
     if build.baseline and opts.package == "psycopg":
         raise ProbeError(f"{build.name} does not use psycopg 3, so psycopg releases cannot "
                          "change it: bisect --build binary, c or python")
@@ -350,7 +354,7 @@ def run(opts: BisectOptions, listener: Listener | None = None, *,
     order: list[str] = []
     probed = [0]
 
-    with matrix.Session(opts.run, listener) as session:
+    with Session(opts.run, listener) as session, venvs.worker_shim() as shim:
 
         def judge(release: str) -> str:
             order.append(release)
@@ -365,8 +369,7 @@ def run(opts: BisectOptions, listener: Listener | None = None, *,
             vs = matrix.VersionSet(**{opts.package: release})
             cell = matrix.plan([build], [vs], named=True)[0]
             env = matrix.prepare(cell, listener)
-            rows, _ = session.probe(cell, env)
-            result = rows[0]
+            result = matrix.probe_cell(session, cell, env, shim, listener)[0]
             judgement = _judgement(result)
             reason = result.cause if judgement in (SKIP, ERROR) else None
             steps[release] = BisectStep(release, judgement, result, matrix.matrix_env(cell, env),

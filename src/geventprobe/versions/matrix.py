@@ -2,9 +2,11 @@
 
 ``geventprobe run --psycopg 3.1.12,3.3.8 [--gevent VERSIONS]`` plans one cell per
 version set (the product of the lists), makes (or reuses) an isolated environment
-per cell with ``venvs``, then probes each cell's builds there with the ordinary
-``runner.run`` against one shared server, and returns one ``RunResult`` with a
-row per version × build and the environments in ``RunResult.matrix``.
+per cell with ``venvs`` before the server starts, then probes each cell's builds there
+(``HarnessBuild`` with the environment's interpreter) against the run's one server: a
+``VersionMatrix`` is the run's target, so the core settles its rows once, like any
+run's, into one ``RunResult`` with a row per version × build and the environments in
+``RunResult.matrix``.
 
 What the user did not ask to vary is held to what geventprobe's own environment
 has installed (gevent, gunicorn, psycopg2-binary, psycogreen), so that a row's
@@ -15,20 +17,21 @@ No printing here: progress goes to the listener.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from importlib import metadata
 
 from packaging.version import InvalidVersion, Version
 
-from geventprobe.core import rules, runner
+from geventprobe.core import builds, drivers, rules
 from geventprobe.core.builds import Availability, Build
-from geventprobe.core.runner import Listener, NullListener, RunOptions
+from geventprobe.core.progress import Listener
+from geventprobe.core.session import Session
+from geventprobe.core.target import Probed
 from geventprobe.errors import ProbeError
-from geventprobe.record import BuildResult, MatrixEnv, RunResult, Verdict
+from geventprobe.processes import preflight
+from geventprobe.record import BuildResult, Calibration, MatrixEnv, Verdict
 from geventprobe.versions import venvs
 
 VARIABLE = ("psycopg", "gevent")
@@ -209,67 +212,51 @@ def matrix_env(cell: Cell, env: venvs.Env) -> MatrixEnv:
         missing=dict(env.missing), error=env.error)
 
 
-class Session:
-    """One server and one harness shim, shared by every environment of a matrix or a bisect."""
-
-    def __init__(self, options: RunOptions, listener: Listener | None = None):
-        self.options = options
-        self.listener = listener or NullListener()
-        self.dsn: str = ""
-        self.server_info = None
-        self.shim: str = ""
-        self.reach = runner.Reach()
-        self._stack = contextlib.ExitStack()
-
-    def __enter__(self) -> Session:
-        try:
-            self.dsn, self.server_info = self._stack.enter_context(
-                runner.server(self.options, self.listener, self.reach))
-            self.shim = self._stack.enter_context(venvs.worker_shim())
-        except BaseException:
-            self._stack.close()
-            raise
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stack.close()
-
-    def _unavailable(self, build: Build, reason: str, cell: Cell,
-                     listener: Listener) -> BuildResult:
-        hint = install_hint(build.name, cell.versions)
-        result = runner.unavailable(build, Availability(build.name, False, None, reason, hint))
-        listener.build_finished(result)
-        return result
-
-    def probe(self, cell: Cell, env: venvs.Env) -> tuple[list[BuildResult], list[str]]:
-        """Run the cell's builds in its environment; one row per build, and the notes."""
-        listener = _RowListener(self.listener, cell)
-        results: dict[str, BuildResult] = {}
-        notes: list[str] = []
-        if env.error is None:
-            runnable = [b for b in cell.builds if b.name not in env.missing]
-            if runnable:
-                options = dataclasses.replace(
-                    self.options, dsn=self.dsn, builds=runnable, builds_named=False,
-                    calibrate=False, python=env.python, proxied=True,
-                    base_env=venvs.run_environ(self.shim))
-                sub = runner.run(options, listener)
-                results = {r.build: r for r in sub.builds}
-                # Judged again over every row of the matrix by ``run``.
-                notes = [n for n in sub.notes if not n.startswith("INCONCLUSIVE: ")]
-        out = []
-        for build in cell.builds:
-            result = results.get(build.name)
-            if result is None:
-                reason = env.error or env.missing.get(build.name) or "not run"
-                result = self._unavailable(build, reason, cell, listener)
-            elif result.verdict is Verdict.UNAVAILABLE:
-                # The import check's hint names our own versions: name the matrix's instead.
-                hint = install_hint(build.name, cell.versions)
-                result = dataclasses.replace(result, install=hint, advice=hint)
-            out.append(dataclasses.replace(result, versions=dict(cell.versions),
-                                           environment=env.name))
-        return out, notes
+def probe_cell(session: Session, cell: Cell, env: venvs.Env, shim: str,
+               listener: Listener) -> list[BuildResult]:
+    """The cell's builds in its environment, against the session's server: one row per
+    build, not yet settled (also ``bisect``'s probe of one release)."""
+    listener = _RowListener(listener, cell)
+    results: dict[str, BuildResult] = {}
+    if env.error is None:
+        runnable = [b for b in cell.builds if b.name not in env.missing]
+        if runnable:
+            listener.phase("checking which builds import")
+            base_env = venvs.run_environ(shim)
+            preflight.check_imports(env.python, base_env)  # gevent, gunicorn: one line if not
+            check = builds.ImportCheck(runnable, python=env.python, base_env=base_env)
+            try:
+                available = check.result()
+            finally:
+                check.close()
+            importable = [b for b in runnable if available[b.name].ok]
+            for build in runnable:
+                if not available[build.name].ok:
+                    result = drivers.unavailable(build, available[build.name])
+                else:
+                    listener.build_started(build.name, importable.index(build),
+                                           len(importable))
+                    subject = drivers.HarnessBuild(build, session.plan.preload,
+                                                   python=env.python, base_env=base_env)
+                    result = session.probe(subject, label=f"{build.name} · {cell.label}")
+                results[build.name] = result
+                listener.build_finished(result)
+    out = []
+    for build in cell.builds:
+        result = results.get(build.name)
+        if result is None:
+            reason = env.error or env.missing.get(build.name) or "not run"
+            hint = install_hint(build.name, cell.versions)
+            result = drivers.unavailable(build, Availability(build.name, False, None, reason,
+                                                             hint))
+            listener.build_finished(result)
+        elif result.verdict is Verdict.UNAVAILABLE:
+            # The import check's hint names our own versions: name the matrix's instead.
+            hint = install_hint(build.name, cell.versions)
+            result = dataclasses.replace(result, install=hint, advice=hint)
+        out.append(dataclasses.replace(result, versions=dict(cell.versions),
+                                       environment=env.name))
+    return out
 
 
 def _with_ratios(results: list[BuildResult]) -> list[BuildResult]:
@@ -279,52 +266,78 @@ def _with_ratios(results: list[BuildResult]) -> list[BuildResult]:
         groups.setdefault((r.versions or {}).get("gevent"), []).append(r)
     fixed: dict[int, BuildResult] = {}
     for members in groups.values():
-        for old, new in zip(members, runner.with_ratios(members)):
+        for old, new in zip(members, drivers.with_ratios(members)):
             fixed[id(old)] = new
     return [fixed[id(r)] for r in results]
 
 
-def run(options: RunOptions, sets: list[VersionSet], listener: Listener | None = None
-        ) -> RunResult:
-    """Probe every build of ``options`` at every version set; one row per version × build."""
-    listener = listener or NullListener()
-    if options.calibrate:
-        raise ProbeError("--calibrate cannot be combined with --psycopg/--gevent: run "
-                         "`geventprobe calibrate` on its own first")
-    if options.app is not None:
-        raise ProbeError("--app cannot be combined with --psycopg/--gevent: the app runs in "
-                         "your own environment; probe versions with the built-in builds")
-    started_wall = datetime.now(timezone.utc)
-    started = time.monotonic()
-    cells = plan(options.builds, sets, named=options.builds_named)
-    if not cells:
-        raise ProbeError("no build to run in the matrix: name builds with --builds, e.g. "
-                         "--builds binary,python")
-    notes: list[str] = []
-    if not options.builds_named:
-        notes.append("the c build is left out of a version matrix unless named in --builds "
-                      "(it compiles psycopg-c for each version)")
-    envs = []
-    for i, cell in enumerate(cells):
-        listener.phase(f"environment {i + 1} of {len(cells)}: {cell.label}")
-        envs.append(prepare(cell, listener))
-    results: list[BuildResult] = []
-    with Session(options, listener) as session:
-        for cell, env in zip(cells, envs):
-            cell_rows, cell_notes = session.probe(cell, env)
-            results.extend(cell_rows)
-            notes.extend(n for n in cell_notes if n not in notes)
-    results = _with_ratios(results)
-    # As in a single run, baselines that missed their class withhold every verdict; here
-    # they ran in their own environment, so judge them over all rows.
-    results, code, inconclusive = rules.settle(results, options.fail_on)
-    notes += inconclusive
-    varied = cells[0].varied
-    named = [dataclasses.replace(r, build=row_name(r, varied)) for r in results]
-    result = runner.result_record(options, started_wall, started, server_info=session.server_info,
-                            results=results, code=code, summary=rules.summary(named, code),
-                            notes=notes, calibration=None, proxy=session.reach.proxy)
-    return dataclasses.replace(result, matrix=[matrix_env(c, e) for c, e in zip(cells, envs)])
+@dataclass(frozen=True)
+class VersionMatrix:
+    """``run --psycopg/--gevent`` (a ``Target``): every build at every version set, each cell
+    in its own isolated environment, one row per version × build."""
+
+    cells: tuple[Cell, ...]
+    """The plan (``of``)."""
+    named: bool = False
+    """True when the user listed the builds (the c build then runs too)."""
+    envs: tuple[venvs.Env, ...] = ()
+    """The cells' environments, once ``prepare`` made them."""
+
+    @classmethod
+    def of(cls, builds: Sequence[Build], sets: list[VersionSet], *, named: bool
+           ) -> VersionMatrix:
+        """The matrix of ``builds`` at every version set; refused when no build is left."""
+        cells = plan(list(builds), sets, named=named)
+        if not cells:
+            raise ProbeError("no build to run in the matrix: name builds with --builds, e.g. "
+                             "--builds binary,python")
+        return cls(tuple(cells), named)
+
+    def steps(self) -> int:
+        """One step per row (version × build)."""
+        return rows(list(self.cells))
+
+    def prepare(self, listener: Listener) -> VersionMatrix:
+        """The same matrix with every cell's environment made (or reused from the cache),
+        before the server starts and the run's time limit runs."""
+        envs = []
+        for i, cell in enumerate(self.cells):
+            listener.phase(f"environment {i + 1} of {len(self.cells)}: {cell.label}")
+            envs.append(prepare(cell, listener))
+        return dataclasses.replace(self, envs=tuple(envs))
+
+    def imports(self) -> Sequence[Build]:
+        """None in our environment: each cell checks its own."""
+        return []
+
+    def probe(self, session: Session, listener: Listener) -> Probed:
+        """Every cell's builds in its environment, with ratios per gevent version."""
+        notes = []
+        if not self.named:
+            notes.append("the c build is left out of a version matrix unless named in "
+                         "--builds (it compiles psycopg-c for each version)")
+        results: list[BuildResult] = []
+        with venvs.worker_shim() as shim:
+            for cell, env in zip(self.cells, self.envs):
+                results.extend(probe_cell(session, cell, env, shim, listener))
+        if any(b.name == "psycopg2" for c in self.cells for b in c.builds) and not any(
+                r.build == "psycopg2" and r.verdict is not Verdict.UNAVAILABLE
+                for r in results):
+            notes.append("no live positive control: the psycopg2 baseline is unavailable, so "
+                         "this run cannot show that the detector sees a blocked hub")
+        return Probed(_with_ratios(results), notes,
+                      matrix=[matrix_env(c, e) for c, e in zip(self.cells, self.envs)])
+
+    def headline(self, rows: list[BuildResult], code: int,
+                 calibration: Calibration | None) -> str:
+        """The drivers' summary, each row named with its versions."""
+        varied = self.cells[0].varied
+        return rules.summary([dataclasses.replace(r, build=row_name(r, varied)) for r in rows],
+                             code)
+
+    def app_record(self) -> dict | None:
+        """None: the built-in harness."""
+        return None
 
 
 def requested(psycopg_text: str | None, gevent_text: str | None) -> list[VersionSet] | None:

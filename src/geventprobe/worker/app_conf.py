@@ -20,10 +20,11 @@ from geventprobe.worker import import_watch as _watch
 # First, before the user's config can import anything.
 _watch.install()
 
-import json as _json  # noqa: E402
 import os as _os  # noqa: E402
 import sys as _sys  # noqa: E402
 import traceback as _traceback  # noqa: E402
+
+from geventprobe.worker import record as _record  # noqa: E402
 
 # The hooks we chain, with the arity gunicorn requires of each.
 _HOOKS = {"on_starting": 1, "when_ready": 1, "pre_fork": 2, "post_fork": 2, "post_worker_init": 1}
@@ -89,17 +90,13 @@ def _resolve(hook, arity: int):
     return validate_callable(arity)(hook)
 
 
-def _write(name: str, data: dict) -> None:
+def _write(name: str, rec) -> None:
     run_dir = _os.environ.get("GEVENTPROBE_RUN_DIR")
-    if not run_dir:
-        return
-    path = _os.path.join(run_dir, name)
-    with open(path + ".tmp", "w") as f:
-        _json.dump(data, f)
-    _os.replace(path + ".tmp", path)
+    if run_dir:
+        _record.write(_os.path.join(run_dir, name), rec)
 
 
-def _error_record(exc: BaseException, where: str) -> dict:
+def _error_record(exc: BaseException, where: str) -> _record.AppError:
     """The app's own error, and the innermost frame of it that is not gunicorn's or ours."""
     frames = _traceback.extract_tb(exc.__traceback__)
     origin = None
@@ -112,7 +109,7 @@ def _error_record(exc: BaseException, where: str) -> dict:
         break
     lines = str(exc).strip().splitlines()
     message = f"{type(exc).__name__}: {lines[-1]}" if lines else type(exc).__name__
-    return {"pid": _os.getpid(), "where": where, "error": message, "origin": origin}
+    return _record.AppError(pid=_os.getpid(), where=where, error=message, origin=origin)
 
 
 USER_CONFIG = _locate()
@@ -201,7 +198,7 @@ def post_worker_init(worker):
     _call("post_worker_init", worker)
     from geventprobe.worker import probe
 
-    probe.start(worker)
+    probe.start(worker, probe.USERS_APP)
 
 
 def _master_excepthook(exc_type, exc, tb):

@@ -17,4 +17,4 @@ def post_worker_init(worker):
     """Start the probe greenlet; it runs while the worker serves."""
     from geventprobe.worker import probe
 
-    probe.start(worker)
+    probe.start(worker, probe.HARNESS)

@@ -1,7 +1,7 @@
 """Who imported the PostgreSQL driver, in which process and phase, and was gevent patched then.
 
 Used in ``--app`` mode, where the user's own config, hooks and app decide when the
-driver is imported (docs/field-facts.md). ``wrapper_conf.py`` installs this at the
+driver is imported (docs/field-facts.md). ``app_conf.py`` installs this at the
 very top of the gunicorn master, before the user's config runs: an import hook on
 ``sys.meta_path`` notes the first import of each watched module (the process, the
 phase of gunicorn's start-up, whether gevent had patched ``select`` at that moment,
@@ -9,7 +9,7 @@ and the frames that imported it), and the wrapper's hooks take snapshots at each
 phase boundary (which drivers are loaded, psycopg's wait function, psycopg2's wait
 callback). Workers inherit all of it through ``fork``.
 
-Like the rest of ``harness/``, this imports no driver and nothing from geventprobe.
+Like the rest of ``worker/``, this imports no driver and nothing else of geventprobe.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 
 WATCHED = ("psycopg", "psycopg2", "psycogreen", "gevent")
 
-#: The phase of gunicorn's start-up we are in (set by wrapper_conf.py's hooks).
+#: The phase of gunicorn's start-up we are in (set by app_conf.py's hooks).
 phase = "before-config"
 #: First import of each watched module: name -> what the process looked like then.
 events: dict[str, dict] = {}
@@ -196,7 +196,7 @@ def driver_module():
 
 
 def facts(preload: bool) -> dict:
-    """What the probe reports about imports and patching, in the shape diagnosis.py reads."""
+    """What the probe reports about imports and patching, in the shape core/causes.py reads."""
     driver = next((m for m in ("psycopg", "psycopg2") if m in sys.modules), None)
     event = events.get(driver or "", {})
     if driver and driver in preloaded:

@@ -6,17 +6,19 @@ and lets gunicorn itself load the configuration through ``app_conf.py``, the
 way the real run will: config file, then ``GUNICORN_CMD_ARGS``, then the command
 line. It writes what the parent needs to know before starting gunicorn (worker
 class and whether it is gevent's, worker count, preload...) or the user's own
-error message, as JSON to OUT.json. It never imports the app.
+error message, to OUT.json (a ``record.GunicornSettings``). It never imports the app.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import sys
 import traceback
+
+from geventprobe.worker import record
+from geventprobe.worker.record import GunicornSettings
 
 
 def _origin(exc: BaseException) -> str | None:
@@ -47,8 +49,8 @@ def _from_output(text: str) -> str:
     return " ".join(wanted) or "gunicorn refused the configuration"
 
 
-def inspect(argv: list[str]) -> dict:
-    """The effective settings for ``gunicorn ARGV``, or ``{"ok": False, "error": ...}``."""
+def inspect(argv: list[str]) -> GunicornSettings:
+    """The effective settings for ``gunicorn ARGV``, or why gunicorn refused them."""
     out = io.StringIO()
     sys.argv = ["gunicorn", *argv]
     try:
@@ -57,9 +59,9 @@ def inspect(argv: list[str]) -> dict:
             from geventprobe.worker import app_conf
     except BaseException as exc:
         where = _origin(exc)
-        return {"ok": False, "stage": "config",
-                "error": _message(exc) + (f" ({where})" if where else ""),
-                "config": os.environ.get("GEVENTPROBE_USER_CONFIG_SHOWN")}
+        return GunicornSettings(ok=False, stage="config",
+                                error=_message(exc) + (f" ({where})" if where else ""),
+                                config=os.environ.get("GEVENTPROBE_USER_CONFIG_SHOWN"))
     try:
         with contextlib.redirect_stderr(out), contextlib.redirect_stdout(out):
             from gunicorn.app.wsgiapp import WSGIApplication
@@ -68,26 +70,26 @@ def inspect(argv: list[str]) -> dict:
             cfg = app.cfg
             worker_class = cfg.worker_class  # imports it, as the master will
     except SystemExit:
-        return {"ok": False, "stage": "settings", "error": _from_output(out.getvalue())}
+        return GunicornSettings(ok=False, stage="settings", error=_from_output(out.getvalue()))
     except BaseException as exc:
-        return {"ok": False, "stage": "settings", "error": _message(exc)}
+        return GunicornSettings(ok=False, stage="settings", error=_message(exc))
     from gunicorn.workers.ggevent import GeventWorker
 
-    return {
-        "ok": True,
-        "config": app_conf.USER_CONFIG,
-        "worker_class": cfg.worker_class_str,
-        "gevent": isinstance(worker_class, type) and issubclass(worker_class, GeventWorker),
-        "workers": cfg.workers,
-        "preload": bool(cfg.preload_app),
-        "daemon": bool(cfg.daemon),
-        "timeout": cfg.timeout,
-        "max_requests": cfg.max_requests,
-        "reuse_port": bool(cfg.reuse_port),
-        "app": app.app_uri,
-        "chdir": cfg.chdir,
-        "hooks": sorted(k for k in app_conf._user_hooks),
-    }
+    return GunicornSettings(
+        ok=True,
+        config=app_conf.USER_CONFIG,
+        worker_class=str(cfg.worker_class_str),
+        gevent=isinstance(worker_class, type) and issubclass(worker_class, GeventWorker),
+        workers=int(cfg.workers),
+        preload=bool(cfg.preload_app),
+        daemon=bool(cfg.daemon),
+        timeout=cfg.timeout,
+        max_requests=int(cfg.max_requests or 0),
+        reuse_port=bool(cfg.reuse_port),
+        app=app.app_uri,
+        chdir=cfg.chdir,
+        hooks=sorted(k for k in app_conf._user_hooks),
+    )
 
 
 def main() -> None:
@@ -97,9 +99,8 @@ def main() -> None:
     try:
         result = inspect(args)
     except BaseException as exc:  # never a traceback: the parent shows one line
-        result = {"ok": False, "stage": "inspect", "error": _message(exc)}
-    with open(path, "w") as f:
-        json.dump(result, f)
+        result = GunicornSettings(ok=False, stage="inspect", error=_message(exc))
+    record.write(path, result)
 
 
 if __name__ == "__main__":

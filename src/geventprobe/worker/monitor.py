@@ -24,6 +24,8 @@ import sysconfig
 import time
 import traceback
 
+from geventprobe.worker.record import BlockedEvent
+
 # How often the monitor thread looks, in seconds: well below the blocking limits (75 ms
 # for the waits, ``route_hub_lag_ms`` for routes), so a block past them is always seen.
 DEFAULT_MAX_BLOCKING_S = 0.05
@@ -86,7 +88,7 @@ class Monitor:
 
     def __init__(self, max_blocking_s: float = DEFAULT_MAX_BLOCKING_S):
         self.max_blocking_s = max_blocking_s
-        self.events: list[dict] = []
+        self.events: list[BlockedEvent] = []
         self._thread = None
         self._hub = None
 
@@ -112,7 +114,7 @@ class Monitor:
             entries[0].function = self._check
         return self
 
-    def stop(self) -> list[dict]:
+    def stop(self) -> list[BlockedEvent]:
         """Switch it off again (the tracer too); return the events."""
         from gevent import config
         from zope.event import subscribers
@@ -149,9 +151,5 @@ class Monitor:
         stack = traceback.extract_stack(frame)[-_MAX_FRAMES:]
         user = next((i for i in range(len(stack) - 1, -1, -1)
                      if is_user_code(stack[i].filename)), None)
-        self.events.append({
-            "t": time.monotonic(),
-            "s": float(event.blocking_time),
-            "frames": [frame_text(fr) for fr in stack],
-            "user": user,
-        })
+        self.events.append(BlockedEvent(t=time.monotonic(), s=float(event.blocking_time),
+                                        frames=[frame_text(fr) for fr in stack], user=user))

@@ -1,11 +1,18 @@
 """The in-worker workload: wait windows with a hub heartbeat, then a SELECT 1 loop.
 
 Runs in a greenlet of a gunicorn gevent worker. It talks to the parent only
-through files in ``GEVENTPROBE_RUN_DIR`` (``ready-<pid>.json`` when its
-connections are open, then it waits for ``go``; ``result-<pid>.json`` at the
-end), never through stdout or the log. All times are ``time.monotonic()``,
-which on Linux is the same clock in every process, so the parent can line its
-CPU samples up with the windows reported here.
+through files in ``GEVENTPROBE_RUN_DIR``, typed and versioned in ``record.py``
+(``ready-<pid>.json`` when its connections are open, then it waits for ``go``;
+``result-<pid>.json`` at the end), never through stdout or the log. All times are
+``time.monotonic()``, which on Linux is the same clock in every process, so the
+parent can line its CPU samples up with the windows reported here.
+
+What is probed comes from a *source*: the built-in harness app (``HARNESS``, started
+by ``harness_conf.py``) or the user's own app (``USERS_APP``, started by ``app_conf.py``).
+A source is any object with ``import_facts(worker)`` (how its driver got imported),
+``driver()`` (the driver module its app uses, or the import error) and ``set_up()``
+(what it needs once per worker); ``run(source, worker)`` needs nothing else of gunicorn
+(``worker`` may be None: no listening port, no preload to report).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import time
 import traceback
 from importlib import metadata
 
-RESULT_VERSION = 1
+from geventprobe.worker import record
 
 
 def _env_workload() -> dict:
@@ -30,13 +37,9 @@ def _run_dir() -> str:
     return os.environ["GEVENTPROBE_RUN_DIR"]
 
 
-def _write_json(name: str, data: dict) -> None:
-    # Write then rename, so the parent never reads half a file.
-    path = os.path.join(_run_dir(), name)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
+def _write(name: str, rec) -> None:
+    """Write a record for the parent into the run dir (whole, then renamed into place)."""
+    record.write(os.path.join(_run_dir(), name), rec)
 
 
 def _dist_version(name: str) -> str | None:
@@ -61,14 +64,42 @@ def _callable_name(func) -> str | None:
     return f"{module}.{name}" if module else name
 
 
-def app_mode() -> bool:
-    """True under ``geventprobe run --app``: the user's app and config, not harness_app.py."""
-    return os.environ.get("GEVENTPROBE_MODE") == "app"
+class _HarnessApp:
+    """The built-in harness app (``harness_app.py``): one driver build, imported as an app
+    module does, at the moment gunicorn imports the app."""
+
+    def import_facts(self, worker=None) -> dict:
+        """Which build this is and how its driver got imported."""
+        from geventprobe.worker import harness_app
+
+        return {"build": harness_app.BUILD, "driver_import": dict(harness_app.IMPORT_FACTS),
+                "driver_imported_in_master": harness_app.IMPORT_FACTS["pid"] != os.getpid(),
+                "import_error": harness_app.IMPORT_ERROR}
+
+    def driver(self):
+        """(driver module, import error)."""
+        from geventprobe.worker import harness_app
+
+        return harness_app.driver, harness_app.IMPORT_ERROR
+
+    def set_up(self) -> None:
+        """What the build needs once per worker: a calibration control, psycogreen."""
+        from geventprobe.worker import controls, harness_app
+
+        controls.apply(harness_app.BUILD)
+        if harness_app.BUILD == "psycopg2-green" and harness_app.IMPORT_ERROR is None:
+            # What a gevent app using psycopg2 does once per worker.
+            from psycogreen.gevent import patch_psycopg
+
+            patch_psycopg()
 
 
-def _import_facts(worker=None) -> dict:
-    """Which build this is and how its driver got imported (harness app or the user's app)."""
-    if app_mode():
+class _UsersApp:
+    """The user's own app under their config (``run --app``): ``import_watch`` saw who
+    imported the driver, in which process and phase of gunicorn's start-up."""
+
+    def import_facts(self, worker=None) -> dict:
+        """How the driver got imported, and the deployment's words for it."""
         from geventprobe.worker import import_watch
 
         preload = bool(worker is not None and worker.cfg.preload_app)
@@ -77,20 +108,29 @@ def _import_facts(worker=None) -> dict:
                    mode="app", preload=preload,
                    user_config=os.environ.get("GEVENTPROBE_USER_CONFIG_SHOWN"))
         return out
-    from geventprobe.worker import harness_app
 
-    return {"build": harness_app.BUILD, "driver_import": dict(harness_app.IMPORT_FACTS),
-            "driver_imported_in_master": harness_app.IMPORT_FACTS["pid"] != os.getpid(),
-            "import_error": harness_app.IMPORT_ERROR}
+    def driver(self):
+        """(driver module, import error): whatever the user's app uses."""
+        from geventprobe.worker import import_watch
+
+        module, _, error = import_watch.driver_module()
+        return module, error
+
+    def set_up(self) -> None:
+        """Nothing: the user's app and hooks have set everything up already."""
 
 
-def collect_facts(worker=None) -> dict:
+HARNESS = _HarnessApp()
+USERS_APP = _UsersApp()
+
+
+def collect_facts(source, worker=None) -> dict:
     """What this worker really runs: driver, wait function, patching, versions."""
     import gevent
     import greenlet
     from gevent import monkey
 
-    origin = _import_facts(worker)
+    origin = source.import_facts(worker)
     facts: dict = {
         "pid": os.getpid(),
         "build": origin.pop("build"),
@@ -215,18 +255,6 @@ def _wait_for_go(timeout: float) -> list[int]:
         return list(json.load(f).get("order") or [])
 
 
-def _driver_module():
-    """(driver module, import error): the harness app's, or whatever the user's app uses."""
-    if app_mode():
-        from geventprobe.worker import import_watch
-
-        module, _, error = import_watch.driver_module()
-        return module, error
-    from geventprobe.worker import harness_app
-
-    return harness_app.driver, harness_app.IMPORT_ERROR
-
-
 def _serve_route(driver: _Driver, workload: dict) -> None:
     """Open the HTTP route's own connections and serve it (the parent's load needs it)."""
     import gevent
@@ -318,7 +346,7 @@ class _Rules:
 
 
 def _connect_phase(driver: _Driver, greenlets: int, rounds: int, rules: _Rules
-                   ) -> tuple[list, dict]:
+                   ) -> tuple[list, record.ConnectPhase]:
     """Open the windows' connections while the heartbeat runs, and time it.
 
     One connection alone first (what a connect costs here), then every greenlet opens its
@@ -349,11 +377,11 @@ def _connect_phase(driver: _Driver, greenlets: int, rounds: int, rules: _Rules
         gevent.sleep(0.005)  # a late heartbeat fires now, so the rule sees this window's lag
         if rules.connect_decided(windows, rounds):
             break
-    return conns, {"single": single, "windows": windows}
+    return conns, record.ConnectPhase(single=single, windows=windows)
 
 
 def _connect_in_turn(driver: _Driver, workload: dict, order: list[int], rules: _Rules
-                     ) -> tuple[list, dict]:
+                     ) -> tuple[list, record.ConnectPhase]:
     """The connect phase, one worker at a time, then wait until every worker is done.
 
     Measured: with 4 workers connecting 16 greenlets each at the same moment, on 2 cores,
@@ -368,27 +396,30 @@ def _connect_in_turn(driver: _Driver, workload: dict, order: list[int], rules: _
     mine = order.index(pid) if pid in order else 0
     before = [os.path.join(run_dir, f"connected-{p}") for p in order[:mine]]
     _wait_for_files(before, timeout, "the workers before this one did not finish connecting")
-    conns, record = _connect_phase(driver, int(workload["greenlets"]),
-                                   int(workload.get("connect_rounds", 1)), rules)
-    _write_json(f"connected-{pid}", {"pid": pid})
+    conns, phase = _connect_phase(driver, int(workload["greenlets"]),
+                                  int(workload.get("connect_rounds", 1)), rules)
+    # A marker for the other workers (only its existence counts; the parent never reads it).
+    with open(os.path.join(run_dir, f"connected-{pid}"), "w"):
+        pass
     everyone = [os.path.join(run_dir, f"connected-{p}") for p in order]
     _wait_for_files(everyone, timeout, "the other workers did not finish connecting")
-    return conns, record
+    return conns, phase
 
 
-def run(worker=None) -> None:
-    """Run the whole workload once and write ``result-<pid>.json``."""
+def run(source, worker=None) -> None:
+    """Run the whole workload once and write ``result-<pid>.json`` (a ``ProbeResult``)."""
     import gevent
 
     pid = os.getpid()
     workload = _env_workload()
-    result: dict = {"version": RESULT_VERSION, "pid": pid, "error": None}
+    found: dict = {}
+    """The fields of this worker's ``ProbeResult``, filled in as each phase ends."""
     conns: list = []
     heartbeat = _Heartbeat(workload["heartbeat_ms"] / 1000.0)
     monitor = None
     try:
-        module, import_error = _driver_module()
-        result["facts"] = collect_facts(worker)
+        module, import_error = source.driver()
+        found["facts"] = collect_facts(source, worker)
         if import_error:
             raise ImportError(import_error)
         driver = _Driver(module, workload)
@@ -397,15 +428,15 @@ def run(worker=None) -> None:
         if worker is not None and worker.sockets:
             port = worker.sockets[0].getsockname()[1]
         # The facts go along already: a worker killed mid-probe never writes its result.
-        _write_json(f"ready-{pid}.json", {"pid": pid, "port": port, "facts": result["facts"]})
+        _write(f"ready-{pid}.json", record.Ready(pid=pid, port=port, facts=found["facts"]))
         order = _wait_for_go(float(workload["go_timeout_s"]))
 
         hb = gevent.spawn(heartbeat.run)
         gevent.sleep(0.02)  # the heartbeat ticks before anything is measured
         rules = _Rules(workload, heartbeat)
         monitor = _start_monitor(workload)
-        conns, result["connect"] = _connect_in_turn(driver, workload, order, rules)
-        result["blocked_connect"], monitor = _stop_monitor(monitor), None
+        conns, found["connect"] = _connect_in_turn(driver, workload, order, rules)
+        found["blocked_connect"], monitor = _stop_monitor(monitor), None
         cursors = [conn.cursor() for conn in conns]
         # One query per connection first, so first-use costs stay out of the windows.
         gevent.joinall([gevent.spawn(driver.query, c, "SELECT 1") for c in cursors],
@@ -425,18 +456,18 @@ def run(worker=None) -> None:
             gevent.joinall(jobs, raise_error=True)
             windows.append([t0, time.monotonic()])
         gevent.sleep(0.02)
-        result["blocked"], monitor = _stop_monitor(monitor), None
+        found["blocked"], monitor = _stop_monitor(monitor), None
 
         latencies: list[int] = []
         t_end = time.monotonic() + float(workload["select1_seconds"])
 
         def select1_loop(cursor):
             clock = time.perf_counter_ns
-            record = latencies.append
+            keep = latencies.append
             while time.monotonic() < t_end:
                 t = clock()
                 driver.query(cursor, "SELECT 1")
-                record((clock() - t) // 1000)
+                keep((clock() - t) // 1000)
 
         s0 = time.monotonic()
         gevent.joinall([gevent.spawn(select1_loop, c) for c in cursors], raise_error=True)
@@ -444,7 +475,7 @@ def run(worker=None) -> None:
         heartbeat.stop()
         hb.join(timeout=1)
 
-        result.update(
+        found.update(
             wait_seconds=w,
             windows=windows,
             select1_window=[s0, s1],
@@ -452,17 +483,17 @@ def run(worker=None) -> None:
             heartbeat_expected=heartbeat.expected,
             heartbeat_lag=heartbeat.lag,
             # The wait function may be looked up again on every query: report what it is now.
-            facts_after=collect_facts(worker),
+            facts_after=collect_facts(source, worker),
         )
     except BaseException as exc:
         heartbeat.stop()
         with contextlib.suppress(Exception):
             _stop_monitor(monitor)
-        result["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        result["traceback"] = traceback.format_exc()
+        found["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        found["traceback"] = traceback.format_exc()
     finally:
-        _write_json(f"result-{pid}.json", result)
-        if result["error"] is None and conns:
+        _write(f"result-{pid}.json", record.ProbeResult(pid=pid, **found))
+        if "error" not in found and conns:
             # After the verdict's windows, never during them: the requests' own CPU and
             # greenlets would disturb the evidence (measured: README, request latency).
             with contextlib.suppress(Exception):
@@ -470,7 +501,7 @@ def run(worker=None) -> None:
         for conn in conns:
             with contextlib.suppress(Exception):
                 conn.close()
-        if result["error"] is None:
+        if "error" not in found:
             _hand_over_to_routes(workload)
 
 
@@ -483,7 +514,7 @@ def _start_monitor(workload: dict):
     return Monitor(period).start() if period > 0 else None
 
 
-def _stop_monitor(monitor) -> list:
+def _stop_monitor(monitor) -> list[record.BlockedEvent]:
     """Stop it before the SELECT 1 loop (its tracer must not weigh on those figures)."""
     return monitor.stop() if monitor is not None else []
 
@@ -498,26 +529,19 @@ def _hand_over_to_routes(workload: dict) -> None:
         return
     period = float(workload.get("monitor_ms", 0)) / 1000.0 or DEFAULT_MAX_BLOCKING_S
     probe_route.route_phase(_run_dir(), _Heartbeat(workload["heartbeat_ms"] / 1000.0),
-                            Monitor(period), timeout, _write_json)
+                            Monitor(period), timeout, _write)
 
 
-def start(worker) -> None:
-    """Entry point from ``post_worker_init``: apply the build's set-up, spawn the probe."""
+def start(worker, source=HARNESS) -> None:
+    """Entry point from ``post_worker_init``: the source's set-up, then spawn the probe.
+
+    ``source``: ``HARNESS`` from ``harness_conf.py``, ``USERS_APP`` from ``app_conf.py``.
+    """
     import gevent
 
-    from geventprobe.worker import controls, probe_route
+    from geventprobe.worker import probe_route
 
     # The parent's HTTP load reaches the route through the worker's own WSGI callable.
     worker.wsgi = probe_route.wrap(worker.wsgi)
-    if app_mode():  # the user's app and hooks have set everything up already
-        gevent.spawn(run, worker)
-        return
-    from geventprobe.worker import harness_app
-
-    controls.apply(harness_app.BUILD)
-    if harness_app.BUILD == "psycopg2-green" and harness_app.IMPORT_ERROR is None:
-        # What a gevent app using psycopg2 does once per worker.
-        from psycogreen.gevent import patch_psycopg
-
-        patch_psycopg()
-    gevent.spawn(run, worker)
+    source.set_up()
+    gevent.spawn(run, source, worker)

@@ -9,7 +9,7 @@ said go), runs one query and gives the connection back. A request that finds
 every connection busy waits for one: that queueing is part of what a user feels.
 
 Imports nothing at module level: the worker decides when gevent and the driver
-are imported (see ``harness/__init__.py``).
+are imported (see ``worker/__init__.py``).
 """
 
 from __future__ import annotations
@@ -89,15 +89,18 @@ def _close_pool() -> None:
             conn.close()
 
 
-def route_phase(run_dir: str, heartbeat, monitor, timeout_s: float, write_json) -> None:
+def route_phase(run_dir: str, heartbeat, monitor, timeout_s: float, write) -> None:
     """``run --app --route``: stay out of the way while the parent drives the user's routes.
 
     The worker's hub keeps a heartbeat (``heartbeat``: a probe ``_Heartbeat``) and gevent's
-    monitor thread (``monitor``: a ``harness.monitor.Monitor``) running, notes when each
+    monitor thread (``monitor``: a ``monitor.Monitor``) running, notes when each
     request of the app starts, and says ``route-ready-<pid>.json``. When the parent writes
-    ``routes-stop`` (or ``timeout_s`` passed) it writes all of it to ``routes-<pid>.json``.
+    ``routes-stop`` (or ``timeout_s`` passed) it writes all of it to ``routes-<pid>.json``
+    (``write(name, record)``: the probe's writer of ``record.py``'s records).
     """
     import gevent
+
+    from geventprobe.worker import record
 
     pid = os.getpid()
     _close_pool()
@@ -105,7 +108,7 @@ def route_phase(run_dir: str, heartbeat, monitor, timeout_s: float, write_json) 
     monitor.start()
     _state["seen"] = []
     try:
-        write_json(f"route-ready-{pid}.json", {"pid": pid})
+        write(f"route-ready-{pid}.json", record.RouteReady(pid=pid))
         stop = os.path.join(run_dir, "routes-stop")
         deadline = time.monotonic() + timeout_s
         while not os.path.exists(stop) and time.monotonic() < deadline:
@@ -115,10 +118,6 @@ def route_phase(run_dir: str, heartbeat, monitor, timeout_s: float, write_json) 
         events = monitor.stop()
         beat.join(timeout=1)
         seen, _state["seen"] = _state["seen"], None
-        write_json(f"routes-{pid}.json", {
-            "pid": pid,
-            "heartbeat_expected": heartbeat.expected,
-            "heartbeat_lag": heartbeat.lag,
-            "requests": seen,
-            "blocked": events,
-        })
+        write(f"routes-{pid}.json", record.RoutePhase(
+            pid=pid, heartbeat_expected=heartbeat.expected, heartbeat_lag=heartbeat.lag,
+            requests=seen, blocked=events))

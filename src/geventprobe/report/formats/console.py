@@ -1,12 +1,12 @@
-"""The terminal: a ``document`` drawn at the console's width, with rich.
+"""Blocks drawn on a rich console at its width: what the terminal and text formats share.
 
-The one place that decides the narrow layout. A table keeps every column when it fits;
-otherwise it drops columns by importance (the ``SELECT 1`` latency first, the deciding
-figures last, replaced by the few-words ``evidence`` column), then uses the cells' short
-forms. Nothing is cut with an ellipsis: running text is wrapped to the width, and a
-table that still does not fit folds its cells. Colour only repeats what the words say
-(the verdict, ✓ / ✗). With ``verbose`` the figures a narrow table dropped follow it,
-row by row, and the legend and timings are shown.
+Not a format: the drawing both use. The one place that decides the narrow layout. A
+table keeps every column when it fits; otherwise it drops columns by importance (the
+``SELECT 1`` latency first, the deciding figures last, replaced by the few-words
+``evidence`` column), then uses the cells' short forms. Nothing is cut with an ellipsis:
+running text is wrapped to the width, and a table that still does not fit folds its
+cells. Colour only repeats what the words say (the verdict, ✓ / ✗). With ``verbose`` the
+figures a narrow table dropped follow it, row by row.
 """
 
 from __future__ import annotations
@@ -20,17 +20,16 @@ from rich.measure import Measurement
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from geventprobe.record import RunResult
-from geventprobe.report import content
 from geventprobe.report.document import (
     COMPACT,
     Block,
-    Code,
+    Facts,
     Heading,
-    KeyValues,
+    Pairs,
     Paragraph,
-    Section,
+    Part,
     Table,
+    Verbatim,
 )
 
 STYLES = {"ok": "bold green", "bad": "bold red", "busy": "bold magenta", "warn": "bold yellow",
@@ -43,7 +42,7 @@ _BOLD = re.compile(r"\*\*([^*]+)\*\*")
 
 
 def plain(text: str) -> str:
-    """Markdown's **bold** marks dropped (`code` keeps its backticks: they delimit it)."""
+    """The **bold** marks dropped (`code` keeps its backticks: they delimit it)."""
     return _BOLD.sub(lambda m: m.group(1), text)
 
 
@@ -91,7 +90,7 @@ def _fits(console: Console, rt: RichTable, width: int) -> bool:
     return Measurement.get(console, wide, rt).maximum <= width
 
 
-def render_table(t: Table, console: Console, verbose: bool = False) -> None:
+def table(t: Table, console: Console, verbose: bool = False) -> None:
     """The table at the console's width, dropping and shortening what does not fit."""
     width = console.width
     layouts = _layouts(t)
@@ -117,14 +116,15 @@ def render_table(t: Table, console: Console, verbose: bool = False) -> None:
             pairs = "; ".join(f"{t.columns[i].name} {plain(row[i].text)}" for i in dropped
                               if row[i].text != "–")
             if pairs:
-                _paragraph(Paragraph(pairs, lead=f"{plain(row[t.key].text)}:", indent=1),
-                           console)
+                paragraph(Paragraph(pairs, lead=f"{plain(row[t.key].text)}:", indent=1),
+                          console)
 
 
 # ---------------------------------------------------------------- text
 
 
-def _paragraph(p: Paragraph, console: Console) -> None:
+def paragraph(p: Paragraph, console: Console) -> None:
+    """Running text wrapped to the console's width, its lead in bold, with a hanging indent."""
     width = console.width
     first = "  " * p.indent
     lead = f"{p.lead} " if p.lead else ""
@@ -142,30 +142,40 @@ def _paragraph(p: Paragraph, console: Console) -> None:
         console.print(text, soft_wrap=True)
 
 
-def render_blocks(blocks: list[Block], console: Console, verbose: bool = False) -> None:
-    """Draw a document's blocks at the console's width."""
-    for block in blocks:
-        if isinstance(block, Section):
-            if block.verbose and not verbose:
-                continue
-            if block.title:
-                _paragraph(Paragraph(block.title, style="strong"), console)
-            render_blocks(block.blocks, console, verbose)
-        elif isinstance(block, Table):
-            render_table(block, console, verbose)
+def fact_line(builds: list[str], values: list[str]) -> str:
+    """A row of facts as one value, naming the builds only where they differ:
+    ``3.3.8 (binary, c, python)``, ``binary: 18.6; c: 15.18``."""
+    known = [(build, v) for build, v in zip(builds, values) if v != "–"]
+    if len(set(values)) == 1 or not known:
+        return values[0]
+    if len({v for _, v in known}) == 1:  # the builds that have it agree
+        return f"{known[0][1]} ({', '.join(build for build, _ in known)})"
+    return "; ".join(f"{build}: {v}" for build, v in known)
+
+
+def blocks(items: list[Block], console: Console, levels: frozenset[str],
+           verbose: bool = False) -> None:
+    """Draw the blocks a view with ``levels`` shows, at the console's width."""
+    for block in items:
+        if block.detail not in levels:
+            continue
+        if isinstance(block, Table):
+            table(block, console, verbose)
         elif isinstance(block, Paragraph):
-            if not block.verbose or verbose:
-                _paragraph(block, console)
+            paragraph(block, console)
         elif isinstance(block, Heading):
-            _paragraph(Paragraph(block.text, style=block.style or "strong"), console)
-        elif isinstance(block, KeyValues):
-            for k, v in block.pairs:
-                _paragraph(Paragraph(v, lead=f"{k}:", indent=1), console)
-        elif isinstance(block, Code):
+            paragraph(Paragraph(block.text, style=block.style or "strong"), console)
+        elif isinstance(block, Part):
+            paragraph(Paragraph(block.title, style="strong"), console)
+            blocks(block.blocks, console, levels, verbose)
+        elif isinstance(block, Pairs):
+            for k, v in block.rows:
+                paragraph(Paragraph(v, lead=f"{k}:", indent=1), console)
+        elif isinstance(block, Facts):
+            for fact, values in block.rows:
+                paragraph(Paragraph(fact_line(block.builds, values), lead=f"{fact}:",
+                                    indent=1), console)
+        elif isinstance(block, Verbatim):
             for line in block.text.splitlines():
                 console.print(Text(line), soft_wrap=True)
-
-
-def render(result: RunResult, console: Console, verbose: bool = False) -> None:
-    """Print what ``run`` or ``calibrate`` found, at the console's width."""
-    render_blocks(content.run_document(result), console, verbose)
+        # Charts: an image; a console shows none (the reference formats say how to get it).

@@ -1,0 +1,132 @@
+"""The built-in driver builds: each a gunicorn running the harness app, one row per build.
+
+``HarnessBuild`` is the subject: one build (``core/builds.py``) started by
+``processes/gunicorn_workers.run_build`` with the harness app and config, in geventprobe's
+own environment or a version matrix's isolated one, optionally with a calibration
+control's set-up. ``DriverBuilds`` is the target of a plain ``geventprobe run``: every
+requested build, in order, with the psycopg2 baselines that tell whether the detector
+sees on this machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from geventprobe.core import metrics, rules
+from geventprobe.core.builds import Availability, Build
+from geventprobe.core.progress import Listener
+from geventprobe.core.session import Session, require
+from geventprobe.core.target import Probed
+from geventprobe.processes import gunicorn_workers
+from geventprobe.processes.run_dir import WorkersRun
+from geventprobe.record import BuildResult, Calibration, RouteResult, Verdict
+from geventprobe.settings import Thresholds, Workload
+
+BASELINE_FOR_RATIOS = "psycopg2-green"
+
+
+@dataclass(frozen=True)
+class HarnessBuild:
+    """A built-in build under gunicorn with the harness app (a ``Subject``)."""
+
+    build: Build
+    preload: bool
+    """gunicorn ``--preload``: the harness app (and its driver) imported in the master."""
+    extra_env: dict = field(default_factory=dict)
+    """A calibration control's set-up (``PSYCOPG_WAIT_FUNC``, ``GEVENTPROBE_CONTROL``)."""
+    python: str | None = None
+    """A version matrix's isolated interpreter (None: geventprobe's own)."""
+    base_env: dict | None = None
+    """The environment that interpreter's gunicorn starts from (the worker shim on
+    ``PYTHONPATH``, nothing of ours); None: ours."""
+
+    def launch(self, session: Session, workload: Workload) -> WorkersRun:
+        """gunicorn with the harness app for this build; the workers' records."""
+        env = dict(self.build.env, GEVENTPROBE_BUILD=self.build.name, **self.extra_env)
+        return gunicorn_workers.run_build(env, workload, session.dsn, self.preload,
+                                          python=self.python, base_env=self.base_env,
+                                          thresholds=session.plan.thresholds)
+
+    def judge_phases(self, run: WorkersRun, thresholds: Thresholds) -> list[RouteResult]:
+        """None: the harness app has no routes of its own."""
+        return []
+
+
+def unavailable(build: Build, avail: Availability) -> BuildResult:
+    """The row of a build that does not import here: reason and install command."""
+    return BuildResult(
+        build=build.name, description=build.description, baseline=build.baseline,
+        expected=build.expected, verdict=Verdict.UNAVAILABLE, cause=avail.reason,
+        advice=avail.install, evidence=[], facts={}, metrics=None, workers=[],
+        install=avail.install)
+
+
+def with_ratios(results: list[BuildResult]) -> list[BuildResult]:
+    """Add each psycopg 3 build's figures relative to psycopg2-green from the same run."""
+    base = next((r for r in results if r.build == BASELINE_FOR_RATIOS and r.metrics), None)
+    if base is None or base.verdict is not Verdict.OK:
+        return results
+    out = []
+    for r in results:
+        # A blocked hub's SELECT 1 looks fast (docs/field-facts.md): only OK builds compare.
+        if not r.baseline and r.metrics is not None and r.verdict is Verdict.OK:
+            m = dataclasses.replace(r.metrics, vs_baseline=metrics.versus(
+                r.metrics, base.metrics, BASELINE_FOR_RATIOS))
+            r = dataclasses.replace(r, metrics=m)
+        out.append(r)
+    return out
+
+
+@dataclass(frozen=True)
+class DriverBuilds:
+    """``geventprobe run`` (a ``Target``): the built-in builds, one row each, in order."""
+
+    builds: Sequence[Build]
+    named: bool = False
+    """True when the user listed the builds: then one that does not import is an error
+    (otherwise its row says UNAVAILABLE, with the install command)."""
+
+    def steps(self) -> int:
+        """One step per build."""
+        return len(self.builds)
+
+    def prepare(self, listener: Listener) -> DriverBuilds:
+        """Itself: the builds' imports are checked while the server starts."""
+        return self
+
+    def imports(self) -> Sequence[Build]:
+        """Every build: checked in our environment while the server starts."""
+        return list(self.builds)
+
+    def probe(self, session: Session, listener: Listener) -> Probed:
+        """Each build that imports, under gunicorn; the others as UNAVAILABLE rows."""
+        available = session.available()
+        if self.named:
+            require(available, self.builds)
+        runnable = [b for b in self.builds if available[b.name].ok]
+        rows = []
+        for build in self.builds:
+            if not available[build.name].ok:
+                result = unavailable(build, available[build.name])
+            else:
+                listener.build_started(build.name, runnable.index(build), len(runnable))
+                result = session.probe(HarnessBuild(build, session.plan.preload),
+                                       label=build.name)
+            rows.append(result)
+            listener.build_finished(result)
+        notes = []
+        if any(b.name == "psycopg2" for b in self.builds) and not available["psycopg2"].ok:
+            notes.append("no live positive control: the psycopg2 baseline is unavailable, so "
+                         "this run cannot show that the detector sees a blocked hub")
+        return Probed(with_ratios(rows), notes)
+
+    def headline(self, rows: list[BuildResult], code: int,
+                 calibration: Calibration | None) -> str:
+        """The drivers' summary (``rules.summary``)."""
+        return rules.summary(rows, code)
+
+    def app_record(self) -> dict | None:
+        """None: the built-in harness, not a deployment of the user's."""
+        return None

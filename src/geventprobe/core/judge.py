@@ -1,0 +1,108 @@
+"""One row's verdict, from its workers' records and the parent's samples.
+
+``judge`` reads a ``WorkersRun`` (whatever kind of worker produced it) and decides, in
+this order: a worker that did not run, or one the master killed for a blocked hub, or a
+probe that failed, says so before any figure is read; otherwise the figures
+(``metrics``) go through the verdict rules (``rules``), the cause and fix are computed
+from the workers' facts (``causes``), who blocked is counted (``blocked``), and the
+subject judges its own phases (an app's routes). No printing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from geventprobe.core import blocked, causes, metrics, rules
+from geventprobe.core.target import Subject
+from geventprobe.dsn import redact
+from geventprobe.processes.run_dir import WorkersRun
+from geventprobe.record import BuildResult, Evidence, Verdict
+from geventprobe.settings import Thresholds, Workload
+
+
+def _row(subject: Subject, **fields) -> BuildResult:
+    b = subject.build
+    return BuildResult(build=b.name, description=b.description, baseline=b.baseline,
+                       expected=b.expected, **fields)
+
+
+def _error(subject: Subject, error: str, facts: dict, run: WorkersRun, started: float
+           ) -> BuildResult:
+    return _row(subject, verdict=Verdict.ERROR, cause=error,
+                advice=causes.explain_error(error), evidence=[], facts=facts, metrics=None,
+                workers=[], error=error, worker_timeouts=run.worker_timeouts,
+                duration_s=time.monotonic() - started)
+
+
+def _worker_timeout(subject: Subject, run: WorkersRun, facts: dict, started: float
+                    ) -> BuildResult:
+    """gunicorn killed a worker for WORKER TIMEOUT: its hub did not run for longer than
+    --timeout. That is gunicorn's own evidence of a blocked hub, not a failure of the probe."""
+    pids = ", ".join(str(p) for p in run.timed_out_pids)
+    rule = Evidence(
+        rule="worker-timeout", value=float(len(run.timed_out_pids)), threshold=1.0, fired=True,
+        text=(f"gunicorn killed worker {pids} (WORKER TIMEOUT): its hub did not run for longer "
+              f"than --timeout {run.timeout_s} s"))
+    if facts.get("driver"):
+        cause, advice = causes.explain(Verdict.BLOCKING, facts, subject.preload)
+    else:
+        cause = "a worker's hub was blocked longer than gunicorn's --timeout"
+        advice = "find the call that waits without yielding to gevent (see the evidence)"
+    return _row(subject, verdict=Verdict.BLOCKING, cause=cause, advice=advice, evidence=[rule],
+                facts=facts, metrics=None, workers=[], worker_timeouts=run.worker_timeouts,
+                duration_s=time.monotonic() - started)
+
+
+def judge(subject: Subject, run: WorkersRun, workload: Workload, thresholds: Thresholds,
+          started: float) -> BuildResult:
+    """The row of ``subject``: its verdict, why, the fix, and every figure it rests on."""
+    reports = run.results
+    facts = reports[0].facts if reports else {}
+    if run.not_running:  # before any verdict: a stopped worker's lag is not the driver's
+        pid, seen = min(run.not_running.items())
+        return _error(subject, f"worker {pid} did not run during the probe: it was {seen}, so "
+                      "its figures say nothing about the driver", facts, run, started)
+    if run.timed_out_pids:
+        return _worker_timeout(subject, run, facts or run.ready_facts, started)
+    failed = [r for r in reports if r.error]
+    if failed:
+        return _error(subject, redact(failed[0].error), facts, run, started)
+    if run.error or not reports:
+        return _error(subject, run.error or "no worker reported", facts, run, started)
+    figures = [metrics.worker_figures(r, run.cpu, rtt_ms=workload.rtt_ms) for r in reports]
+    m = metrics.build_metrics(
+        reports, figures, run.cpu, workload.greenlets, rtt_ms=workload.rtt_ms,
+        min_connect_window_ms=thresholds.connect_min_window_ms)
+    # User-visible impact, beside the evidence: the rules below do not read it.
+    m = dataclasses.replace(m, requests=run.requests)
+    evidence = rules.evidence(m, thresholds)
+    v = rules.classify(evidence)
+    # The wait function can be looked up on every query: judge by what it was at the end.
+    facts = reports[0].facts_after or facts
+    cause, advice = causes.explain(v, facts, subject.preload,
+                                   {e.phase for e in evidence if e.fired})
+    # Who blocked while connecting and in the wait windows (gevent's monitor thread, in
+    # every worker).
+    stacks = (blocked.stacks([e for r in reports for e in r.blocked_connect], "connect")
+              + blocked.stacks([e for r in reports for e in r.blocked], "waits"))
+    return _row(subject, verdict=v, cause=cause, advice=advice, evidence=evidence, facts=facts,
+                metrics=m, workers=figures, worker_timeouts=run.worker_timeouts,
+                duration_s=time.monotonic() - started, timings=phase_timings(run),
+                blocked_by=stacks, routes=subject.judge_phases(run, thresholds))
+
+
+def phase_timings(run: WorkersRun) -> dict[str, float]:
+    """Where a row's time went, s: the parent's steps, and inside ``probe`` the workers'
+    phases from the first worker to start one to the last to end it (one clock for all)."""
+    out = dict(run.timings)
+    spans = {
+        "connect": [(r.connect.single[0], r.connect.windows[-1][1])
+                    for r in run.results if r.connect and r.connect.windows],
+        "waits": [(r.windows[0][0], r.windows[-1][1]) for r in run.results if r.windows],
+        "select1": [tuple(r.select1_window) for r in run.results if r.select1_window],
+    }
+    for name, pairs in spans.items():
+        if pairs:
+            out[name] = max(b for _, b in pairs) - min(a for a, _ in pairs)
+    return {k: round(v, 3) for k, v in out.items()}

@@ -1,0 +1,143 @@
+"""What the rows of one run share: the server (and ``--rtt`` proxy), the import checks, the clock.
+
+A ``Session`` is entered once per run (``core/runner.run``; ``versions/bisect.run`` keeps
+one across its probes): pre-flight checks, then the embedded server or the user's (and
+the delay proxy in front of it), while the builds' import checks run; the run's time
+limit is enforced from then on. ``probe`` runs one subject against it and judges it.
+Every process and temp dir is owned by a context manager, so it is stopped, reaped and
+removed however the run ends. No printing: progress goes to the listener.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+
+from geventprobe.core import builds, judge
+from geventprobe.core.builds import Build
+from geventprobe.core.progress import Listener
+from geventprobe.core.target import Subject
+from geventprobe.dsn import uses_environment
+from geventprobe.errors import ProbeError
+from geventprobe.processes import children, delay_proxy, gunicorn_workers, preflight
+from geventprobe.processes.postgres import EmbeddedPostgres
+from geventprobe.processes.server import ServerInfo, query_server
+from geventprobe.record import BuildResult, DelayProxyFigures
+from geventprobe.settings import RunPlan, Workload
+
+
+class Session:
+    """The server every row of a run is probed against, and what the run measured of itself."""
+
+    def __init__(self, plan: RunPlan, listener: Listener, imports: Sequence[Build] = ()):
+        self.plan = plan
+        self.listener = listener
+        self.dsn = ""
+        """The DSN the workers use (through the delay proxy with ``--rtt``)."""
+        self.server_info: ServerInfo | None = None
+        self.proxy: DelayProxyFigures | None = None
+        """The ``--rtt`` delay proxy's figures, once it has stopped."""
+        self.timings: dict[str, float] = {}
+        """Where the run's time went (``RunResult.timings``)."""
+        # The calibration controls may need any build.
+        self._imports = list(builds.BUILDS) if plan.calibrate else list(imports)
+        self._available: dict[str, builds.Availability] | None = None
+        self._checking: builds.ImportCheck | None = None
+        self._started = time.monotonic()
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> Session:
+        try:
+            # The import checks run while the server starts (about a second each, measured).
+            self._checking = builds.ImportCheck(self._imports)
+            self._stack.callback(self._checking.close)
+            plan = self.plan
+            preflight.check_before_start(
+                plan.workload, plan.dsn, embedded=plan.dsn is None and not uses_environment(),
+                allow_many_connections=plan.allow_many_connections)
+            self._stack.enter_context(children.guarded(preflight.time_limit(plan.time_limit_s)))
+            self.dsn, self.server_info = self._stack.enter_context(self._server())
+            # The last row's gunicorn, still exiting, is reaped before the server stops.
+            self._stack.callback(gunicorn_workers.finish_previous)
+            self.timings["server"] = time.monotonic() - self._started
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stack.close()
+
+    def available(self) -> dict[str, builds.Availability]:
+        """Which builds import here (waits for the checks started with the server)."""
+        if self._available is None:
+            mark = time.monotonic()
+            self._available = self._checking.result() if self._checking else {}
+            self.timings["imports"] = time.monotonic() - mark
+        return self._available
+
+    def probe(self, subject: Subject, *, workload: Workload | None = None,
+              label: str | None = None) -> BuildResult:
+        """Start ``subject``'s workers against the server, probe them and judge them.
+
+        ``workload``: the profile's unless given (the calibration controls turn the request
+        phase off); ``label``: the name its time is recorded under (``build <label>``).
+        """
+        workload = workload or self.plan.workload
+        started = time.monotonic()
+        run = subject.launch(self, workload)
+        result = judge.judge(subject, run, workload, self.plan.thresholds, started)
+        if label is not None:
+            self.timings[f"build {label}"] = result.duration_s
+        return result
+
+    @contextlib.contextmanager
+    def _server(self) -> Iterator[tuple[str, ServerInfo]]:
+        """The DSN workers use and what the server said about itself."""
+        plan, listener = self.plan, self.listener
+        needed = plan.workload.connections()
+        if plan.dsn is not None or uses_environment():
+            dsn = plan.dsn or ""
+            listener.phase("connecting to PostgreSQL")
+            info = query_server(dsn, embedded=False,
+                                connect_timeout=plan.workload.connect_timeout_s, needed=needed)
+            preflight.check_budget(info, needed)
+            with self._delayed(dsn) as worker_dsn:
+                yield worker_dsn, info
+            return
+        listener.phase("starting the embedded PostgreSQL")
+        # Room for a build's connections while the previous build's backends exit.
+        with EmbeddedPostgres(max_connections=2 * needed + 10) as pg:
+            info = query_server(pg.dsn, embedded=True)
+            with self._delayed(pg.dsn) as worker_dsn:
+                yield worker_dsn, info
+
+    @contextlib.contextmanager
+    def _delayed(self, dsn: str) -> Iterator[str]:
+        """``dsn``, or with ``rtt_ms`` the same DSN through a delay proxy started for the run.
+
+        The server facts above were asked directly; the workers (and ``--app``'s
+        ``DATABASE_URL``) get the proxy's address, with user, password and options unchanged.
+        """
+        rtt_ms = self.plan.workload.rtt_ms
+        if rtt_ms <= 0:
+            yield dsn
+            return
+        upstream = delay_proxy.upstream_for(dsn)
+        self.listener.phase(f"starting the delay proxy ({rtt_ms:g} ms round trip)")
+        proxy = delay_proxy.DelayProxy(upstream, rtt_ms)
+        try:
+            with proxy:
+                yield delay_proxy.proxied_dsn(dsn, proxy.port)
+        finally:
+            self.proxy = proxy.figures
+
+
+def require(available: dict[str, builds.Availability], wanted: Sequence[Build]) -> None:
+    """Refuse a build the user named that does not import here (reason and install command)."""
+    missing = [b for b in wanted if not available[b.name].ok]
+    if missing:
+        a = available[missing[0].name]
+        raise ProbeError(f"build {a.build} is not available ({a.reason}): {a.install}")
+

@@ -1,0 +1,92 @@
+"""What a run probes: the extension point for a new kind of worker.
+
+A run (``core/runner.run``) probes one **target**, made of **subjects** (one subject, one
+row of the report). Two protocols, so that the core has one way through every run:
+
+- ``Target``: what one run probes, and how its headline reads. ``DriverBuilds``
+  (``core/drivers.py``: the built-in driver builds), ``GunicornApp``
+  (``app/gunicorn_app.py``: the user's app under their gunicorn config, with its routes),
+  ``VersionMatrix`` (``versions/matrix.py``), ``CalibrationOnly`` (``core/calibrate.py``).
+- ``Subject``: one thing whose workers are started, probed and judged. ``HarnessBuild``
+  (a built-in build in gunicorn running the harness app), ``GunicornApp`` itself.
+
+A subject's ``launch`` starts its workers, runs the in-worker probe and collects their
+typed records (``worker/record.py``) into a ``WorkersRun`` (``processes/run_dir.py``);
+the core judges every ``WorkersRun`` the same way (``core/judge.py``), adds the subject's
+own phases (``judge_phases``: an app's routes), and settles the whole run once.
+
+A new worker kind (celery, next) is one more implementation of both: a target for
+``--celery APP`` whose subject's ``launch`` starts a broker and the user's celery worker
+and returns a ``WorkersRun``, whose ``judge_phases`` judges its tasks, and whose
+``headline`` speaks of tasks (docs/how-it-works.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from geventprobe.record import BuildResult, Calibration, MatrixEnv, RouteResult
+
+if TYPE_CHECKING:
+    from geventprobe.core.builds import Build
+    from geventprobe.core.progress import Listener
+    from geventprobe.core.session import Session
+    from geventprobe.processes.run_dir import WorkersRun
+    from geventprobe.settings import Thresholds, Workload
+
+
+class Subject(Protocol):
+    """One thing probed: its workers are started, probed and judged as one row."""
+
+    build: Build
+    """The row's identity: name, description, baseline and its expected class, and the
+    environment its workers get."""
+    preload: bool
+    """True when its app is imported in the master before the workers patch (the causes
+    read it)."""
+
+    def launch(self, session: Session, workload: Workload) -> WorkersRun:
+        """Start the workers against ``session.dsn``, run the probe in them, collect their
+        records and stop them (every process reaped, every temp dir removed)."""
+
+    def judge_phases(self, run: WorkersRun, thresholds: Thresholds) -> list[RouteResult]:
+        """Verdicts of the phases only this kind has (an app's routes; [] for none)."""
+
+
+@dataclass(frozen=True)
+class Probed:
+    """What a target's ``probe`` returns: every row measured and judged, not yet settled."""
+
+    rows: list[BuildResult]
+    notes: list[str] = field(default_factory=list)
+    """What a reader must know about these rows (a baseline that could not run...)."""
+    matrix: list[MatrixEnv] | None = None
+    """A version matrix's environments (``RunResult.matrix``)."""
+
+
+class Target(Protocol):
+    """What one run probes: its rows, and the words of its headline."""
+
+    def steps(self) -> int:
+        """Rows the progress bar counts (before the calibration controls)."""
+
+    def prepare(self, listener: Listener) -> Target:
+        """The target ready to probe, after anything slow that must happen before the server
+        starts and the run's time limit runs (a version matrix makes its environments);
+        itself for most."""
+
+    def imports(self) -> Sequence[Build]:
+        """Builds whose import is checked in geventprobe's environment while the server
+        starts (``Session.available``)."""
+
+    def probe(self, session: Session, listener: Listener) -> Probed:
+        """Probe and judge every row against the session's server."""
+
+    def headline(self, rows: list[BuildResult], code: int,
+                 calibration: Calibration | None) -> str:
+        """The one-line summary of the settled rows (``RunResult.summary``)."""
+
+    def app_record(self) -> dict | None:
+        """``RunResult.app``: the user's deployment as probed; None for the built-in harness."""

@@ -1,0 +1,133 @@
+"""The parent's side of the run directory, the files it exchanges with the probed workers.
+
+A run of probed workers (gunicorn's today, ``gunicorn_workers.py``; a celery worker's
+next) shares one protocol with them: a private run directory (``GEVENTPROBE_RUN_DIR``) in
+which each worker writes its typed records (``worker/record.py``) and the parent writes
+``go``. This module reads and waits for those records, refusing any the workers wrote in
+another record version (one line, exit 2), and holds ``WorkersRun``: what one run
+produced, which ``core/judge.py`` turns into a verdict.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import psutil
+
+from geventprobe import files
+from geventprobe.errors import ProbeError
+from geventprobe.processes import children
+from geventprobe.processes.cpu import CpuSampler
+from geventprobe.record import RequestFigures
+from geventprobe.worker import record
+from geventprobe.worker.record import ProbeResult, Ready
+
+if TYPE_CHECKING:
+    from geventprobe.app.routes import RoutesRun
+
+
+@dataclass
+class WorkersRun:
+    """What one run of probed workers produced: their own records and the parent's samples."""
+
+    results: list[ProbeResult] = field(default_factory=list)
+    """Each worker's ``result-<pid>.json``, by pid."""
+    cpu: CpuSampler | None = None
+    error: str | None = None
+    """Why the run did not produce every worker's result (None: it did)."""
+    log_tail: list[str] = field(default_factory=list)
+    timed_out_pids: list[int] = field(default_factory=list)
+    """Workers the master killed for a blocked hub (gunicorn's "WORKER TIMEOUT")."""
+    timeout_s: int = 0
+    """The master's worker timeout for this run (gunicorn's ``--timeout``)."""
+    ready_facts: dict = field(default_factory=dict)
+    """A worker's facts from its ready file: all there is when no worker got to report."""
+    requests: RequestFigures | None = None
+    """The HTTP load's figures (None when the profile turned it off)."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds spent in each step seen from here: ``boot`` (the previous build's workers
+    exit meanwhile), ``reap previous``, ``probe``, ``requests``, ``routes``."""
+    not_running: dict[int, str] = field(default_factory=dict)
+    """Workers that did not run for part of the probe (stopped, or off every CPU), by pid,
+    with what was seen: their figures say nothing about the driver."""
+    routes: RoutesRun | None = None
+    """``run --app --route``: the route phase (None without routes)."""
+
+    @property
+    def worker_timeouts(self) -> int:
+        """How many workers the master killed for a blocked hub."""
+        return len(self.timed_out_pids)
+
+
+def read_records(run_dir: str, prefix: str, parsed: dict[str, object] | None = None
+                 ) -> dict[int, object]:
+    """Every worker's ``<prefix>-<pid>.json`` (``record.PREFIXES`` names its type), by pid.
+
+    ``parsed`` caches files across calls of a wait loop: a file is renamed into place whole
+    and never changes, so it is read once. A record of another version, or with fields of
+    the wrong type, is a ``ProbeError`` (one line, exit 2).
+    """
+    kind = record.PREFIXES[prefix]
+    found: dict[int, object] = {}
+    for path in glob.glob(os.path.join(run_dir, f"{prefix}-*.json")):
+        if parsed is not None and path in parsed:
+            rec = parsed[path]
+        else:
+            try:
+                rec = record.read(kind, path)
+            except (OSError, ValueError):
+                continue  # a rename is atomic, so this is someone else's file: ignore it
+            except record.RecordError as exc:
+                raise ProbeError(f"cannot read a worker's report: {exc}") from None
+            if parsed is not None:
+                parsed[path] = rec
+        found[rec.pid] = rec
+    return found
+
+
+def gone(pid: int) -> bool:
+    """True once a worker has exited (a zombie its master has not reaped yet counts)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_for(run_dir: str, prefix: str, count: int, timeout: float, alive: Callable[[], bool],
+             pids: list[int] | None = None) -> dict[int, object] | None:
+    """Wait until ``count`` workers wrote ``<prefix>-<pid>.json``; None on timeout, when
+    ``alive()`` turns false (the workers' master exited), or when a worker of ``pids`` died
+    without writing it."""
+    deadline = time.monotonic() + timeout
+    parsed: dict[str, object] = {}
+    while True:
+        found = read_records(run_dir, prefix, parsed)
+        if pids is not None:
+            found = {p: d for p, d in found.items() if p in pids}
+        # The embedded server's death or the run's time limit end the run here.
+        children.check_guards()
+        if len(found) >= count:
+            return found
+        if prefix == "ready" and glob.glob(os.path.join(run_dir, "result-*.json")):
+            return None  # a worker gave up before getting ready
+        if not alive() or time.monotonic() > deadline:
+            return None
+        if pids is not None and any(gone(p) for p in pids if p not in found):
+            return None  # a worker died without reporting: its report will never come
+        time.sleep(0.02)
+
+
+def say_go(run_dir: str, order: list[int]) -> None:
+    """Tell the ready workers to start; they take turns in the connect phase in ``order``."""
+    files.write_atomic(os.path.join(run_dir, "go"), json.dumps({"order": order}))
+
+
+def ready_port(ready: dict[int, Ready]) -> int | None:
+    """The port the workers listen on, from their ready records (None: none said)."""
+    return next((r.port for r in ready.values() if r.port is not None), None)

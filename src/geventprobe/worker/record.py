@@ -1,0 +1,281 @@
+"""What a worker tells the parent: typed records, one per file, with a version the parent checks.
+
+A probed worker (and the throwaway child that reads the user's gunicorn settings) reports
+only through JSON files in the run directory, each written whole then renamed into place:
+
+==========================  ==================  ==============================================
+file                        record              written
+==========================  ==================  ==============================================
+``ready-<pid>.json``        ``Ready``           connections open, waiting for the parent's go
+``result-<pid>.json``       ``ProbeResult``     the probe's windows and facts (or its error)
+``route-ready-<pid>.json``  ``RouteReady``      ``--route``: ready for the route phase
+``routes-<pid>.json``       ``RoutePhase``      ``--route``: heartbeat and requests meanwhile
+``app-error-<pid>.json``    ``AppError``        ``--app``: the app (or config) failed to load
+settings.json               ``GunicornSettings``  ``--app``: the effective gunicorn settings
+==========================  ==================  ==============================================
+
+``dump`` adds ``RECORD_VERSION``; ``load`` refuses a file of another version, or one whose
+fields have the wrong types, with ``RecordError`` (one line: the parent shows it and exits 2).
+A version mismatch means the worker ran another geventprobe than the parent (a stale copy
+on ``PYTHONPATH`` or in the project directory): raise the version whenever a field changes.
+
+Standard library only, and nothing slow to import: this runs inside the probed workers,
+also in a version matrix's isolated environment where only ``geventprobe/worker/`` is on
+``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass, field
+
+RECORD_VERSION = 2
+"""Version of every record in this module (1: the untyped dicts before it was checked)."""
+
+
+class RecordError(Exception):
+    """A worker's file that this geventprobe cannot read: the message is the one line shown."""
+
+
+@dataclass(frozen=True)
+class BlockedEvent:
+    """gevent's monitor thread found the hub blocked (``worker/monitor.py``)."""
+
+    t: float
+    """When (``time.monotonic``, the parent's clock too)."""
+    s: float
+    """How long the monitor said the hub had been blocked, s."""
+    frames: list[str]
+    """The hub thread's stack, ``file:line in function: source``, outermost first."""
+    user: int | None
+    """Index in ``frames`` of the innermost frame of the user's own code (None: none)."""
+
+
+@dataclass(frozen=True)
+class ConnectPhase:
+    """The connect phase's times: one connection alone, then each window of G at once."""
+
+    single: list[float]
+    """[start, end] of the lone connect."""
+    windows: list[list[float]]
+    """[start, end] of each connect window, in order."""
+
+
+@dataclass(frozen=True)
+class Ready:
+    """``ready-<pid>.json``: the worker's connections are open; it waits for ``go``."""
+
+    pid: int
+    port: int | None
+    """The port its gunicorn listens on (the parent's HTTP load and routes go there)."""
+    facts: dict
+    """What it runs (``ProbeResult.facts``): all there is if the worker dies before its result."""
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """``result-<pid>.json``: one worker's whole probe, or why it failed."""
+
+    pid: int
+    error: str | None = None
+    """The exception that ended the probe, one line (None: it completed)."""
+    traceback: str | None = None
+    facts: dict = field(default_factory=dict)
+    """What the worker runs, as it reported it: driver and build, wait function or callback,
+    what gevent patched and who imported the driver when (kept as-is in the run record's
+    ``facts``; ``core/causes.py`` reads it)."""
+    facts_after: dict | None = None
+    """The same facts at the end (the wait function is looked up on every query)."""
+    connect: ConnectPhase | None = None
+    blocked_connect: list[BlockedEvent] = field(default_factory=list)
+    """The monitor thread's events during the connect phase."""
+    wait_seconds: float = 0.0
+    """w: each greenlet's ``pg_sleep(w)`` in a window."""
+    windows: list[list[float]] = field(default_factory=list)
+    """[start, end] of each wait window."""
+    blocked: list[BlockedEvent] = field(default_factory=list)
+    """The monitor thread's events during the wait windows."""
+    select1_window: list[float] | None = None
+    """[start, end] of the ``SELECT 1`` loop."""
+    select1_latencies_us: list[int] = field(default_factory=list)
+    heartbeat_expected: list[float] = field(default_factory=list)
+    """When each heartbeat tick was due."""
+    heartbeat_lag: list[float] = field(default_factory=list)
+    """How late each tick ran, s."""
+
+
+@dataclass(frozen=True)
+class RouteReady:
+    """``route-ready-<pid>.json``: the worker's request phase is over; routes may come."""
+
+    pid: int
+
+
+@dataclass(frozen=True)
+class RoutePhase:
+    """``routes-<pid>.json``: what a worker saw while the parent drove the user's routes."""
+
+    pid: int
+    heartbeat_expected: list[float]
+    heartbeat_lag: list[float]
+    requests: list[float]
+    """When each request of the app (not the probe's own route) started."""
+    blocked: list[BlockedEvent]
+
+
+@dataclass(frozen=True)
+class AppError:
+    """``app-error-<pid>.json``: the user's app or config failed to load, in its own words."""
+
+    pid: int
+    where: str
+    """``while the gunicorn worker imported the app``..."""
+    error: str
+    """``ExceptionType: its last line``."""
+    origin: str | None = None
+    """``file, line N`` of the user's code that raised, when it is theirs."""
+
+
+@dataclass(frozen=True)
+class GunicornSettings:
+    """``settings.json`` of ``worker/inspect_conf.py``: the user's effective gunicorn settings,
+    or why gunicorn refused them (``ok`` false: ``stage`` and ``error`` say so)."""
+
+    ok: bool
+    stage: str | None = None
+    """Where it failed: ``config`` (their config file), ``settings``, ``inspect``."""
+    error: str | None = None
+    config: str | None = None
+    """The config file gunicorn read (or ``python:module``)."""
+    worker_class: str | None = None
+    gevent: bool = False
+    """True when the worker class is gevent's (or derives from it)."""
+    workers: int = 1
+    preload: bool = False
+    daemon: bool = False
+    timeout: int | float | None = None
+    max_requests: int = 0
+    reuse_port: bool = False
+    app: str | None = None
+    chdir: str | None = None
+    hooks: list[str] = field(default_factory=list)
+    """The server hooks their config defines (``post_fork``...)."""
+
+
+PREFIXES = {"ready": Ready, "result": ProbeResult, "route-ready": RouteReady,
+            "routes": RoutePhase, "app-error": AppError}
+"""File name prefix (``<prefix>-<pid>.json``) → the record it holds."""
+
+
+def dump(record) -> dict:
+    """``record`` as JSON-ready data, with the version."""
+    return {"version": RECORD_VERSION, **dataclasses.asdict(record)}
+
+
+def write(path: str, record) -> None:
+    """Write ``record`` to ``path`` whole: to a temp file, then renamed into place, so the
+    parent never reads half a file."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(dump(record), f)
+    os.replace(tmp, path)
+
+
+_GENERIC = re.compile(r"^(\w+)\[(.*)\]$")
+
+
+def _check(value, kind: str, where: str):
+    """``value`` checked against the annotation text ``kind``, nested records built."""
+    kind = kind.strip()
+    if "|" in kind:
+        options = [k.strip() for k in kind.split("|")]
+        if value is None and "None" in options:
+            return None
+        problems = []
+        for option in (k for k in options if k != "None"):
+            try:
+                return _check(value, option, where)
+            except RecordError as exc:
+                problems.append(str(exc))
+        raise RecordError(problems[0])
+    generic = _GENERIC.match(kind)
+    if generic and generic.group(1) == "list":
+        if not isinstance(value, list):
+            raise RecordError(f"{where} is {_shown(value)}, not a list")
+        inner = generic.group(2)
+        if inner in ("int", "float"):  # thousands of samples: one pass, no call per item
+            bad = next((i for i, v in enumerate(value) if isinstance(v, bool)
+                        or not isinstance(v, _BASIC[inner])), None)
+            if bad is None:
+                return [float(v) for v in value] if inner == "float" else list(value)
+        return [_check(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if kind in _RECORDS:
+        return _build(_RECORDS[kind], value, where)
+    expected = _BASIC.get(kind)
+    if expected is None:  # pragma: no cover - a field annotated with a type added here later
+        raise RecordError(f"{where}: cannot check a field of type {kind}")
+    ok = isinstance(value, expected) and not (isinstance(value, bool) and kind in ("int", "float"))
+    if not ok:
+        raise RecordError(f"{where} is {_shown(value)}, not {_WORDS[kind]}")
+    return float(value) if kind == "float" else value
+
+
+_BASIC = {"int": int, "float": (int, float), "str": str, "bool": bool, "dict": dict}
+_WORDS = {"int": "a whole number", "float": "a number", "str": "a string",
+          "bool": "true or false", "dict": "an object"}
+
+
+def _shown(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 30 else text[:27] + "..."
+
+
+def _build(cls, data, where: str):
+    if not isinstance(data, dict):
+        raise RecordError(f"{where} is {_shown(data)}, not an object")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise RecordError(f"{where} has a field {unknown[0]!r} that {cls.__name__} does not")
+    values = {}
+    for name, f in fields.items():
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise RecordError(f"{where} lacks the field {name!r}")
+            continue
+        values[name] = _check(data[name], f.type, f"{where}.{name}")
+    return cls(**values)
+
+
+_RECORDS = {cls.__name__: cls for cls in (BlockedEvent, ConnectPhase, Ready, ProbeResult,
+                                          RouteReady, RoutePhase, AppError, GunicornSettings)}
+
+
+def load(cls, data, source: str):
+    """The ``cls`` record in ``data`` (parsed JSON read from ``source``, a file name).
+
+    Raises ``RecordError`` when the version is not ``RECORD_VERSION`` or a field is
+    missing, unknown or of the wrong type.
+    """
+    if not isinstance(data, dict):
+        raise RecordError(f"{source} holds {_shown(data)}, not a record")
+    version = data.get("version")
+    if version != RECORD_VERSION:
+        raise RecordError(
+            f"{source} is a record of version {version!r} but this geventprobe reads version "
+            f"{RECORD_VERSION}: the workers ran another copy of geventprobe (a stale one on "
+            "PYTHONPATH or in the project directory?): remove it, or run the geventprobe "
+            "installed with it")
+    body = {k: v for k, v in data.items() if k != "version"}
+    return _build(cls, body, source)
+
+
+def read(cls, path: str):
+    """The ``cls`` record of the file at ``path``: ``OSError`` or ``ValueError`` when it
+    cannot be read as JSON, ``RecordError`` when it is not a ``cls`` of this version."""
+    with open(path) as f:
+        data = json.load(f)
+    return load(cls, data, os.path.basename(path))
