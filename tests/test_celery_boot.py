@@ -3,8 +3,10 @@
 Fast: plain Python processes, no celery worker. What a worker's interpreter has imported
 once Python has started is the same with the boot dir as without, but for geventprobe's
 own modules and the built-in faulthandler; a sitecustomize the boot dir shadows still
-runs; the boot record parses; records of another version are refused in one line; the
-batch figures (peak, overlap, queue and run time) from recorded times.
+runs; the boot record parses (written by hand, with worker/record.py's version); records
+of another version are refused in one line; the batch figures (peak, overlap, queue and
+run time) from recorded times; a driver an app hides with ``sys.modules[name] = None``
+(Django settings that keep psycopg 3 out) is not taken for an imported one.
 """
 
 from __future__ import annotations
@@ -16,8 +18,14 @@ import sys
 
 import pytest
 
-from geventprobe.processes.celery_workers import Batch, TaskFigures, make_boot_dir
-from geventprobe.worker import celery_record as rec
+from geventprobe.processes.celery_workers import (
+    Batch,
+    TaskFigures,
+    main_thread_frames,
+    make_boot_dir,
+)
+from geventprobe.worker import celery_watch, import_watch, probe
+from geventprobe.worker import record as rec
 
 SHOW_MODULES = "import sys, json; print(json.dumps(sorted(sys.modules)))"
 
@@ -64,10 +72,15 @@ def test_the_boot_record_parses_and_takes_the_stack_signal(tmp_path, boot):
                          env=_env(PYTHONPATH=boot, GEVENTPROBE_CELERY_RUN_DIR=str(tmp_path)),
                          check=True, timeout=30)
     pid = int(out.stdout.strip())
-    record = rec.load(str(tmp_path / f"boot-{pid}.json"), rec.Boot)
-    assert record.pid == pid and record.version == rec.RECORD_VERSION
+    record = rec.read(rec.CeleryBoot, str(tmp_path / f"boot-{pid}.json"))
+    assert record.pid == pid
     assert record.stack_signal > 31  # a real-time signal, not one of celery's
     assert (tmp_path / f"stacks-{pid}.txt").exists()
+
+
+def test_the_boot_record_has_the_records_version():
+    # Written by hand while Python starts (json is not imported yet): same version.
+    assert celery_watch.BOOT_VERSION == rec.RECORD_VERSION
 
 
 def test_a_shadowed_sitecustomize_still_runs(tmp_path, boot):
@@ -85,23 +98,69 @@ def test_a_shadowed_sitecustomize_still_runs(tmp_path, boot):
 
 def test_a_record_of_another_version_is_refused_in_one_line(tmp_path):
     mark = rec.TaskMark(task_id="x", what="started", at=1.0)
-    assert rec.from_json(rec.to_json(mark), rec.TaskMark) == mark
-    data = json.loads(rec.to_json(mark))
+    path = str(tmp_path / "started-x.json")
+    rec.write(path, mark)
+    assert rec.read(rec.TaskMark, path) == mark
+    data = json.loads(open(path).read())
     data["version"] = rec.RECORD_VERSION + 1
     with pytest.raises(rec.RecordError) as info:
-        rec.from_json(json.dumps(data), rec.TaskMark)
+        rec.load(rec.TaskMark, data, "started-x.json")
     assert "\n" not in str(info.value) and "version" in str(info.value)
-    with pytest.raises(rec.RecordError, match="not a TaskDone record"):
-        rec.from_json(rec.to_json(mark), rec.TaskDone)
+    with pytest.raises(rec.RecordError, match="that TaskDone does not"):
+        rec.load(rec.TaskDone, rec.dump(mark), "task-x.json")
 
 
-def test_hub_tuples_survive_the_round_trip():
-    hub = rec.Hub(pid=1, period=0.002, started=0.0, ticks=3, last_tick=1.0,
-                  late=((0.5, 0.2), (0.9, 0.004)), written=1.1,
-                  blocked=({"frames": ["a", "b"], "user": 1, "times": [0.6]},))
-    back = rec.from_json(rec.to_json(hub), rec.Hub)
+def test_the_hub_record_survives_the_round_trip(tmp_path):
+    hub = rec.CeleryHub(pid=1, period=0.002, started=0.0, ticks=3, last_tick=1.0,
+                        late=[[0.5, 0.2], [0.9, 0.004]], written=1.1,
+                        blocked=[rec.BlockedSeen(frames=["a", "b"], user=1, times=[0.6, 0.65],
+                                                 seconds=[0.05, 0.1])])
+    path = str(tmp_path / "hub-1.json")
+    rec.write(path, hub)
+    back = rec.read(rec.CeleryHub, path)
     assert back == hub
     assert back.lag_in(0.4, 0.6) == 0.2 and back.lag_in(0.6, 0.8) == 0.0
+    assert [(e.t, e.s, e.user) for e in back.events()] == [(0.6, 0.05, 1), (0.65, 0.1, 1)]
+
+
+def test_the_main_thread_is_the_last_in_a_faulthandler_dump():
+    dump = (
+        "Thread 0x00007f0000000002 (most recent call first):\n"
+        '  File "/x/gevent/_monitor.py", line 10 in run\n'
+        "\n"
+        "Current thread 0x00007f0000000001 (most recent call first):\n"
+        '  File "/venv/lib/python3.11/site-packages/kombu/utils/eventio.py", line 83 in poll\n'
+        '  File "/venv/lib/python3.11/site-packages/kombu/asynchronous/hub.py", line 406 in '
+        "create_loop\n"
+        '  File "/app/worker.py", line 29 in <module>\n')
+    assert main_thread_frames(dump) == [
+        "/app/worker.py:29 in <module>", "kombu/asynchronous/hub.py:406 in create_loop",
+        "kombu/utils/eventio.py:83 in poll"]
+
+
+class _NoImports:
+    """A probe source whose app imported nothing (what collect_facts needs of it)."""
+
+    def import_facts(self, worker=None) -> dict:
+        return {"build": "x", "driver_import": {}, "driver_imported_in_master": False,
+                "import_error": None}
+
+
+def test_a_hidden_driver_is_not_taken_for_an_imported_one(monkeypatch):
+    # Django settings that must not use psycopg 3 hide it: sys.modules["psycopg"] = None.
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    assert not import_watch.loaded("psycopg")
+    facts = probe.collect_facts(_NoImports())  # before: ImportError (import of None)
+    assert facts["driver"] != "psycopg" and "psycopg" not in facts
+
+
+def test_the_driver_module_skips_a_hidden_driver(monkeypatch):
+    import psycopg2
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    monkeypatch.setattr(import_watch, "phase", import_watch.phase)
+    module, who, error = import_watch.driver_module()  # before: (None, "app", None)
+    assert module is psycopg2 and error is None
 
 
 def _task(i, sent, started, finished):

@@ -18,7 +18,7 @@ and injects the probe without touching their code:
    runs their config, chains their hooks with ours and starts the probe in
    ``post_worker_init`` after theirs; the facts say which driver their workers really
    use, its wait function or callback, what gevent patched and who imported the driver
-   when. ``judge_phases`` judges their routes (``route_rules.py``), and ``headline``
+   when. ``judge`` judges the workers, then their routes (``route_rules.py``); ``headline``
    speaks of their app.
 """
 
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from geventprobe.app import route_rules
 from geventprobe.app.routes import Route
-from geventprobe.core import rules
+from geventprobe.core import judge, rules
 from geventprobe.core.builds import Build
 from geventprobe.core.progress import Listener
 from geventprobe.core.session import Session
@@ -42,7 +42,7 @@ from geventprobe.dsn import redact
 from geventprobe.errors import ProbeError
 from geventprobe.processes import children, gunicorn_workers
 from geventprobe.processes.run_dir import WorkersRun
-from geventprobe.record import BuildResult, Calibration, RouteResult, Verdict
+from geventprobe.record import BuildResult, Calibration, Verdict
 from geventprobe.settings import Thresholds, Workload
 from geventprobe.worker import record
 from geventprobe.worker.record import GunicornSettings
@@ -105,9 +105,11 @@ class GunicornApp:
             env, workload, session.dsn, self.preload, argv=self.argv, cwd=self.cwd,
             keep_cmd_args=True, thresholds=session.plan.thresholds, routes=list(self.routes))
 
-    def judge_phases(self, run: WorkersRun, thresholds: Thresholds) -> list[RouteResult]:
-        """Each ``--route``'s verdict."""
-        return route_rules.judge_all(run.routes, thresholds)
+    def judge(self, run: WorkersRun, workload: Workload, thresholds: Thresholds,
+              started: float) -> BuildResult:
+        """The workers' figures through the verdict rules, then each ``--route``'s verdict."""
+        return judge.judge(self, run, workload, thresholds, started,
+                           routes=lambda r: route_rules.judge_all(r.routes, thresholds))
 
     # -- as the run's target
 

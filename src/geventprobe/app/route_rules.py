@@ -50,33 +50,39 @@ def _served(workers: dict[int, RoutePhase], t0: float, t1: float) -> dict[int, i
             for pid, report in workers.items()}
 
 
-def serialized_cause(served: dict[int, int], connections: dict[int, int]
-                     ) -> tuple[str, str]:
-    """(cause, advice) of a SERIALIZED route, from the worker that served the most."""
+def serialized_cause(served: dict[int, int], connections: dict[int, int], *,
+                     what: str = "requests", setting: str = "gunicorn worker_connections",
+                     default: str = ", 1000 by default") -> tuple[str, str]:
+    """(cause, advice) of a SERIALIZED route, from the worker that served the most.
+
+    ``what``, ``setting`` and ``default``: the words of another kind of work that waits on
+    each other the same way (a celery worker's tasks: ``tasks``, its ``-c``).
+    """
+    one = what[:-1]
     if not served or not any(served.values()):
-        return ("the requests waited on each other while the hub ran on time",
-                "look for what the requests share: a connection, a pool, a lock")
+        return (f"the {what} waited on each other while the hub ran on time",
+                f"look for what the {what} share: a connection, a pool, a lock")
     pid = max(served, key=lambda p: (served[p], -p))
     n, conns = served[pid], connections.get(pid)
     if conns is None:
-        return (f"{n} concurrent requests in one worker waited on each other while the hub "
+        return (f"{n} concurrent {what} in one worker waited on each other while the hub "
                 "ran on time (server connections not counted: the workers reach it through a "
                 "unix socket)",
-                "look for what the requests share: a connection, a pool, a lock")
+                f"look for what the {what} share: a connection, a pool, a lock")
     if conns <= 1 < n:
-        return (f"{conns} server connection for {n} concurrent requests: a connection shared "
+        return (f"{conns} server connection for {n} concurrent {what}: a connection shared "
                 "between greenlets",
-                "give each request (greenlet) its own connection: a pool sized to the "
-                "concurrency a worker serves (gunicorn worker_connections), or a connection "
-                "per request")
+                f"give each {one} (greenlet) its own connection: a pool sized to the "
+                f"concurrency a worker serves ({setting}), or a connection per {one}")
     if conns < n:
-        return (f"{conns} server connections for {n} concurrent requests: the pool is smaller "
+        return (f"{conns} server connections for {n} concurrent {what}: the pool is smaller "
                 "than the concurrency",
-                "size the pool to the concurrency a worker serves (gunicorn worker_connections, "
-                "1000 by default), or lower worker_connections to the pool's size")
-    return (f"{conns} server connections for {n} concurrent requests, yet they waited on each "
+                f"size the pool to the concurrency a worker serves ({setting}{default}), or "
+                f"lower {setting.split(' ', 1)[-1] if what == 'requests' else 'it'} to the "
+                "pool's size")
+    return (f"{conns} server connections for {n} concurrent {what}, yet they waited on each "
             "other: a lock or a limit in the app, not the database connections",
-            "look for a lock, semaphore or single shared client around the request's work")
+            f"look for a lock, semaphore or single shared client around the {one}'s work")
 
 
 def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds) -> RouteResult:

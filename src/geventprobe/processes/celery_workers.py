@@ -13,17 +13,21 @@ URL and the DSN may hold passwords: never on a command line):
 - ``CELERY_BROKER_URL`` points the worker at the run's broker (celery reads it before
   the app's own setting), ``DATABASE_URL`` at the probed server unless the user set it.
 
-Then, reading only the files the worker writes (``worker/celery_record.py``), never its
-stdout: wait until it is ready and has connected; send a warm-up task, one probe task
-alone, then C at once (``geventprobe.pg_sleep(w)``), then each of the user's tasks alone
-and C at once, each through the broker to our queue; for every task record when we sent
-it, when the consumer took it, when it started and finished, and celery's own runtime.
-A worker that never gets ready, never starts a task or never finishes one is a
-``Stall`` within a deadline, with its stacks, not a hang. Then SIGTERM, SIGKILL if it
-ignores it, reap everything it started, delete our queue, remove the run dir.
+Then, reading only the files the worker writes (``worker/record.py``'s celery records,
+version-checked), never its stdout: wait until it is ready and has connected; send a
+warm-up task, one probe task alone, then C at once (``geventprobe.pg_sleep(w)``), then
+each of the user's tasks alone and C at once, each through the broker to our queue; for
+every task record when we sent it, when the consumer took it, when it started and
+finished, and celery's own runtime. A worker that never gets ready, never starts a task,
+never finishes one, or whose hub stays held, is a ``Stall`` within a deadline, with its
+stacks, not a hang. Once every figure is in, the worker is killed at once (its figures
+are in, nothing of ours is in flight: celery's warm shutdown took 2.7-4.9 s); a stalled
+worker first gets SIGTERM, then SIGKILL if it ignores it. Everything it started is
+reaped, our queue deleted, the run dir removed.
 
-The verdict rules read the figures this returns (``CeleryRun``); which figures separate
-OK / BLOCKING / SERIALIZED / never-ran, with the margins measured: docs/celery.md.
+The verdict rules (``app/task_rules.py``) read the figures this returns (``CeleryRun``);
+which figures separate OK / BLOCKING / SERIALIZED / never-ran, with the margins
+measured: docs/celery.md.
 """
 
 from __future__ import annotations
@@ -48,8 +52,13 @@ from geventprobe.errors import ProbeError
 from geventprobe.processes import broker as brokers
 from geventprobe.processes import children
 from geventprobe.processes.cpu import CpuSampler
-from geventprobe.worker import celery_probe
-from geventprobe.worker import celery_record as rec
+from geventprobe.worker import celery_probe, record
+from geventprobe.worker.record import (
+    CeleryConnected,
+    CeleryFacts,
+    CeleryHub,
+    CeleryReady,
+)
 
 LOG_NAME = "worker.log"
 
@@ -115,23 +124,26 @@ class UserTask:
 class Deadlines:
     """How long each step may take before it is a finding (or an error), s."""
 
-    boot: float = 30.0
-    """From the start until ``worker_ready``."""
+    boot: float = 60.0
+    """From the start until ``worker_ready`` (the profile's ``boot_timeout_s``)."""
     connect: float = 10.0
     """From ready until the connect phase is done (a hub that never runs: see ``hub_silent``)."""
-    hub_silent: float = 2.0
-    """Ready this long and the heartbeat never ran: the hub is held; stop waiting for it."""
-    alone: float = 5.0
-    """A task sent alone, until it is done (the warm-up and the lone probe task)."""
+    hub_silent: float = 1.0
+    """Ready this long and the probe's greenlet never ran (no hub file): the hub is held;
+    stop waiting for the connect phase (a healthy worker writes it within ~50 ms)."""
+    start: float = 5.0
+    """A batch none of whose tasks started this long after it was sent, or whose worker's
+    heartbeat has not ticked for this long while tasks are unfinished, has stalled (healthy:
+    the warm-up starts 0.02-0.04 s after it is sent; the profile's
+    ``task_start_timeout_s``)."""
     per_task: float = 0.5
-    """Added to a batch's deadline per task in it, beyond 3 × C × w + ``alone``."""
+    """Added to a probe batch's deadline per task in it, beyond 3 × C × w + ``start``."""
     user_task: float = 60.0
-    """One of the user's own tasks (their work may take long)."""
-    stop: float = 10.0
-    """SIGTERM until SIGKILL."""
-    stop_stalled: float = 3.0
-    """SIGTERM until SIGKILL for a worker already found stalled: waiting longer tells
-    nothing new (measured: a worker whose hub is held ignores SIGTERM altogether)."""
+    """One of the user's own tasks, until it is done (their work may take long; the
+    profile's ``task_timeout_s``)."""
+    stop_stalled: float = 1.0
+    """SIGTERM until SIGKILL for a worker found stalled (measured: a worker whose hub is
+    held ignores SIGTERM altogether: waiting longer tells nothing new)."""
 
 
 # --- what comes back ---------------------------------------------------------------------
@@ -152,6 +164,8 @@ class TaskFigures:
     error: str | None
     celery_runtime: float | None
     """celery's own runtime figure (what its events and Flower show)."""
+    error_origin: str | None = None
+    """The user's frame that raised ``error``."""
     probe_connect: tuple[float, float] | None = None
     """A probe task's connection: its start and end (None for the user's tasks)."""
     probe_query: tuple[float, float] | None = None
@@ -168,6 +182,11 @@ class TaskFigures:
         if self.started is None or self.finished is None:
             return None
         return self.finished - self.started
+
+    @property
+    def failed(self) -> bool:
+        """It finished in another state than SUCCESS (an exception, a retry...)."""
+        return self.finished is not None and self.state != "SUCCESS"
 
 
 @dataclass(frozen=True)
@@ -195,8 +214,14 @@ class Batch:
     sleeps: float | None = None
     """Voluntary context switches during [start, end]: how often it went to sleep."""
     wait_cpu_s: float | None = None
-    """The worker's CPU seconds during ``common_wait`` (None: no such window, or too short
-    to be sampled): the BUSY-WAIT figure, over time when every probe task only waited."""
+    """The worker's CPU seconds during ``common_wait`` (None: no such window)."""
+    wait_run_delay_s: float | None = None
+    """Its run-queue wait during ``common_wait``."""
+    wait_sleeps: float | None = None
+    """Its voluntary context switches during ``common_wait``."""
+    connections: int | None = None
+    """Most TCP connections the worker held to the server during the batch (None: not
+    counted: a unix socket, or a probe batch)."""
 
     @property
     def common_wait(self) -> tuple[float, float] | None:
@@ -211,27 +236,40 @@ class Batch:
 
     @property
     def wait_cpu_per_s(self) -> float | None:
-        """``wait_cpu_s`` per wall second of ``common_wait``."""
+        """``wait_cpu_s`` per wall second of ``common_wait``: the BUSY-WAIT figure."""
         window = self.common_wait
         if window is None or self.wait_cpu_s is None:
             return None
         return self.wait_cpu_s / (window[1] - window[0])
 
     @property
-    def cpu_per_s(self) -> float | None:
-        """CPU seconds per wall second of the worker during the batch (BUSY-WAIT evidence)."""
-        return None if self.cpu_s is None or self.wall_s <= 0 else self.cpu_s / self.wall_s
+    def wait_runnable(self) -> float | None:
+        """Share of ``common_wait`` the worker was on a CPU or queued for one."""
+        window = self.common_wait
+        if window is None or self.wait_cpu_s is None or self.wait_run_delay_s is None:
+            return None
+        return min(1.0, (self.wait_cpu_s + self.wait_run_delay_s) / (window[1] - window[0]))
 
     @property
-    def runnable(self) -> float | None:
-        """Share of the batch the worker was on a CPU or waiting for one."""
-        if self.cpu_s is None or self.run_delay_s is None or self.wall_s <= 0:
+    def wait_sleeps_per_s(self) -> float | None:
+        """Times per second the worker went to sleep during ``common_wait``."""
+        window = self.common_wait
+        if window is None or self.wait_sleeps is None:
             return None
-        return min(1.0, (self.cpu_s + self.run_delay_s) / self.wall_s)
+        return self.wait_sleeps / (window[1] - window[0])
+
+    @property
+    def cpu_per_s(self) -> float | None:
+        """CPU seconds per wall second of the worker during the whole batch."""
+        return None if self.cpu_s is None or self.wall_s <= 0 else self.cpu_s / self.wall_s
 
     @property
     def done(self) -> int:
         return sum(1 for t in self.tasks if t.finished is not None)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for t in self.tasks if t.failed)
 
     @property
     def complete(self) -> bool:
@@ -241,25 +279,41 @@ class Batch:
     def wall_s(self) -> float:
         return self.end - self.start
 
+    def _values(self, what: str) -> list[float]:
+        return sorted(v for v in (getattr(t, what) for t in self.tasks) if v is not None)
+
     @property
     def queue_max_s(self) -> float | None:
-        values = [t.queue_s for t in self.tasks if t.queue_s is not None]
-        return max(values) if values else None
+        values = self._values("queue_s")
+        return values[-1] if values else None
 
     @property
-    def run_max_s(self) -> float | None:
-        values = [t.run_s for t in self.tasks if t.run_s is not None]
-        return max(values) if values else None
-
-    @property
-    def run_median_s(self) -> float | None:
-        values = [t.run_s for t in self.tasks if t.run_s is not None]
+    def queue_median_s(self) -> float | None:
+        values = self._values("queue_s")
         return statistics.median(values) if values else None
 
     @property
+    def run_max_s(self) -> float | None:
+        values = self._values("run_s")
+        return values[-1] if values else None
+
+    @property
+    def run_median_s(self) -> float | None:
+        values = self._values("run_s")
+        return statistics.median(values) if values else None
+
+    @property
+    def run_p90_s(self) -> float | None:
+        """The 90th percentile of the run times (nearest rank)."""
+        values = self._values("run_s")
+        if not values:
+            return None
+        return values[min(len(values) - 1, max(0, -(-9 * len(values) // 10) - 1))]
+
+    @property
     def celery_runtime_max_s(self) -> float | None:
-        values = [t.celery_runtime for t in self.tasks if t.celery_runtime is not None]
-        return max(values) if values else None
+        values = self._values("celery_runtime")
+        return values[-1] if values else None
 
     @property
     def peak(self) -> int:
@@ -277,13 +331,19 @@ class Batch:
 
     @property
     def overlap(self) -> float | None:
-        """Sum of the run times over the span they cover: ≈ C when they ran side by side
-        without waiting for each other, ≈ 1 when one at a time."""
+        """Sum of the run times over the span they cover: about C when they ran side by side,
+        1 when one after the other."""
         runs = [t for t in self.tasks if t.run_s is not None]
         if not runs:
             return None
         span = max(t.finished for t in runs) - min(t.started for t in runs)
         return sum(t.run_s for t in runs) / span if span > 0 else None
+
+    @property
+    def first_error(self) -> TaskFigures | None:
+        """The first task (by finish) that failed."""
+        failed = sorted((t for t in self.tasks if t.failed), key=lambda t: t.finished)
+        return failed[0] if failed else None
 
 
 @dataclass(frozen=True)
@@ -295,6 +355,7 @@ class Stall:
     ``stalled`` (tasks began and did not finish)."""
     batch: str | None
     """Which batch (None for ``never-ready``)."""
+    task: str | None
     waited_s: float
     received: int
     started: int
@@ -306,6 +367,14 @@ class Stall:
     """faulthandler's dump of every thread (works while the hub is held in C)."""
     greenlets: str | None
     """gevent's run info, every greenlet's stack (only a hub that still runs can write it)."""
+    why: str = "deadline"
+    """What ended the wait: ``deadline``, ``none started`` (``Deadlines.start``), ``hub
+    held`` (the heartbeat silent for ``Deadlines.start``), ``exited``."""
+
+    @property
+    def main_stack(self) -> list[str]:
+        """The main thread's frames (the hub's, under gevent), outermost first."""
+        return main_thread_frames(self.stacks)
 
 
 @dataclass(frozen=True)
@@ -313,11 +382,14 @@ class StopFigures:
     """How the worker ended."""
 
     signal: str
-    """``SIGTERM`` when that sufficed, ``SIGKILL`` when it ignored SIGTERM for the deadline."""
+    """``SIGKILL`` (the quick stop, or a stalled worker that ignored SIGTERM), ``SIGTERM``
+    when that sufficed, ``none`` when it had exited on its own."""
     seconds: float
     returncode: int | None
     exited_before: bool = False
     """It had exited on its own before we stopped it."""
+    ignored_sigterm: bool = False
+    """A stalled worker was sent SIGTERM and did not exit within ``Deadlines.stop_stalled``."""
 
 
 @dataclass(frozen=True)
@@ -328,17 +400,19 @@ class CeleryRun:
     queue: str
     broker: str
     """The broker URL as shown (password masked)."""
-    ready: rec.Ready | None = None
-    connected: rec.Connected | None = None
-    hub: rec.Hub | None = None
+    size: int = 0
+    """Tasks sent at once in an ``at once`` batch."""
+    ready: CeleryReady | None = None
+    connected: CeleryConnected | None = None
+    hub: CeleryHub | None = None
     """The worker's last heartbeat record."""
-    facts_after: rec.FactsAfter | None = None
+    facts_after: CeleryFacts | None = None
     """The facts again once the tasks ran (a lazily imported driver is in them by now)."""
     batches: tuple[Batch, ...] = ()
     stall: Stall | None = None
     stop: StopFigures | None = None
     boot_pids: tuple[int, ...] = ()
-    """Processes that imported celery under our hook."""
+    """Processes that loaded our boot dir."""
     boot_errors: tuple[str, ...] = ()
     """Our hooks' own failures in the worker (it ran on without them)."""
     queue_cleanup: str | None = None
@@ -350,6 +424,36 @@ class CeleryRun:
     def batch(self, label: str, task: str = celery_probe.PROBE_TASK) -> Batch | None:
         """The batch with that label (and task), if it ran."""
         return next((b for b in self.batches if b.label == label and b.task == task), None)
+
+    @property
+    def facts(self) -> dict:
+        """The worker's facts at the end (ready's when it never answered again)."""
+        if self.facts_after is not None:
+            return self.facts_after.facts
+        return self.ready.facts if self.ready is not None else {}
+
+
+_THREAD = re.compile(r"^(Current thread|Thread) (0x[0-9a-f]+)", re.I)
+_FRAME = re.compile(r'^\s+File "(.+)", line (\d+) in (.+)$')
+
+
+def main_thread_frames(stacks: str) -> list[str]:
+    """The main thread's frames in a faulthandler dump, ``file:line in function``, outermost
+    first (faulthandler lists the most recent call first; the main thread is the last)."""
+    threads: list[list[str]] = []
+    for line in stacks.splitlines():
+        if _THREAD.match(line):
+            threads.append([])
+            continue
+        frame = _FRAME.match(line)
+        if frame and threads:
+            from geventprobe.worker.monitor import short
+
+            threads[-1].append(f"{short(frame.group(1))}:{frame.group(2)} in {frame.group(3)}")
+    if not threads:
+        return []
+    # faulthandler dumps the threads newest first; the main thread was started first.
+    return list(reversed(threads[-1]))
 
 
 # --- the boot dir ------------------------------------------------------------------------
@@ -384,7 +488,6 @@ def worker_environ(base: dict[str, str], *, run_dir: str, boot: str, queue: str,
         celery_probe.QUEUE_ENV: queue,
         celery_probe.WORKLOAD_ENV: json.dumps(workload),
         "GEVENTPROBE_DSN": dsn,
-        "GEVENTPROBE_MODE": "app",
         "CELERY_BROKER_URL": broker_url,
         "PYTHONUNBUFFERED": "1",
     })
@@ -399,35 +502,37 @@ def worker_environ(base: dict[str, str], *, run_dir: str, boot: str, queue: str,
 
 class _Files:
     """The run dir's records, each parsed once (a file is renamed in whole and never changes,
-    except ``hub-*``, which is rewritten: read fresh)."""
+    except ``hub-*``, which is rewritten: read fresh). A record of another version, or of
+    the wrong shape, is a ProbeError (one line): the worker ran another geventprobe."""
 
     def __init__(self, run_dir: str):
         self.run_dir = run_dir
         self._cache: dict[str, object] = {}
-        self.errors: list[str] = []
 
-    def records(self, prefix: str, kind: type) -> dict[str, object]:
+    def _read(self, kind: type, path: str):
+        try:
+            return record.read(kind, path)
+        except (OSError, ValueError):
+            return None  # not there yet, or someone else's file (a rename is atomic)
+        except record.RecordError as exc:
+            raise ProbeError(f"cannot read the celery worker's report: {exc}") from None
+
+    def records(self, prefix: str) -> dict[str, object]:
+        """Every ``<prefix>-<key>.json`` (``record.CELERY_PREFIXES`` names its type), by key."""
+        kind = record.CELERY_PREFIXES[prefix]
         found = {}
         for path in glob.glob(os.path.join(self.run_dir, f"{prefix}-*.json")):
             key = os.path.basename(path)[len(prefix) + 1:-len(".json")]
-            if path in self._cache:
-                found[key] = self._cache[path]
-                continue
-            try:
-                record = rec.load(path, kind)
-            except (OSError, rec.RecordError) as exc:
-                if isinstance(exc, rec.RecordError):
-                    self.errors.append(f"{os.path.basename(path)}: {exc}")
-                continue
-            self._cache[path] = record
-            found[key] = record
+            if path not in self._cache:
+                rec = self._read(kind, path)
+                if rec is None:
+                    continue
+                self._cache[path] = rec
+            found[key] = self._cache[path]
         return found
 
-    def hub(self, pid: int) -> rec.Hub | None:
-        try:
-            return rec.load(os.path.join(self.run_dir, f"hub-{pid}.json"), rec.Hub)
-        except (OSError, rec.RecordError):
-            return None
+    def hub(self, pid: int) -> CeleryHub | None:
+        return self._read(CeleryHub, os.path.join(self.run_dir, f"hub-{pid}.json"))
 
     def text(self, name: str) -> str | None:
         try:
@@ -478,14 +583,16 @@ def run_celery(command: CeleryCommand, *, dsn: str, broker: brokers.Broker,
                wait_s: float = 0.2, greenlets: int | None = None,
                tasks: Sequence[UserTask] = (), env: dict[str, str] | None = None,
                result_backend: str | None = None, deadlines: Deadlines = Deadlines(),
-               workload: dict | None = None) -> CeleryRun:
+               workload: dict | None = None, server_port: int | None = None) -> CeleryRun:
     """Start the worker, probe it, stop it; everything it started is gone when this returns.
 
     ``greenlets``: how many tasks go at once (default: the worker's own concurrency, from
-    its ``-c`` or settings). ``tasks``: the user's own tasks, each run alone then C at once
-    after the probe task. ``env``: the worker's base environment (default ours).
-    ``result_backend``: the worker's ``CELERY_RESULT_BACKEND`` (the runner passes the
-    embedded broker's URL so results of the user's tasks stay in the run).
+    its ``-c`` or settings; never more than it). ``tasks``: the user's own tasks, each run
+    alone then C at once after the probe task. ``env``: the worker's base environment
+    (default ours). ``result_backend``: the worker's ``CELERY_RESULT_BACKEND`` (the runner
+    passes the embedded broker's URL so results of the user's tasks stay in the run).
+    ``server_port``: the server's TCP port, to count the worker's connections during the
+    user's batches (None: not counted).
 
     Raises ProbeError (one line) for what the user must fix: the worker exited before it
     was ready (the app does not import...), or a ``--task`` its app does not register.
@@ -510,50 +617,54 @@ def run_celery(command: CeleryCommand, *, dsn: str, broker: brokers.Broker,
                                boot=boot, queue=queue, broker_url=broker.url, dsn=dsn,
                                workload=wl, result_backend=result_backend))
         _probe(proc, files, parts, command, broker, queue, wl, wait_s, greenlets, tasks,
-               deadlines, started)
+               deadlines, started, server_port)
     finally:
         if proc is not None:
-            bound = deadlines.stop_stalled if parts.get("stall") else deadlines.stop
-            parts["stop"] = _stop(proc, bound, parts)
+            parts["stop"] = _stop(proc, parts, deadlines)
         parts["queue_cleanup"] = brokers.delete_queue(broker.url, queue)
         parts["log_tail"] = _log_tail(log_path)
-        boots = files.records("boot", rec.Boot)
-        parts["boot_pids"] = tuple(sorted(b.pid for b in boots.values()))
+        with contextlib.suppress(ProbeError):
+            parts["boot_pids"] = tuple(sorted(b.pid for b in files.records("boot").values()))
         errors = [files.text(os.path.basename(p)) or ""
                   for p in glob.glob(os.path.join(run_dir, "boot-error-*.txt"))]
         ready = parts.get("ready")
         if ready is not None:
             errors += ready.facts.get("hook_errors") or []
-        parts["boot_errors"] = tuple(e.strip() for e in errors + files.errors if e.strip())
+        parts["boot_errors"] = tuple(e.strip() for e in errors if e.strip())
         children.remove_temp_dir(run_dir)
     return CeleryRun(command=command, queue=queue, broker=broker.shown, **parts)
 
 
 def _probe(proc, files: _Files, parts: dict, command: CeleryCommand, broker: brokers.Broker,
            queue: str, wl: dict, wait_s: float, greenlets: int | None,
-           tasks: Sequence[UserTask], deadlines: Deadlines, started: float) -> None:
+           tasks: Sequence[UserTask], deadlines: Deadlines, started: float,
+           server_port: int | None) -> None:
     """Everything between the worker's start and its stop; fills ``parts``."""
     timings = parts["timings"]
     ready = _wait_ready(proc, files, command, deadlines.boot)
     timings["boot"] = round(time.monotonic() - started, 3)
     if ready is None:
-        parts["stall"] = _stall(files, proc, "never-ready", None, (), deadlines.boot, {})
+        parts["stall"] = _stall(files, proc, "never-ready", None, None, (), deadlines.boot,
+                                {}, "deadline")
         return
     parts["ready"] = ready
     unknown = [t.name for t in tasks if t.name not in ready.tasks]
     if unknown:
-        known = ", ".join(ready.tasks) or "none"
+        known = ", ".join(t for t in ready.tasks if t != celery_probe.PROBE_TASK) or "none"
         raise ProbeError(f"--task {unknown[0]}: the worker's app has no such task (it "
                          f"registers: {known}): check the name (celery -A APP inspect "
                          "registered lists them)")
     t_connect = time.monotonic()
     parts["connected"] = _wait_connected(proc, files, ready, deadlines)
     timings["connect"] = round(time.monotonic() - t_connect, 3)
-    size = int(greenlets or ready.concurrency or wl["greenlets"])
-    plan = [("warm-up", celery_probe.PROBE_TASK, 1, (0.0,), {}, deadlines.alone, 0.0),
-            ("alone", celery_probe.PROBE_TASK, 1, (wait_s,), {}, deadlines.alone, wait_s),
-            ("at once", celery_probe.PROBE_TASK, size, (wait_s,), {},
-             3 * size * wait_s + deadlines.alone + deadlines.per_task * size, wait_s)]
+    size = int(ready.concurrency or wl["greenlets"])
+    if greenlets:
+        size = min(size, int(greenlets))  # never more at once than the worker can run
+    parts["size"] = size
+    probe_deadline = 3 * size * wait_s + deadlines.start + deadlines.per_task * size
+    plan = [("warm-up", celery_probe.PROBE_TASK, 1, (0.0,), {}, deadlines.start, 0.0),
+            ("alone", celery_probe.PROBE_TASK, 1, (wait_s,), {}, deadlines.start, wait_s),
+            ("at once", celery_probe.PROBE_TASK, size, (wait_s,), {}, probe_deadline, wait_s)]
     for task in tasks:
         plan.append(("alone", task.name, 1, tuple(task.args), dict(task.kwargs),
                      deadlines.user_task, None))
@@ -563,12 +674,19 @@ def _probe(proc, files: _Files, parts: dict, command: CeleryCommand, broker: bro
     batches: list[Batch] = []
     from celery import Celery
 
+    from geventprobe.app.routes import ConnectionCounter
+
     app = Celery("geventprobe", broker=broker.url, set_as_current=False)
     try:
         with CpuSampler([ready.pid]) as sampler, app.producer_or_acquire() as producer:
             for label, name, n, args, kwargs, deadline, w in plan:
-                batch, stall = _run_batch(app, producer, files, proc, ready.pid, queue, label,
-                                          name, n, args, kwargs, deadline, w)
+                counted = server_port if w is None else None
+                with ConnectionCounter([ready.pid], counted) as counter:
+                    batch, stall = _run_batch(app, producer, files, proc, ready.pid, queue,
+                                              label, name, n, args, kwargs, deadline, w,
+                                              deadlines)
+                if counted is not None:
+                    batch = replace(batch, connections=counter.most.get(ready.pid))
                 batches.append(batch)
                 if stall is not None:
                     parts["stall"] = stall
@@ -577,22 +695,34 @@ def _probe(proc, files: _Files, parts: dict, command: CeleryCommand, broker: bro
         with contextlib.suppress(Exception):
             app.close()
     # Read once the sampler has stopped: a window's end needs a sample after it.
-    parts["batches"] = tuple(replace(
-        b, cpu_s=sampler.cpu_seconds(ready.pid, b.start, b.end),
-        run_delay_s=sampler.delta(ready.pid, "run_delay", b.start, b.end),
-        sleeps=sampler.delta(ready.pid, "voluntary", b.start, b.end),
-        wait_cpu_s=sampler.cpu_seconds(ready.pid, *b.common_wait) if b.common_wait else None)
-        for b in batches)
+    parts["batches"] = tuple(_with_cpu(b, sampler, ready.pid) for b in batches)
     timings["tasks"] = round(time.monotonic() - t_tasks, 3)
-    parts["hub"], parts["facts_after"] = _final(files, ready.pid,
-                                                batches[-1].end if batches else 0.0)
+    if parts.get("stall") is None:
+        parts["hub"], parts["facts_after"] = _final(files, ready.pid,
+                                                    batches[-1].end if batches else 0.0)
+    else:  # a held hub answers nothing: what there is
+        parts["hub"] = files.hub(ready.pid)
+
+
+def _with_cpu(b: Batch, sampler: CpuSampler, pid: int) -> Batch:
+    """The batch with the worker's CPU, run-queue wait and sleeps over it, and over the time
+    every probe task only waited on the server (``common_wait``)."""
+    wait = b.common_wait
+    return replace(
+        b, cpu_s=sampler.cpu_seconds(pid, b.start, b.end),
+        run_delay_s=sampler.delta(pid, "run_delay", b.start, b.end),
+        sleeps=sampler.delta(pid, "voluntary", b.start, b.end),
+        wait_cpu_s=sampler.cpu_seconds(pid, *wait) if wait else None,
+        wait_run_delay_s=sampler.delta(pid, "run_delay", *wait) if wait else None,
+        wait_sleeps=sampler.delta(pid, "voluntary", *wait) if wait else None)
 
 
 NOT_BOOTED = ("no Python process it started loaded geventprobe's boot dir (a command that "
               "ignores PYTHONPATH, python -E or -I, or a wrapper that resets the environment?)")
 
 
-def _wait_ready(proc, files: _Files, command: CeleryCommand, timeout: float) -> rec.Ready | None:
+def _wait_ready(proc, files: _Files, command: CeleryCommand, timeout: float
+                ) -> CeleryReady | None:
     """The worker's ready record; None after ``timeout`` (a never-ready Stall).
 
     ProbeError (one line) when it exited first, or when after ``timeout`` none of its
@@ -602,10 +732,10 @@ def _wait_ready(proc, files: _Files, command: CeleryCommand, timeout: float) -> 
     deadline = time.monotonic() + timeout
     while True:
         children.check_guards()
-        ready = files.records("ready", rec.Ready)
+        ready = files.records("celery-ready")
         if ready:
             return min(ready.values(), key=lambda r: r.at)
-        booted = bool(files.records("boot", rec.Boot))
+        booted = bool(files.records("boot"))
         if proc.poll() is not None:
             log = _log_tail(os.path.join(files.run_dir, LOG_NAME))
             also = "" if booted else f" ({NOT_BOOTED})"
@@ -622,12 +752,13 @@ def _wait_ready(proc, files: _Files, command: CeleryCommand, timeout: float) -> 
         time.sleep(0.02)
 
 
-def _wait_connected(proc, files: _Files, ready: rec.Ready, d: Deadlines) -> rec.Connected | None:
+def _wait_connected(proc, files: _Files, ready: CeleryReady, d: Deadlines
+                    ) -> CeleryConnected | None:
     """The connect phase's record; None when it did not come (a hub that never runs)."""
     deadline = time.monotonic() + d.connect
     while time.monotonic() < deadline and proc.poll() is None:
         children.check_guards()
-        found = files.records("connected", rec.Connected)
+        found = files.records("connected")
         if str(ready.pid) in found:
             return found[str(ready.pid)]
         if time.monotonic() - ready.at > d.hub_silent and files.hub(ready.pid) is None:
@@ -638,8 +769,9 @@ def _wait_connected(proc, files: _Files, ready: rec.Ready, d: Deadlines) -> rec.
 
 def _run_batch(app, producer, files: _Files, proc, pid: int, queue: str, label: str,
                name: str, n: int, args: tuple, kwargs: dict, deadline_s: float,
-               wait_s: float | None) -> tuple[Batch, Stall | None]:
-    """Send ``n`` tasks at once to our queue; wait for them within ``deadline_s``."""
+               wait_s: float | None, d: Deadlines) -> tuple[Batch, Stall | None]:
+    """Send ``n`` tasks at once to our queue; wait for them within ``deadline_s``, or until
+    none has started ``d.start`` after they were sent, or the hub has been held that long."""
     from kombu import Exchange, Queue
 
     target = Queue(queue, Exchange(queue, type="direct"), routing_key=queue)
@@ -651,32 +783,48 @@ def _run_batch(app, producer, files: _Files, proc, pid: int, queue: str, label: 
         sent[result.id] = t
     deadline = start + deadline_s
     done: dict = {}
+    why = None
     while True:
         children.check_guards()
-        finished = files.records("task", rec.TaskDone)
+        finished = files.records("task")
         done = {i: finished[i] for i in sent if i in finished}
-        if len(done) == n or time.monotonic() > deadline or proc.poll() is not None:
+        now = time.monotonic()
+        if len(done) == n:
+            break
+        if proc.poll() is not None:
+            why = "exited"
+            break
+        if now - start > d.start:
+            if not done and not any(i in files.records("started") for i in sent):
+                why = "none started"
+                break
+            hub = files.hub(pid)
+            if hub is not None and now - hub.last_tick > d.start:
+                why = "hub held"
+                break
+        if now > deadline:
+            why = "deadline"
             break
         time.sleep(0.01)
-    end = max((r.finished for r in done.values()), default=time.monotonic()) \
-        if len(done) == n else time.monotonic()
-    marks_r = files.records("received", rec.TaskMark)
-    marks_s = files.records("started", rec.TaskMark)
+    end = (max(r.finished for r in done.values()) if len(done) == n else time.monotonic())
+    received = files.records("received")
+    started = files.records("started")
     figures = []
     for task_id, t_sent in sent.items():
         r = done.get(task_id)
-        probe = (r.probe or {}) if r is not None else {}
         figures.append(TaskFigures(
             task_id=task_id, name=name, sent=t_sent,
             received=r.received if r is not None and r.received is not None else
-            (marks_r[task_id].at if task_id in marks_r else None),
+            (received[task_id].at if task_id in received else None),
             started=r.started if r is not None else
-            (marks_s[task_id].at if task_id in marks_s else None),
+            (started[task_id].at if task_id in started else None),
             finished=r.finished if r is not None else None,
             state=r.state if r is not None else None,
             error=r.error if r is not None else None,
             celery_runtime=r.celery_runtime if r is not None else None,
-            probe_connect=_window(probe.get("connect")), probe_query=_window(probe.get("query"))))
+            error_origin=r.error_origin if r is not None else None,
+            probe_connect=_window(r.connect if r is not None else None),
+            probe_query=_window(r.query if r is not None else None)))
     hub = files.hub(pid)
     batch = Batch(label=label, task=name, size=n, wait_s=wait_s, tasks=tuple(figures),
                   start=start, end=end, deadline_s=round(deadline_s, 3),
@@ -684,17 +832,18 @@ def _run_batch(app, producer, files: _Files, proc, pid: int, queue: str, label: 
     if batch.complete:
         return batch, None
     kind = "never-started" if not any(f.started is not None for f in figures) else "stalled"
-    return batch, _stall(files, proc, kind, label, figures, deadline_s, {"pid": pid})
+    return batch, _stall(files, proc, kind, label, name, figures, time.monotonic() - start,
+                         {"pid": pid}, why or "deadline")
 
 
 def _window(window) -> tuple[float, float] | None:
     return None if not window else (float(window[0]), float(window[1]))
 
 
-def _stall(files: _Files, proc, kind: str, label: str | None, figures, waited: float,
-           known: dict) -> Stall:
+def _stall(files: _Files, proc, kind: str, label: str | None, task: str | None, figures,
+           waited: float, known: dict, why: str) -> Stall:
     """What the worker was doing when we gave up: its threads' and greenlets' stacks."""
-    boots = {b.pid: b for b in files.records("boot", rec.Boot).values()}
+    boots = {b.pid: b for b in files.records("boot").values()}
     pid = known.get("pid")
     # The worker's pid once it was ready; before that, every process that loaded our boot.
     pids = [pid] if pid is not None else sorted(boots)
@@ -712,48 +861,62 @@ def _stall(files: _Files, proc, kind: str, label: str | None, figures, waited: f
             stacks = "\n".join(f"pid {p}:\n{t}" if len(pids) > 1 else t
                                for p, t in found.items() if t)
             greenlets = files.text(f"greenlets-{pid}.txt") if pid is not None else None
-            if all(found.values()) and (greenlets is not None or pid is None):
+            # A held hub never writes the greenlets' file: the threads' stacks suffice.
+            if all(found.values()) and (greenlets is not None or pid is None
+                                        or why in ("hub held", "none started")):
                 break
             time.sleep(0.05)
     hub = files.hub(pid) if pid is not None else None
     return Stall(
-        kind=kind, batch=label, waited_s=round(waited, 3),
+        kind=kind, batch=label, task=task, waited_s=round(waited, 3),
         received=sum(1 for f in figures if f.received is not None),
         started=sum(1 for f in figures if f.started is not None),
         finished=sum(1 for f in figures if f.finished is not None),
         sent=len(figures),
         hub_silent_s=round(time.monotonic() - hub.last_tick, 3) if hub is not None else None,
-        stacks=stacks.strip(), greenlets=greenlets.strip() if greenlets else None)
+        stacks=stacks.strip(), greenlets=greenlets.strip() if greenlets else None, why=why)
 
 
 def _final(files: _Files, pid: int, after: float
-           ) -> tuple[rec.Hub | None, rec.FactsAfter | None]:
+           ) -> tuple[CeleryHub | None, CeleryFacts | None]:
     """The hub record written after ``after`` (the last task) and the facts once the tasks
-    ran, waiting a moment for both (a held hub writes neither: then what there is)."""
+    ran, waiting a moment for both."""
     with contextlib.suppress(OSError):
         open(os.path.join(files.run_dir, "facts"), "w").close()
-    deadline = time.monotonic() + 3 * rec.HUB_WRITE_S + 0.5
+    deadline = time.monotonic() + 3 * celery_probe.HUB_WRITE_S + 0.5
     hub = files.hub(pid)
     facts = None
     while time.monotonic() < deadline:
         hub = files.hub(pid) or hub
-        facts = files.records("facts", rec.FactsAfter).get(str(pid))
+        facts = files.records("facts").get(str(pid))
         if facts is not None and hub is not None and hub.written >= after:
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     return hub, facts
 
 
-def _stop(proc: subprocess.Popen, timeout: float, parts: dict) -> StopFigures:
-    """SIGTERM (celery's warm shutdown); SIGKILL the whole group if it ignores it; reap."""
+def _stop(proc: subprocess.Popen, parts: dict, d: Deadlines) -> StopFigures:
+    """Stop the worker and reap everything in its process group.
+
+    Once every figure is in, the quick way: SIGKILL at once. Nothing of ours is in flight
+    (every task it took has finished, and was acknowledged when it was received), its
+    connections to the server and the broker close with it, and celery's warm shutdown on
+    SIGTERM took 2.7-4.9 s (its consumer sees the request only when its 2 s broker poll
+    returns). A stalled worker (or a failed run) first gets SIGTERM: whether it obeys is
+    evidence; a held hub ignores it, and SIGKILL follows after ``d.stop_stalled``.
+    """
     t0 = time.monotonic()
     if proc.poll() is not None:
         code = proc.returncode
         children.stop(proc)  # its group may hold orphans
         return StopFigures(signal="none", seconds=0.0, returncode=code, exited_before=True)
-    children.stop(proc, signal.SIGTERM, timeout=timeout)
+    quick = parts.get("stall") is None
+    if quick:
+        children.stop(proc, signal.SIGKILL, timeout=5)
+    else:
+        children.stop(proc, signal.SIGTERM, timeout=d.stop_stalled)
     seconds = round(time.monotonic() - t0, 3)
     parts["timings"]["stop"] = seconds
     killed = proc.returncode == -signal.SIGKILL
     return StopFigures(signal="SIGKILL" if killed else "SIGTERM", seconds=seconds,
-                       returncode=proc.returncode)
+                       returncode=proc.returncode, ignored_sigterm=killed and not quick)

@@ -9,11 +9,11 @@ gevent worker sends; ``worker_process_init`` is not one of them, docs/celery.md)
 - ``celeryd_after_setup``: the worker consumes from our queue alone
   (``GEVENTPROBE_CELERY_QUEUE``, named per run). The queues it would have consumed are
   noted, never consumed from, purged or declared;
-- ``worker_ready``: ``ready-<pid>.json`` is written in the signal itself (so a worker
-  whose hub never runs still says it got there), then a greenlet starts the heartbeat
-  (``probe._Heartbeat``), gevent's monitor thread (``monitor.Monitor``: who held the hub),
-  the connect phase (``probe._connect_phase``, with the driver the app imported) and
-  rewrites ``hub-<pid>.json`` every ``HUB_WRITE_S``;
+- ``worker_ready``: ``celery-ready-<pid>.json`` is written in the signal itself (so a
+  worker whose hub never runs still says it got there), then a greenlet starts the
+  heartbeat (``probe.Heartbeat``), gevent's monitor thread (``monitor.Monitor``: who held
+  the hub), the connect phase (``probe.connect_phase``, with the driver the app imported)
+  and rewrites ``hub-<pid>.json`` every ``HUB_WRITE_S``;
 - ``task_received`` / ``task_prerun`` / ``task_success`` / ``task_failure`` /
   ``task_postrun``: ``received-``, ``started-`` and ``task-<id>.json`` per task, with
   celery's own runtime beside ours.
@@ -21,9 +21,9 @@ gevent worker sends; ``worker_process_init`` is not one of them, docs/celery.md)
 The parent asks for every greenlet's stack by creating ``dump`` in the run dir; the
 threads' stacks come from faulthandler on ``celery_watch.stack_signal()`` (C level:
 they come even while the hub is held in C). Everything reaches the parent as files
-(``celery_record``), never through stdout or the log. Nothing here runs unless
-``GEVENTPROBE_CELERY_RUN_DIR`` is set, and no hook may break the worker: an error of
-ours is noted and the worker goes on as it would have.
+(``record.py``'s typed, versioned celery records), never through stdout or the log.
+Nothing here runs unless ``GEVENTPROBE_CELERY_RUN_DIR`` is set, and no hook may break the
+worker: an error of ours is noted and the worker goes on as it would have.
 """
 
 from __future__ import annotations
@@ -37,17 +37,21 @@ RUN_DIR_ENV = "GEVENTPROBE_CELERY_RUN_DIR"
 QUEUE_ENV = "GEVENTPROBE_CELERY_QUEUE"
 WORKLOAD_ENV = "GEVENTPROBE_CELERY_WORKLOAD"
 PROBE_TASK = "geventprobe.pg_sleep"
+#: How often the worker rewrites ``hub-<pid>.json`` (s).
+HUB_WRITE_S = 0.2
+#: A heartbeat tick at least this late is kept, with when it was due (s).
+LATE_TICK_S = 0.002
 DEFAULT_WORKLOAD = {
     "heartbeat_ms": 2.0, "greenlets": 16, "connect_rounds": 1, "connect_timeout_s": 10,
     "statement_timeout_ms": 60000, "wait_seconds": 0.2, "monitor_ms": 50.0,
 }
 
 _connected = False
-_signals: list[tuple[str, float]] = []
+_signals: dict[str, float] = {}
 _received: dict[str, float] = {}
 _started: dict[str, float] = {}
 _runtime: dict[str, float] = {}
-_failed: dict[str, str] = {}
+_failed: dict[str, tuple[str, str | None]] = {}
 _windows: dict[str, dict] = {}
 _user_queues: tuple[str, ...] = ()
 _driver = None
@@ -60,7 +64,6 @@ def run_dir() -> str:
     return os.environ[RUN_DIR_ENV]
 
 
-
 def workload() -> dict:
     import json
 
@@ -69,10 +72,10 @@ def workload() -> dict:
     return out
 
 
-def _write(name: str, record) -> None:
-    from geventprobe.worker import celery_record
+def _write(name: str, rec) -> None:
+    from geventprobe.worker import record
 
-    celery_record.write(run_dir(), name, record)
+    record.write(os.path.join(run_dir(), name), rec)
 
 
 def _guarded(name):
@@ -80,7 +83,7 @@ def _guarded(name):
     def wrap(func):
         def receiver(*args, **kwargs):
             if name:
-                _signals.append((name, time.monotonic()))
+                _signals.setdefault(name, time.monotonic())
             try:
                 func(*args, **kwargs)
             except Exception as exc:
@@ -146,7 +149,7 @@ def _on_ready(sender=None, **_kwargs) -> None:
     from geventprobe.worker import celery_watch
 
     celery_watch.set_phase("ready")
-    _write(f"ready-{os.getpid()}.json", _ready_record(sender))
+    _write(f"celery-ready-{os.getpid()}.json", _ready_record(sender))
     import gevent
 
     gevent.spawn(_probe_main)
@@ -155,45 +158,80 @@ def _on_ready(sender=None, **_kwargs) -> None:
 def _ready_record(consumer):
     import platform
 
-    from geventprobe.worker import celery_record
+    from geventprobe.worker import record
 
     facts, error = _facts()
     pool = consumer.pool
     concurrency = getattr(consumer.controller, "concurrency", None) or getattr(pool, "limit", 0)
-    consumes = tuple(sorted(getattr(consumer.app.amqp.queues, "consume_from", {}) or ()))
-    return celery_record.Ready(
+    consumes = sorted(getattr(consumer.app.amqp.queues, "consume_from", {}) or ())
+    return record.CeleryReady(
         pid=os.getpid(), at=time.monotonic(), hostname=str(consumer.hostname),
         pool=f"{type(pool).__module__}.{type(pool).__qualname__}",
-        concurrency=int(concurrency or 0), consumes=consumes, user_queues=_user_queues,
-        tasks=tuple(sorted(n for n in consumer.app.tasks if not n.startswith("celery."))),
-        signals=tuple(_signals),
+        concurrency=int(concurrency or 0), consumes=consumes, user_queues=list(_user_queues),
+        tasks=sorted(n for n in consumer.app.tasks if not n.startswith("celery.")),
+        signals=dict(_signals),
         versions={"celery": _version("celery"), "kombu": _version("kombu"),
                   "gevent": facts.get("gevent"), "greenlet": facts.get("greenlet"),
                   "python": platform.python_version()},
         facts=facts, error=error)
 
 
+class _CelerySource:
+    """The probe's source (``probe.collect_facts``) in a celery worker: how the app got its
+    driver, as ``celery_watch`` saw it from the process's first line."""
+
+    def import_facts(self, worker=None) -> dict:
+        from geventprobe.worker import celery_watch
+
+        return dict(celery_watch.facts(), build="celery", import_error=None, mode="celery")
+
+    def driver(self):
+        """(driver module, import error)."""
+        return _driver_module()
+
+    def set_up(self) -> None:
+        """Nothing: the worker has set itself up as it always does."""
+
+
+CELERY = _CelerySource()
+
+
 def _facts() -> tuple[dict, str | None]:
     """``probe.collect_facts`` (the driver, its wait function, patching, versions) with
-    ``celery_watch``'s import facts in place of gunicorn's; and an error, if any."""
-    from geventprobe.worker import celery_watch, probe
+    ``celery_watch``'s import facts; and an error, if any."""
+    from geventprobe.worker import probe
 
-    os.environ.setdefault("GEVENTPROBE_MODE", "app")  # collect_facts: the app's own imports
-    # An app may block a driver with sys.modules[name] = None (Django settings that must
-    # not use psycopg 3 do): collect_facts would try to import it. Not there, for it.
-    hidden = {m: sys.modules.pop(m) for m in ("psycopg", "psycopg2")
-              if m in sys.modules and sys.modules[m] is None}
-    error = None
     try:
-        facts = probe.collect_facts(None)
+        facts = probe.collect_facts(CELERY)
     except Exception as exc:
-        facts, error = {}, f"collecting the facts failed: {type(exc).__name__}: {exc}"
-    finally:
-        sys.modules.update(hidden)
-    facts.update(celery_watch.facts(), build="celery", mode="celery")
+        return {}, f"collecting the facts failed: {type(exc).__name__}: {exc}"
+    hidden = sorted(m for m in ("psycopg", "psycopg2")
+                    if m in sys.modules and sys.modules[m] is None)
     if hidden:
-        facts["blocked_modules"] = sorted(hidden)
-    return facts, error
+        facts["blocked_modules"] = hidden
+    facts["worker_process_init_receivers"] = _receivers("worker_process_init")
+    return facts, None
+
+
+def _receivers(name: str) -> list[str]:
+    """The app's receivers of celery signal ``name`` (``file:line in function``), ours left
+    out: a receiver of a signal this pool never sends is code that never runs."""
+    import weakref
+
+    from geventprobe.worker import monitor
+
+    signal = getattr(sys.modules.get("celery.signals"), name, None)
+    out = []
+    for entry in list(getattr(signal, "receivers", None) or ()):
+        func = entry[1] if isinstance(entry, tuple) and len(entry) > 1 else entry
+        if isinstance(func, weakref.ReferenceType):  # connected weak (celery's default)
+            func = func()
+        code = getattr(func, "__code__", None)
+        if code is None or "geventprobe" in code.co_filename:
+            continue
+        out.append(f"{monitor.short(code.co_filename)}:{code.co_firstlineno} in "
+                   f"{getattr(func, '__name__', '?')}")
+    return out
 
 
 def _version(module: str) -> str | None:
@@ -203,15 +241,14 @@ def _version(module: str) -> str | None:
 def _driver_module():
     """The driver the app imported (psycopg first), else one we import now (phase probe).
 
-    ``import_watch.driver_module`` would take a ``sys.modules[name] = None`` entry (an app
-    that hides a driver) for the driver itself: here such an entry counts as absent.
+    A ``sys.modules[name] = None`` entry (an app that hides a driver) counts as absent.
     """
     import importlib
 
-    from geventprobe.worker import celery_watch
+    from geventprobe.worker import celery_watch, import_watch
 
     for name in ("psycopg", "psycopg2"):
-        if sys.modules.get(name) is not None:
+        if import_watch.loaded(name):
             if name == "psycopg2":
                 importlib.import_module("psycopg2.extensions")
             return sys.modules[name], None
@@ -236,11 +273,11 @@ def _probe_main() -> None:
     global _heartbeat, _monitor, _driver, _hub_started
     import gevent
 
-    from geventprobe.worker import celery_record, probe
+    from geventprobe.worker import probe, record
     from geventprobe.worker.monitor import Monitor
 
     wl = workload()
-    _heartbeat = probe._Heartbeat(float(wl["heartbeat_ms"]) / 1000)
+    _heartbeat = probe.Heartbeat(float(wl["heartbeat_ms"]) / 1000)
     _hub_started = time.monotonic()
     gevent.spawn(_heartbeat.run)
     gevent.spawn(_hub_writer)
@@ -258,51 +295,48 @@ def _probe_main() -> None:
         module, error = _driver_module()
         if error:
             raise ImportError(error)
-        _driver = probe._Driver(module, wl)
-        conns, record = probe._connect_phase(_driver, greenlets, int(wl["connect_rounds"]),
-                                             probe._Rules(wl, _heartbeat))
+        _driver = probe.Driver(module, wl)
+        conns, phase = probe.connect_phase(_driver, greenlets, int(wl["connect_rounds"]),
+                                           probe.Rules(wl, _heartbeat))
         for conn in conns:
             with contextlib.suppress(Exception):
                 conn.close()
-        connected = celery_record.Connected(
-            pid=pid, single=tuple(record["single"]),
-            windows=tuple(tuple(w) for w in record["windows"]), greenlets=greenlets)
+        connected = record.CeleryConnected(pid=pid, greenlets=greenlets, connect=phase)
     except Exception as exc:
-        connected = celery_record.Connected(pid=pid, single=(0.0, 0.0), windows=(),
-                                            greenlets=greenlets,
-                                            error=f"{type(exc).__name__}: {exc}")
+        connected = record.CeleryConnected(pid=pid, greenlets=greenlets,
+                                           error=f"{type(exc).__name__}: {exc}")
     _write(f"connected-{pid}.json", connected)
 
 
 def _hub_record():
-    from geventprobe.worker import celery_record
+    from geventprobe.worker import record
 
     hb = _heartbeat
-    late = tuple((due, lag) for due, lag in zip(list(hb.expected), list(hb.lag))
-                 if lag >= celery_record.LATE_TICK_S)
+    late = [[due, lag] for due, lag in zip(list(hb.expected), list(hb.lag))
+            if lag >= LATE_TICK_S]
     last = hb.expected[-1] + hb.lag[-1] if hb.expected else _hub_started
-    return celery_record.Hub(
+    return record.CeleryHub(
         pid=os.getpid(), period=hb.period, started=_hub_started, ticks=len(hb.lag),
-        last_tick=last, late=late, written=time.monotonic(),
-        blocked=_blocked_groups())
+        last_tick=last, late=late, written=time.monotonic(), blocked=_blocked_groups())
 
 
-def _blocked_groups() -> tuple[dict, ...]:
-    """The monitor's events, one entry per distinct stack with the times it was seen (a hub
-    held for 3 s at one line is 60 looks of a 50 ms monitor: one stack, 60 times)."""
-    groups: dict[tuple, dict] = {}
+def _blocked_groups() -> list:
+    """The monitor's events, one entry per distinct stack with every look that found it (a
+    hub held for 3 s at one line is 60 looks of a 50 ms monitor: one stack, 60 times)."""
+    from geventprobe.worker import record
+
+    groups: dict[tuple, tuple[list, list, int | None]] = {}
     for event in list(_monitor.events) if _monitor is not None else ():
-        group = groups.setdefault(tuple(event["frames"]), {
-            "frames": event["frames"], "user": event["user"], "times": []})
-        group["times"].append(event["t"])
-    return tuple(groups.values())
+        times, seconds, _ = groups.setdefault(tuple(event.frames), ([], [], event.user))
+        times.append(event.t)
+        seconds.append(event.s)
+    return [record.BlockedSeen(frames=list(frames), user=user, times=times, seconds=seconds)
+            for frames, (times, seconds, user) in groups.items()]
 
 
 def _hub_writer() -> None:
     """Rewrite ``hub-<pid>.json`` every HUB_WRITE_S; answer each request of the parent once."""
     import gevent
-
-    from geventprobe.worker import celery_record
 
     pid = os.getpid()
     answered: set[str] = set()
@@ -318,17 +352,16 @@ def _hub_writer() -> None:
 
             celery_watch._note_error("the hub file", exc)
             return
-        gevent.sleep(celery_record.HUB_WRITE_S)
+        gevent.sleep(HUB_WRITE_S)
 
 
 def _answer(request: str, pid: int) -> None:
     """The parent's request: every greenlet's stack, or the facts once the tasks ran."""
-    from geventprobe.worker import celery_record
+    from geventprobe.worker import record
 
     if request == "facts":
         facts, _ = _facts()
-        _write(f"facts-{pid}.json",
-               celery_record.FactsAfter(pid=pid, at=time.monotonic(), facts=facts))
+        _write(f"facts-{pid}.json", record.CeleryFacts(pid=pid, at=time.monotonic(), facts=facts))
         return
     from gevent import util
 
@@ -353,7 +386,7 @@ def _pg_sleep(self, seconds: float = 0.2) -> float:
         module, error = _driver_module()
         if error:
             raise ImportError(error)
-        _driver = probe._Driver(module, workload())
+        _driver = probe.Driver(module, workload())
     t0 = time.monotonic()
     conn = _driver.connect()
     try:
@@ -367,20 +400,19 @@ def _pg_sleep(self, seconds: float = 0.2) -> float:
 
 
 def _on_received(request=None, **_kwargs) -> None:
-    from geventprobe.worker import celery_record
+    from geventprobe.worker import record
 
     now = time.monotonic()
     _received[request.id] = now
     _write(f"received-{request.id}.json",
-           celery_record.TaskMark(task_id=request.id, what="received", at=now))
+           record.TaskMark(task_id=request.id, what="received", at=now))
 
 
 def _on_prerun(task_id=None, **_kwargs) -> None:
-    from geventprobe.worker import celery_record
+    from geventprobe.worker import record
 
     now = _started[task_id] = time.monotonic()
-    _write(f"started-{task_id}.json",
-           celery_record.TaskMark(task_id=task_id, what="started", at=now))
+    _write(f"started-{task_id}.json", record.TaskMark(task_id=task_id, what="started", at=now))
 
 
 def _on_success(sender=None, runtime=None, **_kwargs) -> None:
@@ -388,16 +420,32 @@ def _on_success(sender=None, runtime=None, **_kwargs) -> None:
         _runtime[sender.request.id] = float(runtime)
 
 
-def _on_failure(task_id=None, exception=None, **_kwargs) -> None:
-    _failed[task_id] = f"{type(exception).__name__}: {exception}"
+def _on_failure(task_id=None, exception=None, traceback=None, **_kwargs) -> None:
+    """The exception as its type and message (its last line, as a traceback ends), and the
+    innermost frame of the user's own code that raised it."""
+    import traceback as tb
+
+    from geventprobe.worker import monitor
+
+    text = "".join(tb.format_exception_only(type(exception), exception)).strip()
+    origin = None
+    if traceback is not None:
+        for fr in reversed(tb.extract_tb(traceback)):
+            if monitor.is_user_code(fr.filename):
+                origin = monitor.frame_text(fr)
+                break
+    _failed[task_id] = (text.splitlines()[-1] if text else type(exception).__name__, origin)
 
 
 def _on_postrun(task_id=None, task=None, state=None, **_kwargs) -> None:
-    from geventprobe.worker import celery_record
+    from geventprobe.worker import record
 
     now = time.monotonic()
-    _write(f"task-{task_id}.json", celery_record.TaskDone(
+    error, origin = _failed.pop(task_id, (None, None))
+    windows = _windows.pop(task_id, None) or {}
+    _write(f"task-{task_id}.json", record.TaskDone(
         task_id=task_id, name=getattr(task, "name", "?"), pid=os.getpid(),
         received=_received.pop(task_id, None), started=_started.pop(task_id, now),
         finished=now, state=state, celery_runtime=_runtime.pop(task_id, None),
-        error=_failed.pop(task_id, None), probe=_windows.pop(task_id, None)))
+        error=error, error_origin=origin, connect=windows.get("connect"),
+        query=windows.get("query")))

@@ -178,8 +178,9 @@ class _Finder:
 _stack_file = None
 # A real-time signal nobody else uses (celery takes SIGUSR1 for its own stack dump).
 STACK_SIGNAL_OFFSET = 6
-#: celery_record.RECORD_VERSION (that module imports json: not here, while Python starts).
-BOOT_VERSION = 1
+#: record.RECORD_VERSION (record.py imports json and dataclasses: not here, while Python
+#: starts; tests/test_celery_boot.py holds the two equal).
+BOOT_VERSION = 2
 
 
 def stack_signal() -> int:
@@ -211,8 +212,8 @@ def install(run_dir: str) -> None:
     pid = os.getpid()
     _stack_file = open(os.path.join(run_dir, f"stacks-{pid}.txt"), "a")  # noqa: SIM115
     faulthandler.register(stack_signal(), file=_stack_file, all_threads=True, chain=False)
-    # celery_record.Boot, written without json (not imported yet): ints and a float only.
-    text = (f'{{"kind": "Boot", "version": {BOOT_VERSION}, "pid": {pid}, '
+    # record.CeleryBoot, written without json (not imported yet): ints and a float only.
+    text = (f'{{"version": {BOOT_VERSION}, "pid": {pid}, '
             f'"stack_signal": {stack_signal()}, "at": {time.monotonic()!r}}}')
     path = os.path.join(run_dir, f"boot-{pid}.json")
     with open(path + ".tmp", "w") as f:
@@ -223,7 +224,7 @@ def install(run_dir: str) -> None:
 def facts() -> dict:
     """Who imported the driver and when, and how gevent was patched, for the ready record."""
     # sys.modules[name] = None is how an app hides a driver: not imported, then.
-    driver = next((m for m in ("psycopg", "psycopg2") if sys.modules.get(m) is not None), None)
+    driver = next((m for m in ("psycopg", "psycopg2") if _iw.loaded(m)), None)
     event = dict(events.get(driver or "", {}))
     if driver and driver in preloaded:
         event = {"module": driver, "pid": os.getpid(), "phase": "startup",
