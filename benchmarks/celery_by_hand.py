@@ -10,7 +10,10 @@ and then 16 sent at once, each opening a connection and running ``pg_sleep(0.2)`
 - queue: ``task-started`` minus the send time, per task (received: ``task-received``);
 - run: celery's own ``runtime`` of ``task-succeeded`` (what Flower shows);
 - hub: gevent's monitor thread (``GEVENT_MONITOR_THREAD_ENABLE``) prints a report each
-  0.1 s the hub did not switch: their count × 0.1 s is how long the hub was held.
+  0.1 s the hub did not switch: their count × 0.1 s is how long the hub was held;
+- cpu: the worker's CPU-seconds per wall-second over the batch (psutil), the BUSY-WAIT
+  figure (``--seconds 1`` makes each task wait 1 s on the server, so the time every task
+  only waits dominates the batch).
 
 A batch not done within 30 s is dumped with ``py-spy dump`` (if installed); then the
 worker gets SIGTERM, and SIGKILL if it is still there after 10 s. The "Measured by hand"
@@ -59,7 +62,10 @@ CASES = {
                         {}),
     "django_psycopg2": ("django_orm", [*CELERY, "-A", "proj", *WORKER], "items.tasks.query",
                         {"DJANGO_DB_DRIVER": "psycopg2"}),
+    "spinning_wait": ("spinning_wait", [*CELERY, "-A", "tasks", *WORKER], "tasks.query", {}),
+    "pool_timeout": ("pool_timeout", [*CELERY, "-A", "tasks", *WORKER], "tasks.query", {}),
 }
+SECONDS = float(sys.argv[sys.argv.index("--seconds") + 1]) if "--seconds" in sys.argv else 0.2
 
 
 def start_redis(root: str):
@@ -115,17 +121,22 @@ class Events:
                    or "failed" in self.tasks.get(i, {}))
 
 
-def batch(app, events: Events, task: str, n: int, timeout: float) -> dict:
+def batch(app, events: Events, task: str, n: int, timeout: float, pid: int) -> dict:
     """Send ``n`` tasks at once; wait for them; the figures from celery's events."""
+    import psutil
+
     sent: dict[str, float] = {}
+    worker = psutil.Process(pid)
+    cpu0, t0 = sum(worker.cpu_times()[:2]), time.monotonic()
     with app.producer_or_acquire() as producer:
         for _ in range(n):
             t = time.time()
-            result = app.send_task(task, kwargs={"seconds": 0.2}, producer=producer)
+            result = app.send_task(task, kwargs={"seconds": SECONDS}, producer=producer)
             sent[result.id] = t
     deadline = time.monotonic() + timeout
     while events.done(sent) < n and time.monotonic() < deadline:
         time.sleep(0.01)
+    cpu = (sum(worker.cpu_times()[:2]) - cpu0) / (time.monotonic() - t0)
     first = min(sent.values())
     rows = []
     for tid, t_sent in sent.items():
@@ -147,6 +158,8 @@ def batch(app, events: Events, task: str, n: int, timeout: float) -> dict:
         "queue": _span([r["queue"] for r in rows]),
         "runtime": _span([r["runtime"] for r in rows]),
         "failed": sorted({r["failed"] for r in rows if r["failed"]}),
+        "failed_n": sum(1 for r in rows if r["failed"]),
+        "cpu_per_s": round(cpu, 3),
     }
 
 
@@ -190,8 +203,8 @@ def run_case(name: str, pg_dsn: str, broker: str, tmp: str) -> dict:
         out["boot_s"] = round(time.monotonic() - t0, 2)
         time.sleep(0.5)  # let the worker settle after worker-online
         before = hub_reports(log)
-        out["alone"] = batch(app, events, task, 1, 15)
-        out["at_once"] = batch(app, events, task, 16, 30)
+        out["alone"] = batch(app, events, task, 1, 15, proc.pid)
+        out["at_once"] = batch(app, events, task, 16, 30, proc.pid)
         out["hub_reports"] = hub_reports(log) - before
         if out["at_once"]["done"] < 16:
             out["stacks"] = py_spy(proc.pid)

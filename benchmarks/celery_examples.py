@@ -1,167 +1,126 @@
-"""The celery examples through geventprobe's own parent side (``run_celery``), timed.
+"""Every celery example through the real CLI: the verdict geventprobe gives, the exit code,
+and the time from start to verdict.
 
-For each example under examples/celery/: a throwaway PostgreSQL and redis-server (one
-each for the whole script), then ``run_celery`` on the example's worker, started as its
-README says (``--celery APP`` or ``--celery-cmd "python worker.py"``), and the figures
-it collects: the warm-up, one probe task alone and 16 at once (queue and run time apart,
-hub lag, overlap, CPU), the example's own ``query`` task alone and 16 at once, the stall
-if any, how the worker stopped. ``--time`` also measures a whole run of one APP and one
-task from nothing (PostgreSQL, broker, worker, tasks, stop, cleanup): the issue's target
-is 15 s on this machine. docs/celery.md has the figures.
+For each example under examples/celery/, ``geventprobe run --celery APP`` (or
+``--celery-cmd "python worker.py"``) ``--chdir examples/celery/NAME --task ... --json``,
+started as a user would (a fresh process, its own PostgreSQL and redis-server), timed
+from the spawn to the exit. Prints one JSON line per run: the worker's verdict, each
+task's, the exit code, the figures that separate the classes (queue and run time apart,
+celery's runtime, hub lag, the connect phase's stall share, CPU while only waiting), the
+record's timings, and the wall time. ``--repeat N`` runs each N times (medians for
+docs/benchmarks.md). docs/celery.md has the table against the verdicts measured by hand
+(``benchmarks/celery_by_hand.py``).
 
     flock /tmp/gp-timing.lock .venv/bin/python benchmarks/celery_examples.py all
-    flock /tmp/gp-timing.lock .venv/bin/python benchmarks/celery_examples.py --time
+    flock /tmp/gp-timing.lock .venv/bin/python benchmarks/celery_examples.py --repeat 3 \\
+        psycopg3_cli psycopg2_plain worker_main
 """
 
 from __future__ import annotations
 
 import json
+import os
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from geventprobe.processes import children
-from geventprobe.processes.broker import broker as run_broker
-from geventprobe.processes.celery_workers import (
-    CeleryRun,
-    UserTask,
-    app_command,
-    run_celery,
-    user_command,
-)
-from geventprobe.processes.postgres import EmbeddedPostgres
+ROOT = Path(__file__).parent.parent
+EXAMPLES = ROOT / "examples" / "celery"
+BIN = Path(sys.executable).parent
 
-EXAMPLES = Path(__file__).parent.parent / "examples" / "celery"
-C = 16
-
-# name: (directory, "app" APP or "cmd" COMMAND, the example's task, extra environment)
+# name: (directory, ["--celery", APP] or ["--celery-cmd", COMMAND], task, extra env, by hand)
 CASES = {
-    "psycopg3_cli": ("psycopg3_cli", ("app", "tasks"), "tasks.query", {}),
-    "psycopg2_plain": ("psycopg2_plain", ("app", "tasks"), "tasks.query", {}),
-    "psycogreen_process_init": ("psycogreen_process_init", ("app", "tasks"), "tasks.query", {}),
-    "psycogreen_worker_init": ("psycogreen_worker_init", ("app", "tasks"), "tasks.query", {}),
-    "psycogreen_top": ("psycogreen_top", ("app", "tasks"), "tasks.query", {}),
-    "worker_main": ("worker_main", ("cmd", f"{sys.executable} worker.py"), "tasks.query", {}),
-    "worker_main_patched": ("worker_main_patched", ("cmd", f"{sys.executable} worker.py"),
-                            "tasks.query", {}),
-    "shared_connection": ("shared_connection", ("app", "tasks"), "tasks.query", {}),
-    "django_psycopg3": ("django_orm", ("app", "proj"), "items.tasks.query", {}),
-    "django_psycopg2": ("django_orm", ("app", "proj"), "items.tasks.query",
-                        {"DJANGO_DB_DRIVER": "psycopg2"}),
+    "psycopg3_cli": ("psycopg3_cli", ["--celery", "tasks"], "tasks.query", {}, "OK"),
+    "psycopg2_plain": ("psycopg2_plain", ["--celery", "tasks"], "tasks.query", {}, "BLOCKING"),
+    "psycogreen_process_init": ("psycogreen_process_init", ["--celery", "tasks"],
+                                "tasks.query", {}, "BLOCKING"),
+    "psycogreen_worker_init": ("psycogreen_worker_init", ["--celery", "tasks"], "tasks.query",
+                               {}, "OK"),
+    "psycogreen_top": ("psycogreen_top", ["--celery", "tasks"], "tasks.query", {}, "OK"),
+    "worker_main": ("worker_main", ["--celery-cmd", "python worker.py"], "tasks.query", {},
+                    "never ran"),
+    "worker_main_patched": ("worker_main_patched", ["--celery-cmd", "python worker.py"],
+                            "tasks.query", {}, "OK"),
+    "shared_connection": ("shared_connection", ["--celery", "tasks"], "tasks.query", {},
+                          "SERIALIZED (the task)"),
+    "django_psycopg3": ("django_orm", ["--celery", "proj"], "items.tasks.query", {}, "OK"),
+    "django_psycopg2": ("django_orm", ["--celery", "proj"], "items.tasks.query",
+                        {"DJANGO_DB_DRIVER": "psycopg2"}, "BLOCKING"),
+    "spinning_wait": ("spinning_wait", ["--celery", "tasks"], "tasks.query", {}, "BUSY-WAIT"),
+    "pool_timeout": ("pool_timeout", ["--celery", "tasks"], "tasks.query", {},
+                     "FAILING (the task)"),
 }
 
 
-def command_for(name: str):
-    folder, (how, what), _, _ = CASES[name]
-    cwd = str(EXAMPLES / folder)
-    return app_command(what, C, cwd) if how == "app" else user_command(what, cwd)
-
-
-def summary(name: str, run: CeleryRun, seconds: float) -> dict:
-    """The figures that separate the classes, rounded for a table."""
-    def r(x, n=3):
-        return None if x is None else round(x, n)
-
-    out: dict = {"case": name, "seconds": round(seconds, 2), "timings": run.timings}
-    if run.ready is not None:
-        facts = run.ready.facts
-        out["pool"] = run.ready.pool.rsplit(".", 2)[-2]
-        out["concurrency"] = run.ready.concurrency
-        out["select_patched"] = facts.get("select_patched")
-        out["wait"] = (facts.get("psycopg") or {}).get("wait")
-        out["psycopg2_cb"] = (facts.get("psycopg2") or {}).get("wait_callback")
-        out["driver_import"] = (facts.get("driver_import") or {}).get("where")
-        out["patches"] = [p.get("by") for p in facts.get("patches", [])]
-        out["signals"] = [s for s, _ in run.ready.signals]
-    if run.facts_after is not None:
-        after = run.facts_after.facts
-        out["after"] = {"driver": after.get("driver"),
-                        "wait": (after.get("psycopg") or {}).get("wait"),
-                        "psycopg2_cb": (after.get("psycopg2") or {}).get("wait_callback"),
-                        "imported": (after.get("driver_import") or {}).get("where")}
-    if run.hub is not None:
-        out["blocked_stacks"] = sum(len(g["times"]) for g in run.hub.blocked)
-        users = [e["frames"][e["user"]] for e in run.hub.blocked if e.get("user") is not None]
-        out["blocked_by"] = sorted(set(users))[:3]
-    if run.connected is not None and run.connected.windows and run.hub is not None:
-        a, b = run.connected.windows[0]
-        out["connect"] = {"ms": r((b - a) * 1000, 1),
-                          "hub_lag_ms": r(run.hub.lag_in(a, b) * 1000, 1)}
-    for b in run.batches:
-        out[f"{b.label} {b.task}"] = {
-            "done": f"{b.done}/{b.size}", "wall": r(b.wall_s), "queue_max": r(b.queue_max_s),
-            "run_med": r(b.run_median_s), "run_max": r(b.run_max_s),
-            "celery_rt_max": r(b.celery_runtime_max_s), "hub_lag": r(b.hub_lag_s),
-            "overlap": r(b.overlap, 1), "peak": b.peak, "cpu_s": r(b.cpu_s, 2),
-            "wait_cpu_s": r(b.wait_cpu_s, 3),
-            "common_wait": r(b.common_wait[1] - b.common_wait[0]) if b.common_wait else None,
-            # celery's own runtime against ours (prerun to postrun), the largest gap, ms
-            "celery_vs_ours_ms": r(max((abs(t.celery_runtime - t.run_s) * 1000
-                                        for t in b.tasks if t.celery_runtime is not None
-                                        and t.run_s is not None), default=None) or None, 2)}
-    if run.stall is not None:
-        s = run.stall
-        out["stall"] = {"kind": s.kind, "batch": s.batch, "received": s.received,
-                        "started": s.started, "finished": s.finished, "sent": s.sent,
-                        "hub_silent_s": s.hub_silent_s,
-                        "stack": [ln.strip() for ln in s.stacks.splitlines()
-                                  if "File" in ln][:8]}
-    if run.stop is not None:
-        out["stop"] = f"{run.stop.signal} {run.stop.seconds} s rc={run.stop.returncode}"
-    out["queue_cleanup"] = run.queue_cleanup
-    out["boot_errors"] = list(run.boot_errors)
+def run_case(name: str) -> dict:
+    folder, how, task, extra, by_hand = CASES[name]
+    out_dir = tempfile.mkdtemp(prefix="gp-bench-celery-")
+    path = os.path.join(out_dir, "run.json")
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **extra)
+    argv = [str(BIN / "geventprobe"), "run", *how, "--chdir", str(EXAMPLES / folder),
+            "--task", task, "--json", path]
+    t0 = time.monotonic()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    seconds = time.monotonic() - t0
+    out = {"case": name, "by_hand": by_hand, "exit": proc.returncode,
+           "seconds": round(seconds, 2)}
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        out["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return out
+    finally:
+        if os.path.exists(path):
+            os.remove(path)
+        os.rmdir(out_dir)
+    row = record["builds"][0]
+    out["verdict"] = row["verdict"]
+    out["timings"] = dict(record["timings"], **{f"worker {k}": v
+                                                for k, v in row["timings"].items()})
+    for t in row["tasks"]:
+        key = "probe" if t["probe"] else t["task"]
+        fig = {"verdict": t["verdict"]}
+        for label in ("alone", "at_once"):
+            b = t[label]
+            if b is not None:
+                fig[label] = {k: b[k] for k in ("wall_s", "queue_max_s", "run_p90_s",
+                                                 "run_max_s", "celery_runtime_max_s",
+                                                 "hub_lag_ms", "wait_cpu_per_s", "overlap",
+                                                 "server_connections", "failed")}
+        if t["stall"]:
+            fig["stall"] = {k: t["stall"][k] for k in ("kind", "why", "waited_s",
+                                                        "hub_silent_s", "user_frame",
+                                                        "stopped")}
+        out[key] = fig
+    stall = next((e for e in row["evidence"] if e["rule"] == "connect-stall"), None)
+    out["connect_stall"] = stall["value"] if stall else None
+    out["cause"] = row["cause"]
     return out
 
 
-def one(name: str, dsn: str, broker) -> CeleryRun:
-    _, _, task, extra = CASES[name]
-    import os
-
-    env = dict(os.environ, **extra)
-    return run_celery(command_for(name), dsn=dsn, broker=broker, wait_s=0.2,
-                      tasks=[UserTask(task, kwargs={"seconds": 0.2})], env=env,
-                      result_backend=broker.url if broker.embedded else None)
-
-
-def main(names: list[str]) -> None:
-    try:
-        with EmbeddedPostgres(max_connections=200) as pg, run_broker() as broker:
-            for name in names:
-                t0 = time.monotonic()
-                run = one(name, pg.dsn, broker)
-                print(json.dumps(summary(name, run, time.monotonic() - t0)), flush=True)
-                if "-v" in sys.argv and run.stall is not None:
-                    print(run.stall.stacks)
-                    print(run.stall.greenlets)
-                    print("\n".join(run.log_tail))
-    finally:
-        children.cleanup()
-
-
-def whole_run(name: str = "psycopg3_cli") -> None:
-    """One APP and one task from nothing to figures, as `geventprobe run --celery` will."""
-    t0 = time.monotonic()
-    try:
-        with EmbeddedPostgres(max_connections=2 * C + 20) as pg:
-            t_pg = time.monotonic()
-            with run_broker() as broker:
-                t_broker = time.monotonic()
-                run = one(name, pg.dsn, broker)
-                t_run = time.monotonic()
-        t_end = time.monotonic()
-    finally:
-        children.cleanup()
-    print(json.dumps({"case": name, "total_s": round(t_end - t0, 2),
-                      "postgres_s": round(t_pg - t0, 2), "redis_s": round(t_broker - t_pg, 2),
-                      "celery_run_s": round(t_run - t_broker, 2),
-                      "teardown_s": round(t_end - t_run, 2), "timings": run.timings,
-                      "stall": run.stall.kind if run.stall else None}))
+def main(names: list[str], repeat: int) -> None:
+    times: dict[str, list[float]] = {}
+    for _ in range(repeat):
+        for name in names:
+            result = run_case(name)
+            times.setdefault(name, []).append(result["seconds"])
+            print(json.dumps(result), flush=True)
+    if repeat > 1:
+        for name, values in times.items():
+            print(json.dumps({"case": name, "runs": values,
+                              "median_s": round(statistics.median(values), 2),
+                              "min_s": min(values), "max_s": max(values)}))
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if not a.startswith("-")]
-    if "--time" in sys.argv:
-        for case in args or ["psycopg3_cli"]:
-            whole_run(case)
-    else:
-        main(list(CASES) if args == ["all"] else args)
+    args = sys.argv[1:]
+    repeat = 1
+    if "--repeat" in args:
+        i = args.index("--repeat")
+        repeat = int(args[i + 1])
+        del args[i:i + 2]
+    main(list(CASES) if args == ["all"] else args, repeat)

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -101,7 +102,7 @@ def test_a_record_of_another_version_is_refused_in_one_line(tmp_path):
     path = str(tmp_path / "started-x.json")
     rec.write(path, mark)
     assert rec.read(rec.TaskMark, path) == mark
-    data = json.loads(open(path).read())
+    data = json.loads(Path(path).read_text())
     data["version"] = rec.RECORD_VERSION + 1
     with pytest.raises(rec.RecordError) as info:
         rec.load(rec.TaskMark, data, "started-x.json")
@@ -134,8 +135,9 @@ def test_the_main_thread_is_the_last_in_a_faulthandler_dump():
         "create_loop\n"
         '  File "/app/worker.py", line 29 in <module>\n')
     assert main_thread_frames(dump) == [
-        "/app/worker.py:29 in <module>", "kombu/asynchronous/hub.py:406 in create_loop",
-        "kombu/utils/eventio.py:83 in poll"]
+        ("/app/worker.py", 29, "<module>"),
+        ("/venv/lib/python3.11/site-packages/kombu/asynchronous/hub.py", 406, "create_loop"),
+        ("/venv/lib/python3.11/site-packages/kombu/utils/eventio.py", 83, "poll")]
 
 
 class _NoImports:
@@ -159,7 +161,7 @@ def test_the_driver_module_skips_a_hidden_driver(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "psycopg", None)
     monkeypatch.setattr(import_watch, "phase", import_watch.phase)
-    module, who, error = import_watch.driver_module()  # before: (None, "app", None)
+    module, _, error = import_watch.driver_module()  # before: (None, "app", None)
     assert module is psycopg2 and error is None
 
 

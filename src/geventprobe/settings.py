@@ -159,13 +159,16 @@ class Thresholds:
     are not worth a finding)."""
     task_hub_lag_ms: float = 100.0
     """A celery task (the probe's or ``--task``) is BLOCKING when the worker's heartbeat was
-    this late while it ran alone or C at once (0.5 · w of the probe task, w = 0.2 s)."""
-    task_queue_factor: float = 2.0
+    this late while it ran alone (0.5 · w of the probe task, w = 0.2 s)..."""
+    task_burst_hub_lag_ms: float = 300.0
+    """...or this late while C ran at once (taking C tasks off the broker and connecting
+    costs a healthy hub some CPU)..."""
+    task_queue_factor: float = 4.0
     """...or when, C at once, a task waited this many times the lone task's run time in the
     queue (sent → started: the consumer shares the blocked hub)..."""
     task_queue_min_ms: float = 300.0
     """...and at least this long (quick tasks)."""
-    task_serialized_factor: float = 2.5
+    task_serialized_factor: float = 3.0
     """A celery task is SERIALIZED when, C at once, the p90 of their run times is this many
     times the lone task's while the hub ran on time..."""
     task_serialized_min_ms: float = 100.0

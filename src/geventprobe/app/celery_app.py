@@ -240,16 +240,16 @@ def plan(request: CeleryRequest) -> CeleryApp:
         from geventprobe.processes.redis import find_server
 
         find_server()  # not installed: one line with the install command, now
-    overrides = ["its broker: CELERY_BROKER_URL in its environment (celery reads it before "
-                 "the app's broker_url)",
-                 "it consumes only from geventprobe's own queue, named per run and removed "
-                 "after; your queues are never consumed from, purged or declared"]
+    overrides = ["pointed it at the run's broker (CELERY_BROKER_URL in its environment, "
+                 "which celery reads before the app's broker_url)",
+                 "made it consume only from a queue of geventprobe's own, named per run and "
+                 "removed after (your queues are never consumed from, purged or declared)"]
     if request.app:
         concurrency = int(request.greenlets or request.default_greenlets)
         command = app_command(request.app, concurrency, chdir)
         greenlets = None
-        overrides.insert(0, f"-P gevent -c {concurrency} --without-mingle --without-gossip "
-                            "(never talks to your other workers)")
+        overrides.insert(0, f"started it with -P gevent -c {concurrency} --without-mingle "
+                            "--without-gossip (it never talks to your other workers)")
         name, how = request.app, "app"
     else:
         command = user_command(request.command or "", chdir)
@@ -257,7 +257,7 @@ def plan(request: CeleryRequest) -> CeleryApp:
         concurrency = None
         name, how = shown_command(command), "command"
     if not os.environ.get("DATABASE_URL"):
-        overrides.append("DATABASE_URL: the probed server (your worker has none set)")
+        overrides.append("set DATABASE_URL to the probed server (your worker has none set)")
     broker_shown = (brokers.shown(request.broker) if request.broker
                     else "a throwaway redis-server (unix socket, nothing kept)")
     calls = [call_text(t) for t in request.tasks]

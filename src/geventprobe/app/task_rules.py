@@ -10,10 +10,12 @@ gets the same rules; the first is geventprobe's own probe task (a connection and
   raised; or they did not finish in time while the hub ran on time (``task-stall``).
 - ``BLOCKING``: the worker's hub was held: a batch never started, or stalled, with the
   heartbeat silent (``task-stall``); the heartbeat ``task_hub_lag_ms`` late while the
-  tasks ran (``task-hub-lag``); or C at once waited ``task_queue_factor`` times the lone
-  task's run time in the queue (``task-queue``): the consumer that takes tasks off the
-  broker runs on the same hub, so a blocked pool shows as queue time while each task's
-  own run time (and celery's runtime figure) stays short.
+  task ran alone (``task-hub-lag``), or ``task_burst_hub_lag_ms`` late while C ran at
+  once (``task-burst-hub-lag``: taking C tasks off the broker costs a healthy hub some
+  CPU); or C at once waited ``task_queue_factor`` times the lone task's run time in the
+  queue (``task-queue``): the consumer that takes tasks off the broker runs on the same
+  hub, so a blocked pool shows as queue time while each task's own run time (and
+  celery's runtime figure) stays short.
 - ``BUSY-WAIT`` (the probe task): the worker burned CPU while every task only waited on
   the server (``task-cpu-during-waits``, ``task-runnable-during-waits``: the driver
   verdict's limits).
@@ -29,6 +31,7 @@ words (``celery_causes``). docs/celery.md has the measurements and margins.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Sequence
 
@@ -47,13 +50,13 @@ from geventprobe.record import (
 )
 from geventprobe.settings import Thresholds
 from geventprobe.worker.celery_probe import PROBE_TASK
-from geventprobe.worker.monitor import is_user_code
+from geventprobe.worker.monitor import is_user_code, short
 
 #: Ticks due this long after a batch's last task still count (a hub held by the last task
 #: reports its lag when it runs again).
 _TAIL_S = 0.05
 
-BLOCKING_RULES = frozenset({"task-hub-lag", "task-queue"})
+BLOCKING_RULES = frozenset({"task-hub-lag", "task-burst-hub-lag", "task-queue"})
 BUSY_WAIT_RULES = frozenset({"task-cpu-during-waits", "task-runnable-during-waits"})
 
 
@@ -63,6 +66,16 @@ def _ms(seconds: float | None) -> float | None:
 
 def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
+
+
+def _short(path: str, cwd: str | None) -> str:
+    """``monitor.short`` of a path from the worker's dump: relative to the worker's
+    directory for the user's own files (geventprobe runs elsewhere)."""
+    if cwd and is_user_code(path) and os.path.isabs(path):
+        rel = os.path.relpath(path, cwd)
+        if not rel.startswith(".."):
+            return rel
+    return short(path)
 
 
 def batch_figures(b: Batch) -> TaskBatch:
@@ -79,10 +92,13 @@ def batch_figures(b: Batch) -> TaskBatch:
         server_connections=b.connections)
 
 
-def stall_record(stall: Stall, stopped: str | None) -> TaskStall:
-    """What the record keeps of a stall: the counts, and the main thread's stack."""
-    stack = [redact(f) for f in stall.main_stack]
-    user = next((f for f in reversed(stack) if is_user_code(f.split(":", 1)[0])), None)
+def stall_record(stall: Stall, stopped: str | None, cwd: str | None = None) -> TaskStall:
+    """What the record keeps of a stall: the counts, and the main thread's stack (the
+    user's files relative to ``cwd``, the worker's directory, as its own stacks are)."""
+    frames = stall.main_stack
+    stack = [redact(f"{_short(path, cwd)}:{line} in {func}") for path, line, func in frames]
+    user = next((text for (path, _, _), text in zip(reversed(frames), reversed(stack))
+                 if is_user_code(path)), None)
     return TaskStall(
         kind=stall.kind, batch=stall.batch, waited_s=stall.waited_s, why=stall.why,
         sent=stall.sent, received=stall.received, started=stall.started,
@@ -131,14 +147,22 @@ def evidence(alone: Batch | None, at_once: Batch | None, stall: TaskStall | None
                               fired=True, phase="task", text=stall_words(stall, label)))
     lone_run = alone.run_median_s if alone is not None else None
     batches = [b for b in (alone, at_once) if b is not None]
-    lags = [b.hub_lag_s for b in batches if b.hub_lag_s is not None]
-    if lags:
-        lag_ms = max(lags) * 1000
+    if alone is not None and alone.hub_lag_s is not None:
+        lag_ms = alone.hub_lag_s * 1000
         rules.append(Evidence(
             rule="task-hub-lag", value=round(lag_ms, 3), threshold=t.task_hub_lag_ms,
             fired=lag_ms >= t.task_hub_lag_ms, phase="task",
-            text=(f"max hub lag while {what} ran {lag_ms:.1f} ms (limit "
+            text=(f"max hub lag while {what} ran alone {lag_ms:.1f} ms (limit "
                   f"{t.task_hub_lag_ms:g} ms)")))
+    if at_once is not None and at_once.hub_lag_s is not None:
+        lag_ms = at_once.hub_lag_s * 1000
+        rules.append(Evidence(
+            rule="task-burst-hub-lag", value=round(lag_ms, 3),
+            threshold=t.task_burst_hub_lag_ms, fired=lag_ms >= t.task_burst_hub_lag_ms,
+            phase="task",
+            text=(f"max hub lag while {at_once.size} ran at once {lag_ms:.1f} ms (limit "
+                  f"{t.task_burst_hub_lag_ms:g} ms: taking {at_once.size} tasks off the broker "
+                  "and running them costs the hub some CPU)")))
     if at_once is not None and at_once.queue_max_s is not None and lone_run:
         queue = at_once.queue_max_s
         limit = max(t.task_queue_factor * lone_run, t.task_queue_min_ms / 1000)
@@ -151,7 +175,7 @@ def evidence(alone: Batch | None, at_once: Batch | None, stall: TaskStall | None
                   f"(limit {t.task_queue_factor:g}× and {t.task_queue_min_ms:g} ms: the "
                   "consumer that takes tasks off the broker shares the hub)")))
     if probe:
-        rules += _busy_wait_evidence(batches, t)
+        rules += _busy_wait_evidence(alone, at_once, t)
     if at_once is not None and at_once.run_p90_s is not None and lone_run:
         p90 = at_once.run_p90_s
         factor = p90 / lone_run
@@ -182,21 +206,25 @@ def evidence(alone: Batch | None, at_once: Batch | None, stall: TaskStall | None
     return rules
 
 
-def _busy_wait_evidence(batches: Sequence[Batch], t: Thresholds) -> list[Evidence]:
-    """CPU while every probe task only waited on the server: the lone task's ``pg_sleep``
-    and the time all C slept at once. The worst of the two."""
-    cpus = [b.wait_cpu_per_s for b in batches if b.wait_cpu_per_s is not None]
+def _busy_wait_evidence(alone: Batch | None, at_once: Batch | None,
+                        t: Thresholds) -> list[Evidence]:
+    """CPU while the probe tasks only waited on the server. The CPU figure over the lone
+    task's ``pg_sleep`` (w of nothing but waiting: 20 samples of 10 ms); the runnable share
+    and the sleeps over that and over the time all C slept at once (ns-exact, from
+    schedstat), the worse of the two."""
     out = []
-    if cpus:
-        cpu = max(cpus)
+    cpu_batch = alone if alone is not None and alone.wait_cpu_per_s is not None else at_once
+    if cpu_batch is not None and cpu_batch.wait_cpu_per_s is not None:
+        cpu = cpu_batch.wait_cpu_per_s
         out.append(Evidence(
             rule="task-cpu-during-waits", value=round(cpu, 4), threshold=t.busy_wait_cpu,
             fired=cpu >= t.busy_wait_cpu, phase="task",
-            text=(f"worker CPU while the probe tasks only waited on the server {cpu:.3f} "
-                  f"CPU-s/s (limit {t.busy_wait_cpu:g}; healthy ≈ 0.05–0.09, spinning up "
-                  "to 1.0)")))
-    pairs = [(b.wait_runnable, b.wait_sleeps_per_s) for b in batches
-             if b.wait_runnable is not None and b.wait_sleeps_per_s is not None]
+            text=(f"worker CPU while the probe task {cpu_batch.label} only waited on the "
+                  f"server {cpu:.3f} CPU-s/s (limit {t.busy_wait_cpu:g}; healthy ≈ 0.04–0.07, "
+                  "spinning up to 1.0)")))
+    pairs = [(b.wait_runnable, b.wait_sleeps_per_s) for b in (alone, at_once)
+             if b is not None and b.wait_runnable is not None
+             and b.wait_sleeps_per_s is not None]
     if pairs:
         runnable, sleeps = max(pairs)
         out.append(Evidence(
@@ -227,15 +255,19 @@ def classify(rules: Sequence[Evidence], stall: TaskStall | None, t_start_s: floa
 
 
 def task_stacks(run: CeleryRun, batches: Sequence[Batch], name: str) -> list[BlockedStack]:
-    """Who held the hub while the task's batches ran (gevent's monitor thread)."""
+    """Who held the hub while the task's batches ran (gevent's monitor thread), counted
+    over all of them. A stack the monitor saw once beside one it saw dozens of times is
+    noise around the same cause (the hub caught in a log write while it was already
+    late): only those seen at least a tenth as often as the first are kept."""
     if run.hub is None or not batches:
         return []
-    events = run.hub.events()
-    out: list[BlockedStack] = []
-    for b in batches:
-        out += blocked.stacks(events, f"task {name} {b.label}", (b.start, b.end + _TAIL_S))
-    out.sort(key=lambda s: (-s.count, s.frames))
-    return out[:blocked.MAX_STACKS]
+    events = [e for e in run.hub.events()
+              if any(b.start <= e.t <= b.end + _TAIL_S for b in batches)]
+    found = blocked.stacks(events, f"task {name}")
+    if not found:
+        return []
+    least = max(2, found[0].count / 10) if found[0].count >= 2 else 1
+    return [s for s in found if s.count >= least]
 
 
 def connect_figures(run: CeleryRun, t: Thresholds) -> ConnectFigures | None:
@@ -276,7 +308,8 @@ def judge_task(run: CeleryRun, name: str, call: str, t: Thresholds, t_start_s: f
     if alone is None and at_once is None and stall is None:
         return None
     stopped = _stopped(run) if stall is not None else None
-    stall_rec = stall_record(stall, stopped) if stall is not None else None
+    stall_rec = (stall_record(stall, stopped, run.command.cwd) if stall is not None
+                 else None)
     rules = evidence(alone, at_once, stall_rec, probe=probe, t=t, t_start_s=t_start_s)
     verdict = classify(rules, stall_rec, t_start_s)
     batches = [b for b in (alone, at_once) if b is not None]
@@ -327,9 +360,15 @@ def _words(verdict: Verdict, rules: Sequence[Evidence], batches: Sequence[Batch]
                     "look for what the task waits on (the greenlets' stacks are in the "
                     "worker log with --debug); a task that needs longer: raise "
                     "task_timeout_s in the profile", first_text)
-        failed = sum(b.failed for b in batches)
-        total = sum(b.size for b in batches)
-        return (f"{failed} of {total} tasks raised" + (f": {first_text}" if first_text else ""),
+        alone = next((b for b in batches if b.label == "alone"), None)
+        at_once = next((b for b in batches if b.label == "at once"), None)
+        if alone is not None and alone.failed:
+            what = "the task sent alone raised"
+        elif at_once is not None:
+            what = f"{at_once.failed} of {at_once.size} tasks sent at once raised"
+        else:
+            what = "the task raised"
+        return (what + (f": {first_text}" if first_text else ""),
                 "fix the error the task raised (above, with the line of your code that "
                 "raised it); run it alone with the same arguments to see it outside the "
                 "worker", first_text)
@@ -341,9 +380,10 @@ def _words(verdict: Verdict, rules: Sequence[Evidence], batches: Sequence[Batch]
             if stall.user_frame:
                 cause += f": the hub was held at {stall.user_frame}"
         else:
-            lag = next((e for e in rules if e.rule == "task-hub-lag"), None)
-            cause = (f"the hub stalled {lag.value:.0f} ms while the tasks ran" if lag and
-                     lag.fired else "the tasks waited in the queue while the hub was held")
+            lag = max((e for e in rules if e.fired and e.rule.endswith("hub-lag")),
+                      key=lambda e: e.value, default=None)
+            cause = (f"the hub stalled {lag.value:.0f} ms while the tasks ran" if lag
+                     else "the tasks waited in the queue while the hub was held")
         if stacks:
             cause += f": {blocked.in_words(stacks[0])}"
         return (cause,

@@ -372,7 +372,7 @@ class Stall:
     held`` (the heartbeat silent for ``Deadlines.start``), ``exited``."""
 
     @property
-    def main_stack(self) -> list[str]:
+    def main_stack(self) -> list[tuple[str, int, str]]:
         """The main thread's frames (the hub's, under gevent), outermost first."""
         return main_thread_frames(self.stacks)
 
@@ -437,23 +437,19 @@ _THREAD = re.compile(r"^(Current thread|Thread) (0x[0-9a-f]+)", re.I)
 _FRAME = re.compile(r'^\s+File "(.+)", line (\d+) in (.+)$')
 
 
-def main_thread_frames(stacks: str) -> list[str]:
-    """The main thread's frames in a faulthandler dump, ``file:line in function``, outermost
-    first (faulthandler lists the most recent call first; the main thread is the last)."""
-    threads: list[list[str]] = []
+def main_thread_frames(stacks: str) -> list[tuple[str, int, str]]:
+    """The main thread's frames in a faulthandler dump, (file, line, function), outermost
+    first (faulthandler lists the most recent call first, and the threads newest first:
+    the main thread, started first, is the last)."""
+    threads: list[list[tuple[str, int, str]]] = []
     for line in stacks.splitlines():
         if _THREAD.match(line):
             threads.append([])
             continue
         frame = _FRAME.match(line)
         if frame and threads:
-            from geventprobe.worker.monitor import short
-
-            threads[-1].append(f"{short(frame.group(1))}:{frame.group(2)} in {frame.group(3)}")
-    if not threads:
-        return []
-    # faulthandler dumps the threads newest first; the main thread was started first.
-    return list(reversed(threads[-1]))
+            threads[-1].append((frame.group(1), int(frame.group(2)), frame.group(3)))
+    return list(reversed(threads[-1])) if threads else []
 
 
 # --- the boot dir ------------------------------------------------------------------------

@@ -157,5 +157,6 @@ def tasks(b: BuildResult) -> list[Block]:
 
     probe = task_report.probe_task(b)
     out: list[Block] = task_report.stall_lines(probe) if probe is not None else []
-    out.append(task_report.task_table(b.tasks))
+    if any(t.alone is not None or t.at_once is not None for t in b.tasks):
+        out.append(task_report.task_table(b.tasks))  # not a row of dashes for a stall
     return out + task_report.task_details(b.tasks)

@@ -26,6 +26,7 @@ from geventprobe.report.cells import (
 )
 from geventprobe.report.document import (
     COMPACT,
+    SUMMARY,
     VERBOSE,
     Block,
     Cell,
@@ -139,7 +140,9 @@ def deployment(result: RunResult) -> list[Block]:
         parts.append(f"celery {versions['celery']}, kombu {versions.get('kombu')}")
     parts.append(f"broker: {a.get('broker')}")
     out.append(Paragraph("; ".join(parts), indent=1))
-    out += [Paragraph(f"geventprobe set {o}", style="dim", indent=1)
+    # How the worker was started decides the verdict: that line always; the rest with -v.
+    out += [Paragraph(f"geventprobe {o}", style="dim", indent=1,
+                      detail=SUMMARY if o.startswith("started") else VERBOSE)
             for o in a.get("overrides") or []]
     if c:
         removed = ("removed" if c.get("queue_removed")
