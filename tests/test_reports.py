@@ -9,6 +9,11 @@ run-default (every build OK, psycopg2 BLOCKING), run-preload (the same with --pr
 binary and c BLOCKING) and run-busy-wait (GEVENTPROBE_CONTROL=busy-wait: binary BUSY-WAIT).
 run-preload-http is a later --preload run that also sent HTTP requests at the workers
 (request latency), made with `--dsn '... password=...' --redact-hosts`.
+run-celery and run-celery-stall are `geventprobe run --celery tasks --chdir
+examples/celery/psycopg2_plain --task tasks.query` (the worker and its task BLOCKING) and
+`--celery-cmd "python worker.py" --chdir examples/celery/worker_main --task tasks.query`
+(no task ever started: the stall, its stack and the SIGKILL), from a copy of the repository
+in /srv/geventprobe (celery 5.7.0, redis 7.0, psycopg 3.3.9, psycopg2 2.9.13).
 """
 
 from __future__ import annotations

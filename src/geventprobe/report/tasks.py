@@ -202,8 +202,10 @@ def stall_lines(t: TaskResult) -> list[Block]:
     out: list[Block] = []
     if s.stack:
         shown = s.stack[-STACK_FRAMES:]
+        more = len(s.stack) - len(shown)  # the whole stack is in the JSON record
         out.append(Paragraph(" ← ".join(reversed(shown))
-                             + (" ← …" if len(s.stack) > len(shown) else ""),
+                             + (f" ← {more} more frame{'s' if more > 1 else ''} (in the "
+                                "JSON record)" if more > 0 else ""),
                              lead="main thread:", indent=1))
         if s.user_frame and s.user_frame not in shown:
             out.append(Paragraph(s.user_frame, lead="your code:", indent=1))
