@@ -246,5 +246,8 @@ def main(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    chosen = [a for a in sys.argv[1:] if not a.startswith("--")]
+    argv = sys.argv[1:]
+    if "--seconds" in argv:  # its value is not a case
+        del argv[argv.index("--seconds"):argv.index("--seconds") + 2]
+    chosen = [a for a in argv if not a.startswith("--")]
     main(list(CASES) if chosen == ["all"] else chosen)
