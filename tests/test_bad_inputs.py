@@ -469,3 +469,21 @@ def test_redis_server_not_installed_names_the_install_command(run_cli):
     line = error_line(proc)
     assert "redis-server is not installed" in line
     assert "apt-get install redis-server" in line and "--broker URL" in line
+
+
+# Found once the worker runs: it is started, then stopped and removed before the line.
+
+@pytest.mark.integration
+def test_a_celery_app_that_does_not_import_is_one_line(run_cli):
+    line = error_line(run_cli("run", "--celery", "no_such_module", "--chdir", CELERY_EXAMPLE,
+                              timeout=120))
+    assert line.startswith("geventprobe: error: the celery worker exited with code")
+    assert "no_such_module" in line and "starts it by hand" in line
+
+
+@pytest.mark.integration
+def test_an_unknown_task_is_one_line_naming_the_known_ones(run_cli):
+    line = error_line(run_cli("run", "--celery", "tasks", "--chdir", CELERY_EXAMPLE,
+                              "--task", "tasks.nope", timeout=120))
+    assert line.startswith("geventprobe: error: --task tasks.nope: the worker's app has no")
+    assert "tasks.query" in line and "geventprobe.pg_sleep" not in line
