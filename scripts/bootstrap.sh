@@ -5,6 +5,7 @@
 #   PostgreSQL server programs  -> the embedded throwaway server (skip with --dsn)
 #   pg_config + libpq headers   -> compiling psycopg's "c" build
 #   libpq5                      -> psycopg's pure-"python" build
+#   redis-server                -> the embedded throwaway broker of a celery run (skip with --broker)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,7 @@ have_server() {
 
 missing=()
 have_server || missing+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v pg_config >/dev/null 2>&1 || missing+=(libpq-dev)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 if ((${#missing[@]})); then
@@ -25,7 +27,8 @@ if ((${#missing[@]})); then
         apt-get install -y -qq --no-install-recommends "${missing[@]}" python3-venv libpq5 >/dev/null
     else
         echo "bootstrap: missing ${missing[*]}: install them (Debian/Ubuntu: sudo apt-get install" \
-             "postgresql libpq-dev gcc; macOS: brew install postgresql), then run me again" >&2
+             "postgresql libpq-dev gcc redis-server; macOS: brew install postgresql redis)," \
+             "then run me again" >&2
         exit 2
     fi
 fi

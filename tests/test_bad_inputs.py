@@ -465,3 +465,69 @@ def test_a_dsn_without_host_names_the_unix_socket(run_cli):
     line = error_line(proc)
     assert f"cannot connect to PostgreSQL at the default unix socket (port {port}" in line
     assert "localhost" not in line
+
+
+# --- a celery run (run --celery): refused before anything is started ----------------------
+
+CELERY_EXAMPLE = str(Path(__file__).parent.parent / "examples" / "celery" / "psycopg3_cli")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--celery", "tasks", "--app", "app:application"],
+     "--celery probes a celery worker and --app a gunicorn app"),
+    (["--celery", "tasks", "--task", "tasks.query", "--task-args", "[1,"],
+     "--task-args '[1,' is not JSON"),
+    (["--task", "tasks.query"], "--task goes with a celery worker: add --celery APP"),
+    (["--celery", "tasks", "--broker", "http://example.invalid/"],
+     "http:// is not a broker geventprobe speaks to"),
+], ids=["with-app", "args-not-json", "task-without-celery", "broker-scheme"])
+def test_celery_options_refused(run_cli, args, message):
+    assert message in error_line(run_cli("run", "--chdir", CELERY_EXAMPLE, *args))
+
+
+def test_a_broker_that_refuses_is_one_line_without_its_password(run_cli):
+    url = f"redis://:s3cr3t-broker@127.0.0.1:{free_port()}/0"
+    t0 = time.monotonic()
+    proc = run_cli("run", "--celery", "tasks", "--chdir", CELERY_EXAMPLE,
+                   env={"GEVENTPROBE_BROKER": url})
+    line = error_line(proc)
+    assert "is unreachable" in line and "Connection refused" in line
+    assert "leave --broker out" in line
+    assert "s3cr3t-broker" not in proc.stdout + proc.stderr
+    assert time.monotonic() - t0 < 15
+
+
+def test_a_silent_broker_is_one_line_in_bounded_time(run_cli, silent_port):
+    t0 = time.monotonic()
+    proc = run_cli("run", "--celery", "tasks", "--chdir", CELERY_EXAMPLE, "--broker",
+                   f"redis://127.0.0.1:{silent_port}/0")
+    line = error_line(proc)
+    assert "did not answer within 5 s" in line or "is unreachable" in line
+    assert time.monotonic() - t0 < 15  # the check's 5 s, +1, and our own start
+
+
+def test_redis_server_not_installed_names_the_install_command(run_cli):
+    # No redis-server on PATH (geventprobe itself runs by its absolute interpreter path).
+    proc = run_cli("run", "--celery", "tasks", "--chdir", CELERY_EXAMPLE,
+                   env={"PATH": "/nonexistent"})
+    line = error_line(proc)
+    assert "redis-server is not installed" in line
+    assert "apt-get install redis-server" in line and "--broker URL" in line
+
+
+# Found once the worker runs: it is started, then stopped and removed before the line.
+
+@pytest.mark.integration
+def test_a_celery_app_that_does_not_import_is_one_line(run_cli):
+    line = error_line(run_cli("run", "--celery", "no_such_module", "--chdir", CELERY_EXAMPLE,
+                              timeout=120))
+    assert line.startswith("geventprobe: error: the celery worker exited with code")
+    assert "no_such_module" in line and "starts it by hand" in line
+
+
+@pytest.mark.integration
+def test_an_unknown_task_is_one_line_naming_the_known_ones(run_cli):
+    line = error_line(run_cli("run", "--celery", "tasks", "--chdir", CELERY_EXAMPLE,
+                              "--task", "tasks.nope", timeout=120))
+    assert line.startswith("geventprobe: error: --task tasks.nope: the worker's app has no")
+    assert "tasks.query" in line and "geventprobe.pg_sleep" not in line

@@ -119,12 +119,12 @@ def _rules(lags_at: list[tuple[float, float]], rtt_ms: float = 0.0):
     """The worker's early-stop rules over a heartbeat that fired late at the given times."""
     from dataclasses import asdict
 
-    from geventprobe.worker.probe import _Heartbeat, _Rules
+    from geventprobe.worker.probe import Heartbeat, Rules
 
-    hb = _Heartbeat(0.002)
+    hb = Heartbeat(0.002)
     hb.expected = [due for due, _ in lags_at]
     hb.lag = [lag for _, lag in lags_at]
-    return _Rules({"wait_seconds": 0.15, "rtt_ms": rtt_ms, "thresholds": asdict(T)}, hb)
+    return Rules({"wait_seconds": 0.15, "rtt_ms": rtt_ms, "thresholds": asdict(T)}, hb)
 
 
 def test_a_worker_stops_its_windows_once_blocking_is_decided():

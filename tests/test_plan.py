@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from geventprobe import settings
+from geventprobe.app.celery_app import CeleryApp
 from geventprobe.app.gunicorn_app import GunicornApp
 from geventprobe.core import plan
 from geventprobe.core.calibrate import CalibrationOnly
@@ -66,3 +67,72 @@ def test_the_users_app_takes_its_workers_and_preload_from_its_config():
 def test_calibrate_alone():
     p = plan.for_calibrate(["geventprobe", "calibrate"], workers=1)
     assert isinstance(p.target, CalibrationOnly) and p.calibrate and p.target.steps() == 0
+
+
+CELERY = EXAMPLES / "celery"
+
+
+def test_the_users_celery_worker_and_its_tasks():
+    p = plan.for_run(request(celery="tasks", chdir=str(CELERY / "shared_connection"),
+                             tasks=("tasks.query",), task_kwargs=('{"seconds": 0.2}',),
+                             greenlets=8), NONE)
+    target = p.target
+    assert isinstance(target, CeleryApp) and target.steps() == 1 and not p.preload
+    assert target.command.argv[-9:-3] == ("worker", "-P", "gevent", "-c", "8", "-l")
+    assert [(t.name, t.kwargs) for t in target.tasks] == [("tasks.query", {"seconds": 0.2})]
+    # One worker process, no HTTP route in it: the server's budget is one worker's.
+    assert p.workload.workers == 1 and p.workload.http_rate == 0
+    record = target.app_record()
+    assert record["kind"] == "celery" and record["tasks"] == ['tasks.query(seconds=0.2)']
+    custom = plan.for_run(request(celery_cmd="python worker.py", greenlets=8,
+                                  chdir=str(CELERY / "worker_main")), NONE).target
+    assert custom.command.argv == ("python", "worker.py") and custom.greenlets == 8
+
+
+def test_the_projects_celery_keys(tmp_path):
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.geventprobe]\ncelery = "tasks"\n'
+        'tasks = ["tasks.a", {name = "tasks.b", args = [1], kwargs = {x = true}}]\n')
+    project = settings.load_project(str(tmp_path))
+    target = plan.for_run(request(), project).target
+    assert isinstance(target, CeleryApp) and target.command.cwd == str(tmp_path)
+    assert [(t.name, t.args, t.kwargs) for t in target.tasks] == [
+        ("tasks.a", (), {}), ("tasks.b", (1,), {"x": True})]
+    # The command line's --task replaces the project's; --builds probes the built-in builds.
+    assert [t.name for t in plan.for_run(request(tasks=("tasks.c",)), project).target.tasks] \
+        == ["tasks.c"]
+    assert isinstance(plan.for_run(request(builds="binary"), project).target, DriverBuilds)
+    (tmp_path / "pyproject.toml").write_text('[tool.geventprobe]\ntasks = [{args = [1]}]\n')
+    with pytest.raises(ProbeError, match="tasks must list task names or tables"):
+        settings.load_project(str(tmp_path))
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (dict(celery="tasks", app="app:application"), "--celery probes a celery worker and --app"),
+    (dict(celery="tasks", celery_cmd="python w.py"), "--celery and --celery-cmd both"),
+    (dict(celery="tasks", builds="binary"), "drop --builds, --psycopg and --gevent"),
+    (dict(celery="tasks", routes=("/login",)), "use --task NAME"),
+    (dict(celery="tasks", preload=True), "--preload is gunicorn's"),
+    (dict(celery="tasks", workers=2), "--workers is gunicorn's"),
+    (dict(celery="tasks", gunicorn_config="g.py"), "--gunicorn-config goes with --app"),
+    (dict(tasks=("tasks.query",)), "--task goes with a celery worker: add --celery APP"),
+    (dict(broker="redis://127.0.0.1/0"), "--broker goes with a celery worker"),
+    (dict(celery="tasks", task_args=("[1]",)), "--task-args and --task-kwargs go with --task"),
+    (dict(celery="tasks", tasks=("t.a",), task_args=("{1",)), "--task-args '{1' is not JSON"),
+    (dict(celery="tasks", tasks=("t.a",), task_args=('{"a": 1}',)), "is not a JSON array"),
+    (dict(celery="tasks", tasks=("t.a",), task_kwargs=("[1]",)), "is not a JSON object"),
+    (dict(celery="tasks", tasks=("t.a", "t.b", "t.c"), task_args=("[1]", "[2]")),
+     "--task-args is given 2 times for 3 --task"),
+    (dict(celery="tasks", tasks=("not a name",)), "is not a task name"),
+    (dict(celery="tasks", broker="mysql://db/0"), "is not a broker geventprobe speaks to"),
+    (dict(celery="tasks", chdir="/no/such/dir"), "--chdir /no/such/dir is not a directory"),
+    (dict(celery="-A"), "give the app as celery's -A takes it"),
+    (dict(celery_cmd="python 'unclosed"), "does not parse"),
+], ids=["app", "both", "builds", "route", "preload", "workers", "gunicorn-config",
+        "task-alone", "broker-alone", "args-without-task", "args-not-json", "args-not-array",
+        "kwargs-not-object", "args-count", "task-name", "broker-scheme", "chdir", "app-flag",
+        "command-quotes"])
+def test_what_a_celery_run_refuses(flags, message):
+    with pytest.raises(ProbeError) as info:
+        plan.for_run(request(**flags), NONE)
+    assert message in str(info.value) and "\n" not in str(info.value)

@@ -13,6 +13,11 @@ run-app-causes is `geventprobe run --profile quick --app app:application --chdir
 examples/route_causes` with its five routes (psycopg 3.3.9, SQLAlchemy 2.1.9, the project's
 directory shown as /srv/geventprobe): one FAILING, two SERIALIZED and two BLOCKING routes,
 each with its cause.
+run-celery and run-celery-stall are `geventprobe run --celery tasks --chdir
+examples/celery/psycopg2_plain --task tasks.query` (the worker and its task BLOCKING) and
+`--celery-cmd "python worker.py" --chdir examples/celery/worker_main --task tasks.query`
+(no task ever started: the stall, its stack and the SIGKILL), from a copy of the repository
+in /srv/geventprobe (celery 5.7.0, redis 7.0, psycopg 3.3.9, psycopg2 2.9.13).
 """
 
 from __future__ import annotations

@@ -113,6 +113,22 @@ _FIGURES: list[tuple[str, Callable, bool]] = [
 ]
 
 
+# A celery worker (run --celery) has no wait windows: its probe task's figures C at once.
+_TASK_FIGURES: list[tuple[str, Callable, bool]] = [
+    ("task queue max s", lambda t: t.at_once.queue_max_s if t.at_once else None, True),
+    ("task run max s", lambda t: t.at_once.run_max_s if t.at_once else None, True),
+    ("celery runtime max s",
+     lambda t: t.at_once.celery_runtime_max_s if t.at_once else None, True),
+    ("task hub lag ms", lambda t: max((x.hub_lag_ms for x in (t.alone, t.at_once)
+                                       if x is not None and x.hub_lag_ms is not None),
+                                      default=None), True),
+]
+
+
+def _probe_task(b: BuildResult | None):
+    return next((t for t in b.tasks if t.probe), None) if b is not None else None
+
+
 def _request_p99_ms(m) -> float | None:
     requests = getattr(m, "requests", None)  # HTTP requests at the workers, when sent
     if requests is None or requests.latency.p99_us is None:
@@ -188,6 +204,10 @@ def _fact_differences(a: BuildResult, b: BuildResult) -> list[Difference]:
     ra, rb = {r.route: r for r in a.routes}, {r.route: r for r in b.routes}
     for route in [r for r in ra if r in rb]:
         out += _diff(f"route {route}", ra[route].verdict.value, rb[route].verdict.value, False)
+    # run --celery --task: a task's verdict, where both runs ran it.
+    ka, kb = {t.task: t for t in a.tasks}, {t.task: t for t in b.tasks}
+    for task in [t for t in ka if t in kb]:
+        out += _diff(f"task {task}", ka[task].verdict.value, kb[task].verdict.value, False)
     return out
 
 
@@ -212,6 +232,12 @@ def _build_change(name: str, a: BuildResult | None, b: BuildResult | None) -> Bu
     for label, get, lower in _FIGURES:
         before = get(ma) if ma is not None else None
         after = get(mb) if mb is not None else None
+        if before is not None or after is not None:
+            figures.append(FigureChange(label, before, after, lower))
+    ta, tb = _probe_task(a), _probe_task(b)
+    for label, get, lower in _TASK_FIGURES if ta is not None or tb is not None else ():
+        before = get(ta) if ta is not None else None
+        after = get(tb) if tb is not None else None
         if before is not None or after is not None:
             figures.append(FigureChange(label, before, after, lower))
     return BuildChange(

@@ -3,8 +3,9 @@
 ``redact`` removes passwords from any text (always applied): those written the way a DSN
 writes them (``password=...``, ``postgresql://user:PASSWORD@``, ``?password=``) and,
 wherever they appear, the passwords this run knows (``known_secrets``): the DSN's from
-``--dsn`` or ``GEVENTPROBE_DSN``, ``PGPASSWORD``, and the one in the ``DATABASE_URL`` an
-app is given. An app's error message that quotes the password in free text is masked too.
+``--dsn`` or ``GEVENTPROBE_DSN``, ``PGPASSWORD``, the one in the ``DATABASE_URL`` an
+app is given, and a celery broker's (``--broker`` or ``GEVENTPROBE_BROKER``). An app's
+error message that quotes the password in free text is masked too.
 ``redact_hosts`` also masks host names and IP addresses (``--redact-hosts``); ``scrub``
 applies either to every string of a result record, so that every renderer reads an
 already clean record. Parent side only.
@@ -40,7 +41,7 @@ _URI_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)([^&#]*)")
 # The password part of any URL (a foreign scheme is refused, but its message is redacted).
 _ANY_URI_PASSWORD = re.compile(r"(?i)[a-z][\w+.-]*://[^:/?#@\s]*:([^@/?#\s]*)@")
 # Variables that carry a password of this run (their values are read on every redact).
-SECRET_VARIABLES = ("PGPASSWORD", "GEVENTPROBE_DSN", "DATABASE_URL")
+SECRET_VARIABLES = ("PGPASSWORD", "GEVENTPROBE_DSN", "DATABASE_URL", "GEVENTPROBE_BROKER")
 # A known secret shorter than this is masked only where it stands alone (a word of its
 # own): masking every "ab" of a report would leave nothing to read.
 _ANYWHERE_FROM = 4
@@ -84,10 +85,10 @@ def known_secrets() -> frozenset[str]:
     values = tuple(os.environ.get(k) for k in SECRET_VARIABLES)
     if values != _from_environment[0]:
         found: set[str] = set()
-        password, dsn, database_url = values
+        password, *urls = values
         if password:
             found.add(password)
-        for text in (dsn, database_url):
+        for text in urls:  # GEVENTPROBE_DSN, DATABASE_URL, a celery run's GEVENTPROBE_BROKER
             found |= secrets_in(text or "")
         _from_environment = (values, frozenset(found))
     return _from_environment[1] | _remembered

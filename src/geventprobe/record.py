@@ -26,11 +26,13 @@ class Verdict(str, Enum):
     """Measured, but the same run shows the detector could not be trusted (saturated machine,
     a baseline or calibration control that missed its class)."""
     SERIALIZED = "SERIALIZED"
-    """A route of the user's app (``--route``): the hub stayed on time, yet concurrent
-    requests took several times the lone request: they waited on each other (one connection
-    shared by the greenlets, a pool smaller than the concurrency, a lock)."""
+    """A route of the user's app (``--route``) or a celery task (``--task``): the hub stayed
+    on time, yet concurrent requests (tasks) took several times the lone one: they waited
+    on each other (one connection shared by the greenlets, a pool smaller than the
+    concurrency, a lock)."""
     FAILING = "FAILING"
-    """A route of the user's app: requests answered 5xx, were reset or timed out."""
+    """A route of the user's app: requests answered 5xx, were reset or timed out; a celery
+    task: tasks raised, or did not finish within their deadline while the hub ran."""
 
     def __str__(self) -> str:
         return self.value
@@ -218,7 +220,10 @@ class Evidence:
     (BUSY-WAIT); ``connect-stall`` in the connect phase
     (BLOCKING); ``worker-timeout`` when gunicorn killed a worker whose hub was blocked
     longer than ``--timeout`` (value: workers killed); a route's are ``route-failing``,
-    ``route-hub-lag`` and ``route-serialized`` (``core/rules.py``, ``app/route_rules.py``)."""
+    ``route-hub-lag`` and ``route-serialized`` (``core/rules.py``, ``app/route_rules.py``); a
+    celery task's are ``task-stall``, ``task-hub-lag``, ``task-queue`` (BLOCKING),
+    ``task-cpu-during-waits``, ``task-runnable-during-waits`` (BUSY-WAIT),
+    ``task-serialized``, ``task-failing`` (``app/task_rules.py``)."""
     value: float
     threshold: float
     fired: bool
@@ -227,7 +232,7 @@ class Evidence:
     phase: str = "waits"
     """When it was measured: ``waits`` (the pg_sleep windows), ``connect`` (while
     connecting), ``idle`` (every connection open, none in use), ``route`` (a burst at one
-    of the user's routes)."""
+    of the user's routes), ``task`` (a celery task alone, then C at once)."""
 
 
 @dataclass(frozen=True)
@@ -336,6 +341,117 @@ class RouteResult:
 
 
 @dataclass(frozen=True)
+class TaskBatch:
+    """Tasks of a celery worker sent at once through the broker (one alone, or C), and what
+    became of them. A task's **queue** time runs from when it was sent to when its greenlet
+    began (``task_prerun``): the broker, the consumer taking it off the broker and the pool;
+    its **run** time from then to ``task_postrun``. A blocked hub shows only as queue time:
+    the consumer runs on the same hub, while each task's own run stays short."""
+
+    size: int
+    """Tasks sent."""
+    finished: int
+    """Tasks that finished (in any state) before the deadline."""
+    failed: int
+    """Finished in another state than SUCCESS (an exception, a retry)."""
+    wall_s: float | None
+    """From the first sent to the last finished (None: not all finished)."""
+    queue_p50_s: float | None
+    queue_max_s: float | None
+    run_p50_s: float | None
+    run_p90_s: float | None
+    run_max_s: float | None
+    celery_runtime_max_s: float | None
+    """The longest runtime celery itself reported (``task_success``: what its events and
+    Flower show), beside ours."""
+    overlap: float | None
+    """Sum of the run times / the span they cover: about C when the tasks ran side by side,
+    1 when one after the other."""
+    peak: int
+    """Most tasks running at the same moment."""
+    hub_lag_ms: float | None
+    """Latest heartbeat tick of the worker due during the batch (None: the heartbeat never
+    ran)."""
+    cpu_per_s: float | None = None
+    """The worker's CPU-s per wall-s over the whole batch (receiving, connecting: not a
+    busy-wait figure)."""
+    wait_cpu_per_s: float | None = None
+    """Probe tasks: the worker's CPU-s per wall-s while every task of the batch only waited
+    on the server (its ``pg_sleep``): the BUSY-WAIT figure (healthy ≈ 0.05–0.09)."""
+    wait_runnable: float | None = None
+    """Probe tasks: share of that time the worker was on a CPU or queued for one."""
+    wait_sleeps_per_s: float | None = None
+    """Probe tasks: how often a second the worker went to sleep in that time."""
+    server_connections: int | None = None
+    """The user's tasks: most TCP connections the worker held to the server during the
+    batch (None: not counted, e.g. a unix socket)."""
+
+
+@dataclass(frozen=True)
+class TaskStall:
+    """A task the worker never started, or never finished, within its deadline: what the
+    worker was doing then (faulthandler's dump of its main thread, taken from C, so it
+    comes even while the hub is held in C)."""
+
+    kind: str
+    """``never-ready`` (the worker never said ready), ``never-started`` (sent, none began)
+    or ``stalled`` (began, did not finish)."""
+    batch: str | None
+    """``warm-up``, ``alone`` or ``at once`` (None: never ready)."""
+    waited_s: float
+    why: str
+    """What ended the wait: ``none started`` (none began within ``task_start_timeout_s``),
+    ``hub held`` (the heartbeat silent that long), ``deadline``, ``exited``."""
+    sent: int
+    received: int
+    """Taken off the broker by the consumer (celery's ``task_received``)."""
+    started: int
+    finished: int
+    hub_silent_s: float | None
+    """How long the heartbeat had not ticked when geventprobe gave up; None: it never ran
+    at all (the probe's greenlet never got the hub)."""
+    stack: list[str] = field(default_factory=list)
+    """The main thread's stack (the hub's, under gevent), ``file:line in function``,
+    outermost first."""
+    user_frame: str | None = None
+    """The innermost frame of that stack in the user's own code."""
+    stopped: str | None = None
+    """How the worker was stopped afterwards (``SIGTERM``; ``SIGKILL after ignoring SIGTERM
+    for 1 s``)."""
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """One task of a celery worker (``run --celery``): sent alone, then C at once, through
+    the broker. The first is geventprobe's own probe task (``geventprobe.pg_sleep``: each
+    opens a connection with the app's driver and sleeps w on the server), whose verdict is
+    the worker's; then each ``--task``."""
+
+    task: str
+    """The task's name."""
+    probe: bool
+    """True for geventprobe's probe task."""
+    verdict: Verdict
+    """OK, BLOCKING, BUSY-WAIT, SERIALIZED, FAILING (or ERROR: the probe task failed)."""
+    concurrency: int
+    """Tasks sent at once in the second batch."""
+    call: str
+    """How it was called: ``tasks.charge(1, retry=False)`` (redacted)."""
+    alone: TaskBatch | None
+    at_once: TaskBatch | None
+    evidence: list[Evidence]
+    cause: str | None = None
+    advice: str | None = None
+    first_error: str | None = None
+    """The first failed task's exception (``Type: message``) and the user's line that raised
+    it."""
+    blocked_by: list[BlockedStack] = field(default_factory=list)
+    """Stacks gevent's monitor thread caught holding the hub during the task's batches."""
+    stall: TaskStall | None = None
+    duration_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class BuildResult:
     """One build's verdict, why, and how to fix it."""
 
@@ -370,6 +486,8 @@ class BuildResult:
     phases (empty when the hub was never blocked past its threshold)."""
     routes: list[RouteResult] = field(default_factory=list)
     """``run --app --route``: each route's verdict, in the order asked."""
+    tasks: list[TaskResult] = field(default_factory=list)
+    """``run --celery``: the probe task (the worker's verdict), then each ``--task``."""
     timings: dict[str, float] = field(default_factory=dict)
     """Where this build's time went, seconds per phase: ``boot`` (the previous build's
     gunicorn exits meanwhile), ``reap previous`` (what was left of that), ``probe`` (and

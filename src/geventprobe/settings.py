@@ -93,6 +93,14 @@ class Workload:
     rtt_ms: float = 0.0
     """``--rtt``: network round trip to simulate, ms; the workers reach the server through a
     loopback delay proxy adding half of it each way (0: directly, no proxy)."""
+    task_wait_seconds: float = 0.2
+    """``run --celery``: w of the probe task (each opens a connection and runs
+    ``pg_sleep(w)``), sent alone, then C at once."""
+    task_start_timeout_s: float = 5.0
+    """``run --celery``: a batch of tasks none of which started this long after it was sent,
+    or whose worker's heartbeat was silent this long, has stalled (healthy: 0.02–0.04 s)."""
+    task_timeout_s: float = 60.0
+    """``run --celery``: one of the user's tasks (``--task``) must finish within this."""
 
     def blocked_seconds(self) -> float:
         """How long the wait windows and connect rounds last if every query and connect
@@ -152,6 +160,25 @@ class Thresholds:
     route_serialized_min_ms: float = 50.0
     """...and at least this much longer in absolute terms (8 quick requests sharing the CPU
     are not worth a finding)."""
+    task_hub_lag_ms: float = 100.0
+    """A celery task (the probe's or ``--task``) is BLOCKING when the worker's heartbeat was
+    this late while it ran alone (0.5 · w of the probe task, w = 0.2 s)..."""
+    task_burst_hub_lag_ms: float = 300.0
+    """...or this late while C ran at once (taking C tasks off the broker and connecting
+    costs a healthy hub some CPU)..."""
+    task_queue_factor: float = 4.0
+    """...or when, C at once, a task waited this many times the lone task's run time in the
+    queue (sent → started: the consumer shares the blocked hub)..."""
+    task_queue_min_ms: float = 300.0
+    """...and at least this long (quick tasks)."""
+    task_serialized_factor: float = 3.0
+    """A celery task is SERIALIZED when, C at once, the p90 of their run times is this many
+    times the lone task's while the hub ran on time..."""
+    task_serialized_min_ms: float = 100.0
+    """...and at least this much longer."""
+    task_failing_share: float = 0.1
+    """A celery task is FAILING when the lone task, or more than this share of the C at
+    once, raised (or did not finish in time while the hub ran)."""
 
 
 @dataclass(frozen=True)
@@ -342,6 +369,9 @@ _KEYS: dict[str, type | tuple] = {
     "calibrate": bool,
     "rtt_ms": (int, float),
     "routes": list,
+    "celery": str,
+    "celery_cmd": str,
+    "tasks": list,
 }
 _TABLES = ("workload", "thresholds")
 
@@ -362,6 +392,13 @@ class ProjectSettings:
     preload: bool | None = None
     routes: tuple = ()
     """``--route`` for ``run --app``: the app's routes to drive (``routes = ["/login"]``)."""
+    celery: str | None = None
+    """``APP`` for ``run --celery``."""
+    celery_cmd: str | None = None
+    """The command that starts the worker, for ``run --celery-cmd``."""
+    tasks: tuple = ()
+    """``--task`` for ``run --celery``: ``(name, args, kwargs)`` each, from ``tasks =
+    ["proj.tasks.charge", {name = "proj.tasks.send", args = [1], kwargs = {}}]``."""
     tables: dict = field(default_factory=dict)
     """[workload], [thresholds] and [run] overrides, applied over the named profile."""
 
@@ -451,13 +488,35 @@ def project_settings(table: dict, path: str) -> ProjectSettings:
             values["routes"] = tuple(str(parse_route(r)) for r in values["routes"])
         except ProbeError as exc:
             raise ProbeError(f"{source}: {exc}") from None
+    if "tasks" in values:
+        values["tasks"] = _project_tasks(values["tasks"], source)
     if isinstance(values.get("builds"), list):
         values["builds"] = ",".join(str(b) for b in values["builds"])
-    for key in ("gunicorn_config", "chdir"):
+    for key in ("gunicorn_config", "chdir"):  # celery_cmd runs in chdir: left as written
         if key in values and not values[key].startswith("python:"):
             values[key] = os.path.normpath(os.path.join(base, values[key]))
     values.setdefault("chdir", base)
     return ProjectSettings(path=path, tables=tables, **values)
+
+
+def _project_tasks(items: list, source: str) -> tuple:
+    """``tasks = [...]`` of [tool.geventprobe]: each a name, or a table with ``name`` and
+    optional ``args`` (a list) and ``kwargs`` (a table)."""
+    out = []
+    example = ('tasks = ["proj.tasks.charge", {name = "proj.tasks.send", args = [1], '
+               'kwargs = {retry = false}}]')
+    for item in items:
+        if isinstance(item, str):
+            out.append((item, [], {}))
+            continue
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or \
+                set(item) - {"name", "args", "kwargs"} or \
+                not isinstance(item.get("args", []), list) or \
+                not isinstance(item.get("kwargs", {}), dict):
+            raise ProbeError(f"{source}: tasks must list task names or tables of name, args "
+                             f"(a list) and kwargs (a table), e.g. {example}; got {item!r}")
+        out.append((item["name"], list(item.get("args", [])), dict(item.get("kwargs", {}))))
+    return tuple(out)
 
 
 def load_project(start: str | None = None) -> ProjectSettings:

@@ -86,10 +86,11 @@ def hide_password_in_title(argv: list[str] | None = None) -> bool:
 
     argv = sys.argv if argv is None else argv
     for i, arg in enumerate(argv):
-        if arg == "--dsn" and i + 1 < len(argv):
-            dsn.remember(argv[i + 1])
-        elif arg.startswith("--dsn="):
-            dsn.remember(arg[len("--dsn="):])
+        for flag in ("--dsn", "--broker"):  # a celery broker URL may hold a password too
+            if arg == flag and i + 1 < len(argv):
+                dsn.remember(argv[i + 1])
+            elif arg.startswith(flag + "="):
+                dsn.remember(arg[len(flag) + 1:])
     functions = _title_functions()
     if functions is None:
         return False

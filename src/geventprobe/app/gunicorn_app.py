@@ -18,7 +18,7 @@ and injects the probe without touching their code:
    runs their config, chains their hooks with ours and starts the probe in
    ``post_worker_init`` after theirs; the facts say which driver their workers really
    use, its wait function or callback, what gevent patched and who imported the driver
-   when. ``judge_phases`` judges their routes (``route_rules.py``), and ``headline``
+   when. ``judge`` judges the workers, then their routes (``route_rules.py``); ``headline``
    speaks of their app.
 """
 
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from geventprobe.app import route_rules
 from geventprobe.app.routes import Route
-from geventprobe.core import causes, rules
+from geventprobe.core import causes, judge, rules
 from geventprobe.core.builds import Build
 from geventprobe.core.known_errors import Deployment
 from geventprobe.core.progress import Listener
@@ -43,7 +43,7 @@ from geventprobe.dsn import redact
 from geventprobe.errors import ProbeError
 from geventprobe.processes import children, gunicorn_workers
 from geventprobe.processes.run_dir import WorkersRun
-from geventprobe.record import BuildResult, Calibration, RouteResult, Verdict
+from geventprobe.record import BuildResult, Calibration, Verdict
 from geventprobe.settings import Thresholds, Workload
 from geventprobe.worker import record
 from geventprobe.worker.record import GunicornSettings
@@ -107,9 +107,13 @@ class GunicornApp:
             keep_cmd_args=True, thresholds=session.plan.thresholds, routes=list(self.routes),
             timeout_s=self.deployment.get("timeout"))
 
-    def judge_phases(self, run: WorkersRun, thresholds: Thresholds) -> list[RouteResult]:
-        """Each ``--route``'s verdict, its causes in this deployment's words."""
-        return route_rules.judge_all(run.routes, thresholds, self.deployment_of(run))
+    def judge(self, run: WorkersRun, workload: Workload, thresholds: Thresholds,
+              started: float) -> BuildResult:
+        """The workers' figures through the verdict rules, then each ``--route``'s verdict,
+        its causes in this deployment's words."""
+        return judge.judge(self, run, workload, thresholds, started,
+                           routes=lambda r: route_rules.judge_all(r.routes, thresholds,
+                                                                  self.deployment_of(r)))
 
     def deployment_of(self, run: WorkersRun) -> Deployment:
         """What the routes' causes depend on: preload, the app's directory (frames are shown

@@ -52,6 +52,17 @@ REPORT_WIDTH = 100
 """Columns of a report that goes to a pipe or a file (a CI log): the same every time."""
 
 
+def _given_broker(ctx, param, value):
+    """A broker URL's password is masked wherever it appears from now on (``--broker``)."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("the broker URL is empty: give your broker's URL, or leave "
+                                 "--broker out to use a throwaway redis-server",
+                                 ctx=ctx, param=param)
+    if value:
+        remember(value)
+    return value
+
+
 def _given_dsn(ctx, param, value):
     """An empty DSN is refused: ``--dsn "$DATABASE_URL"`` with the variable unset must not
     quietly probe the embedded server instead of the user's."""
@@ -185,16 +196,18 @@ def handled_errors(debug: bool) -> Iterator[None]:
         fail(*outcome)
 
 
-def warn_secret_argv(dsn: str | None) -> None:
-    """Say so when a password was given on our command line, where ``ps`` shows it."""
+def warn_secret_argv(dsn: str | None, param: str = "dsn",
+                     instead: str = "GEVENTPROBE_DSN, PGPASSWORD or ~/.pgpass") -> None:
+    """Say so when a password was given on our command line, where ``ps`` shows it
+    (``--dsn``, or ``param``: ``--broker``)."""
     ctx = click.get_current_context(silent=True)
     if not dsn or ctx is None or redact(dsn) == dsn:
         return
-    source = ctx.get_parameter_source("dsn")
+    source = ctx.get_parameter_source(param)
     if source is click.core.ParameterSource.COMMANDLINE:
-        say("geventprobe: warning: the password in --dsn was visible to every user of this "
+        say(f"geventprobe: warning: the password in --{param} was visible to every user of this "
             "machine (ps) until geventprobe rewrote its own process title, and it stays in "
-            "your shell history: pass it in GEVENTPROBE_DSN, PGPASSWORD or ~/.pgpass instead "
+            f"your shell history: pass it in {instead} instead "
             "(geventprobe never puts it on a command line)")
 
 

@@ -12,6 +12,7 @@ from geventprobe import files
 from geventprobe.cli import report as report_cli
 from geventprobe.cli.common import (
     ProgressListener,
+    _given_broker,
     debug_option,
     dsn_option,
     handled_errors,
@@ -78,11 +79,31 @@ CONTROLS = 9
               help="With --app: your gunicorn config file [what gunicorn finds: -c in "
                    "GUNICORN_CMD_ARGS, else ./gunicorn.conf.py].")
 @click.option("--chdir", "chdir", metavar="DIR", default=None,
-              help="With --app: the directory gunicorn runs in (your project) [.].")
+              help="With --app or --celery: the directory your workers run in (your "
+                   "project) [.].")
 @click.option("--route", "route_texts", metavar="ROUTE", multiple=True,
               help="With --app (repeatable): also drive this route of your app, e.g. /login or "
                    "'POST /login' (empty body): one request alone, then route_concurrency "
                    "concurrent requests per worker; verdict OK, BLOCKING, SERIALIZED or FAILING.")
+@click.option("--celery", "celery", metavar="APP", default=None,
+              help="Probe YOUR celery worker under -P gevent: `celery -A APP worker -P gevent "
+                   "-c N` with your settings, its tasks through a throwaway redis-server.")
+@click.option("--celery-cmd", "celery_cmd", metavar="COMMAND", default=None,
+              help="Probe YOUR celery worker started YOUR way, e.g. \"python worker.py\" "
+                   "(how it starts decides the import order); -c is yours.")
+@click.option("--broker", "broker", metavar="URL", envvar="GEVENTPROBE_BROKER", default=None,
+              callback=_given_broker,
+              help="With --celery: your redis or RabbitMQ instead of a throwaway redis-server "
+                   "(env GEVENTPROBE_BROKER keeps a password out of ps); a queue of our own, "
+                   "removed after.")
+@click.option("--task", "task_names", metavar="NAME", multiple=True,
+              help="With --celery (repeatable): also run this task of yours, alone then C at "
+                   "once; verdict OK, BLOCKING, BUSY-WAIT, SERIALIZED or FAILING.")
+@click.option("--task-args", "task_args", metavar="JSON", multiple=True,
+              help="The --task's positional arguments, a JSON array (once for every task, or "
+                   "once per --task).")
+@click.option("--task-kwargs", "task_kwargs", metavar="JSON", multiple=True,
+              help="The --task's keyword arguments, a JSON object (once, or once per --task).")
 @click.option("--profile", "profile_name", metavar="NAME", default=None,
               help="Named profile: default, quick (fast look), ci (stricter thresholds, "
                    "calibration on) [default, or `profile` in pyproject's [tool.geventprobe]].")
@@ -94,13 +115,15 @@ CONTROLS = 9
 def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path, config_path,
                 calibrate, verbose, debug, psycopg_text, gevent_text, markdown_path, redact_hosts,
                 allow_many_connections, time_limit, app, gunicorn_config, chdir, route_texts,
+                celery, celery_cmd, broker, task_names, task_args, task_kwargs,
                 profile_name, fail_on_text):
-    """Probe each driver build inside real gunicorn gevent workers and judge it.
+    """Probe each driver build inside real gunicorn gevent workers and judge it
+    (or your gunicorn app with --app, your celery worker with --celery).
 
     Exit 0: every psycopg 3 build cooperates. 1: one BLOCKS or BUSY-WAITs, or a
-    --route is BLOCKING, SERIALIZED or FAILING. 2: usage/environment error or
-    failed probe. 3: inconclusive (a baseline missed its known class). 130:
-    interrupted.
+    --route or --task is BLOCKING, BUSY-WAIT, SERIALIZED or FAILING. 2:
+    usage/environment error or failed probe. 3: inconclusive (a baseline missed
+    its known class). 130: interrupted.
     """
     console = progress_console()
     with handled_errors(debug):
@@ -110,9 +133,12 @@ def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path
             config_path=config_path, calibrate=calibrate, psycopg=psycopg_text,
             gevent=gevent_text, allow_many_connections=allow_many_connections,
             time_limit_s=time_limit, app=app, gunicorn_config=gunicorn_config, chdir=chdir,
-            routes=tuple(route_texts), profile=profile_name, fail_on=fail_on_text))
+            routes=tuple(route_texts), profile=profile_name, fail_on=fail_on_text,
+            celery=celery, celery_cmd=celery_cmd, broker=broker, tasks=tuple(task_names),
+            task_args=tuple(task_args), task_kwargs=tuple(task_kwargs)))
         files.check_outputs([("--json", json_path), ("--markdown", markdown_path)])
         warn_secret_argv(dsn)
+        warn_secret_argv(broker, "broker", "GEVENTPROBE_BROKER")
         total = plan.target.steps() + (CONTROLS if plan.calibrate else 0)
         with ProgressListener(console, total=total) as listener:
             result = runner.run(plan, listener)

@@ -14,14 +14,14 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from geventprobe.core import metrics, rules
+from geventprobe.core import judge, metrics, rules
 from geventprobe.core.builds import Availability, Build
 from geventprobe.core.progress import Listener
 from geventprobe.core.session import Session, require
 from geventprobe.core.target import Probed
 from geventprobe.processes import gunicorn_workers
 from geventprobe.processes.run_dir import WorkersRun
-from geventprobe.record import BuildResult, Calibration, RouteResult, Verdict
+from geventprobe.record import BuildResult, Calibration, Verdict
 from geventprobe.settings import Thresholds, Workload
 
 BASELINE_FOR_RATIOS = "psycopg2-green"
@@ -49,9 +49,10 @@ class HarnessBuild:
                                           python=self.python, base_env=self.base_env,
                                           thresholds=session.plan.thresholds)
 
-    def judge_phases(self, run: WorkersRun, thresholds: Thresholds) -> list[RouteResult]:
-        """None: the harness app has no routes of its own."""
-        return []
+    def judge(self, run: WorkersRun, workload: Workload, thresholds: Thresholds,
+              started: float) -> BuildResult:
+        """The workers' figures through the verdict rules (the harness app has no routes)."""
+        return judge.judge(self, run, workload, thresholds, started)
 
 
 def unavailable(build: Build, avail: Availability) -> BuildResult:

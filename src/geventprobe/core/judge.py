@@ -5,19 +5,22 @@ this order: a worker that did not run, or one the master killed for a blocked hu
 probe that failed, says so before any figure is read; otherwise the figures
 (``metrics``) go through the verdict rules (``rules``), the cause and fix are computed
 from the workers' facts (``causes``), who blocked is counted (``blocked``), and the
-subject judges its own phases (an app's routes). No printing.
+subject's own phases (an app's routes) come judged. The judge of every gunicorn subject
+(``HarnessBuild``, ``GunicornApp``: their ``judge`` calls this); a celery worker has its
+own (``app/task_rules.py``). No printing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 
 from geventprobe.core import blocked, causes, metrics, rules
 from geventprobe.core.target import Subject
 from geventprobe.dsn import redact
 from geventprobe.processes.run_dir import WorkersRun
-from geventprobe.record import BuildResult, Evidence, Verdict
+from geventprobe.record import BuildResult, Evidence, RouteResult, Verdict
 from geventprobe.settings import Thresholds, Workload
 
 
@@ -51,8 +54,12 @@ def _worker_timeout(subject: Subject, run: WorkersRun, facts: dict, started: flo
 
 
 def judge(subject: Subject, run: WorkersRun, workload: Workload, thresholds: Thresholds,
-          started: float) -> BuildResult:
-    """The row of ``subject``: its verdict, why, the fix, and every figure it rests on."""
+          started: float, routes: Callable[[WorkersRun], list[RouteResult]] | None = None
+          ) -> BuildResult:
+    """The row of ``subject``: its verdict, why, the fix, and every figure it rests on.
+
+    ``routes``: judges the subject's own route phase (an app's ``--route``), once the
+    workers' own figures are in."""
     reports = run.results
     facts = reports[0].facts if reports else {}
     if run.not_running:  # before any verdict: a stopped worker's lag is not the driver's
@@ -85,7 +92,7 @@ def judge(subject: Subject, run: WorkersRun, workload: Workload, thresholds: Thr
     return _row(subject, verdict=v, cause=cause, advice=advice, evidence=evidence, facts=facts,
                 metrics=m, workers=figures, worker_timeouts=run.worker_timeouts,
                 duration_s=time.monotonic() - started, timings=phase_timings(run),
-                blocked_by=stacks, routes=subject.judge_phases(run, thresholds))
+                blocked_by=stacks, routes=routes(run) if routes is not None else [])
 
 
 def phase_timings(run: WorkersRun) -> dict[str, float]:

@@ -2,7 +2,8 @@
 
 Every command resolves its plan here and nowhere else: the profile with all its layers
 and flags (``settings.profile_for``), what is probed (the target: the built-in builds,
-the user's app, a version matrix, the calibration controls alone), ``--preload``,
+the user's gunicorn app, the user's celery worker, a version matrix, the calibration
+controls alone: the one place the kind of worker is chosen), ``--preload``,
 ``--fail-on``, calibration. Combinations that cannot work are refused here, one line
 each (exit 2), before anything is started. The plan is frozen: nothing changes it after.
 """
@@ -10,10 +11,11 @@ each (exit 2), before anything is started. The plan is frozen: nothing changes i
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
 from geventprobe import settings
-from geventprobe.app import gunicorn_app
+from geventprobe.app import celery_app, gunicorn_app
 from geventprobe.app.routes import parse_routes
 from geventprobe.core.builds import Build, parse_builds
 from geventprobe.core.calibrate import CalibrationOnly
@@ -51,6 +53,16 @@ class RunRequest:
     routes: tuple[str, ...] = ()
     profile: str | None = None
     fail_on: str | None = None
+    celery: str | None = None
+    """``--celery APP``."""
+    celery_cmd: str | None = None
+    """``--celery-cmd COMMAND``."""
+    broker: str | None = None
+    tasks: tuple[str, ...] = ()
+    """``--task`` names, in order."""
+    task_args: tuple[str, ...] = ()
+    """``--task-args`` JSON texts (one for all tasks, or one per task)."""
+    task_kwargs: tuple[str, ...] = ()
 
 
 def for_run(request: RunRequest, project: ProjectSettings | None = None) -> RunPlan:
@@ -60,7 +72,8 @@ def for_run(request: RunRequest, project: ProjectSettings | None = None) -> RunP
     profile = settings.profile_for(request.profile, request.config_path, project,
                                    workers=request.workers, greenlets=request.greenlets,
                                    rtt_ms=request.rtt_ms, dsn=request.dsn)
-    app = _app(request, project)
+    celery = _celery(request, project, profile.workload.greenlets)
+    app = _app(request, project) if celery is None else None
     builds, named = parse_builds(request.builds if request.builds is not None
                                  else project.builds)
     calibrate = request.calibrate or profile.calibrate
@@ -68,7 +81,11 @@ def for_run(request: RunRequest, project: ProjectSettings | None = None) -> RunP
                else profile.fail_on)
     sets = matrix.requested(request.psycopg, request.gevent)
     target: Target
-    if app is not None:  # their workers, as their config says (or --workers)
+    if celery is not None:  # one worker process; no HTTP route in a celery worker
+        profile = dataclasses.replace(profile, workload=dataclasses.replace(
+            profile.workload, workers=1, http_rate=0.0))
+        preload, target = False, celery
+    elif app is not None:  # their workers, as their config says (or --workers)
         profile = dataclasses.replace(profile, workload=dataclasses.replace(
             profile.workload, workers=app.workers))
         preload, target = app.preload, app
@@ -85,6 +102,65 @@ def for_run(request: RunRequest, project: ProjectSettings | None = None) -> RunP
                    command=request.command, calibrate=calibrate, fail_on=fail_on,
                    time_limit_s=request.time_limit_s,
                    allow_many_connections=request.allow_many_connections)
+
+
+def _celery(request: RunRequest, project: ProjectSettings, greenlets: int
+            ) -> celery_app.CeleryApp | None:
+    """``--celery APP`` / ``--celery-cmd`` (or ``celery`` / ``celery_cmd`` in pyproject): the
+    user's celery worker; else None. Every flag that cannot go with it is refused here."""
+    asked = request.celery or request.celery_cmd
+    if request.celery and request.celery_cmd:
+        raise ProbeError("--celery and --celery-cmd both say how to start the worker: give "
+                         "one (--celery APP: `celery -A APP worker -P gevent`; --celery-cmd: "
+                         "your own command)")
+    if not asked and (request.tasks or request.task_args or request.task_kwargs
+                      or request.broker) and not (project.celery or project.celery_cmd):
+        flag = ("--task" if request.tasks else "--task-args" if request.task_args else
+                "--task-kwargs" if request.task_kwargs else "--broker")
+        raise ProbeError(f"{flag} goes with a celery worker: add --celery APP (or --celery-cmd "
+                         "\"COMMAND\"), e.g. --celery proj --task proj.tasks.charge")
+    builds_asked = request.builds is not None or bool(request.psycopg or request.gevent)
+    if asked:
+        if request.app:
+            raise ProbeError("--celery probes a celery worker and --app a gunicorn app: run "
+                             "them one at a time")
+        if builds_asked:
+            raise ProbeError("--celery probes the driver your worker imports: drop --builds, "
+                             "--psycopg and --gevent (or drop --celery to probe the built-in "
+                             "builds)")
+    elif request.app or builds_asked or not (project.celery or project.celery_cmd):
+        return None  # the command line asked for something else: the project's worker waits
+    if request.routes:
+        raise ProbeError("--route drives a route of a gunicorn app: a celery worker's are its "
+                         "tasks: use --task NAME")
+    if request.gunicorn_config:
+        raise ProbeError("--gunicorn-config goes with --app: a celery worker reads its own "
+                         "settings (drop --gunicorn-config)")
+    if request.preload:
+        raise ProbeError("--preload is gunicorn's: a celery -P gevent worker is one process "
+                         "with no master (drop --preload)")
+    if request.workers is not None:
+        raise ProbeError("--workers is gunicorn's: a celery -P gevent worker is one process "
+                         "(drop --workers; --greenlets sets how many tasks run at once)")
+    if asked:
+        app, command = request.celery, request.celery_cmd
+    elif project.celery and project.celery_cmd:
+        raise ProbeError(f"{project.source}: celery and celery_cmd both say how to start the "
+                         "worker: keep one")
+    else:
+        app, command = project.celery, project.celery_cmd
+    if request.tasks:  # the command line's tasks replace the project's
+        names, args, kwargs = (list(request.tasks), list(request.task_args),
+                               list(request.task_kwargs))
+    else:
+        names = [name for name, _, _ in project.tasks]
+        args = list(request.task_args) or [json.dumps(a) for _, a, _ in project.tasks]
+        kwargs = list(request.task_kwargs) or [json.dumps(k) for _, _, k in project.tasks]
+    tasks = celery_app.parse_tasks(names, args, kwargs)
+    return celery_app.plan(celery_app.CeleryRequest(
+        app=app, command=command, chdir=request.chdir or project.chdir,
+        broker=request.broker, tasks=tasks, greenlets=request.greenlets,
+        default_greenlets=greenlets))
 
 
 def _app(request: RunRequest, project: ProjectSettings) -> gunicorn_app.GunicornApp | None:

@@ -215,11 +215,12 @@ def exit_code(builds: Sequence[BuildResult],
     """2 if a probe failed, 3 if inconclusive, 1 for findings, else 0.
 
     ``fail_on`` (``--fail-on``): the verdicts, in lower case, that count as findings. The
-    routes of an app (``--route``) count like builds: a route that could not be measured is
-    a failed probe, a BLOCKING, SERIALIZED or FAILING one a finding.
+    routes of an app (``--route``) and the tasks of a celery worker (``--task``) count like
+    builds: one that could not be measured is a failed probe, a BLOCKING, BUSY-WAIT,
+    SERIALIZED or FAILING one a finding.
     """
     if any(b.verdict is Verdict.ERROR for b in builds) or any(
-            r.verdict is Verdict.ERROR for b in builds for r in b.routes):
+            r.verdict is Verdict.ERROR for b in builds for r in (*b.routes, *b.tasks)):
         return EXIT_USAGE
     if baseline_mismatches(builds) or any(b.verdict is Verdict.INCONCLUSIVE for b in builds):
         return EXIT_INCONCLUSIVE
@@ -231,7 +232,7 @@ def exit_code(builds: Sequence[BuildResult],
                            Verdict.FAILING) if v.value.lower() in fail_on}
     if any(b.verdict in failing for b in tested):
         return EXIT_FINDINGS
-    if any(r.verdict in failing for b in tested for r in b.routes):
+    if any(r.verdict in failing for b in tested for r in (*b.routes, *b.tasks)):
         return EXIT_FINDINGS
     return EXIT_OK
 

@@ -14,7 +14,7 @@ import contextlib
 import time
 from collections.abc import Iterator, Sequence
 
-from geventprobe.core import builds, judge
+from geventprobe.core import builds
 from geventprobe.core.builds import Build
 from geventprobe.core.progress import Listener
 from geventprobe.core.target import Subject
@@ -87,7 +87,7 @@ class Session:
         workload = workload or self.plan.workload
         started = time.monotonic()
         run = subject.launch(self, workload)
-        result = judge.judge(subject, run, workload, self.plan.thresholds, started)
+        result = subject.judge(run, workload, self.plan.thresholds, started)
         if label is not None:
             self.timings[f"build {label}"] = result.duration_s
         return result

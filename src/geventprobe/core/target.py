@@ -6,19 +6,20 @@ row of the report). Two protocols, so that the core has one way through every ru
 - ``Target``: what one run probes, and how its headline reads. ``DriverBuilds``
   (``core/drivers.py``: the built-in driver builds), ``GunicornApp``
   (``app/gunicorn_app.py``: the user's app under their gunicorn config, with its routes),
-  ``VersionMatrix`` (``versions/matrix.py``), ``CalibrationOnly`` (``core/calibrate.py``).
-- ``Subject``: one thing whose workers are started, probed and judged. ``HarnessBuild``
-  (a built-in build in gunicorn running the harness app), ``GunicornApp`` itself.
+  ``CeleryApp`` (``app/celery_app.py``: the user's celery worker under ``-P gevent``, with
+  its tasks), ``VersionMatrix`` (``versions/matrix.py``), ``CalibrationOnly``
+  (``core/calibrate.py``).
+- ``Subject``: one thing whose workers are started, probed and judged into one row.
+  ``HarnessBuild`` (a built-in build in gunicorn running the harness app), ``GunicornApp``
+  and ``CeleryApp`` themselves.
 
 A subject's ``launch`` starts its workers, runs the in-worker probe and collects their
-typed records (``worker/record.py``) into a ``WorkersRun`` (``processes/run_dir.py``);
-the core judges every ``WorkersRun`` the same way (``core/judge.py``), adds the subject's
-own phases (``judge_phases``: an app's routes), and settles the whole run once.
-
-A new worker kind (celery, next) is one more implementation of both: a target for
-``--celery APP`` whose subject's ``launch`` starts a broker and the user's celery worker
-and returns a ``WorkersRun``, whose ``judge_phases`` judges its tasks, and whose
-``headline`` speaks of tasks (docs/how-it-works.md).
+typed records (``worker/record.py``); its ``judge`` turns them into the row. Every
+gunicorn subject's ``launch`` returns a ``WorkersRun`` (``processes/run_dir.py``) and its
+``judge`` is ``core/judge.py``'s, with its own phases (an app's routes); a celery worker's
+is a ``CeleryRun`` (``processes/celery_workers.py``: tasks through a broker) judged by
+``app/task_rules.py``. Either way the row is a ``BuildResult`` and the run is settled
+once (``rules.settle``), recorded and rendered the same way (docs/how-it-works.md).
 """
 
 from __future__ import annotations
@@ -27,14 +28,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from geventprobe.record import BuildResult, Calibration, MatrixEnv, RouteResult
+from geventprobe.record import BuildResult, Calibration, MatrixEnv
 
 if TYPE_CHECKING:
+    from typing import Union
+
     from geventprobe.core.builds import Build
     from geventprobe.core.progress import Listener
     from geventprobe.core.session import Session
+    from geventprobe.processes.celery_workers import CeleryRun
     from geventprobe.processes.run_dir import WorkersRun
     from geventprobe.settings import Thresholds, Workload
+
+    Launched = Union[WorkersRun, CeleryRun]
+    """What a subject's ``launch`` returns: its kind's records, read by its own ``judge``."""
 
 
 class Subject(Protocol):
@@ -47,12 +54,14 @@ class Subject(Protocol):
     """True when its app is imported in the master before the workers patch (the causes
     read it)."""
 
-    def launch(self, session: Session, workload: Workload) -> WorkersRun:
+    def launch(self, session: Session, workload: Workload) -> Launched:
         """Start the workers against ``session.dsn``, run the probe in them, collect their
         records and stop them (every process reaped, every temp dir removed)."""
 
-    def judge_phases(self, run: WorkersRun, thresholds: Thresholds) -> list[RouteResult]:
-        """Verdicts of the phases only this kind has (an app's routes; [] for none)."""
+    def judge(self, run: Launched, workload: Workload, thresholds: Thresholds,
+              started: float) -> BuildResult:
+        """The row: the verdict, why, the fix and every figure it rests on, from what
+        ``launch`` returned (``started``: when the row began, for its duration)."""
 
 
 @dataclass(frozen=True)

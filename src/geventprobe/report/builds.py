@@ -1,5 +1,5 @@
-"""One build's details: why it got its verdict and the fix, then its routes (and, next, the
-tasks of a celery worker), as document blocks.
+"""One build's details: why it got its verdict and the fix, then its routes (or the tasks of a
+celery worker: ``report/tasks.py``), as document blocks.
 
 The one place a build's or a route's explanation is written: the terminal shows the
 lines that fired, Markdown and HTML every rule (``not fired`` ones at ``REFERENCE``).
@@ -59,8 +59,9 @@ def explanation(b: BuildResult, detail: str = SUMMARY, kills: bool = True) -> li
 
 
 def wanted(b: BuildResult) -> bool:
-    """A build gets a heading and its explanation when it is not OK, or has routes or stacks."""
-    return b.verdict is not Verdict.OK or bool(b.routes or b.blocked_by)
+    """A build gets a heading and its explanation when it is not OK, or has routes, tasks or
+    stacks."""
+    return b.verdict is not Verdict.OK or bool(b.routes or b.blocked_by or b.tasks)
 
 
 def details(b: BuildResult) -> list[Block]:
@@ -167,10 +168,19 @@ def route_details(routes: Sequence[RouteResult]) -> list[Block]:
     return out
 
 
-# ---------------------------------------------------------------- tasks (celery workers, next)
+# ---------------------------------------------------------------- tasks (run --celery)
 
 
 def tasks(b: BuildResult) -> list[Block]:
-    """A celery worker's tasks: a table and each task that is not OK, as ``route_table`` and
-    ``route_details`` do for a gunicorn app's routes. The record holds no tasks yet."""
-    return []
+    """A celery worker's tasks: where a stalled worker was held, then a table (the probe task
+    first) and each task that is not OK, as ``route_table`` and ``route_details`` do for a
+    gunicorn app's routes."""
+    if not b.tasks:
+        return []
+    from geventprobe.report import tasks as task_report
+
+    probe = task_report.probe_task(b)
+    out: list[Block] = task_report.stall_lines(probe) if probe is not None else []
+    if any(t.alone is not None or t.at_once is not None for t in b.tasks):
+        out.append(task_report.task_table(b.tasks))  # not a row of dashes for a stall
+    return out + task_report.task_details(b.tasks)

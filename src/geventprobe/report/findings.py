@@ -103,6 +103,10 @@ def paragraph(result: RunResult) -> str | None:
     """
     if not result.builds:
         return None
+    from geventprobe.report import tasks
+
+    if tasks.is_celery(result):
+        return tasks.findings(result)
     app = bool(result.app)
     # Who is judged: psycopg 3 builds beside their baselines, or the user's app.
     subject = "Your app" if app else "psycopg 3"

@@ -10,7 +10,7 @@ are for the text and reference formats.
 from __future__ import annotations
 
 from geventprobe.record import RunResult, Verdict
-from geventprobe.report import builds, calibration, findings, load, setup
+from geventprobe.report import builds, calibration, findings, load, setup, tasks
 from geventprobe.report.cells import (
     deciding,
     driver_version,
@@ -52,9 +52,12 @@ CHARTS_HINT = ("Charts (hub lag over time, `SELECT 1` latency distribution, ever
 
 
 def headline(result: RunResult) -> str:
-    """What the report is about: the driver builds, the user's app, or the controls."""
+    """What the report is about: the driver builds, the user's app or celery worker, or the
+    controls."""
     if result.calibration is not None and not result.builds:
         return CALIBRATE
+    if tasks.is_celery(result):
+        return tasks.HEADLINE
     return APP if result.app else DRIVERS
 
 
@@ -201,13 +204,14 @@ def body(result: RunResult) -> list[Block]:
     """Everything below the headline, in the order every format shows it."""
     if result.calibration is not None and not result.builds:  # `geventprobe calibrate`
         return [calibration.table(result.calibration, title=None)]
-    out: list[Block] = app_lines(result)
+    celery = tasks.is_celery(result)  # a celery worker's row has tasks, not wait windows
+    out: list[Block] = tasks.deployment(result) if celery else app_lines(result)
     if result.calibration is not None:
         cal = result.calibration
         out += [calibration.table(cal),
                 Paragraph(calibration.outcome(cal), style=calibration.style(cal))]
-    out.append(verdict_table(result))
-    text = legend(result)
+    out.append(tasks.worker_table(result) if celery else verdict_table(result))
+    text = tasks.legend(result) if celery else legend(result)
     if text:
         out.append(Paragraph(text, style="dim", detail=VERBOSE))
     if result.proxy is not None:

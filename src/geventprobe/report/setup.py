@@ -11,7 +11,7 @@ import re
 import shlex
 
 from geventprobe.record import BuildResult, RunResult
-from geventprobe.report import calibration, repro
+from geventprobe.report import calibration, repro, tasks
 from geventprobe.report.cells import VERDICT_STYLE, label, yes_no
 from geventprobe.report.document import REFERENCE, Facts, Pairs, Paragraph, Part, Verbatim
 
@@ -37,6 +37,23 @@ def worker_facts(result: RunResult) -> Facts:
     def patched_at_import(b):
         return yes_no((b.facts.get("driver_import") or {}).get("select_patched"))
 
+    def celery(b, *keys):  # run --celery: what the worker said about itself as celery
+        value = b.facts.get("celery")
+        for key in keys:
+            value = (value or {}).get(key)
+        return value
+
+    def celery_import(b):
+        if "celery" not in b.facts:
+            return None
+        return (b.facts.get("driver_import") or {}).get("where")
+
+    def patch_all(b):
+        if "celery" not in b.facts:
+            return None
+        found = [p for p in b.facts.get("patches") or () if p.get("what") == "patch_all"]
+        return found[0].get("where") if found else "never"
+
     spec = [
         ("psycopg `__version__`", lambda b: pg(b, "version")),
         ("psycopg `pq.__impl__`", lambda b: pg(b, "impl")),
@@ -56,7 +73,14 @@ def worker_facts(result: RunResult) -> Facts:
         ("`is_module_patched(\"socket\")`", lambda b: yes_no(b.facts.get("socket_patched"))),
         ("gevent", lambda b: b.facts.get("gevent")),
         ("greenlet", lambda b: b.facts.get("greenlet")),
-        ("gunicorn", lambda b: b.facts.get("gunicorn")),
+        ("gunicorn", lambda b: None if "celery" in b.facts else b.facts.get("gunicorn")),
+        ("celery", lambda b: celery(b, "versions", "celery")),
+        ("celery pool", lambda b: celery(b, "pool")),
+        ("celery concurrency", lambda b: celery(b, "concurrency")),
+        ("driver imported", celery_import),
+        ("gevent `monkey.patch_all()` called", patch_all),
+        ("`worker_process_init` receivers (never sent under -P gevent)",
+         lambda b: ", ".join(b.facts.get("worker_process_init_receivers") or []) or None),
         ("worker class", lambda b: b.facts.get("worker_class")),
         ("Python", lambda b: b.facts.get("python")),
         ("import error", lambda b: b.facts.get("import_error")),
@@ -134,7 +158,9 @@ def appendix(result: RunResult) -> list[Part]:
     facts = worker_facts(result)
     if facts.rows:
         out.append(Part("Environment inside the workers", [
-            Paragraph("What each build's gunicorn gevent workers reported about themselves, "
+            Paragraph("What the celery worker reported about itself once it was ready, and "
+                      "again after its tasks ran." if tasks.is_celery(result) else
+                      "What each build's gunicorn gevent workers reported about themselves, "
                       "after the worker had booted.", detail=REFERENCE), facts]))
     out += [Part("PostgreSQL server", [server_pairs(result)]),
             Part("Machine", [machine_pairs(result)]),

@@ -140,7 +140,7 @@ def set_phase(name: str) -> None:
 
 def _state() -> dict:
     state: dict = {
-        "drivers": [m for m in ("psycopg", "psycopg2") if m in sys.modules],
+        "drivers": [m for m in ("psycopg", "psycopg2") if loaded(m)],
         "select_patched": _patched("select"),
         "psycopg_wait": None,
         "psycopg2_wait_callback": None,
@@ -172,13 +172,20 @@ def where(event: dict, preload: bool) -> str:
     return text
 
 
+def loaded(name: str) -> bool:
+    """True when module ``name`` has been imported. ``sys.modules[name] = None`` is how an
+    app hides a driver it must not use (Django settings that keep psycopg 3 out do): that
+    entry means "not there", not "imported"."""
+    return sys.modules.get(name) is not None
+
+
 def driver_module():
     """The driver this worker's app uses: psycopg, else psycopg2, else one we import now.
 
     Returns (module or None, who imported it, error text or None).
     """
     for name in ("psycopg", "psycopg2"):
-        if name in sys.modules:
+        if loaded(name):
             if name == "psycopg2":
                 import psycopg2.extensions
             return sys.modules[name], "app", None
@@ -197,7 +204,7 @@ def driver_module():
 
 def facts(preload: bool) -> dict:
     """What the probe reports about imports and patching, in the shape core/causes.py reads."""
-    driver = next((m for m in ("psycopg", "psycopg2") if m in sys.modules), None)
+    driver = next((m for m in ("psycopg", "psycopg2") if loaded(m)), None)
     event = events.get(driver or "", {})
     if driver and driver in preloaded:
         event = {"module": driver, "pid": master_pid, "phase": "before-config",

@@ -27,7 +27,7 @@ import time
 import traceback
 from importlib import metadata
 
-from geventprobe.worker import record
+from geventprobe.worker import import_watch, record
 
 
 def _env_workload() -> dict:
@@ -151,7 +151,8 @@ def collect_facts(source, worker=None) -> dict:
         "driver": None,
     }
     facts.update(origin)  # --app mode: who imported what, and when
-    if "psycopg" in sys.modules:
+    # An app may hide a driver with sys.modules[name] = None: not imported, then.
+    if import_watch.loaded("psycopg"):
         import psycopg
         from psycopg import pq, waiting
 
@@ -170,7 +171,7 @@ def collect_facts(source, worker=None) -> dict:
             # the stdlib's (blocking) selector if that happened before gevent patched select.
             "selector": _callable_name(getattr(waiting, "DefaultSelector", None)),
         }
-    if "psycopg2" in sys.modules:
+    if import_watch.loaded("psycopg2"):
         import psycopg2
         import psycopg2.extensions as ext
 
@@ -184,7 +185,7 @@ def collect_facts(source, worker=None) -> dict:
     return facts
 
 
-class _Driver:
+class Driver:
     """The few calls the workload needs, for psycopg 3 and psycopg2 alike."""
 
     def __init__(self, module, workload: dict):
@@ -213,7 +214,7 @@ class _Driver:
         return cursor.fetchone()
 
 
-class _Heartbeat:
+class Heartbeat:
     """Ticks every ``period`` s; each late tick is hub lag: time the hub could not run us."""
 
     def __init__(self, period: float):
@@ -256,7 +257,7 @@ def _wait_for_go(timeout: float) -> list[int]:
         return list(json.load(f).get("order") or [])
 
 
-def _serve_route(driver: _Driver, workload: dict) -> None:
+def _serve_route(driver: Driver, workload: dict) -> None:
     """Open the HTTP route's own connections and serve it (the parent's load needs it)."""
     import gevent
 
@@ -271,7 +272,7 @@ def _serve_route(driver: _Driver, workload: dict) -> None:
     probe_route.configure([job.value for job in jobs], float(workload.get("http_query_ms", 0)))
 
 
-def _request_phase(driver: _Driver, cursors: list, workload: dict) -> None:
+def _request_phase(driver: Driver, cursors: list, workload: dict) -> None:
     """While the parent's HTTP load runs, keep every greenlet waiting on the server.
 
     Like the requests already in flight in a busy worker: each greenlet runs
@@ -298,7 +299,7 @@ def _request_phase(driver: _Driver, cursors: list, workload: dict) -> None:
     gevent.joinall([gevent.spawn(in_flight, c) for c in cursors])
 
 
-class _Rules:
+class Rules:
     """The parent's verdict rules, so a worker stops repeating a measurement once more rounds
     cannot change its verdict (the thresholds come in ``GEVENTPROBE_WORKLOAD``).
 
@@ -307,7 +308,7 @@ class _Rules:
     side decides it). Without thresholds every round runs.
     """
 
-    def __init__(self, workload: dict, heartbeat: _Heartbeat):
+    def __init__(self, workload: dict, heartbeat: Heartbeat):
         self.t = workload.get("thresholds")
         self.w = float(workload["wait_seconds"])
         # With --rtt each sleep also costs a round trip: the parent's wait factor is over both.
@@ -346,7 +347,7 @@ class _Rules:
         return sum(factors) >= rounds // 2 + 1
 
 
-def _connect_phase(driver: _Driver, greenlets: int, rounds: int, rules: _Rules
+def connect_phase(driver: Driver, greenlets: int, rounds: int, rules: Rules
                    ) -> tuple[list, record.ConnectPhase]:
     """Open the windows' connections while the heartbeat runs, and time it.
 
@@ -381,7 +382,7 @@ def _connect_phase(driver: _Driver, greenlets: int, rounds: int, rules: _Rules
     return conns, record.ConnectPhase(single=single, windows=windows)
 
 
-def _connect_in_turn(driver: _Driver, workload: dict, order: list[int], rules: _Rules
+def _connect_in_turn(driver: Driver, workload: dict, order: list[int], rules: Rules
                      ) -> tuple[list, record.ConnectPhase]:
     """The connect phase, one worker at a time, then wait until every worker is done.
 
@@ -397,7 +398,7 @@ def _connect_in_turn(driver: _Driver, workload: dict, order: list[int], rules: _
     mine = order.index(pid) if pid in order else 0
     before = [os.path.join(run_dir, f"connected-{p}") for p in order[:mine]]
     _wait_for_files(before, timeout, "the workers before this one did not finish connecting")
-    conns, phase = _connect_phase(driver, int(workload["greenlets"]),
+    conns, phase = connect_phase(driver, int(workload["greenlets"]),
                                   int(workload.get("connect_rounds", 1)), rules)
     # A marker for the other workers (only its existence counts; the parent never reads it).
     with open(os.path.join(run_dir, f"connected-{pid}"), "w"):
@@ -424,14 +425,14 @@ def run(source, worker=None) -> None:
     found: dict = {}
     """The fields of this worker's ``ProbeResult``, filled in as each phase ends."""
     conns: list = []
-    heartbeat = _Heartbeat(workload["heartbeat_ms"] / 1000.0)
+    heartbeat = Heartbeat(workload["heartbeat_ms"] / 1000.0)
     monitor = None
     try:
         module, import_error = source.driver()
         found["facts"] = collect_facts(source, worker)
         if import_error:
             raise ImportError(import_error)
-        driver = _Driver(module, workload)
+        driver = Driver(module, workload)
         _serve_route(driver, workload)
         port = None
         if worker is not None and worker.sockets:
@@ -442,7 +443,7 @@ def run(source, worker=None) -> None:
 
         hb = gevent.spawn(heartbeat.run)
         gevent.sleep(0.02)  # the heartbeat ticks before anything is measured
-        rules = _Rules(workload, heartbeat)
+        rules = Rules(workload, heartbeat)
         monitor = _start_monitor(workload)
         conns, found["connect"] = _connect_in_turn(driver, workload, order, rules)
         found["blocked_connect"], monitor = _stop_monitor(monitor), None
@@ -545,7 +546,7 @@ def _hand_over_to_routes(workload: dict) -> None:
     if timeout <= 0:
         return
     period = float(workload.get("monitor_ms", 0)) / 1000.0 or DEFAULT_MAX_BLOCKING_S
-    probe_route.route_phase(_run_dir(), _Heartbeat(workload["heartbeat_ms"] / 1000.0),
+    probe_route.route_phase(_run_dir(), Heartbeat(workload["heartbeat_ms"] / 1000.0),
                             Monitor(period), timeout, _write)
 
 

@@ -102,7 +102,7 @@ def _close_pool() -> None:
 def route_phase(run_dir: str, heartbeat, monitor, timeout_s: float, write) -> None:
     """``run --app --route``: stay out of the way while the parent drives the user's routes.
 
-    The worker's hub keeps a heartbeat (``heartbeat``: a probe ``_Heartbeat``) and gevent's
+    The worker's hub keeps a heartbeat (``heartbeat``: a probe ``Heartbeat``) and gevent's
     monitor thread (``monitor``: a ``monitor.Monitor``) running, notes when each
     request of the app starts, and says ``route-ready-<pid>.json``. When the parent writes
     ``routes-stop`` (or ``timeout_s`` passed) it writes all of it to ``routes-<pid>.json``

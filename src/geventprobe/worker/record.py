@@ -15,6 +15,10 @@ file                        record              written
 settings.json               ``GunicornSettings``  ``--app``: the effective gunicorn settings
 ==========================  ==================  ==============================================
 
+A celery worker (``--celery``, ``--celery-cmd``) writes its own records in its run dir
+(``CELERY_PREFIXES``: ``CeleryBoot``, ``CeleryReady``, ``CeleryConnected``, ``CeleryHub``,
+``CeleryFacts``, ``TaskMark``, ``TaskDone``), with the same version and the same checks.
+
 ``dump`` adds ``RECORD_VERSION``; ``load`` refuses a file of another version, or one whose
 fields have the wrong types, with ``RecordError`` (one line: the parent shows it and exits 2).
 A version mismatch means the worker ran another geventprobe than the parent (a stale copy
@@ -201,6 +205,152 @@ PREFIXES = {"ready": Ready, "result": ProbeResult, "route-ready": RouteReady,
 """File name prefix (``<prefix>-<pid>.json``) → the record it holds."""
 
 
+# ------------------------------------------------------------------ a celery worker's records
+# Written by ``celery_probe.py`` (``CeleryBoot`` by ``celery_watch.py``) in the celery run
+# dir, read by ``processes/celery_workers.py``. Times are ``time.monotonic()``.
+
+
+@dataclass(frozen=True)
+class CeleryBoot:
+    """``boot-<pid>.json``: a Python process started with geventprobe's boot dir (the import
+    watch is in; ``stack_signal`` makes it dump every thread's stack). Written while Python
+    starts, by hand, without ``json`` (``celery_watch.install``)."""
+
+    pid: int
+    stack_signal: int
+    at: float
+
+
+@dataclass(frozen=True)
+class CeleryReady:
+    """``celery-ready-<pid>.json``: celery's ``worker_ready``, written in the signal itself (a
+    worker whose hub never runs still gets that far)."""
+
+    pid: int
+    at: float
+    hostname: str
+    pool: str
+    """The pool class, e.g. ``celery.concurrency.gevent.TaskPool``."""
+    concurrency: int
+    consumes: list[str]
+    """The queues the worker consumes from now (geventprobe's alone)."""
+    user_queues: list[str]
+    """The queues it would have consumed from without geventprobe (never touched)."""
+    tasks: list[str]
+    """Every task its app registers (celery's own ``celery.*`` left out)."""
+    signals: dict
+    """Each celery signal this process received so far → when it first did."""
+    versions: dict
+    """celery, kombu, gevent, greenlet, Python."""
+    facts: dict
+    """``probe.collect_facts`` with the celery source: driver, wait function, patching, who
+    imported the driver when (``celery_watch``)."""
+    error: str | None = None
+    """Why the facts could not be collected (the worker runs on without them)."""
+
+
+@dataclass(frozen=True)
+class CeleryConnected:
+    """``connected-<pid>.json``: the connect phase, from a greenlet once the worker is ready
+    (only a hub that runs writes it)."""
+
+    pid: int
+    greenlets: int
+    connect: ConnectPhase | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class CeleryFacts:
+    """``facts-<pid>.json``: the facts again once the tasks ran (on the parent's request): an
+    app that imports its driver lazily (Django, on the first query) has imported it by now."""
+
+    pid: int
+    at: float
+    facts: dict
+
+
+@dataclass(frozen=True)
+class BlockedSeen:
+    """One stack gevent's monitor thread found holding the hub, with every look that found it
+    there (a hub held 3 s at one line is 60 looks of a 50 ms monitor: one entry)."""
+
+    frames: list[str]
+    """``file:line in function: source``, outermost first."""
+    user: int | None
+    """Index in ``frames`` of the innermost frame of the user's own code (None: none)."""
+    times: list[float]
+    """When each look found it."""
+    seconds: list[float]
+    """How long the hub had been held at each look, s."""
+
+
+@dataclass(frozen=True)
+class CeleryHub:
+    """``hub-<pid>.json``: the heartbeat (a tick every ``period`` s; the late ones kept) and
+    the monitor's stacks, rewritten every ``celery_probe.HUB_WRITE_S``."""
+
+    pid: int
+    period: float
+    started: float
+    ticks: int
+    last_tick: float
+    """When the heartbeat last ran: long ago means the hub has been held since."""
+    late: list[list[float]]
+    """[when the tick was due, how late it came] for each tick ``LATE_TICK_S`` or more late."""
+    written: float
+    blocked: list[BlockedSeen] = field(default_factory=list)
+
+    def lag_in(self, start: float, end: float) -> float:
+        """The latest tick due inside ``[start, end]``, s (0 when none was late)."""
+        return max((lag for due, lag in self.late if start <= due <= end), default=0.0)
+
+    def events(self) -> list[BlockedEvent]:
+        """The monitor's looks as ``BlockedEvent``s (what ``core/blocked.py`` counts)."""
+        return [BlockedEvent(t=t, s=s, frames=seen.frames, user=seen.user)
+                for seen in self.blocked for t, s in zip(seen.times, seen.seconds)]
+
+
+@dataclass(frozen=True)
+class TaskMark:
+    """``received-<id>.json`` (celery's ``task_received``: the consumer took it off the
+    broker) or ``started-<id>.json`` (``task_prerun``: its greenlet began to run it)."""
+
+    task_id: str
+    what: str
+    at: float
+
+
+@dataclass(frozen=True)
+class TaskDone:
+    """``task-<id>.json``: one task, from ``task_prerun`` to ``task_postrun``."""
+
+    task_id: str
+    name: str
+    pid: int
+    received: float | None
+    started: float
+    finished: float
+    state: str | None
+    """celery's state: ``SUCCESS``, ``FAILURE``, ``RETRY``..."""
+    celery_runtime: float | None
+    """celery's own runtime figure (``task_success``): what its events and Flower show."""
+    error: str | None = None
+    """The exception, ``Type: message`` (its last line)."""
+    error_origin: str | None = None
+    """``file:line in function`` of the user's code that raised it, when it is theirs."""
+    connect: list[float] | None = None
+    """A probe task's connection: [start, end]."""
+    query: list[float] | None = None
+    """A probe task's ``pg_sleep``: [start, end]."""
+
+
+CELERY_PREFIXES = {"boot": CeleryBoot, "celery-ready": CeleryReady,
+                   "connected": CeleryConnected, "facts": CeleryFacts, "hub": CeleryHub,
+                   "received": TaskMark, "started": TaskMark, "task": TaskDone}
+"""A celery run dir's file prefixes (``<prefix>-<pid or task id>.json``) → their records."""
+
+
 def dump(record) -> dict:
     """``record`` as JSON-ready data, with the version."""
     return {"version": RECORD_VERSION, **dataclasses.asdict(record)}
@@ -281,8 +431,10 @@ def _build(cls, data, where: str):
     return cls(**values)
 
 
-_RECORDS = {cls.__name__: cls for cls in (BlockedEvent, ConnectPhase, Ready, ProbeResult,
-                                          RouteReady, RoutePhase, AppError, GunicornSettings)}
+_RECORDS = {cls.__name__: cls for cls in (
+    BlockedEvent, ConnectPhase, Ready, ProbeResult, RouteReady, RoutePhase, AppError,
+    GunicornSettings, CeleryBoot, CeleryReady, CeleryConnected, CeleryFacts, BlockedSeen,
+    CeleryHub, TaskMark, TaskDone)}
 
 
 def load(cls, data, source: str):

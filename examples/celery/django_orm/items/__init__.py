@@ -1,0 +1,1 @@
+"""A Django app whose tasks use the ORM's database connection."""

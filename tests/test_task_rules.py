@@ -1,0 +1,304 @@
+"""The verdicts of a celery worker and its tasks, on figures shaped like recorded runs.
+
+Pure: no worker, no broker. The batches below are the shapes measured on the examples
+(docs/celery.md: -P gevent -c 16, w = 0.2 s): a healthy worker takes 16 tasks at once and
+runs them side by side; a blocked one leaves them in the queue (the consumer shares the
+hub) while each runs w; a shared connection takes them at once and runs them one after
+another; a spinning wait burns CPU while the tasks only wait; a small pool raises; a
+worker started by app.worker_main() never starts a task. Then the worker's verdict and
+causes (app/celery_app.py, app/celery_causes.py), the exit code with tasks, and the
+deadline of a batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from geventprobe.app import celery_app, celery_causes, task_rules
+from geventprobe.core import rules
+from geventprobe.core.builds import Build
+from geventprobe.processes.celery_workers import (
+    Batch,
+    CeleryCommand,
+    CeleryRun,
+    Stall,
+    StopFigures,
+    TaskFigures,
+)
+from geventprobe.record import BuildResult, TaskResult, Verdict
+from geventprobe.settings import Thresholds, Workload
+from geventprobe.worker.celery_probe import PROBE_TASK
+from geventprobe.worker.record import CeleryHub, CeleryReady
+
+T = Thresholds()
+W = 0.2
+C = 16
+START = Workload().task_start_timeout_s
+
+
+def task(i: int, sent: float, started: float | None, finished: float | None, *,
+         state: str = "SUCCESS", error: str | None = None, query=None) -> TaskFigures:
+    return TaskFigures(task_id=f"t{i}", name="x", sent=sent, received=started,
+                       started=started, finished=finished, state=state if finished else None,
+                       error=error, celery_runtime=(finished - started) if finished and
+                       started is not None and state == "SUCCESS" else None,
+                       error_origin="tasks.py:27 in query" if error else None,
+                       probe_query=query)
+
+
+def batch(label: str, tasks: list[TaskFigures], *, lag: float, name: str = PROBE_TASK,
+          wait_cpu: float | None = None, runnable: float | None = None,
+          sleeps: float | None = None, connections: int | None = None) -> Batch:
+    done = [t.finished for t in tasks if t.finished is not None]
+    end = max(done) if len(done) == len(tasks) else 10.0
+    b = Batch(label=label, task=name, size=len(tasks), wait_s=W if name == PROBE_TASK else None,
+              tasks=tuple(tasks), start=0.0, end=end, deadline_s=20, hub_lag_s=lag,
+              connections=connections)
+    window = b.common_wait
+    if window is not None and wait_cpu is not None:
+        span = window[1] - window[0]
+        b = dataclasses.replace(b, wait_cpu_s=wait_cpu * span,
+                                wait_run_delay_s=max(0.0, (runnable or wait_cpu) - wait_cpu) * span,
+                                wait_sleeps=(sleeps if sleeps is not None else 450) * span)
+    return b
+
+
+def lone(*, lag=0.004, run=0.21, wait_cpu=0.05, name=PROBE_TASK, **kw) -> Batch:
+    query = (0.01, 0.01 + run - 0.005)
+    return batch("alone", [task(0, 0.0, 0.005, 0.005 + run, query=query)], lag=lag,
+                 name=name, wait_cpu=wait_cpu, **kw)
+
+
+def healthy(*, lag=0.035, name=PROBE_TASK, wait_cpu=0.08, **kw) -> Batch:
+    tasks = [task(i, 0.0, 0.005 * i, 0.005 * i + 0.25, query=(0.005 * i + 0.03,
+                                                              0.005 * i + 0.245))
+             for i in range(C)]
+    return batch("at once", tasks, lag=lag, name=name, wait_cpu=wait_cpu, **kw)
+
+
+def blocked(*, name=PROBE_TASK) -> Batch:
+    # Each task waits its turn in the queue (the consumer is stuck too), then runs w.
+    return batch("at once", [task(i, 0.0, 0.21 * i, 0.21 * i + 0.21) for i in range(C)],
+                 lag=0.86, name=name)
+
+
+def serialized(*, name="tasks.query", connections=1) -> Batch:
+    # Taken at once, then queued on the connection's lock inside the task.
+    return batch("at once", [task(i, 0.0, 0.01, 0.01 + 0.205 * (i + 1)) for i in range(C)],
+                 lag=0.011, name=name, connections=connections)
+
+
+def run_of(*batches: Batch, stall: Stall | None = None, hub: CeleryHub | None = None,
+           stop: StopFigures | None = None) -> CeleryRun:
+    return CeleryRun(command=CeleryCommand(("celery",), "/tmp", "app"), queue="geventprobe.x",
+                     broker="redis://", size=C, batches=batches, stall=stall, hub=hub,
+                     stop=stop)
+
+
+def verdict(alone: Batch, at_once: Batch, *, probe: bool = True) -> TaskResult:
+    name = alone.task
+    result = task_rules.judge_task(run_of(alone, at_once), name, name, T, START, probe=probe,
+                                   facts={})
+    assert result is not None
+    return result
+
+
+def fired(result: TaskResult) -> set[str]:
+    return {e.rule for e in result.evidence if e.fired}
+
+
+def test_a_healthy_worker_is_ok_on_every_rule():
+    result = verdict(lone(), healthy())
+    assert result.verdict is Verdict.OK and not fired(result)
+    assert result.at_once.queue_max_s < 0.1 and result.at_once.overlap > C / 2
+    assert result.at_once.peak == C
+
+
+def test_a_blocked_pool_shows_as_queue_time_and_hub_lag():
+    result = verdict(lone(lag=0.21), blocked())
+    assert result.verdict is Verdict.BLOCKING
+    assert fired(result) == {"task-hub-lag", "task-burst-hub-lag", "task-queue"}
+    b = result.at_once
+    # The point of reporting them apart: celery's runtime says every task was quick.
+    assert b.queue_max_s > 3.0 and b.run_max_s < 2 * W and b.celery_runtime_max_s < 2 * W
+    assert b.overlap == pytest.approx(1.0, abs=0.05)
+
+
+def test_the_queue_alone_decides_blocking_when_the_heartbeat_missed_it():
+    result = verdict(lone(lag=0.004), dataclasses.replace(blocked(), hub_lag_s=0.05))
+    assert result.verdict is Verdict.BLOCKING and fired(result) == {"task-queue"}
+
+
+def test_a_burst_that_costs_the_hub_some_cpu_is_not_blocking():
+    # Measured on healthy workers: up to 106 ms late while 16 tasks were taken at once.
+    result = verdict(lone(), healthy(lag=0.106))
+    assert result.verdict is Verdict.OK
+
+
+def test_a_shared_connection_is_serialized_with_its_cause():
+    name = "tasks.query"
+    result = verdict(lone(name=name), serialized(name=name), probe=False)
+    assert result.verdict is Verdict.SERIALIZED and fired(result) == {"task-serialized"}
+    assert "1 server connection for 16 concurrent tasks" in result.cause
+    assert "connection per task" in result.advice and "gunicorn" not in result.advice
+    assert result.at_once.queue_max_s < 0.1  # taken at once: the wait is inside the task
+
+
+def test_a_pool_smaller_than_the_concurrency():
+    name = "tasks.query"
+    result = verdict(lone(name=name), serialized(name=name, connections=4), probe=False)
+    assert result.verdict is Verdict.SERIALIZED
+    assert result.cause.startswith("4 server connections for 16 concurrent tasks: the pool")
+
+
+def test_a_spinning_wait_is_busy_wait_on_the_probe_task_only():
+    alone = lone(wait_cpu=0.88, runnable=1.0, sleeps=30)
+    result = verdict(alone, healthy(wait_cpu=0.91, runnable=1.0, sleeps=39))
+    assert result.verdict is Verdict.BUSY_WAIT
+    assert fired(result) == {"task-cpu-during-waits", "task-runnable-during-waits"}
+    # A task of the user's does other work than waiting: its CPU is no evidence.
+    name = "tasks.query"
+    mine = verdict(lone(name=name, wait_cpu=0.88), healthy(name=name, wait_cpu=0.9),
+                   probe=False)
+    assert mine.verdict is Verdict.OK
+
+
+def test_tasks_that_raise_are_failing_with_the_first_error():
+    name = "tasks.query"
+    tasks = [task(i, 0.0, 0.01, 0.21 if i < 6 else 0.51, state="SUCCESS" if i < 6 else
+                  "FAILURE", error=None if i < 6 else "psycopg_pool.PoolTimeout: couldn't "
+                  "get a connection after 0.50 sec") for i in range(C)]
+    result = verdict(lone(name=name), batch("at once", tasks, lag=0.08, name=name),
+                     probe=False)
+    assert result.verdict is Verdict.FAILING and "task-failing" in fired(result)
+    assert result.cause.startswith("10 of 16 tasks sent at once raised: psycopg_pool.PoolTimeout")
+    assert result.first_error.endswith("(tasks.py:27 in query)")
+    assert "preload" not in result.advice
+
+
+def _stall(kind="never-started", hub_silent=None, why="none started") -> Stall:
+    stacks = ("Current thread 0x1 (most recent call first):\n"
+              '  File "/v/lib/python3.11/site-packages/kombu/utils/eventio.py", line 83 in poll\n'
+              '  File "/app/worker.py", line 29 in <module>\n')
+    return Stall(kind=kind, batch="warm-up", task=PROBE_TASK, waited_s=5.0, received=1,
+                 started=0, finished=0, sent=1, hub_silent_s=hub_silent, stacks=stacks,
+                 greenlets=None, why=why)
+
+
+def test_a_worker_that_never_starts_a_task_is_blocking_with_its_stack():
+    warm = batch("warm-up", [task(0, 0.0, None, None)], lag=None)
+    run = run_of(warm, stall=_stall(), stop=StopFigures("SIGKILL", 1.0, -9,
+                                                         ignored_sigterm=True))
+    result = task_rules.judge_task(run, PROBE_TASK, PROBE_TASK, T, START, probe=True,
+                                   facts={"select_patched": False, "patches": []})
+    assert result.verdict is Verdict.BLOCKING and fired(result) == {"task-stall"}
+    assert "never started within 5.0 s" in result.evidence[0].text
+    assert "heartbeat never ran" in result.evidence[0].text
+    assert result.stall.user_frame == "/app/worker.py:29 in <module>"
+    assert result.stall.stack[-1] == "kombu/utils/eventio.py:83 in poll"
+    assert "SIGTERM ignored" in result.stall.stopped
+    assert "patched nothing" in result.cause and "monkey.patch_all()" in result.advice
+
+
+def test_tasks_that_never_finish_while_the_hub_runs_are_failing():
+    name = "tasks.query"
+    stall = dataclasses.replace(_stall("stalled", hub_silent=0.01, why="deadline"),
+                                task=name, batch="alone", started=1)
+    alone = batch("alone", [task(0, 0.0, 0.01, None)], lag=0.003, name=name)
+    result = task_rules.judge_task(run_of(alone, stall=stall), name, name, T, START,
+                                   probe=False, facts={})
+    assert result.verdict is Verdict.FAILING
+    assert "did not finish" in result.cause and "hub ran on time" in result.cause
+
+
+def test_a_task_the_worker_never_got_to_is_a_note():
+    run = run_of(batch("warm-up", [task(0, 0.0, None, None)], lag=None), stall=_stall())
+    tasks, notes = task_rules.judge_all(run, [("tasks.query", "tasks.query()")], T, START,
+                                        {"select_patched": False})
+    assert [t.task for t in tasks] == [PROBE_TASK]
+    assert notes and notes[0].startswith("tasks.query was not run")
+
+
+# ---------------------------------------------------------------- causes in celery's words
+
+
+def test_psycogreen_in_worker_process_init_is_named_as_never_run():
+    facts = {"driver": "psycopg2", "select_patched": True,
+             "psycopg2": {"version": "2.9.13", "wait_callback": None},
+             "worker_process_init_receivers": ["tasks.py:22 in make_psycopg2_green"],
+             "celery": {"signals": {"worker_init": 1.0, "worker_ready": 2.0}}}
+    cause, advice = celery_causes.explain(Verdict.BLOCKING, facts, {"task-queue"})
+    assert "tasks.py:22 in make_psycopg2_green" in cause and "never under -P gevent" in cause
+    assert "worker_init" in advice and "not in worker_process_init" in advice
+    assert "post_worker_init" not in advice
+
+
+def test_psycopg_imported_before_the_start_script_patched():
+    facts = {"driver": "psycopg", "select_patched": True,
+             "psycopg": {"version": "3.3.9", "wait": "wait_c"},
+             "driver_import": {"select_patched": False, "where": "before celery was imported, "
+                               "by the program that starts the worker, by worker.py:3"},
+             "patches": [{"what": "patch_all", "where": "by worker.py:5"}]}
+    cause, advice = celery_causes.explain(Verdict.BLOCKING, facts, {"task-queue"})
+    assert "imported before gevent patched select" in cause and "worker.py:3" in cause
+    assert "celery program" in advice and "gunicorn" not in advice
+
+
+def test_a_blocked_hub_with_a_cooperating_driver_points_at_who_blocked():
+    facts = {"driver": "psycopg", "select_patched": True,
+             "psycopg": {"version": "3.3.9", "wait": "wait_poll"}, "patches": [{}]}
+    cause, _ = celery_causes.explain(Verdict.BLOCKING, facts, {"task-hub-lag"})
+    assert "although the driver cooperates" in cause
+
+
+# ---------------------------------------------------------------- the worker's row
+
+
+def _subject() -> celery_app.CeleryApp:
+    return celery_app.CeleryApp(build=Build("tasks", False, None, {}, "your celery worker"),
+                                command=CeleryCommand(("celery",), "/tmp", "app"),
+                                broker_url=None)
+
+
+def _ready() -> CeleryReady:
+    return CeleryReady(pid=1, at=0.0, hostname="h", pool="celery.concurrency.gevent.TaskPool",
+                       concurrency=C, consumes=["geventprobe.x"], user_queues=["celery"],
+                       tasks=["tasks.query"], signals={}, versions={}, facts={})
+
+
+def test_the_workers_row_takes_its_probe_tasks_verdict():
+    run = dataclasses.replace(run_of(lone(lag=0.21), blocked()), ready=_ready())
+    row = celery_app.judge(_subject(), run, Workload(), T, 0.0)
+    assert row.verdict is Verdict.BLOCKING and row.tasks[0].probe
+    assert row.metrics is None and row.facts["celery"]["concurrency"] == C
+
+
+def test_a_probe_task_that_raises_is_a_failed_probe():
+    tasks = [task(i, 0.0, 0.01, 0.02, state="FAILURE",
+                  error="OperationalError: too many clients") for i in range(C)]
+    failing = batch("at once", tasks, lag=0.01)
+    run = dataclasses.replace(run_of(lone(), failing), ready=_ready())
+    row = celery_app.judge(_subject(), run, Workload(), T, 0.0)
+    assert row.verdict is Verdict.ERROR and "too many clients" in row.error
+    assert rules.exit_code([row]) == 2
+
+
+def _row(worker: Verdict, task_verdict: Verdict) -> BuildResult:
+    probe = TaskResult(task=PROBE_TASK, probe=True, verdict=worker, concurrency=C, call="",
+                       alone=None, at_once=None, evidence=[])
+    mine = dataclasses.replace(probe, task="tasks.query", probe=False, verdict=task_verdict)
+    return BuildResult(build="tasks", description="", baseline=False, expected=None,
+                       verdict=worker, cause=None, advice=None, evidence=[], facts={},
+                       metrics=None, workers=[], tasks=[probe, mine])
+
+
+@pytest.mark.parametrize(("task_verdict", "fail_on", "code"), [
+    (Verdict.OK, ("blocking", "busy-wait", "serialized", "failing"), 0),
+    (Verdict.SERIALIZED, ("blocking", "busy-wait", "serialized", "failing"), 1),
+    (Verdict.SERIALIZED, ("blocking",), 0),
+    (Verdict.FAILING, ("failing",), 1),
+])
+def test_a_tasks_verdict_counts_toward_the_exit_code(task_verdict, fail_on, code):
+    assert rules.exit_code([_row(Verdict.OK, task_verdict)], fail_on=fail_on) == code
