@@ -76,8 +76,7 @@ def _timed_out(facts: dict):
     from geventprobe.settings import Thresholds, Workload
 
     subject = SimpleNamespace(build=Build(name="app", baseline=False, expected=None, env={},
-                                          description=""), preload=False,
-                              judge_phases=lambda run, t: [])
+                                          description=""), preload=False)
     run = WorkersRun(timed_out_pids=[7], timeout_s=1, ready_facts=facts)
     return judge(subject, run, Workload(), Thresholds(), time.monotonic())
 
@@ -87,7 +86,7 @@ def test_a_worker_timeout_with_a_cooperating_driver_does_not_blame_the_driver():
     row = _timed_out(psycopg_facts(wait="wait_poll"))
     assert row.verdict is Verdict.BLOCKING
     assert row.evidence[0].text.endswith("for longer than --timeout 1 s")
-    assert "wait_poll yields to gevent: something else in the worker held the hub" in row.cause
+    assert "wait_poll yields to the hub): something else in the worker blocked it" in row.cause
     assert "psycopg" not in row.advice and "report it" not in row.advice
     # wait_c does block: then the driver's cause stands.
     assert "wait_c" in _timed_out(psycopg_facts()).cause
