@@ -204,11 +204,11 @@ def test_a_reset_closes_both_sides():
 
     server = Server(reset)
     try:
-        with DelayProxy(server.upstream, RTT_MS) as proxy, pytest.raises(ConnectionResetError):
-            # The server resets at once: on a loaded machine the reset can reach the client
-            # before its connect() returns, which then raises it (seen under the full suite).
-            with connect(proxy) as sock:
-                sock.recv(100)
+        # The server resets at once: on a loaded machine the reset can reach the client
+        # before its connect() returns, which then raises it (seen under the full suite).
+        with DelayProxy(server.upstream, RTT_MS) as proxy, \
+                pytest.raises(ConnectionResetError), connect(proxy) as sock:
+            sock.recv(100)
     finally:
         server.close()
 
