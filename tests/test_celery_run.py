@@ -136,6 +136,8 @@ def test_shared_connection_the_worker_ok_its_task_serialized(shared, schema):
     assert probe["probe"] and probe["verdict"] == "OK"
     assert probe["at_once"]["queue_max_s"] < 1.0  # measured ≤ 0.19; BLOCKING ≥ 3.25
     assert probe["at_once"]["finished"] == probe["concurrency"] == 16
+    # A healthy worker is never sent the stack signal (a dump only for one found stalled).
+    assert probe["stall"] is None and mine["stall"] is None
     assert mine["task"] == "tasks.query" and mine["verdict"] == "SERIALIZED"
     assert mine["call"] == "tasks.query(seconds=0.2)"
     assert mine["at_once"]["queue_max_s"] < 1.0  # taken at once...
