@@ -33,9 +33,11 @@ def run(plan: RunPlan, listener: Listener | None = None) -> RunResult:
     started_wall = datetime.now(timezone.utc)
     started = time.monotonic()
     target = plan.target.prepare(listener)
-    listener.phase("checking which builds import")
+    imports = target.imports()
+    if imports:  # a celery worker imports what it imports: nothing to check here
+        listener.phase("checking which builds import")
     calibration = None
-    with Session(plan, listener, target.imports()) as session:
+    with Session(plan, listener, imports) as session:
         if plan.calibrate:
             mark = time.monotonic()
             calibration = calibrate.run_controls(session, listener)
