@@ -81,6 +81,19 @@ def test_busy_wait_is_seen(run_cli, tmp_path):
     assert "never sleeps" in b["cause"]
 
 
+def test_an_idle_connection_that_spins_is_seen(run_cli, tmp_path):
+    # The idle-spin control: a greenlet per connection polls its idle socket with a zero
+    # timeout, only in the idle window; the waits stay healthy.
+    out = tmp_path / "r.json"
+    proc = run_cli("run", *SMALL, "--builds", "binary", "--json", str(out),
+                   env={"GEVENTPROBE_CONTROL": "idle-spin"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    b = by_build(load(out))["binary"]
+    assert b["verdict"] == "BUSY-WAIT", b["evidence"]
+    assert [e["rule"] for e in b["evidence"] if e["fired"]] == ["cpu-while-idle"]
+    assert "sat open and idle" in b["cause"] and "wait function" not in b["cause"]
+
+
 def test_own_server_via_dsn(run_cli, tmp_path):
     """--dsn points at a server we started: no embedded server, same verdicts."""
     from geventprobe.processes.postgres import EmbeddedPostgres

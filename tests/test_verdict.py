@@ -176,3 +176,14 @@ def test_summary_does_not_count_a_failed_probe_as_cooperating():
     text = summary(builds, exit_code(builds))
     assert "probe failed for binary" in text
     assert "cooperate with gevent (python)" in text
+
+
+def test_an_idle_spin_is_told_as_such_and_gets_no_wait_repro():
+    from geventprobe.report import repro
+
+    m = dataclasses.replace(metrics(1.03, 6.3, 0.043), cpu_while_idle=0.71)
+    rules = evidence(m, T)
+    b = dataclasses.replace(result("binary", classify(rules)), evidence=rules, metrics=m)
+    assert b.verdict is Verdict.BUSY_WAIT and not repro.wanted(b)
+    spinning = dataclasses.replace(b, evidence=evidence(metrics(1.07, 19.7, 0.389), T))
+    assert repro.wanted(spinning)

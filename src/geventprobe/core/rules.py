@@ -68,9 +68,10 @@ def evidence(m: BuildMetrics, t: Thresholds) -> list[Evidence]:
                   "per heartbeat, a spinning one never)"),
         ))
     if m.cpu_while_idle is not None:
-        # The same limit as in the waits: measured, idle connections cost 0.029–0.066
-        # CPU-s/s in every build (the heartbeat's floor), a spinning wait on the same
-        # sockets 0.83–1.00 (docs/field-facts.md, "Idle connections do not spin").
+        # The same limit as in the waits: measured, idle connections cost 0.03–0.084
+        # CPU-s/s in every build (the heartbeat's floor), the idle-spin control 0.56 (the
+        # busiest of 4 workers on 2 cores) to 1.02 (docs/field-facts.md, "Idle connections
+        # do not spin").
         rules.append(Evidence(
             rule="cpu-while-idle", phase="idle",
             value=m.cpu_while_idle,
@@ -78,7 +79,7 @@ def evidence(m: BuildMetrics, t: Thresholds) -> list[Evidence]:
             fired=m.cpu_while_idle >= t.busy_wait_cpu,
             text=(f"worker CPU while its {m.greenlets} connections sat open and idle "
                   f"{m.cpu_while_idle:.3f} CPU-s/s (limit {t.busy_wait_cpu:g}; measured "
-                  "0.03–0.07 for every build, 0.83–1.0 for a spinning wait)"),
+                  "0.03–0.08 for every build, 0.56–1.0 for a worker polling idle sockets)"),
         ))
     if m.connect is not None:
         rules += connect_evidence(m.connect, m.greenlets, t)

@@ -139,10 +139,22 @@ def paragraph(result: RunResult) -> str | None:
                 f"overlap, {g}× when they run one at a time) and the hub stalled for up to "
                 f"{num(lag, '{:,.0f}')} ms, so every other request in that worker waited"
                 + _requests_felt(blocking, ok) + ".")
-    if busy:
-        cpu = _worst(busy, "cpu_during_waits")
+    # Spinning only while the connections sat idle (the idle window's rule alone) is said
+    # so: the waits' sentence would quote a healthy figure.
+    idle = [b for b in busy if {e.phase for e in b.evidence if e.fired} == {"idle"}]
+    spinning = [b for b in busy if b not in idle]
+    if idle:
+        cpu = _worst(idle, "cpu_while_idle")
         out.append(
-            f"**{subject} {names(busy)} {_verb(busy, 'BUSY-WAITS', 'BUSY-WAIT')}**: while the "
+            f"**{subject} {names(idle)} {_verb(idle, 'BUSY-WAITS', 'BUSY-WAIT')}** while "
+            f"idle: with every connection open and none in use, a worker used "
+            f"{num(cpu, '{:.2f}')} CPU-seconds per second (healthy ≈ 0.05): something polls "
+            "the idle connections without sleeping.")
+    if spinning:
+        cpu = _worst(spinning, "cpu_during_waits")
+        out.append(
+            f"**{subject} {names(spinning)} {_verb(spinning, 'BUSY-WAITS', 'BUSY-WAIT')}**: "
+            "while the "
             f"server slept, a worker used {num(cpu, '{:.2f}')} CPU-seconds per second (healthy "
             "≈ 0.01): the wait loop yields to the hub but never sleeps.")
     if ok:

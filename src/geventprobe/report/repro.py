@@ -270,5 +270,8 @@ def script(build: BuildResult, result: RunResult | None = None) -> str:
 
 
 def wanted(build: BuildResult) -> bool:
-    """A reproduction is worth attaching for a build that blocked or busy-waited."""
+    """A reproduction is worth attaching for a build that blocked or busy-waited in its
+    waits (the script reproduces concurrent waits: an idle window's spin is not in it)."""
+    if {e.phase for e in build.evidence if e.fired} == {"idle"}:
+        return False
     return build.verdict in (Verdict.BLOCKING, Verdict.BUSY_WAIT)

@@ -4,11 +4,17 @@
 worker, with a cooperative wait that never sleeps: it polls the socket with a
 zero timeout and calls ``gevent.sleep(0)`` between polls. Greenlets keep
 running, but the worker burns a core while the server works (docs/field-facts.md).
+
+``GEVENTPROBE_CONTROL=idle-spin`` leaves the waits alone and, during the idle window
+only, runs one greenlet per open connection that polls its idle socket the same way (a
+zero timeout, ``gevent.sleep(0)``): what a keep-alive or notification listener that never
+sleeps would do, to show the idle window's rule sees it.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 
 def _spinning_wait(gen, fileno, interval=None, timeout=None):
@@ -51,6 +57,8 @@ def apply(build: str) -> str | None:
     control = os.environ.get("GEVENTPROBE_CONTROL")
     if build.startswith("psycopg2"):
         return None
+    if control == "idle-spin":
+        return control  # nothing to replace: idle_spinners() runs in the idle window
     if control == "busy-wait":
         from psycopg import waiting
 
@@ -59,3 +67,31 @@ def apply(build: str) -> str | None:
     elif control:
         raise ValueError(f"unknown GEVENTPROBE_CONTROL {control!r}")
     return control
+
+
+def _spin_on(fileno: int) -> None:
+    """Poll an idle socket forever with a zero timeout, yielding but never sleeping."""
+    import select
+
+    import gevent
+    from gevent import monkey
+
+    poll = monkey.get_original("select", "poll")()
+    poll.register(fileno, select.POLLIN)
+    while True:
+        poll.poll(0)
+        gevent.sleep(0)
+
+
+def idle_spinners(conns: list) -> list:
+    """Under ``GEVENTPROBE_CONTROL=idle-spin``, one spinning greenlet per connection, for the
+    probe to kill when its idle window ends; otherwise none. psycopg2 builds are left
+    alone, as by ``apply``: the baselines keep their known class."""
+    if os.environ.get("GEVENTPROBE_CONTROL") != "idle-spin":
+        return []
+    harness = sys.modules.get("geventprobe.worker.harness_app")
+    if str(getattr(harness, "BUILD", "") or "").startswith("psycopg2"):
+        return []
+    import gevent
+
+    return [gevent.spawn(_spin_on, conn.fileno()) for conn in conns]

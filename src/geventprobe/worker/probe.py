@@ -456,9 +456,13 @@ def run(source, worker=None) -> None:
         idle = float(workload.get("idle_seconds", 0.0))
         if idle > 0:
             gevent.sleep(0.02)  # the first queries' answers are read, the heartbeat ticks
+            from geventprobe.worker import controls
+
+            spinners = controls.idle_spinners(conns)  # none unless the idle-spin control
             i0 = time.monotonic()
             gevent.sleep(idle)
             found["idle_window"] = [i0, time.monotonic()]
+            gevent.killall(spinners)
         w = float(workload["wait_seconds"])
         rounds = int(workload["wait_rounds"])
         windows: list[list[float]] = []
