@@ -280,8 +280,9 @@ STATUSES = Path(__file__).parent / "apps" / "statuses"
 
 
 def during_routes(run: CliProcess):
-    # Every worker handed over to the route phase.
-    return run.files("geventprobe-run-*/route-ready-*")
+    # A worker handed over to the route phase: its record written whole (not the .tmp file
+    # it is written to first, whose name would not parse as a pid).
+    return run.files("geventprobe-run-*/route-ready-*.json")
 
 
 def test_time_limit_bounds_a_slow_route(cli):
