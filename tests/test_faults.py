@@ -280,8 +280,9 @@ STATUSES = Path(__file__).parent / "apps" / "statuses"
 
 
 def during_routes(run: CliProcess):
-    # Every worker handed over to the route phase.
-    return run.files("geventprobe-run-*/route-ready-*")
+    # A worker handed over to the route phase: its record written whole (not the .tmp file
+    # it is written to first, whose name would not parse as a pid).
+    return run.files("geventprobe-run-*/route-ready-*.json")
 
 
 def test_time_limit_bounds_a_slow_route(cli):
@@ -517,3 +518,67 @@ def _watchdog_of_or_none(run: CliProcess, not_pid: int) -> psutil.Process | None
                     child.cmdline()):
                 return child
     return None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_step_that_fails_because_the_server_was_stopped_names_the_server(probe_tmp, sig,
+                                                                           monkeypatch):
+    # Issue 19 row 16, the try in four that said "connection refused": the fast shutdown came
+    # between the server's start and the first connect, before any guard looked. Whatever
+    # step then fails, the server's stop is named.
+    from geventprobe.errors import ProbeError
+    from geventprobe.processes import children
+    from geventprobe.processes.postgres import EmbeddedPostgres
+
+    monkeypatch.setenv("TMPDIR", probe_tmp)
+    try:
+        with pytest.raises(ProbeError) as raised, EmbeddedPostgres(max_connections=10) as pg:
+            os.kill(pg.proc.pid, sig)
+            deadline = time.monotonic() + 10
+            while not _refused(pg.port) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            raise ProbeError(f"cannot connect to PostgreSQL at 127.0.0.1:{pg.port}: "
+                             "connection refused (nothing listens there)")
+    finally:
+        children.cleanup()
+    mode = {signal.SIGINT: "fast", signal.SIGTERM: "smart"}[sig]
+    assert f"was asked to shut down mid-run ({mode} shutdown" in str(raised.value)
+
+
+def _refused(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_server_stopped_while_it_starts_is_named(probe_tmp, sig, monkeypatch):
+    # The same signal while the server was still starting said "did not start (no error in
+    # its log): check that its programs work": they do; something stopped it.
+    from geventprobe.errors import ProbeError
+    from geventprobe.processes import children
+    from geventprobe.processes.postgres import EmbeddedPostgres
+
+    monkeypatch.setenv("TMPDIR", probe_tmp)
+    sent: list[int] = []
+
+    def not_ready_yet(self):
+        if not sent:  # the signal arrives before the server says it is ready
+            os.kill(self.proc.pid, sig)
+            sent.append(self.proc.pid)
+        return False
+
+    monkeypatch.setattr(EmbeddedPostgres, "_pidfile_ready", not_ready_yet)
+    try:
+        with pytest.raises(ProbeError) as raised, EmbeddedPostgres(max_connections=10):
+            pass
+    finally:
+        children.cleanup()
+    mode = {signal.SIGINT: "fast", signal.SIGTERM: "smart"}[sig]
+    assert str(raised.value).startswith(
+        f"the embedded PostgreSQL (pid {sent[0]}) was asked to shut down while it was "
+        f"starting ({mode} shutdown: {signal.Signals(sig).name} from outside geventprobe)")

@@ -186,8 +186,14 @@ class EmbeddedPostgres:
         children.add_guard(self.check_alive)
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            # A step that failed because the server stopped (a refused first connect when a
+            # fast shutdown came before it) says so: the server's stop is the cause.
+            if isinstance(exc, ProbeError):
+                self.check_alive()
+        finally:
+            self.close()
 
     def _start(self) -> None:
         binaries = find_binaries()
@@ -219,8 +225,15 @@ class EmbeddedPostgres:
             )
             if self._wait_ready():
                 return
+            pid, mode = self.proc.pid, self._shutdown_asked()
             children.stop(self.proc, signal.SIGINT)
             self.proc = None
+            if mode is not None:  # not a failure to start: something stopped it meanwhile
+                raise ProbeError(
+                    f"the embedded PostgreSQL (pid {pid}) was asked to shut down while it "
+                    f"was starting ({mode} shutdown: {_SHUTDOWN_SIGNAL[mode]} from outside "
+                    "geventprobe): find what stopped it (a user, a service manager) and run "
+                    "again")
             # Another program can take the port between free_port() and the server's bind.
             bind_error = self._log_line("could not bind")
             if bind_error is None:
