@@ -82,6 +82,9 @@ def http_port():
     thread.start()
     yield s.getsockname()[1]
     stop.set()
+    # close() alone does not wake a thread blocked in accept(): the join waited its 5 s.
+    with contextlib.suppress(OSError):
+        s.shutdown(socket.SHUT_RDWR)
     s.close()
     thread.join(5)
 
