@@ -249,7 +249,7 @@ def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds,
                 "killed the worker and dropped its requests")
         explained = route_causes.for_blocking(stacks, workers, d, lag_ms)
         # Who blocked, when caught, and its fix; the head says what gunicorn did about it.
-        cause = (head + explained.cause.split(" during the burst", 1)[1] if stacks else head)
+        cause = head + explained.cause.partition(" during the burst")[2] if stacks else head
         explained = replace(explained, cause=cause, fix=(
             explained.fix + "; until then, this route takes workers down under load with "
             "this timeout"))
