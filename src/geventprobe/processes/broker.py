@@ -17,8 +17,9 @@ from __future__ import annotations
 import contextlib
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from geventprobe.errors import ProbeError
 
@@ -75,29 +76,16 @@ def check(url: str, timeout: float = CHECK_TIMEOUT_S) -> Broker:
     """
     kind = kind_of(url)
     masked = shown(url)
-    outcome: list[BaseException | None] = []
 
-    def attempt() -> None:
-        try:
-            from kombu import Connection
+    def ensure(conn) -> None:
+        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
+                               timeout=timeout)
 
-            with Connection(url, connect_timeout=timeout,
-                            transport_options={"socket_connect_timeout": timeout,
-                                               "socket_timeout": timeout}) as conn:
-                conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
-                                       timeout=timeout)
-            outcome.append(None)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=attempt, daemon=True, name="geventprobe-broker-check")
-    thread.start()
-    thread.join(timeout + 1.0)
+    answered, exc = _bounded(url, timeout, ensure, "geventprobe-broker-check")
     fix = ("start it or fix --broker, or leave --broker out to use a throwaway "
            "redis-server")
-    if not outcome:
+    if not answered:
         raise ProbeError(f"the broker at {masked} did not answer within {timeout:g} s: {fix}")
-    exc = outcome[0]
     if exc is not None:
         if isinstance(exc, ImportError):
             raise ProbeError(f"cannot talk to the broker at {masked}: {exc} (pip install "
@@ -133,32 +121,47 @@ def delete_queue(url: str, name: str, timeout: float = CHECK_TIMEOUT_S) -> str |
     """
     if not name.startswith(QUEUE_PREFIX):
         raise ValueError(f"not a geventprobe queue: {name!r}")
+
+    def delete(conn) -> None:
+        from kombu import Exchange, Queue
+
+        channel = conn.channel()
+        exchange = Exchange(name, type="direct", channel=channel)
+        queue = Queue(name, exchange, routing_key=name, channel=channel)
+        # kombu's redis transport deletes the bindings this channel knows of: bind (ours,
+        # already there) so that it knows, then delete queue and exchange.
+        queue.declare()
+        queue.delete()
+        exchange.delete()
+
+    answered, exc = _bounded(url, timeout, delete, "geventprobe-queue-delete")
+    if not answered:
+        return f"the broker did not answer within {timeout:g} s"
+    if exc is not None:
+        return str(exc).replace(url, shown(url)) or type(exc).__name__
+    return None
+
+
+def _bounded(url: str, timeout: float, work: Callable[[Any], None], name: str
+             ) -> tuple[bool, BaseException | None]:
+    """Run ``work(connection)`` on a kombu connection to ``url`` in a daemon thread, so that
+    nothing (a DNS lookup included) holds the run longer than ``timeout`` plus a second:
+    (whether it answered in time, the exception it raised or None)."""
     outcome: list[BaseException | None] = []
 
     def attempt() -> None:
         try:
-            from kombu import Connection, Exchange, Queue
+            from kombu import Connection
 
             with Connection(url, connect_timeout=timeout,
                             transport_options={"socket_connect_timeout": timeout,
                                                "socket_timeout": timeout}) as conn:
-                channel = conn.channel()
-                exchange = Exchange(name, type="direct", channel=channel)
-                queue = Queue(name, exchange, routing_key=name, channel=channel)
-                # kombu's redis transport deletes the bindings this channel knows of: bind
-                # (ours, already there) so that it knows, then delete queue and exchange.
-                queue.declare()
-                queue.delete()
-                exchange.delete()
+                work(conn)
             outcome.append(None)
         except BaseException as exc:
             outcome.append(exc)
 
-    thread = threading.Thread(target=attempt, daemon=True, name="geventprobe-queue-delete")
+    thread = threading.Thread(target=attempt, daemon=True, name=name)
     thread.start()
     thread.join(timeout + 1.0)
-    if not outcome:
-        return f"the broker did not answer within {timeout:g} s"
-    if outcome[0] is not None:
-        return str(outcome[0]).replace(url, shown(url)) or type(outcome[0]).__name__
-    return None
+    return bool(outcome), (outcome[0] if outcome else None)
