@@ -194,7 +194,7 @@ class GeventProbe:
         result = probe(*args, **kwargs)
         self.results.append(result)
         node = self._request.node
-        name = re.sub(r"[^\w.-]+", "_", node.nodeid).strip("_") or "probe"
+        name = _file_name(node, self._request.config.rootpath)
         if len(self.results) > 1:
             name += f"-{len(self.results)}"
         for kind, suffix in (("json", ".json"), ("markdown", ".md")):
@@ -205,6 +205,15 @@ class GeventProbe:
                 f"[{result.duration_s:.1f} s, {self.server.describe()}]")
         node.user_properties.append(("geventprobe", line))
         return result
+
+
+def _file_name(node: pytest.Item, rootpath: Path) -> str:
+    """The test's file (relative to the rootdir, else its last three path parts) and name,
+    as a file name: ``tests_test_gevent.py__test_app``."""
+    rel = os.path.relpath(node.path, rootpath)
+    if rel.startswith(".."):
+        rel = os.path.join(*Path(node.path).parts[-3:])
+    return re.sub(r"[^\w.-]+", "_", f"{rel}::{node.name}").strip("._") or "probe"
 
 
 def _write(kind: str, result, path: Path) -> None:
