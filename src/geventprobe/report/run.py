@@ -189,7 +189,8 @@ def found_routes(found: dict, result: RunResult) -> str:
             + (", ".join(shown(r) for r in found.get("found") or []) or "none to probe"))
     skipped = found.get("skipped") or []
     if skipped:
-        text += "; skipped: " + ", ".join(f"{s['route']} ({s['reason']})" for s in skipped)
+        # In backticks: a pattern's <int:pk> is not HTML in Markdown.
+        text += "; skipped: " + ", ".join(f"`{s['route']}` ({s['reason']})" for s in skipped)
     if found.get("excluded"):
         text += f"; excluded by --route-exclude: {', '.join(found['excluded'])}"
     return text
