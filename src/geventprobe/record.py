@@ -623,3 +623,33 @@ class RunResult:
     """Where the run's time went, seconds: ``server`` (from the start until the server was
     ready; the import checks run meanwhile), ``imports`` (waited for them after that),
     ``calibration``, then ``build <name>`` for each build (its phases are in its ``timings``)."""
+
+    def __repr__(self) -> str:
+        # Short: pytest prints it beside a failed ``assert result.ok`` (explain() has the rest).
+        shown = ", ".join(f"{k!r}: {v.value}" for k, v in self.verdicts.items())
+        return f"RunResult(exit_code={self.exit_code}, verdicts={{{shown}}})"
+
+    @property
+    def ok(self) -> bool:
+        """True when the run exits 0: every build under test (your app and each route, your
+        celery worker and each task) is OK, or its verdict is one ``fail_on`` leaves out."""
+        return self.exit_code == 0
+
+    @property
+    def verdicts(self) -> dict[str, Verdict]:
+        """Each build's verdict by its name (your app's: ``module:callable``), each route's
+        by ``METHOD /path`` and each task's by its name, in the report's order."""
+        out: dict[str, Verdict] = {}
+        for b in self.builds:
+            out[b.build] = b.verdict
+            out.update((r.route, r.verdict) for r in b.routes)
+            out.update((t.task, t.verdict) for t in b.tasks)
+        return out
+
+    def explain(self, verbose: bool = False) -> str:
+        """The report as the terminal words it, without colour at 100 columns (what
+        ``geventprobe run`` prints into a pipe): the table, each finding's evidence, cause and
+        fix, and the verdict sentence; ``verbose``: every figure, as ``-v``."""
+        from geventprobe.report.formats.terminal import plain_text  # renderers read records
+
+        return plain_text(self, verbose)

@@ -485,7 +485,9 @@ def project_settings(table: dict, path: str) -> ProjectSettings:
             raise ProbeError(f"{source}: routes must be a list of strings such as "
                              f"[\"/login\", \"POST /cart\"], got {bad[0]!r}")
         try:
-            values["routes"] = tuple(str(parse_route(r)) for r in values["routes"])
+            values["routes"] = tuple(  # "auto": found in the app (--route auto)
+                r.strip().lower() if r.strip().lower() == "auto" else str(parse_route(r))
+                for r in values["routes"])
         except ProbeError as exc:
             raise ProbeError(f"{source}: {exc}") from None
     if "tasks" in values:

@@ -31,7 +31,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from geventprobe.app import route_rules
+from geventprobe.app import route_finder, route_rules
 from geventprobe.app.routes import Route
 from geventprobe.core import causes, judge, rules
 from geventprobe.core.builds import Build
@@ -69,6 +69,13 @@ class AppRequest:
     inspect_timeout_s: float = 60.0
     routes: tuple[Route, ...] = ()
     """``--route``: the app's own routes to drive after the driver probe (``routes.py``)."""
+    auto_routes: bool = False
+    """``--route auto``: also the app's parameterless GET routes (``route_finder.py``)."""
+    route_exclude: tuple[str, ...] = ()
+    """``--route-exclude``: globs of found routes to leave out."""
+    dsn: str | None = None
+    """``--dsn``: the app imported to list its routes gets it as ``DATABASE_URL``, as its
+    workers will (None: the embedded server, not started yet)."""
 
 
 @dataclass(frozen=True)
@@ -314,7 +321,16 @@ def plan(request: AppRequest) -> GunicornApp:
                          f"(workers = {settings.workers} in {shown or 'GUNICORN_CMD_ARGS'}): "
                          "gunicorn would start no worker to probe: set workers to 1 or more, "
                          "or pass --workers N")
-    _check_request_lines(request.routes, settings.limit_request_line)
+    routes, found = tuple(request.routes), None
+    if request.auto_routes:  # the app imported once, in a child, as gunicorn will import it
+        found_env = dict(env)
+        if request.dsn and not os.environ.get("DATABASE_URL"):
+            found_env["DATABASE_URL"] = conninfo_to_uri(request.dsn)
+        found = route_finder.find([*args, request.app], chdir, found_env,
+                                  request.inspect_timeout_s, request.route_exclude,
+                                  server_known=bool(request.dsn))
+        routes = tuple(dict.fromkeys([*found.routes, *routes]))
+    _check_request_lines(routes, settings.limit_request_line)
     workers = int(settings.workers)
     preload = settings.preload
     deployment = {
@@ -331,13 +347,15 @@ def plan(request: AppRequest) -> GunicornApp:
         "gunicorn_cmd_args": shown_cmd_args(os.environ.get("GUNICORN_CMD_ARGS")),
         "database_url_from_geventprobe": not os.environ.get("DATABASE_URL"),
         "overrides": overrides,
-        "routes": [str(r) for r in request.routes],
+        "routes": [str(r) for r in routes],
     }
+    if found is not None:
+        deployment["routes_found"] = found.record()
     config_words = f"gunicorn config {shown}" if shown else "no gunicorn config file"
     build = Build(name=request.app, baseline=False, expected=None, env=dict(base_env),
                   description=f"your app {request.app}, {config_words}")
     return GunicornApp(build=build, argv=argv, cwd=chdir, workers=workers, preload=preload,
-                       deployment=deployment, base_env=base_env, routes=tuple(request.routes))
+                       deployment=deployment, base_env=base_env, routes=routes)
 
 
 def _check_request_lines(routes: Sequence[Route], limit: int) -> None:

@@ -37,6 +37,8 @@ from geventprobe.errors import ProbeError
 from geventprobe.worker.probe_route import PATH as PROBE_PATH
 from geventprobe.worker.record import RoutePhase
 
+AUTO = "auto"
+"""``--route auto``: the app's parameterless GET routes, found for the user (``route_finder``)."""
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 _HEAD_KEPT = 1 << 16
 """Bytes of an answer kept to read its status line; the rest is read and dropped (a route's

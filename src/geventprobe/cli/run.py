@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from geventprobe import files
+from geventprobe import api, files
 from geventprobe.cli import report as report_cli
 from geventprobe.cli.common import (
     ProgressListener,
@@ -24,8 +24,6 @@ from geventprobe.cli.common import (
     warn_secret_argv,
 )
 from geventprobe.core import plan as plans
-from geventprobe.core import runner
-from geventprobe.dsn import scrub_result
 from geventprobe.errors import ProbeError
 from geventprobe.processes.preflight import CONNECTION_CAP, DEFAULT_TIME_LIMIT_S
 from geventprobe.record import RunResult
@@ -84,7 +82,11 @@ CONTROLS = 9
 @click.option("--route", "route_texts", metavar="ROUTE", multiple=True,
               help="With --app (repeatable): also drive this route of your app, e.g. /login or "
                    "'POST /login' (empty body): one request alone, then route_concurrency "
-                   "concurrent requests per worker; verdict OK, BLOCKING, SERIALIZED or FAILING.")
+                   "concurrent requests per worker; verdict OK, BLOCKING, SERIALIZED or FAILING. "
+                   "'auto': every GET route without parameters of your Django or Flask app.")
+@click.option("--route-exclude", "route_excludes", metavar="PATTERN", multiple=True,
+              help="With --route auto (repeatable): leave out the found routes this glob "
+                   "matches, e.g. '/admin/*'.")
 @click.option("--celery", "celery", metavar="APP", default=None,
               help="Probe YOUR celery worker under -P gevent: `celery -A APP worker -P gevent "
                    "-c N` with your settings, its tasks through a throwaway redis-server.")
@@ -115,7 +117,7 @@ CONTROLS = 9
 def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path, config_path,
                 calibrate, verbose, debug, psycopg_text, gevent_text, markdown_path, redact_hosts,
                 allow_many_connections, time_limit, app, gunicorn_config, chdir, route_texts,
-                celery, celery_cmd, broker, task_names, task_args, task_kwargs,
+                route_excludes, celery, celery_cmd, broker, task_names, task_args, task_kwargs,
                 profile_name, fail_on_text):
     """Probe each driver build inside real gunicorn gevent workers and judge it
     (or your gunicorn app with --app, your celery worker with --celery).
@@ -127,13 +129,14 @@ def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path
     """
     console = progress_console()
     with handled_errors(debug):
-        plan = plans.for_run(plans.RunRequest(
+        plan = api.plan_run(plans.RunRequest(
             command=["geventprobe", *sys.argv[1:]], workers=workers, greenlets=greenlets,
             builds=builds_text, dsn=dsn, rtt_ms=rtt_ms, preload=preload,
             config_path=config_path, calibrate=calibrate, psycopg=psycopg_text,
             gevent=gevent_text, allow_many_connections=allow_many_connections,
             time_limit_s=time_limit, app=app, gunicorn_config=gunicorn_config, chdir=chdir,
-            routes=tuple(route_texts), profile=profile_name, fail_on=fail_on_text,
+            routes=tuple(route_texts), route_exclude=tuple(route_excludes),
+            profile=profile_name, fail_on=fail_on_text,
             celery=celery, celery_cmd=celery_cmd, broker=broker, tasks=tuple(task_names),
             task_args=tuple(task_args), task_kwargs=tuple(task_kwargs)))
         files.check_outputs([("--json", json_path), ("--markdown", markdown_path)])
@@ -141,8 +144,7 @@ def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path
         warn_secret_argv(broker, "broker", "GEVENTPROBE_BROKER")
         total = plan.target.steps() + (CONTROLS if plan.calibrate else 0)
         with ProgressListener(console, total=total) as listener:
-            result = runner.run(plan, listener)
-        result = scrub_result(result, hosts=redact_hosts)  # every output reads this record
+            result = api.run_plan(plan, listener, redact_hosts=redact_hosts)
         # `--json -`: stdout carries the file alone, the report goes to stderr with progress.
         to_stdout = files.is_stdout(json_path) or files.is_stdout(markdown_path)
         doc = run_report.document(result)  # ...and every report reads this document

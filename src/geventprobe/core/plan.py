@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from geventprobe import settings
 from geventprobe.app import celery_app, gunicorn_app
-from geventprobe.app.routes import parse_routes
+from geventprobe.app.routes import AUTO, parse_routes
 from geventprobe.core.builds import Build, parse_builds
 from geventprobe.core.calibrate import CalibrationOnly
 from geventprobe.core.drivers import DriverBuilds
@@ -51,6 +51,9 @@ class RunRequest:
     gunicorn_config: str | None = None
     chdir: str | None = None
     routes: tuple[str, ...] = ()
+    """``--route`` texts; ``auto``: the app's parameterless GET routes (``route_finder``)."""
+    route_exclude: tuple[str, ...] = ()
+    """``--route-exclude`` globs: found routes to leave out."""
     profile: str | None = None
     fail_on: str | None = None
     celery: str | None = None
@@ -130,7 +133,7 @@ def _celery(request: RunRequest, project: ProjectSettings, greenlets: int
                              "builds)")
     elif request.app or builds_asked or not (project.celery or project.celery_cmd):
         return None  # the command line asked for something else: the project's worker waits
-    if request.routes:
+    if request.routes or request.route_exclude:
         raise ProbeError("--route drives a route of a gunicorn app: a celery worker's are its "
                          "tasks: use --task NAME")
     if request.gunicorn_config:
@@ -170,7 +173,12 @@ def _app(request: RunRequest, project: ProjectSettings) -> gunicorn_app.Gunicorn
     if request.routes and not (app or (project.app and not builds_asked)):
         raise ProbeError("--route drives a route of your app: add --app MODULE:CALLABLE "
                          "(e.g. --app myproject.wsgi:application --route /login)")
-    routes = parse_routes(request.routes or project.routes)
+    texts = request.routes or project.routes
+    auto = any(str(t).strip().lower() == AUTO for t in texts)
+    routes = parse_routes([t for t in texts if str(t).strip().lower() != AUTO])
+    if request.route_exclude and not auto:
+        raise ProbeError("--route-exclude drops routes that --route auto found: add --route "
+                         "auto (or leave out the --route you do not want)")
     if app and builds_asked:
         raise ProbeError("--app probes the driver your app imports: drop --builds, --psycopg "
                          "and --gevent (or drop --app to probe the built-in builds)")
@@ -191,7 +199,8 @@ def _app(request: RunRequest, project: ProjectSettings) -> gunicorn_app.Gunicorn
         chdir=request.chdir or project.chdir,
         workers=request.workers,
         preload=request.preload or bool(project.preload),
-        routes=tuple(routes)))
+        routes=tuple(routes), auto_routes=auto, route_exclude=tuple(request.route_exclude),
+        dsn=request.dsn))
 
 
 def for_calibrate(command: list[str], *, workers: int | None = None,

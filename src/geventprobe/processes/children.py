@@ -341,6 +341,26 @@ def check_guards() -> None:
         check()
 
 
+@contextlib.contextmanager
+def owned() -> Iterator[None]:
+    """Whatever is started or made inside the block is stopped, reaped and removed when the
+    block ends, however it ends; what was there before it is left alone (the Python API: a
+    pytest session's shared server outlives each probe). The watchdog is closed only when
+    nothing of ours is left for it to watch."""
+    before_pids, before_dirs = set(_live), set(_temp_dirs)
+    try:
+        yield
+    finally:
+        for pid, proc in list(_live.items()):
+            if pid not in before_pids:
+                stop(proc, signal.SIGTERM, timeout=5)
+        for path in list(_temp_dirs):
+            if path not in before_dirs:
+                remove_temp_dir(path)
+        if not _live and not _temp_dirs:
+            close_watchdog()
+
+
 def cleanup() -> tuple[list[int], list[str]]:
     """Stop every child and remove every temp dir still recorded; return what was left.
 

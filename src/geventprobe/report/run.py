@@ -9,6 +9,8 @@ are for the text and reference formats.
 
 from __future__ import annotations
 
+import re
+
 from geventprobe.record import RunResult, Verdict
 from geventprobe.report import builds, calibration, findings, load, setup, tasks
 from geventprobe.report.cells import (
@@ -154,9 +156,50 @@ def app_lines(result: RunResult) -> list[Block]:
                   f"{', '.join(a.get('hooks') or []) or 'none'}", indent=1)]
     if a.get("gunicorn_cmd_args"):
         out.append(Paragraph(f"GUNICORN_CMD_ARGS: {a['gunicorn_cmd_args']}", indent=1))
+    found = a.get("routes_found")
+    if found:
+        out.append(Paragraph(found_routes(found, result), indent=1))
     out += [Paragraph(f"geventprobe set {o}", style="dim", indent=1)
             for o in a.get("overrides") or []]
     return out
+
+
+def found_routes(found: dict, result: RunResult) -> str:
+    """``--route auto``: what was found and probed, what was skipped and why, what
+    ``--route-exclude`` dropped; a found route that answered 401/403 or a redirect is said
+    to need a login (requests carry no cookies), since its figures are that answer's."""
+    answered = {r.route: r for b in result.builds for r in b.routes}
+
+    def shown(route: str) -> str:
+        r = answered.get(route)
+        status = r.lone_status if r is not None else None
+        if status in (401, 403):
+            return f"{route} (needs a login: answered {status})"
+        if status is not None and 300 <= status < 400:
+            to = re_location(r.note)
+            login = to is not None and any(w in to.lower() for w in ("login", "signin",
+                                                                      "sign-in", "auth"))
+            return (f"{route} ({'needs a login: ' if login else ''}redirected"
+                    f"{f' to {to}' if to else ''})")
+        return route
+
+    where = {"django": "the Django URLconf", "flask": "the Flask url_map"}.get(
+        found.get("framework"), "the app")
+    text = (f"routes found in {where}: "
+            + (", ".join(shown(r) for r in found.get("found") or []) or "none to probe"))
+    skipped = found.get("skipped") or []
+    if skipped:
+        # In backticks: a pattern's <int:pk> is not HTML in Markdown.
+        text += "; skipped: " + ", ".join(f"`{s['route']}` ({s['reason']})" for s in skipped)
+    if found.get("excluded"):
+        text += f"; excluded by --route-exclude: {', '.join(found['excluded'])}"
+    return text
+
+
+def re_location(note: str | None) -> str | None:
+    """Where a route's redirect went, from its note (``...answered 302 Found to /login/:``)."""
+    m = re.search(r" to (\S+?):? requests carry", note or "")
+    return m.group(1) if m else None
 
 
 def matrix_lines(result: RunResult) -> list[Block]:

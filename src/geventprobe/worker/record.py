@@ -13,6 +13,7 @@ file                        record              written
 ``app-error-<pid>.json``    ``AppError``        ``--app``: the app (or config) failed to load
 ``importing-<pid>.json``    ``Importing``       ``--app``: the worker started importing the app
 settings.json               ``GunicornSettings``  ``--app``: the effective gunicorn settings
+routes.json                 ``AppRoutes``       ``--route auto``: the app's declared routes
 ==========================  ==================  ==============================================
 
 A celery worker (``--celery``, ``--celery-cmd``) writes its own records in its run dir
@@ -198,6 +199,39 @@ class GunicornSettings:
     """The server hooks their config defines (``post_fork``...)."""
     limit_request_line: int = 4094
     """gunicorn's ``limit_request_line`` (0: unlimited): a longer request line gets 414."""
+
+
+@dataclass(frozen=True)
+class FoundRoute:
+    """One route of the user's app as its framework declares it (``worker/list_routes.py``)."""
+
+    path: str
+    """``/items`` for a fixed path; the pattern as declared (``/items/<int:pk>``) otherwise."""
+    methods: list[str]
+    """The methods it answers (empty: any, as a Django function view)."""
+    params: list[str]
+    """The parameters its path needs (``pk``); empty for a fixed path."""
+    view: str
+    """``module.function`` (or the endpoint) that serves it."""
+    fixed: bool = True
+    """False when the pattern matches many paths without naming parameters (a regex)."""
+
+
+@dataclass(frozen=True)
+class AppRoutes:
+    """``routes.json`` of ``worker/list_routes.py``: the app's routes for ``--route auto``, or
+    why they could not be listed (``ok`` false: ``stage`` and ``error`` say so)."""
+
+    ok: bool
+    framework: str | None = None
+    """``django`` or ``flask``; None when the app is neither."""
+    routes: list[FoundRoute] = field(default_factory=list)
+    stage: str | None = None
+    """Where it failed: ``config``, ``import`` (the app), ``framework`` (neither Django nor
+    Flask), ``list``."""
+    error: str | None = None
+    callable_type: str | None = None
+    """The type of the WSGI callable gunicorn would serve (``module.Class``)."""
 
 
 PREFIXES = {"ready": Ready, "result": ProbeResult, "route-ready": RouteReady,
@@ -434,7 +468,7 @@ def _build(cls, data, where: str):
 _RECORDS = {cls.__name__: cls for cls in (
     BlockedEvent, ConnectPhase, Ready, ProbeResult, RouteReady, RoutePhase, AppError,
     GunicornSettings, CeleryBoot, CeleryReady, CeleryConnected, CeleryFacts, BlockedSeen,
-    CeleryHub, TaskMark, TaskDone)}
+    CeleryHub, TaskMark, TaskDone, FoundRoute, AppRoutes)}
 
 
 def load(cls, data, source: str):

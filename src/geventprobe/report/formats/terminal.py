@@ -7,6 +7,8 @@ the eye lands after a run. The findings paragraph and the appendix are for the f
 
 from __future__ import annotations
 
+import io
+
 from rich.console import Console
 
 from geventprobe.report.document import Document, Paragraph, view
@@ -35,3 +37,18 @@ class Terminal(Format):
         with self.console.capture() as captured:
             self.show(doc, verbose)
         return captured.get()
+
+
+PIPE_WIDTH = 100
+"""Columns of the report in a pipe or a file (``cli.common.REPORT_WIDTH``)."""
+
+
+def plain_text(result, verbose: bool = False) -> str:
+    """``result`` (a ``RunResult``) as ``geventprobe run`` prints it into a pipe: no colour,
+    ``PIPE_WIDTH`` columns (``RunResult.explain``)."""
+    from geventprobe.report import run
+
+    console = Console(file=io.StringIO(), width=PIPE_WIDTH, color_system=None,
+                      force_terminal=False, highlight=False)
+    Terminal(console).show(run.document(result), verbose)
+    return console.file.getvalue()
