@@ -483,7 +483,11 @@ CELERY_EXAMPLE = str(Path(__file__).parent.parent / "examples" / "celery" / "psy
     (["--task", "tasks.query"], "--task goes with a celery worker: add --celery APP"),
     (["--celery", "tasks", "--broker", "http://example.invalid/"],
      "http:// is not a broker geventprobe speaks to"),
-], ids=["with-app", "args-not-json", "task-without-celery", "broker-scheme"])
+    # Issue 25 row 1: an unset $VAR in CI; this ran the five builds and said exit 0.
+    (["--celery-cmd", ""], "--celery-cmd is empty: give the command that starts your worker"),
+    (["--celery", ""], "--celery '': give the app as celery's -A takes it"),
+], ids=["with-app", "args-not-json", "task-without-celery", "broker-scheme", "command-empty",
+        "app-empty"])
 def test_celery_options_refused(run_cli, args, message):
     assert message in error_line(run_cli("run", "--chdir", CELERY_EXAMPLE, *args))
 

@@ -128,10 +128,16 @@ def test_the_projects_celery_keys(tmp_path):
     (dict(celery="tasks", chdir="/no/such/dir"), "--chdir /no/such/dir is not a directory"),
     (dict(celery="-A"), "give the app as celery's -A takes it"),
     (dict(celery_cmd="python 'unclosed"), "does not parse"),
+    # Issue 25 row 1: an unset $VAR in CI gives an empty value; it is refused, never a run
+    # of the built-in builds (which ended "... cooperate with gevent; exit 0").
+    (dict(celery_cmd=""), "--celery-cmd is empty"),
+    (dict(celery=""), "--celery '': give the app as celery's -A takes it"),
+    (dict(celery="  "), "give the app as celery's -A takes it"),
+    (dict(celery="", tasks=("tasks.query",)), "--celery '': give the app"),
 ], ids=["app", "both", "builds", "route", "preload", "workers", "gunicorn-config",
         "task-alone", "broker-alone", "args-without-task", "args-not-json", "args-not-array",
         "kwargs-not-object", "args-count", "task-name", "broker-scheme", "chdir", "app-flag",
-        "command-quotes"])
+        "command-quotes", "command-empty", "app-empty", "app-blank", "app-empty-with-task"])
 def test_what_a_celery_run_refuses(flags, message):
     with pytest.raises(ProbeError) as info:
         plan.for_run(request(**flags), NONE)

@@ -243,7 +243,7 @@ def plan(request: CeleryRequest) -> CeleryApp:
                  "which celery reads before the app's broker_url)",
                  "made it consume only from a queue of geventprobe's own, named per run and "
                  "removed after (your queues are never consumed from, purged or declared)"]
-    if request.app:
+    if request.app is not None:
         concurrency = int(request.greenlets or request.default_greenlets)
         command = app_command(request.app, concurrency, chdir)
         greenlets = None

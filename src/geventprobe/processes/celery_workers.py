@@ -89,7 +89,7 @@ def app_command(app: str, concurrency: int, cwd: str = ".", *, python: str | Non
     neighbours at every start (measured). Neither changes the pool, the app or the import
     order. ``--celery-cmd`` runs the user's command as it is.
     """
-    if not app or app.startswith("-"):
+    if not app.strip() or app.startswith("-"):
         raise ProbeError(f"--celery {app!r}: give the app as celery's -A takes it "
                          "(e.g. proj or proj.celery:app)")
     argv = (python or sys.executable, "-m", "celery", "-A", app, "worker", "-P", "gevent",
