@@ -486,8 +486,11 @@ CELERY_EXAMPLE = str(Path(__file__).parent.parent / "examples" / "celery" / "psy
     # Issue 25 row 1: an unset $VAR in CI; this ran the five builds and said exit 0.
     (["--celery-cmd", ""], "--celery-cmd is empty: give the command that starts your worker"),
     (["--celery", ""], "--celery '': give the app as celery's -A takes it"),
+    # Issue 25 row 10: this left a detached worker running after the run.
+    (["--celery-cmd", f"{sys.executable} -m celery -A tasks worker -P gevent --detach"],
+     "--celery-cmd: --detach forks the worker into the background"),
 ], ids=["with-app", "args-not-json", "task-without-celery", "broker-scheme", "command-empty",
-        "app-empty"])
+        "app-empty", "detach"])
 def test_celery_options_refused(run_cli, args, message):
     assert message in error_line(run_cli("run", "--chdir", CELERY_EXAMPLE, *args))
 

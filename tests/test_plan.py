@@ -134,10 +134,28 @@ def test_the_projects_celery_keys(tmp_path):
     (dict(celery=""), "--celery '': give the app as celery's -A takes it"),
     (dict(celery="  "), "give the app as celery's -A takes it"),
     (dict(celery="", tasks=("tasks.query",)), "--celery '': give the app"),
+    # Issue 25 row 10: a worker in the background is one geventprobe can neither watch nor
+    # stop (--detach left one running); --pidfile and --logfile write the user's files.
+    (dict(celery_cmd="celery -A tasks worker -P gevent -c 16 --detach"),
+     "--celery-cmd: --detach forks the worker into the background"),
+    (dict(celery_cmd="celery -A tasks worker -P gevent -D"), "--detach forks the worker"),
+    (dict(celery_cmd="celery -A tasks worker -P gevent --pidfile=/run/w.pid"),
+     "--pidfile writes a pid file of yours"),
+    (dict(celery_cmd="celery -A tasks worker -P gevent -f /var/log/w.log"),
+     "--logfile sends the worker's log into a file of yours"),
+    (dict(celery_cmd="sh -c 'exec celery -A tasks worker -P gevent --logfile w.log'"),
+     "--logfile sends the worker's log"),
+    (dict(celery_cmd="celery multi start w1 -A tasks -P gevent"),
+     "`celery multi` starts workers in the background"),
+    (dict(celery_cmd="no-such-program-gp25 -A tasks worker"),
+     "--celery-cmd: no-such-program-gp25 was not found on PATH"),
+    (dict(celery_cmd="./start-worker.sh"), "./start-worker.sh is not an executable file"),
 ], ids=["app", "both", "builds", "route", "preload", "workers", "gunicorn-config",
         "task-alone", "broker-alone", "args-without-task", "args-not-json", "args-not-array",
         "kwargs-not-object", "args-count", "task-name", "broker-scheme", "chdir", "app-flag",
-        "command-quotes", "command-empty", "app-empty", "app-blank", "app-empty-with-task"])
+        "command-quotes", "command-empty", "app-empty", "app-blank", "app-empty-with-task",
+        "detach", "detach-short", "pidfile", "logfile-short", "logfile-in-sh", "multi",
+        "no-program", "no-script"])
 def test_what_a_celery_run_refuses(flags, message):
     with pytest.raises(ProbeError) as info:
         plan.for_run(request(**flags), NONE)

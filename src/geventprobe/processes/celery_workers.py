@@ -108,7 +108,68 @@ def user_command(command: str, cwd: str = ".") -> CeleryCommand:
     if not argv:
         raise ProbeError("--celery-cmd is empty: give the command that starts your worker, "
                          "e.g. --celery-cmd \"python worker.py\"")
-    return CeleryCommand(argv=argv, cwd=os.path.abspath(cwd), how="command")
+    cwd = os.path.abspath(cwd)
+    _refuse_daemon_flags(argv)
+    _check_program(argv[0], cwd)
+    return CeleryCommand(argv=argv, cwd=cwd, how="command")
+
+
+#: celery's own flags that put the worker in the background or write files of the user's:
+#: the flag, and why geventprobe cannot run the worker with it.
+DAEMON_FLAGS = {
+    "--detach": "forks the worker into the background and lets the command exit, so "
+                "geventprobe could neither watch nor stop it",
+    "--pidfile": "writes a pid file of yours (and refuses to start while one is there)",
+    "--logfile": "sends the worker's log into a file of yours instead of to geventprobe, which "
+                 "reads it to say why a worker stopped",
+}
+#: Their short forms, read only in a celery command (``python worker.py -f x`` is the
+#: script's business).
+_SHORT = {"-D": "--detach", "-f": "--logfile"}
+
+
+def _words(argv: Sequence[str]) -> list[str]:
+    """The command's words, and those of a quoted script inside it (``sh -c '...'``)."""
+    out = []
+    for word in argv:
+        out.append(word)
+        if " " in word.strip():
+            with contextlib.suppress(ValueError):
+                out.extend(shlex.split(word))
+    return out
+
+
+def _refuse_daemon_flags(argv: Sequence[str]) -> None:
+    """One line for a command that detaches the worker or writes the user's files."""
+    words = _words(argv)
+    celery = any(os.path.basename(w) == "celery" for w in words)
+    if celery and "multi" in words:
+        raise ProbeError("--celery-cmd: `celery multi` starts workers in the background, where "
+                         "geventprobe can neither watch nor stop them: give the command of one "
+                         "worker in the foreground, e.g. --celery-cmd \"celery -A proj worker "
+                         "-P gevent -c 100\"")
+    for word in words:
+        flag = word.split("=", 1)[0]
+        flag = _SHORT.get(flag, flag) if celery else flag
+        if flag in DAEMON_FLAGS:
+            raise ProbeError(f"--celery-cmd: {flag} {DAEMON_FLAGS[flag]}: drop {flag} (and "
+                             "--detach, --pidfile, --logfile): geventprobe runs the worker in "
+                             "the foreground and stops it itself")
+
+
+def _check_program(program: str, cwd: str) -> None:
+    """The command's program exists (as ``subprocess`` will look for it: PATH, or a path
+    from the worker's directory), so a typo is one line before anything starts."""
+    import shutil
+
+    if os.sep in program:
+        path = os.path.join(cwd, program)
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise ProbeError(f"--celery-cmd: {program} is not an executable file (looked in "
+                             f"{cwd}): give the program that starts your worker")
+    elif shutil.which(program) is None:
+        raise ProbeError(f"--celery-cmd: {program} was not found on PATH: install it in this "
+                         "environment, or give its full path (e.g. .venv/bin/celery)")
 
 
 @dataclass(frozen=True)
@@ -617,6 +678,7 @@ def run_celery(command: CeleryCommand, *, dsn: str, broker: brokers.Broker,
     finally:
         if proc is not None:
             parts["stop"] = _stop(proc, parts, deadlines)
+            _stop_strays(files, proc.pid)
         parts["queue_cleanup"] = brokers.delete_queue(broker.url, queue)
         parts["log_tail"] = _log_tail(log_path)
         with contextlib.suppress(ProbeError):
@@ -733,6 +795,21 @@ def _wait_ready(proc, files: _Files, command: CeleryCommand, timeout: float
             return min(ready.values(), key=lambda r: r.at)
         booted = bool(files.records("boot"))
         if proc.poll() is not None:
+            strays = _strays(files, proc.pid)
+            # A worker does not exit cleanly before it is ready, unless its command left it
+            # running in the background: the re-executed worker boots a moment later.
+            settle = time.monotonic() + (1.0 if proc.returncode == 0 else 0.0)
+            while not strays and time.monotonic() < settle:
+                time.sleep(0.05)
+                strays = _strays(files, proc.pid)
+            if strays:
+                raise ProbeError(
+                    f"the command that starts your worker {children.describe_exit(proc.returncode)}"
+                    f" before the worker was ready, while a process it started (pid "
+                    f"{strays[0].pid}) ran on in the background: it detaches the worker "
+                    "(--detach, a daemonizing wrapper, `&` in a script), so geventprobe could "
+                    "neither watch nor stop it; geventprobe stopped it: give a command that "
+                    f"runs the worker in the foreground (in {command.cwd})")
             log = _log_tail(os.path.join(files.run_dir, LOG_NAME))
             also = "" if booted else f" ({NOT_BOOTED})"
             raise ProbeError(
@@ -746,6 +823,40 @@ def _wait_ready(proc, files: _Files, command: CeleryCommand, timeout: float
                                  "command")
             return None
         time.sleep(0.02)
+
+
+def _strays(files: _Files, spawned: int) -> list:
+    """Processes that loaded our boot dir and still run, other than the one we spawned: a
+    worker that detached itself (its own session: the group stop does not reach it). Each is
+    proven ours by the file faulthandler holds open in it, ``stacks-<pid>.txt`` in this run's
+    dir (its environment cannot tell: celery's process title overwrites it)."""
+    import psutil
+
+    found = []
+    for pid in sorted(b.pid for b in files.records("boot").values()):
+        if pid == spawned:
+            continue
+        mine = os.path.join(files.run_dir, f"stacks-{pid}.txt")
+        try:
+            p = psutil.Process(pid)
+            if p.status() != psutil.STATUS_ZOMBIE and any(
+                    f.path == mine for f in p.open_files()):
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _stop_strays(files: _Files, spawned: int) -> tuple[int, ...]:
+    """SIGKILL every stray of ``_strays`` and wait (3 s at most) until it is gone."""
+    import psutil
+
+    strays = _strays(files, spawned)
+    for p in strays:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(strays, timeout=3)
+    return tuple(p.pid for p in strays)
 
 
 def _wait_connected(proc, files: _Files, ready: CeleryReady, d: Deadlines
