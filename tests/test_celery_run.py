@@ -204,6 +204,74 @@ def test_a_worker_started_by_worker_main_never_runs_a_task():
         run.close()
 
 
+@pytest.fixture
+def users_redis(tmp_path):
+    """The user's own redis: a real redis-server on loopback, holding a queue of theirs."""
+    import redis
+
+    from geventprobe.processes.postgres import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path), "--daemonize", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(port=port, socket_timeout=5)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.rpush("celery", "a task of theirs")
+        client.set("their:key", "theirs")
+        yield port, client
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _contents(client) -> dict:
+    """Every key of every database with its value (DUMP), and the server's counters."""
+    out = {}
+    for db in range(16):
+        client.execute_command("SELECT", db)
+        out.update({(db, key): client.dump(key) for key in client.keys("*")})
+    client.execute_command("SELECT", 0)
+    return out
+
+
+def test_the_users_broker_in_the_environment_is_never_touched(users_redis):
+    """Issue 25 rows 7 and 8: with CELERY_BROKER_URL / CELERY_RESULT_BACKEND set (settings
+    commonly read them) the parent sent its tasks to the user's redis and left our queue
+    there, and every run failed. Now: the verdict as without them, and the user's redis got
+    not one connection from the run (its own command line's --result-backend too)."""
+    port, client = users_redis
+    theirs = f"redis://127.0.0.1:{port}"
+    before = _contents(client)
+    stats = client.info("stats")
+    command = (f"{sys.executable} -m celery -A tasks --result-backend {theirs}/2 worker "
+               "-P gevent -c 4")
+    run = Run("--celery-cmd", command, "--chdir", str(EXAMPLES / "psycopg3_cli"),
+              "--task", "tasks.query", env={"CELERY_BROKER_URL": f"{theirs}/0",
+                                            "CELERY_RESULT_BACKEND": f"{theirs}/1"})
+    try:
+        assert run.code == 0, run.stdout + run.stderr
+        row = _finished(run)["builds"][0]
+        assert row["verdict"] == "OK" and [t["verdict"] for t in row["tasks"]] == ["OK", "OK"]
+        assert row["facts"]["settings_restored"] == ["CELERY_RESULT_BACKEND"]
+        after = client.info("stats")
+        assert after["total_connections_received"] == stats["total_connections_received"]
+        assert after["total_commands_processed"] == stats["total_commands_processed"] + 1
+        assert _contents(client) == before
+    finally:
+        run.close()
+
+
 def _backend(cmdline: str) -> bool:
     """A PostgreSQL client backend (``postgres: USER DB [local] ...``), not the postmaster
     or one of its own processes (checkpointer, walwriter...)."""

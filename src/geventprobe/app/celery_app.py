@@ -206,6 +206,11 @@ class CeleryApp:
         ran = {t.task for t in result.tasks}
         notes = [f"{t.name} was not run: the worker stalled before it (see its verdict)"
                  for t in self.tasks if t.name not in ran and result.tasks]
+        restored = result.facts.get("settings_restored") or []
+        if restored:
+            notes.append(f"your worker's command line set {' and '.join(restored)} (celery -b "
+                         "or --result-backend): geventprobe set the run's back before the "
+                         "worker connected, so it never used yours")
         return Probed([result], notes=notes)
 
     def headline(self, rows: list[BuildResult], code: int,
@@ -239,8 +244,9 @@ def plan(request: CeleryRequest) -> CeleryApp:
         from geventprobe.processes.redis import find_server
 
         find_server()  # not installed: one line with the install command, now
-    overrides = ["pointed it at the run's broker (CELERY_BROKER_URL in its environment, "
-                 "which celery reads before the app's broker_url)",
+    overrides = ["pointed it at the run's broker (CELERY_BROKER_URL and its read and write "
+                 "variants in its environment, which celery reads before the app's broker_url; "
+                 "a -b of its command line is put back at worker_init)",
                  "made it consume only from a queue of geventprobe's own, named per run and "
                  "removed after (your queues are never consumed from, purged or declared)"]
     if request.app is not None:

@@ -532,6 +532,10 @@ def make_boot_dir(run_dir: str) -> str:
     return str(boot)
 
 
+#: The environment variables celery takes its broker from, before the app's settings.
+BROKER_ENV = ("CELERY_BROKER_URL", "CELERY_BROKER_READ_URL", "CELERY_BROKER_WRITE_URL")
+
+
 def worker_environ(base: dict[str, str], *, run_dir: str, boot: str, queue: str,
                    broker_url: str, dsn: str, workload: dict,
                    result_backend: str | None = None) -> dict[str, str]:
@@ -540,16 +544,23 @@ def worker_environ(base: dict[str, str], *, run_dir: str, boot: str, queue: str,
 
     env = dict(base)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (boot, base.get("PYTHONPATH")) if p)
+    # celery reads these before the app's own settings (the read and write URLs before
+    # broker_url too): with all three the worker consumes from, and publishes to, the run's
+    # broker whatever the app's config says.
+    settings = {name: broker_url for name in BROKER_ENV}
+    if result_backend:
+        settings["CELERY_RESULT_BACKEND"] = result_backend
     env.update({
         celery_probe.RUN_DIR_ENV: run_dir,
         celery_probe.QUEUE_ENV: queue,
         celery_probe.WORKLOAD_ENV: json.dumps(workload),
+        # The worker puts them back at worker_init if its command line changed them
+        # (celery -b URL / --result-backend URL set the same variables).
+        celery_probe.SETTINGS_ENV: json.dumps(settings),
         "GEVENTPROBE_DSN": dsn,
-        "CELERY_BROKER_URL": broker_url,
         "PYTHONUNBUFFERED": "1",
+        **settings,
     })
-    if result_backend:
-        env["CELERY_RESULT_BACKEND"] = result_backend
     if not base.get("DATABASE_URL") and dsn:
         env["DATABASE_URL"] = conninfo_to_uri(dsn)
     return env
@@ -730,28 +741,20 @@ def _probe(proc, files: _Files, parts: dict, command: CeleryCommand, broker: bro
                      deadlines.user_task + deadlines.per_task * size, None))
     t_tasks = time.monotonic()
     batches: list[Batch] = []
-    from celery import Celery
-
     from geventprobe.app.routes import ConnectionCounter
 
-    app = Celery("geventprobe", broker=broker.url, set_as_current=False)
-    try:
-        with CpuSampler([ready.pid]) as sampler, app.producer_or_acquire() as producer:
-            for label, name, n, args, kwargs, deadline, w in plan:
-                counted = server_port if w is None else None
-                with ConnectionCounter([ready.pid], counted) as counter:
-                    batch, stall = _run_batch(app, producer, files, proc, ready.pid, queue,
-                                              label, name, n, args, kwargs, deadline, w,
-                                              deadlines)
-                if counted is not None:
-                    batch = replace(batch, connections=counter.most.get(ready.pid))
-                batches.append(batch)
-                if stall is not None:
-                    parts["stall"] = stall
-                    break
-    finally:
-        with contextlib.suppress(Exception):
-            app.close()
+    with _Sender(broker.url, queue) as send, CpuSampler([ready.pid]) as sampler:
+        for label, name, n, args, kwargs, deadline, w in plan:
+            counted = server_port if w is None else None
+            with ConnectionCounter([ready.pid], counted) as counter:
+                batch, stall = _run_batch(send, files, proc, ready.pid, label, name, n, args,
+                                          kwargs, deadline, w, deadlines)
+            if counted is not None:
+                batch = replace(batch, connections=counter.most.get(ready.pid))
+            batches.append(batch)
+            if stall is not None:
+                parts["stall"] = stall
+                break
     # Read once the sampler has stopped: a window's end needs a sample after it.
     parts["batches"] = tuple(_with_cpu(b, sampler, ready.pid) for b in batches)
     timings["tasks"] = round(time.monotonic() - t_tasks, 3)
@@ -874,20 +877,61 @@ def _wait_connected(proc, files: _Files, ready: CeleryReady, d: Deadlines
     return None
 
 
-def _run_batch(app, producer, files: _Files, proc, pid: int, queue: str, label: str,
-               name: str, n: int, args: tuple, kwargs: dict, deadline_s: float,
-               wait_s: float | None, d: Deadlines) -> tuple[Batch, Stall | None]:
+class _Sender:
+    """Sends tasks to our queue on the run's broker, and to nothing else.
+
+    celery only builds the messages here (``as_task_v2``, its protocol): a celery app takes
+    its broker and result backend from ``CELERY_BROKER_URL`` and ``CELERY_RESULT_BACKEND``
+    before anything it is given, and in the user's environment those are the user's (issue
+    25: the tasks went to their redis, and the result backend subscribed there). So the
+    connection is kombu's own, to ``url`` alone, and no result is ever asked for: the worker's
+    files say how each task went.
+    """
+
+    def __init__(self, url: str, queue: str):
+        self.url = url
+        self.queue = queue
+
+    def __enter__(self) -> _Sender:
+        from celery import Celery
+        from kombu import Connection, Exchange, Producer, Queue
+
+        self._app = Celery("geventprobe", set_as_current=False)
+        self._conn = Connection(self.url)
+        self._target = Queue(self.queue, Exchange(self.queue, type="direct"),
+                             routing_key=self.queue)
+        self._producer = Producer(self._conn)
+        return self
+
+    def __call__(self, name: str, args: tuple, kwargs: dict) -> str:
+        """Send one task; its id."""
+        from kombu.utils.uuid import uuid
+
+        task_id = uuid()
+        headers, properties, body, _ = self._app.amqp.as_task_v2(task_id, name, args, kwargs)
+        self._producer.publish(body, exchange="", routing_key=self.queue,
+                               declare=[self._target], headers=headers, serializer="json",
+                               delivery_mode=2, retry=True, retry_policy={"max_retries": 3},
+                               **properties)
+        return task_id
+
+    def __exit__(self, *exc_info) -> None:
+        with contextlib.suppress(Exception):
+            self._conn.release()
+        with contextlib.suppress(Exception):
+            self._app.close()
+
+
+def _run_batch(send: _Sender, files: _Files, proc, pid: int, label: str, name: str, n: int,
+               args: tuple, kwargs: dict, deadline_s: float, wait_s: float | None,
+               d: Deadlines) -> tuple[Batch, Stall | None]:
     """Send ``n`` tasks at once to our queue; wait for them within ``deadline_s``, or until
     none has started ``d.start`` after they were sent, or the hub has been held that long."""
-    from kombu import Exchange, Queue
-
-    target = Queue(queue, Exchange(queue, type="direct"), routing_key=queue)
     sent: dict[str, float] = {}
     start = time.monotonic()
     for _ in range(n):
         t = time.monotonic()
-        result = app.send_task(name, args=args, kwargs=kwargs, queue=target, producer=producer)
-        sent[result.id] = t
+        sent[send(name, args, kwargs)] = t
     deadline = start + deadline_s
     done: dict = {}
     why = None

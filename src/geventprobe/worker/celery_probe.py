@@ -36,6 +36,9 @@ import time
 RUN_DIR_ENV = "GEVENTPROBE_CELERY_RUN_DIR"
 QUEUE_ENV = "GEVENTPROBE_CELERY_QUEUE"
 WORKLOAD_ENV = "GEVENTPROBE_CELERY_WORKLOAD"
+#: JSON: the celery settings the parent gave the worker through its environment (the run's
+#: broker, and result backend with the embedded broker), which must hold in the worker.
+SETTINGS_ENV = "GEVENTPROBE_CELERY_SETTINGS"
 PROBE_TASK = "geventprobe.pg_sleep"
 #: How often the worker rewrites ``hub-<pid>.json`` (s).
 HUB_WRITE_S = 0.2
@@ -54,6 +57,7 @@ _runtime: dict[str, float] = {}
 _failed: dict[str, tuple[str, str | None]] = {}
 _windows: dict[str, dict] = {}
 _user_queues: tuple[str, ...] = ()
+_restored: list[str] = []
 _driver = None
 _heartbeat = None
 _monitor = None
@@ -127,8 +131,24 @@ def _on_worker_init(sender=None, **_kwargs) -> None:
     from geventprobe.worker import celery_watch
 
     celery_watch.set_phase("worker_init")
+    _restore_settings()
     app = sender.app
     app.task(name=PROBE_TASK, bind=True, ignore_result=True, shared=False)(_pg_sleep)
+
+
+def _restore_settings() -> None:
+    """The run's broker (and result backend) again, if the worker's command line changed
+    them: ``celery -b URL`` and ``--result-backend URL`` set ``CELERY_BROKER_URL`` and
+    ``CELERY_RESULT_BACKEND`` as the program starts, after the parent set them. celery reads
+    them when it connects, after this signal, so the worker never touches the user's broker.
+    """
+    import json
+
+    wanted = json.loads(os.environ.get(SETTINGS_ENV) or "{}")
+    for name, value in sorted(wanted.items()):
+        if os.environ.get(name) != value:
+            os.environ[name] = value
+            _restored.append(name)
 
 
 def _on_after_setup(sender=None, instance=None, **_kwargs) -> None:
@@ -210,6 +230,7 @@ def _facts() -> tuple[dict, str | None]:
     if hidden:
         facts["blocked_modules"] = hidden
     facts["worker_process_init_receivers"] = _receivers("worker_process_init")
+    facts["settings_restored"] = list(_restored)
     return facts, None
 
 
