@@ -541,3 +541,44 @@ def test_an_unknown_task_is_one_line_naming_the_known_ones(run_cli):
                               "--task", "tasks.nope", timeout=120))
     assert line.startswith("geventprobe: error: --task tasks.nope: the worker's app has no")
     assert "tasks.query" in line and "geventprobe.pg_sleep" not in line
+
+
+# Issue 25 rows 2 to 4: what is not a celery gevent worker, or not one yet, is one line (exit
+# 2), never a verdict: a prefork worker was "OK ... under -P gevent", a program that is not
+# celery and an app still importing were BLOCKING at a frame of gevent's own hub.
+
+@pytest.mark.integration
+def test_a_worker_of_another_pool_is_one_line_with_the_gevent_command(run_cli):
+    command = f"{sys.executable} -m celery -A tasks worker -P prefork -c 1"
+    line = error_line(run_cli("run", "--celery-cmd", command, "--chdir",
+                              str(Path(CELERY_EXAMPLE).parent / "psycopg2_plain"), timeout=120))
+    assert "runs celery's prefork pool (-P prefork), not gevent's" in line
+    assert "gevent patched nothing in it" in line
+    assert "-m celery -A tasks worker -P gevent -c 1" in line
+
+
+@pytest.fixture
+def short_boot(tmp_path) -> str:
+    """A profile that gives a worker 2 s to get ready."""
+    path = tmp_path / "boot.toml"
+    path.write_text("[workload]\nboot_timeout_s = 2\n")
+    return str(path)
+
+
+@pytest.mark.integration
+def test_a_program_that_is_not_celery_is_one_line(run_cli, short_boot):
+    command = f"{sys.executable} -c 'import time; time.sleep(30)'"
+    line = error_line(run_cli("run", "--celery-cmd", command, "--chdir", CELERY_EXAMPLE,
+                              "--config", short_boot, timeout=120))
+    assert "never imported celery in the 2 s a worker has to get ready" in line
+    assert "it is not a celery worker" in line and "raise boot_timeout_s (now 2 s)" in line
+
+
+@pytest.mark.integration
+def test_an_app_still_importing_is_one_line_naming_the_boot_timeout(run_cli, short_boot):
+    app = str(Path(__file__).parent / "apps" / "celery_slow_import")
+    line = error_line(run_cli("run", "--celery", "tasks", "--chdir", app, "--config",
+                              short_boot, timeout=120))
+    assert "your celery app was still importing" in line
+    assert "raise boot_timeout_s (now 2 s)" in line and "gevent/hub.py" not in line
+

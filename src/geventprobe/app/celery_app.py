@@ -158,7 +158,10 @@ class CeleryApp:
         """The broker, then their worker with our probe in it; its tasks, its stop."""
         from geventprobe.app.routes import server_port
 
-        wl = {"heartbeat_ms": workload.heartbeat_ms, "connect_rounds": CONNECT_ROUNDS,
+        # At most the run's greenlets at once (the server and the connection cap were sized
+        # for them), whatever -c the worker runs with (-c 1000 opened 1,000 connections).
+        wl = {"greenlets": workload.greenlets,
+              "heartbeat_ms": workload.heartbeat_ms, "connect_rounds": CONNECT_ROUNDS,
               "connect_timeout_s": workload.connect_timeout_s,
               "statement_timeout_ms": workload.statement_timeout_ms,
               "monitor_ms": workload.monitor_ms,

@@ -654,8 +654,9 @@ def run_celery(command: CeleryCommand, *, dsn: str, broker: brokers.Broker,
                workload: dict | None = None, server_port: int | None = None) -> CeleryRun:
     """Start the worker, probe it, stop it; everything it started is gone when this returns.
 
-    ``greenlets``: how many tasks go at once (default: the worker's own concurrency, from
-    its ``-c`` or settings; never more than it). ``tasks``: the user's own tasks, each run
+    ``greenlets``: at most how many tasks go at once (default: ``workload``'s greenlets, 16
+    unless given); never more than the worker's own concurrency (its ``-c`` or settings),
+    and the worker's connect phase opens as many. ``tasks``: the user's own tasks, each run
     alone then C at once after the probe task. ``env``: the worker's base environment
     (default ours). ``result_backend``: the worker's ``CELERY_RESULT_BACKEND`` (the runner
     passes the embedded broker's URL so results of the user's tasks stay in the run).
@@ -713,10 +714,18 @@ def _probe(proc, files: _Files, parts: dict, command: CeleryCommand, broker: bro
     ready = _wait_ready(proc, files, command, deadlines.boot)
     timings["boot"] = round(time.monotonic() - started, 3)
     if ready is None:
-        parts["stall"] = _stall(files, proc, "never-ready", None, None, (), deadlines.boot,
-                                {}, "deadline")
+        # Read before the stack dump: its signal can cut short the very call the start waits
+        # in (a C sleep returns early), and the worker moves on.
+        phase = _furthest_phase(files)
+        stall = _stall(files, proc, "never-ready", None, None, (), deadlines.boot, {},
+                       "deadline")
+        _refuse_unstarted(files, command, deadlines.boot, stall, phase)
+        parts["stall"] = stall
         return
     parts["ready"] = ready
+    if ready.facts.get("pool_is_gevent") is False:
+        parts["not_gevent"] = True
+        raise ProbeError(not_gevent(command, ready))
     unknown = [t.name for t in tasks if t.name not in ready.tasks]
     if unknown:
         known = ", ".join(t for t in ready.tasks if t != celery_probe.PROBE_TASK) or "none"
@@ -726,9 +735,9 @@ def _probe(proc, files: _Files, parts: dict, command: CeleryCommand, broker: bro
     t_connect = time.monotonic()
     parts["connected"] = _wait_connected(proc, files, ready, deadlines)
     timings["connect"] = round(time.monotonic() - t_connect, 3)
-    size = int(ready.concurrency or wl["greenlets"])
-    if greenlets:
-        size = min(size, int(greenlets))  # never more at once than the worker can run
+    # Never more at once than the worker can run, nor than the run's greenlets (the server
+    # was sized for them: a worker of -c 1000 gets 16 at once, and a note says so).
+    size = min(int(ready.concurrency or wl["greenlets"]), int(wl["greenlets"]))
     parts["size"] = size
     probe_deadline = 3 * size * wait_s + deadlines.start + deadlines.per_task * size
     plan = [("warm-up", celery_probe.PROBE_TASK, 1, (0.0,), {}, deadlines.start, 0.0),
@@ -776,6 +785,104 @@ def _with_cpu(b: Batch, sampler: CpuSampler, pid: int) -> Batch:
         wait_cpu_s=sampler.cpu_seconds(pid, *wait) if wait else None,
         wait_run_delay_s=sampler.delta(pid, "run_delay", *wait) if wait else None,
         wait_sleeps=sampler.delta(pid, "voluntary", *wait) if wait else None)
+
+
+#: SIGTERM until SIGKILL for a worker of another pool (a prefork one exits in about 2 s).
+NOT_GEVENT_STOP_S = 6.0
+#: celery's pools by module, as its -P option names them.
+POOLS = {"celery.concurrency.prefork": "prefork", "celery.concurrency.solo": "solo",
+         "celery.concurrency.thread": "threads", "celery.concurrency.eventlet": "eventlet",
+         "celery.concurrency.gevent": "gevent"}
+
+
+def with_gevent_pool(argv: Sequence[str]) -> list[str]:
+    """``argv`` with its pool option (``-P X``, ``-PX``, ``--pool X``, ``--pool=X``) set to
+    gevent, or ``-P gevent`` added after ``worker`` when it has none."""
+    out, skip, found = [], False, False
+    for i, word in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if word in ("-P", "--pool") and i + 1 < len(argv):
+            out += [word, "gevent"]
+            skip = found = True
+        elif word.startswith("--pool="):
+            out.append("--pool=gevent")
+            found = True
+        elif word.startswith("-P") and len(word) > 2:
+            out.append("-Pgevent")
+            found = True
+        else:
+            out.append(word)
+    if not found and "worker" in out:
+        at = out.index("worker") + 1
+        out[at:at] = ["-P", "gevent"]
+    return out
+
+
+def not_gevent(command: CeleryCommand, ready: CeleryReady) -> str:
+    """One line: the worker runs another pool than gevent's, so there is nothing of gevent
+    to judge (its figures would be those of prefork processes or threads)."""
+    module = ready.pool.rpartition(".")[0]
+    name = POOLS.get(module)
+    pool = f"celery's {name} pool (-P {name})" if name else f"the pool {ready.pool}"
+    patched = ready.facts.get("select_patched") or any(
+        p.get("what") == "patch_all" for p in ready.facts.get("patches") or ())
+    seen = "" if patched else "; gevent patched nothing in it"
+    fixed = shlex.join(with_gevent_pool(command.argv))
+    return (f"`{command.shown}` runs {pool}, not gevent's ({ready.pool}{seen}): geventprobe "
+            "judges a worker under -P gevent, and this one's figures would say nothing about "
+            f"it: start it with -P gevent, e.g. --celery-cmd \"{fixed}\"")
+
+
+_PHASE_ORDER = ("startup", "app", "worker_init")
+
+
+def _furthest_phase(files: _Files) -> str:
+    """How far the furthest process that loaded our boot dir got in a worker's start-up
+    (``celery_watch.SAID_PHASES``; ``startup``: celery never imported)."""
+    phases = [files.text(f"phase-{pid}.txt") or "startup" for pid in files.records("boot")]
+    return max(phases, key=lambda p: _PHASE_ORDER.index(p) if p in _PHASE_ORDER else 0,
+               default="startup")
+
+
+def _refuse_unstarted(files: _Files, command: CeleryCommand, timeout: float, stall: Stall,
+                      furthest: str) -> None:
+    """ProbeError (one line) for a worker that never got ready before it was a worker: it
+    never imported celery (not a celery worker, or one that waits that long before), or its
+    app was still importing when the boot timeout ran out. Returns for a worker that had
+    begun to start (worker_init): that is its own verdict."""
+    boots = files.records("boot")
+    more = (f"raise boot_timeout_s (now {timeout:g} s) in a profile ([workload] "
+            "boot_timeout_s = 300, --config FILE)")
+    if furthest == "startup":
+        raise ProbeError(f"`{command.shown}` never imported celery in the {timeout:g} s a "
+                         "worker has to get ready: it is not a celery worker (or it waits that "
+                         "long before it imports celery): give the command that starts your "
+                         "celery worker, e.g. --celery-cmd \"celery -A proj worker -P gevent\", "
+                         f"or {more}")
+    if furthest == "app":
+        since = min((b.at for b in boots.values()), default=time.monotonic())
+        frame = _user_frame(stall.main_stack, command.cwd)
+        where = f"; its main thread waited at {frame}" if frame else ""
+        raise ProbeError(f"your celery app was still importing {time.monotonic() - since:.0f} s "
+                         "after the worker started (celery had loaded; the worker itself had "
+                         f"not begun to start), longer than the {timeout:g} s a worker has to "
+                         f"get ready: if it is meant to take that long, {more}; otherwise find "
+                         "what the import waits for (a connection or a network call made at "
+                         f"import time{where})")
+
+
+def _user_frame(frames: Sequence[tuple[str, int, str]], cwd: str) -> str | None:
+    """The innermost frame of the user's own code, ``tasks.py:5 in <module>``."""
+    from geventprobe.worker.monitor import is_user_code, short
+
+    for path, line, func in reversed(frames):
+        if is_user_code(path):
+            rel = os.path.relpath(path, cwd) if os.path.isabs(path) else path
+            shown = rel if not rel.startswith("..") else short(path)
+            return f"{shown}:{line} in {func}"
+    return None
 
 
 NOT_BOOTED = ("no Python process it started loaded geventprobe's boot dir (a command that "
@@ -1062,7 +1169,11 @@ def _stop(proc: subprocess.Popen, parts: dict, d: Deadlines) -> StopFigures:
         children.stop(proc)  # its group may hold orphans
         return StopFigures(signal="none", seconds=0.0, returncode=code, exited_before=True)
     quick = parts.get("stall") is None
-    if quick:
+    if parts.pop("not_gevent", False):
+        # Another pool than gevent's: a prefork worker removes its temp dir (pymp-*) on
+        # SIGTERM, in about 2 s (measured 1.97-2.2 s), and leaves it on SIGKILL.
+        children.stop(proc, signal.SIGTERM, timeout=NOT_GEVENT_STOP_S)
+    elif quick:
         children.stop(proc, signal.SIGKILL, timeout=5)
     else:
         children.stop(proc, signal.SIGTERM, timeout=d.stop_stalled)

@@ -58,6 +58,7 @@ _failed: dict[str, tuple[str, str | None]] = {}
 _windows: dict[str, dict] = {}
 _user_queues: tuple[str, ...] = ()
 _restored: list[str] = []
+_concurrency = 0
 _driver = None
 _heartbeat = None
 _monitor = None
@@ -169,7 +170,12 @@ def _on_ready(sender=None, **_kwargs) -> None:
     from geventprobe.worker import celery_watch
 
     celery_watch.set_phase("ready")
-    _write(f"celery-ready-{os.getpid()}.json", _ready_record(sender))
+    global _concurrency
+    ready = _ready_record(sender)
+    _concurrency = ready.concurrency
+    _write(f"celery-ready-{os.getpid()}.json", ready)
+    if not ready.facts.get("pool_is_gevent"):
+        return  # not a -P gevent worker: the parent says so; nothing of gevent to start here
     import gevent
 
     gevent.spawn(_probe_main)
@@ -182,6 +188,10 @@ def _ready_record(consumer):
 
     facts, error = _facts()
     pool = consumer.pool
+    # By module name: importing celery's gevent pool would import gevent into a worker that
+    # does not run it.
+    facts["pool_is_gevent"] = any(c.__module__ == "celery.concurrency.gevent"
+                                  for c in type(pool).__mro__)
     concurrency = getattr(consumer.controller, "concurrency", None) or getattr(pool, "limit", 0)
     consumes = sorted(getattr(consumer.app.amqp.queues, "consume_from", {}) or ())
     return record.CeleryReady(
@@ -311,7 +321,9 @@ def _probe_main() -> None:
 
             celery_watch._note_error("gevent's monitor thread", exc)
     pid = os.getpid()
-    greenlets = int(wl["greenlets"])
+    # C connections at once, as the tasks will open them: never more than the worker runs
+    # at once, nor than the run's greenlets (the server was sized for those).
+    greenlets = min(int(wl["greenlets"]), _concurrency or int(wl["greenlets"]))
     try:
         module, error = _driver_module()
         if error:
