@@ -249,21 +249,29 @@ def test_the_users_broker_in_the_environment_is_never_touched(users_redis):
     """Issue 25 rows 7 and 8: with CELERY_BROKER_URL / CELERY_RESULT_BACKEND set (settings
     commonly read them) the parent sent its tasks to the user's redis and left our queue
     there, and every run failed. Now: the verdict as without them, and the user's redis got
-    not one connection from the run (its own command line's --result-backend too)."""
+    not one connection from the run (its own command line's --result-backend too). Row 5 in
+    the same run: a worker of -c 20 gets the run's 16 at once, not 20."""
     port, client = users_redis
     theirs = f"redis://127.0.0.1:{port}"
     before = _contents(client)
     stats = client.info("stats")
+    # -c 20 (issue 25 row 5: -c 1000 sent 1,000 probe tasks at once, one connection each):
+    # the burst is the run's greenlets, 16, and a note says so.
     command = (f"{sys.executable} -m celery -A tasks --result-backend {theirs}/2 worker "
-               "-P gevent -c 4")
+               "-P gevent -c 20")
     run = Run("--celery-cmd", command, "--chdir", str(EXAMPLES / "psycopg3_cli"),
               "--task", "tasks.query", env={"CELERY_BROKER_URL": f"{theirs}/0",
                                             "CELERY_RESULT_BACKEND": f"{theirs}/1"})
     try:
         assert run.code == 0, run.stdout + run.stderr
-        row = _finished(run)["builds"][0]
+        record = _finished(run)
+        row = record["builds"][0]
         assert row["verdict"] == "OK" and [t["verdict"] for t in row["tasks"]] == ["OK", "OK"]
         assert row["facts"]["settings_restored"] == ["CELERY_RESULT_BACKEND"]
+        assert row["facts"]["celery"]["concurrency"] == 20
+        assert [t["at_once"]["size"] for t in row["tasks"]] == [16, 16]
+        assert any(n.startswith("your worker runs up to 20 tasks at once (-c 20); the probe "
+                                "sent 16 at once") for n in record["notes"])
         after = client.info("stats")
         assert after["total_connections_received"] == stats["total_connections_received"]
         assert after["total_commands_processed"] == stats["total_commands_processed"] + 1

@@ -209,6 +209,13 @@ class CeleryApp:
         ran = {t.task for t in result.tasks}
         notes = [f"{t.name} was not run: the worker stalled before it (see its verdict)"
                  for t in self.tasks if t.name not in ran and result.tasks]
+        celery = result.facts.get("celery") or {}
+        runs, sent = celery.get("concurrency") or 0, celery.get("tasks_at_once") or 0
+        if sent and runs > sent:
+            notes.append(f"your worker runs up to {runs} tasks at once (-c {runs}); the probe "
+                         f"sent {sent} at once, each with a connection of its own: the run's "
+                         "--greenlets, which the connection cap and the server are sized for "
+                         "(--greenlets N for more, beyond 100 with --allow-many-connections)")
         restored = result.facts.get("settings_restored") or []
         if restored:
             notes.append(f"your worker's command line set {' and '.join(restored)} (celery -b "
