@@ -280,6 +280,32 @@ def test_the_users_broker_in_the_environment_is_never_touched(users_redis):
         run.close()
 
 
+LIMITS = str(Path(__file__).parent / "apps" / "celery_limits")
+
+
+def test_a_tasks_time_limit_is_said_from_celerys_own_state():
+    """Issue 25 row 6: celery's hard time limit stopped the task, and every output said `?`
+    (under gevent its trace ends with no state). Now the limit, from celery's own state; and
+    a soft time limit, which celery's gevent pool never enforces, is a note."""
+    run = Run("--celery", "tasks", "--chdir", LIMITS, "--greenlets", "2",
+              "--task", "tasks.hard", "--task", "tasks.soft")
+    try:
+        assert run.code == 1, run.stdout + run.stderr
+        record = _finished(run)
+        probe, hard, soft = record["builds"][0]["tasks"]
+        assert probe["verdict"] == "OK" and soft["verdict"] == "OK"
+        assert hard["verdict"] == "FAILING"
+        assert hard["first_error"] == "TimeLimitExceeded(1)"
+        assert hard["cause"].startswith("celery's hard time limit of 1 s stopped the task")
+        assert "time_limit" in hard["advice"]
+        assert any(n.startswith("tasks.soft has a soft time limit of 0.3 s but ran 0.6 s")
+                   for n in record["notes"])
+        shown = run.stdout + Path(run.markdown).read_text() + Path(run.json).read_text()
+        assert "?" not in shown  # was `?` for the error, the state and the first error
+    finally:
+        run.close()
+
+
 def _backend(cmdline: str) -> bool:
     """A PostgreSQL client backend (``postgres: USER DB [local] ...``), not the postmaster
     or one of its own processes (checkpointer, walwriter...)."""

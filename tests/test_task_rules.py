@@ -178,6 +178,32 @@ def test_tasks_that_raise_are_failing_with_the_first_error():
     assert "preload" not in result.advice
 
 
+def _ended(error: str | None, state: str | None, name: str = "tasks.hard") -> Batch:
+    t = dataclasses.replace(task(0, 0.0, 0.005, 1.005), state=state, error=error,
+                            error_origin=None, celery_runtime=None)
+    return batch("alone", [t], lag=0.004, name=name)
+
+
+def test_celerys_time_limit_is_named_with_the_limit():
+    """Issue 25 row 6: a task its hard time limit stopped read `raised: ?`."""
+    result = verdict(_ended("TimeLimitExceeded(1)", "FAILURE"), healthy(name="tasks.hard"),
+                     probe=False)
+    assert result.verdict is Verdict.FAILING
+    assert result.cause == ("celery's hard time limit of 1 s stopped the task sent alone: "
+                            "TimeLimitExceeded(1)")
+    assert "time_limit" in result.advice and result.first_error == "TimeLimitExceeded(1)"
+
+
+def test_a_task_that_ended_without_a_state_is_never_a_question_mark():
+    """A record of a worker that gave no state (an older geventprobe's, or celery's trace cut
+    short): words, not `?`."""
+    result = verdict(_ended(None, None), healthy(name="tasks.hard"), probe=False)
+    assert result.verdict is Verdict.FAILING
+    texts = [result.cause, result.first_error] + [e.text for e in result.evidence]
+    assert not any("?" in text for text in texts), texts
+    assert result.first_error == "it ended without a state"
+
+
 def _stall(kind="never-started", hub_silent=None, why="none started") -> Stall:
     stacks = ("Current thread 0x1 (most recent call first):\n"
               '  File "/v/lib/python3.11/site-packages/kombu/utils/eventio.py", line 83 in poll\n'

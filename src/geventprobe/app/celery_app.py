@@ -216,6 +216,14 @@ class CeleryApp:
                          f"sent {sent} at once, each with a connection of its own: the run's "
                          "--greenlets, which the connection cap and the server are sized for "
                          "(--greenlets N for more, beyond 100 with --allow-many-connections)")
+        soft = result.facts.get("soft_time_limits") or {}
+        for task in result.tasks:
+            ran = max((b.run_max_s or 0.0 for b in (task.alone, task.at_once) if b), default=0.0)
+            if task.task in soft and ran > soft[task.task]:
+                notes.append(f"{task.task} has a soft time limit of {soft[task.task]:g} s but "
+                             f"ran {ran:.1f} s: celery's gevent pool never enforces "
+                             "soft_time_limit (it applies the hard time_limit only), so "
+                             "SoftTimeLimitExceeded is never raised under -P gevent")
         restored = result.facts.get("settings_restored") or []
         if restored:
             notes.append(f"your worker's command line set {' and '.join(restored)} (celery -b "

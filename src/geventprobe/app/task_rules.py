@@ -195,7 +195,8 @@ def evidence(alone: Batch | None, at_once: Batch | None, stall: TaskStall | None
         n = at_once.size if at_once is not None else 0
         share = at_once.failed / n if at_once is not None and n else 0.0
         lone_failed = bool(alone is not None and alone.failed)
-        states = Counter(task.state or "?" for b in batches for task in b.tasks if task.failed)
+        states = Counter(task.state or "no state" for b in batches for task in b.tasks
+                         if task.failed)
         shown = ", ".join(f"{state} ×{k}" for state, k in sorted(states.items()))
         rules.append(Evidence(
             rule="task-failing", value=round(share, 4), threshold=t.task_failing_share,
@@ -345,7 +346,9 @@ def _words(verdict: Verdict, rules: Sequence[Evidence], batches: Sequence[Batch]
     first = next((b.first_error for b in batches if b.first_error is not None), None)
     first_text = None
     if first is not None:
-        first_text = redact(first.error or first.state or "?") + (
+        said = first.error or (f"it ended in state {first.state}" if first.state else
+                               "it ended without a state")
+        first_text = redact(said) + (
             f" ({redact(first.error_origin)})" if first.error_origin else "")
     if verdict is Verdict.OK:
         return None, None, first_text
@@ -363,6 +366,16 @@ def _words(verdict: Verdict, rules: Sequence[Evidence], batches: Sequence[Batch]
                     "task_timeout_s in the profile", first_text)
         alone = next((b for b in batches if b.label == "alone"), None)
         at_once = next((b for b in batches if b.label == "at once"), None)
+        limit = _time_limit(first.error if first is not None else None)
+        if limit is not None:
+            which = ("the task sent alone" if alone is not None and alone.failed else
+                     f"{at_once.failed} of {at_once.size} tasks sent at once"
+                     if at_once is not None else "the task")
+            return (f"celery's hard time limit of {limit:g} s stopped {which}: {first_text}",
+                    f"the task runs longer than its time limit ({limit:g} s): raise it (the "
+                    "task's time_limit, the app's task_time_limit or the worker's --time-limit)"
+                    " if the work needs that long, or find what makes the task that slow",
+                    first_text)
         if alone is not None and alone.failed:
             what = "the task sent alone raised"
         elif at_once is not None:
@@ -400,6 +413,16 @@ def _words(verdict: Verdict, rules: Sequence[Evidence], batches: Sequence[Batch]
     cause, advice = celery_causes.explain(verdict, facts, {e.rule for e in rules if e.fired},
                                           stall, stacks)
     return cause, advice, first_text
+
+
+def _time_limit(error: str | None) -> float | None:
+    """The limit of celery's ``TimeLimitExceeded(2)`` (worker/celery_probe.py words it so)."""
+    if not error or not error.startswith("TimeLimitExceeded("):
+        return None
+    try:
+        return float(error[len("TimeLimitExceeded("):].split(")", 1)[0])
+    except ValueError:
+        return None
 
 
 def judge_all(run: CeleryRun, calls: Sequence[tuple[str, str]], t: Thresholds,

@@ -59,6 +59,8 @@ _windows: dict[str, dict] = {}
 _user_queues: tuple[str, ...] = ()
 _restored: list[str] = []
 _concurrency = 0
+_pool_time_limit = None
+_pool_facts: dict = {}
 _driver = None
 _heartbeat = None
 _monitor = None
@@ -170,9 +172,10 @@ def _on_ready(sender=None, **_kwargs) -> None:
     from geventprobe.worker import celery_watch
 
     celery_watch.set_phase("ready")
-    global _concurrency
+    global _concurrency, _pool_time_limit
     ready = _ready_record(sender)
     _concurrency = ready.concurrency
+    _pool_time_limit = getattr(sender.pool, "timeout", None)  # the worker's --time-limit
     _write(f"celery-ready-{os.getpid()}.json", ready)
     if not ready.facts.get("pool_is_gevent"):
         return  # not a -P gevent worker: the parent says so; nothing of gevent to start here
@@ -186,12 +189,18 @@ def _ready_record(consumer):
 
     from geventprobe.worker import record
 
-    facts, error = _facts()
     pool = consumer.pool
     # By module name: importing celery's gevent pool would import gevent into a worker that
     # does not run it.
-    facts["pool_is_gevent"] = any(c.__module__ == "celery.concurrency.gevent"
-                                  for c in type(pool).__mro__)
+    _pool_facts["pool_is_gevent"] = any(c.__module__ == "celery.concurrency.gevent"
+                                        for c in type(pool).__mro__)
+    # celery's gevent pool enforces no soft time limit (its on_apply drops soft_timeout):
+    # the parent says so of a task that outran one.
+    _pool_facts["soft_time_limits"] = {
+        name: float(task.soft_time_limit) for name, task in consumer.app.tasks.items()
+        if not name.startswith("celery.") and getattr(task, "soft_time_limit", None)}
+    facts, error = _facts()
+    facts.update(_pool_facts)  # also when collecting the rest failed
     concurrency = getattr(consumer.controller, "concurrency", None) or getattr(pool, "limit", 0)
     consumes = sorted(getattr(consumer.app.amqp.queues, "consume_from", {}) or ())
     return record.CeleryReady(
@@ -241,6 +250,7 @@ def _facts() -> tuple[dict, str | None]:
         facts["blocked_modules"] = hidden
     facts["worker_process_init_receivers"] = _receivers("worker_process_init")
     facts["settings_restored"] = list(_restored)
+    facts.update(_pool_facts)
     return facts, None
 
 
@@ -476,9 +486,25 @@ def _on_postrun(task_id=None, task=None, state=None, **_kwargs) -> None:
     now = time.monotonic()
     error, origin = _failed.pop(task_id, (None, None))
     windows = _windows.pop(task_id, None) or {}
+    started = _started.pop(task_id, now)
+    if state is None and error is None:
+        state, error = "FAILURE", _cut_short(task, now - started)
     _write(f"task-{task_id}.json", record.TaskDone(
-        task_id=task_id, name=getattr(task, "name", "?"), pid=os.getpid(),
-        received=_received.pop(task_id, None), started=_started.pop(task_id, now),
+        task_id=task_id, name=getattr(task, "name", None) or "(unnamed)", pid=os.getpid(),
+        received=_received.pop(task_id, None), started=started,
         finished=now, state=state, celery_runtime=_runtime.pop(task_id, None),
         error=error, error_origin=origin, connect=windows.get("connect"),
         query=windows.get("query")))
+
+
+def _cut_short(task, ran: float) -> str:
+    """Why celery's trace ended with no state: under -P gevent its hard time limit is a
+    gevent Timeout through the task, so ``task_postrun`` comes with state None and
+    ``task_failure`` (TimeLimitExceeded) only after it, or never (measured, celery 5.7.0).
+    The limit is celery's own: the message's, else the task's (its ``time_limit``, or the
+    app's ``task_time_limit``), else the worker's ``--time-limit``."""
+    limits = getattr(getattr(task, "request", None), "timelimit", None) or (None, None)
+    hard = limits[0] or getattr(task, "time_limit", None) or _pool_time_limit
+    if hard and ran >= 0.95 * float(hard):
+        return f"TimeLimitExceeded({float(hard):g})"  # as celery words it
+    return "celery ended the task without a state: its greenlet was stopped from outside it"
