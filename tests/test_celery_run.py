@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -302,6 +303,40 @@ def test_a_tasks_time_limit_is_said_from_celerys_own_state():
                    for n in record["notes"])
         shown = run.stdout + Path(run.markdown).read_text() + Path(run.json).read_text()
         assert "?" not in shown  # was `?` for the error, the state and the first error
+    finally:
+        run.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["kill-9", "stop"])
+def test_a_worker_killed_or_stopped_from_outside_is_no_verdict(sig):
+    """Issue 25 row 9: kill -9 of the worker while a task of the user's ran gave FAILING
+    ("they wait on something that never comes"), kill -STOP gave BLOCKING with a fix for the
+    hub: neither is the task's or the driver's doing. Now ERROR, the signal named, exit 2."""
+    run = Run("--celery", "tasks", "--chdir", LIMITS, "--greenlets", "2",
+              "--task", "tasks.slow", "--task-args", "[4]", wait=False)
+    try:
+        # The probe's 4 tasks (warm-up, alone, 2 at once) are done and the user's began.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            dirs = [os.path.join(run.tmp, d) for d in os.listdir(run.tmp)
+                    if d.startswith("geventprobe-celery-")]
+            if dirs and len([f for f in os.listdir(dirs[0]) if f.startswith("started-")]) >= 5:
+                boots = [f for f in os.listdir(dirs[0]) if f.startswith("boot-")]
+                os.kill(int(boots[0][len("boot-"):-len(".json")]), sig)
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail("the user's task never started")
+        run.stdout, run.stderr = run.proc.communicate(timeout=120)
+        assert run.code == 2, run.stdout + run.stderr
+        record = _finished(run)
+        row = record["builds"][0]
+        assert row["verdict"] == "ERROR" and row["tasks"][1]["verdict"] == "ERROR"
+        said = ("was killed by SIGKILL mid-run" if sig == signal.SIGKILL
+                else "did not run during the probe: it was stopped (process state T)")
+        assert said in row["error"] and row["tasks"][1]["cause"] == row["error"]
+        assert "find what stopped it" in row["advice"]
+        assert "BLOCKING" not in run.stdout and "FAILING" not in run.stdout
     finally:
         run.close()
 

@@ -328,3 +328,33 @@ def _row(worker: Verdict, task_verdict: Verdict) -> BuildResult:
 ])
 def test_a_tasks_verdict_counts_toward_the_exit_code(task_verdict, fail_on, code):
     assert rules.exit_code([_row(Verdict.OK, task_verdict)], fail_on=fail_on) == code
+
+
+@pytest.mark.parametrize(("code", "log", "said"), [
+    (-9, (), "was killed by SIGKILL mid-run: nothing in its log says why"),
+    (-11, (), "crashed mid-run (killed by SIGSEGV): a fault in C code"),
+    (3, ("Traceback (most recent call last):", "SystemExit: 3"), "exited with code 3 mid-run: "
+     "SystemExit: 3"),
+], ids=["kill-9", "segfault", "exit"])
+def test_a_worker_that_ended_mid_run_is_an_error_not_a_verdict(code, log, said):
+    """Issue 25 row 9: a worker that ended while a task ran was FAILING ("they wait on
+    something that never comes")."""
+    name = "tasks.slow"
+    alone = batch("alone", [task(0, 0.0, 0.01, None)], lag=0.004, name=name)
+    stall = dataclasses.replace(_stall("stalled", hub_silent=0.0, why="exited"), batch="alone",
+                                task=name, started=1)
+    run = dataclasses.replace(run_of(alone, stall=stall, stop=StopFigures(
+        "none", 0.0, code, exited_before=True)), log_tail=log)
+    result = task_rules.judge_task(run, name, name, T, START, probe=False, facts={})
+    assert result.verdict is Verdict.ERROR and said in result.cause
+    assert result.advice == task_rules.INTERRUPTED_FIX
+    assert result.stall.stopped.startswith("nothing to stop: it had ended (")
+
+
+def test_a_worker_seen_stopped_makes_every_task_an_error():
+    name = "tasks.slow"
+    run = dataclasses.replace(run_of(lone(name=name), healthy(name=name)),
+                              not_running={41: "stopped (process state T) for at least 3.0 s"})
+    result = task_rules.judge_task(run, name, name, T, START, probe=False, facts={})
+    assert result.verdict is Verdict.ERROR
+    assert result.cause.startswith("the celery worker (pid 41) did not run during the probe")

@@ -207,7 +207,9 @@ class CeleryApp:
         result = session.probe(self, label=self.build.name)
         listener.build_finished(result)
         ran = {t.task for t in result.tasks}
-        notes = [f"{t.name} was not run: the worker stalled before it (see its verdict)"
+        why = ("was stopped from outside" if (result.facts.get("celery") or {}).get(
+            "interrupted") else "stalled")
+        notes = [f"{t.name} was not run: the worker {why} before it (see its verdict)"
                  for t in self.tasks if t.name not in ran and result.tasks]
         celery = result.facts.get("celery") or {}
         runs, sent = celery.get("concurrency") or 0, celery.get("tasks_at_once") or 0
@@ -334,6 +336,7 @@ def celery_facts(run: CeleryRun) -> dict:
         "versions": dict(ready.versions) if ready else {},
         "registered_tasks": list(ready.tasks) if ready else [],
         "boot_errors": list(run.boot_errors),
+        "interrupted": task_rules.interrupted(run),
         "stop": ({"signal": stop.signal, "seconds": stop.seconds,
                   "ignored_sigterm": stop.ignored_sigterm, "exited_before": stop.exited_before}
                  if stop else None),
@@ -358,8 +361,10 @@ def judge(subject: CeleryApp, run: CeleryRun, workload: Workload, t: Thresholds,
         windows = run.connected.connect.windows
         stacks = blocked.stacks(run.hub.events(), "connect",
                                 (windows[0][0], windows[-1][1] + 0.05)) + stacks
-    error = None
-    if probe is None:
+    error = facts["celery"]["interrupted"]
+    if error is not None:
+        pass  # stopped or killed from outside: no verdict of the driver's or the tasks'
+    elif probe is None:
         error = "the worker ran no probe task"
     elif probe.verdict is Verdict.FAILING and probe.stall is None:
         error = f"the probe task failed in your worker: {probe.first_error or probe.cause}"
@@ -371,9 +376,11 @@ def judge(subject: CeleryApp, run: CeleryRun, workload: Workload, t: Thresholds,
     if error is not None:
         from geventprobe.core.causes import explain_error
 
+        advice = (task_rules.INTERRUPTED_FIX if error == facts["celery"]["interrupted"]
+                  else explain_error(error))
         return BuildResult(
             build=b.name, description=b.description, baseline=False, expected=None,
-            verdict=Verdict.ERROR, cause=error, advice=explain_error(error), evidence=evidence,
+            verdict=Verdict.ERROR, cause=error, advice=advice, evidence=evidence,
             facts=facts, metrics=None, workers=[], error=error,
             duration_s=time.monotonic() - started, timings=dict(run.timings),
             blocked_by=stacks, tasks=tasks)
@@ -407,6 +414,8 @@ def summary(name: str, rows: list[BuildResult], code: int,
             text += f": {row.cause}"
         if code == 0:
             text += " (not failing: --fail-on leaves it out)"
+    elif row.verdict is Verdict.ERROR and (row.facts.get("celery") or {}).get("interrupted"):
+        text = f"your celery worker {name} was not judged: {row.error or row.cause}"
     elif row.verdict is Verdict.ERROR:
         text = f"the probe failed in your celery worker: {row.error or row.cause}"
     else:
@@ -415,7 +424,8 @@ def summary(name: str, rows: list[BuildResult], code: int,
     if users:
         text += "; tasks: " + ", ".join(
             f"{t.task} {t.verdict}" + (f" ({t.cause})" if t.cause and t.verdict not in (
-                Verdict.OK,) and not t.cause.startswith("the worker's hub is blocked") else "")
+                Verdict.OK,) and not t.cause.startswith("the worker's hub is blocked")
+                and t.cause != row.error else "")
             for t in users)
     if calibration is not None and not calibration.passed:
         text = f"INCONCLUSIVE: calibration failed: {calibration.reason}; {text}"

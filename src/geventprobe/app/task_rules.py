@@ -32,6 +32,7 @@ driver's, in celery's words (``celery_causes``). docs/celery.md has the measurem
 from __future__ import annotations
 
 import os
+import signal
 from collections import Counter
 from collections.abc import Sequence
 
@@ -39,7 +40,8 @@ from geventprobe.app import celery_causes
 from geventprobe.core import blocked, route_causes
 from geventprobe.core.known_errors import Deployment
 from geventprobe.dsn import redact
-from geventprobe.processes.celery_workers import Batch, CeleryRun, Stall
+from geventprobe.processes import children
+from geventprobe.processes.celery_workers import Batch, CeleryRun, Stall, telling_line
 from geventprobe.record import (
     BlockedStack,
     ConnectFigures,
@@ -318,6 +320,10 @@ def judge_task(run: CeleryRun, name: str, call: str, t: Thresholds, t_start_s: f
     stacks = task_stacks(run, batches, name)
     cause, advice, first = _words(verdict, rules, batches, stall_rec, stacks, probe=probe,
                                   facts=facts, worker=worker, size=run.size)
+    outside = interrupted(run)
+    if outside is not None and (run.not_running or stall is not None):
+        # Stopped or killed from outside: what it measured says nothing about the task.
+        verdict, cause, advice = Verdict.ERROR, outside, INTERRUPTED_FIX
     duration = max((b.end for b in batches), default=0.0) - min(
         (b.start for b in batches), default=0.0)
     return TaskResult(
@@ -328,12 +334,41 @@ def judge_task(run: CeleryRun, name: str, call: str, t: Thresholds, t_start_s: f
         stall=stall_rec, duration_s=round(duration, 3))
 
 
+INTERRUPTED_FIX = ("find what stopped it (a user, a supervisor, a debugger, a frozen cgroup or "
+                   "container, the out-of-memory killer: see dmesg) and run again")
+_CRASHES = (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGFPE, signal.SIGILL)
+
+
+def interrupted(run: CeleryRun) -> str | None:
+    """The worker was stopped (kill -STOP) or ended (kill -9, a crash) while its tasks
+    ran, in one sentence; None when it was not. Never a verdict of the driver or the app's
+    tasks: gunicorn mode says the same of its workers."""
+    pid = run.ready.pid if run.ready is not None else None
+    if run.not_running:
+        pid, seen = min(run.not_running.items())
+        return (f"the celery worker (pid {pid}) did not run during the probe: it was {seen}, "
+                "so its figures say nothing about it")
+    stop = run.stop
+    if run.stall is None or run.stall.why != "exited" or stop is None:
+        return None
+    code = stop.returncode if stop.returncode is not None else 0
+    how = children.describe_exit(code)
+    what = f"the celery worker (pid {pid})" if pid else "the celery worker"
+    if code < 0 and -code in _CRASHES:
+        return (f"{what} crashed mid-run ({how}): a fault in C code, the driver's or another "
+                "extension's")
+    if code < 0:
+        return (f"{what} was {how} mid-run: nothing in its log says why; something outside "
+                "geventprobe sent the signal")
+    return f"{what} {how} mid-run: {telling_line(run.log_tail).rstrip('.')}"
+
+
 def _stopped(run: CeleryRun) -> str | None:
     stop = run.stop
     if stop is None:
         return None
     if stop.exited_before:
-        return "it had exited on its own"
+        return f"nothing to stop: it had ended ({children.describe_exit(stop.returncode)})"
     if stop.ignored_sigterm:
         return (f"SIGTERM ignored for {stop.seconds:.1f} s, then SIGKILL of its process group")
     return stop.signal

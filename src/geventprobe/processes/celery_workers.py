@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import math
 import os
 import re
 import shlex
@@ -481,6 +482,9 @@ class CeleryRun:
     log_tail: tuple[str, ...] = ()
     timings: dict = field(default_factory=dict)
     """Seconds per step seen from here: ``boot``, ``connect``, ``tasks``, ``stop``."""
+    not_running: dict = field(default_factory=dict)
+    """pid → what was seen, for a worker found stopped (process state T) while its tasks
+    ran (``CpuSampler.not_running``)."""
 
     def batch(self, label: str, task: str = celery_probe.PROBE_TASK) -> Batch | None:
         """The batch with that label (and task), if it ran."""
@@ -620,7 +624,7 @@ def _log_tail(path: str, lines: int = 30) -> tuple[str, ...]:
         return ()
 
 
-def _telling_line(log: Sequence[str]) -> str:
+def telling_line(log: Sequence[str]) -> str:
     """The lines of a worker's log that best say why it ended early, as one line.
 
     An exception's own last line when there is a traceback; else the last line naming an
@@ -766,6 +770,10 @@ def _probe(proc, files: _Files, parts: dict, command: CeleryCommand, broker: bro
                 break
     # Read once the sampler has stopped: a window's end needs a sample after it.
     parts["batches"] = tuple(_with_cpu(b, sampler, ready.pid) for b in batches)
+    # Stopped from outside (kill -STOP, a debugger, a frozen cgroup): its figures say nothing.
+    # Not a long stretch off the CPU: a hub a driver blocks in C waits as long as the
+    # server does, and a task of the user's may wait that long on purpose.
+    parts["not_running"] = {pid: seen for pid, seen in sampler.not_running(math.inf).items()}
     timings["tasks"] = round(time.monotonic() - t_tasks, 3)
     if parts.get("stall") is None:
         parts["hub"], parts["facts_after"] = _final(files, ready.pid,
@@ -924,7 +932,7 @@ def _wait_ready(proc, files: _Files, command: CeleryCommand, timeout: float
             also = "" if booted else f" ({NOT_BOOTED})"
             raise ProbeError(
                 f"the celery worker {children.describe_exit(proc.returncode)} before it was "
-                f"ready{also}: {_telling_line(log).rstrip('.')}: check that `{command.shown}` "
+                f"ready{also}: {telling_line(log).rstrip('.')}: check that `{command.shown}` "
                 f"starts it by hand (in {command.cwd})")
         if time.monotonic() > deadline:
             if not booted:
