@@ -229,3 +229,20 @@ def _cmdline(p) -> list[str]:
         return p.cmdline() if p.status() != psutil.STATUS_ZOMBIE else []
     except psutil.Error:
         return []
+
+
+def test_an_app_with_a_syntax_error_is_named_with_its_file_and_line():
+    """Debatable in issue 25, decided: a SyntaxError names its file and line, as gunicorn mode
+    does (the tail of celery 5.7.0's own log for such an app)."""
+    from geventprobe.processes.celery_workers import telling_line
+
+    log = ["Traceback (most recent call last):",
+           '  File "/v/lib/python3.11/site-packages/celery/app/utils.py", line 528, in find_app',
+           '  File "<frozen importlib._bootstrap>", line 241, in _call_with_frames_removed',
+           '  File "/srv/proj/tasks.py", line 6',
+           "    def broken(:",
+           "               ^",
+           "SyntaxError: invalid syntax"]
+    assert telling_line(log) == "SyntaxError: invalid syntax (/srv/proj/tasks.py, line 6)"
+    # A library's own frame is no place to look: only the user's code is named.
+    assert telling_line(log[:2] + ["KeyError: 'x'"]) == "KeyError: 'x'"

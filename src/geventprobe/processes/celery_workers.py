@@ -624,18 +624,28 @@ def _log_tail(path: str, lines: int = 30) -> tuple[str, ...]:
         return ()
 
 
+_LOG_FRAME = re.compile(r'^\s*File "(.+)", line (\d+)')
+
+
 def telling_line(log: Sequence[str]) -> str:
     """The lines of a worker's log that best say why it ended early, as one line.
 
-    An exception's own last line when there is a traceback; else the last line naming an
-    error, with the lines that continue it up to the next blank one (celery prints
-    ``Error:`` alone, then ``Unable to load celery application.`` and the reason).
+    An exception's own last line when there is a traceback, with the innermost line of the
+    user's own code in it (a SyntaxError's file and line, as gunicorn mode names them); else
+    the last line naming an error, with the lines that continue it up to the next blank one
+    (celery prints ``Error:`` alone, then ``Unable to load celery application.`` and the
+    reason).
     """
+    from geventprobe.worker.monitor import is_user_code
+
     lines = [ln.rstrip() for ln in log]
     if any(ln.startswith("Traceback") for ln in lines):
-        for ln in reversed(lines):
-            if re.match(r"^[\w.]+(Error|Exception|Exit)\b", ln.strip()):
-                return ln.strip()
+        for i in range(len(lines) - 1, -1, -1):
+            if re.match(r"^[\w.]+(Error|Exception|Exit)\b", lines[i].strip()):
+                frames = [m for m in (_LOG_FRAME.match(ln) for ln in lines[:i]) if m]
+                mine = [m for m in frames if is_user_code(m.group(1))]
+                where = f" ({mine[-1].group(1)}, line {mine[-1].group(2)})" if mine else ""
+                return lines[i].strip() + where
     for needle in ("Error", "error", "Exception", "Unable", "No module", "not found"):
         for i in range(len(lines) - 1, -1, -1):
             if needle in lines[i]:
