@@ -245,4 +245,4 @@ def test_an_app_with_a_syntax_error_is_named_with_its_file_and_line():
            "SyntaxError: invalid syntax"]
     assert telling_line(log) == "SyntaxError: invalid syntax (/srv/proj/tasks.py, line 6)"
     # A library's own frame is no place to look: only the user's code is named.
-    assert telling_line(log[:2] + ["KeyError: 'x'"]) == "KeyError: 'x'"
+    assert telling_line([*log[:2], "KeyError: 'x'"]) == "KeyError: 'x'"

@@ -184,6 +184,19 @@ def _ended(error: str | None, state: str | None, name: str = "tasks.hard") -> Ba
     return batch("alone", [t], lag=0.004, name=name)
 
 
+def test_a_call_with_the_wrong_arguments_points_at_task_args():
+    """Debatable in issue 25, decided: a wrong arity's fix names --task-args/--task-kwargs."""
+    error = "TypeError: query() takes from 0 to 1 positional arguments but 2 were given"
+    alone = _ended(error, "FAILURE", name="tasks.query")
+    result = task_rules.judge_task(run_of(alone, healthy(name="tasks.query")), "tasks.query",
+                                   "tasks.query(0.1, 2)", T, START, probe=False, facts={})
+    assert result.verdict is Verdict.FAILING
+    assert "(tasks.query(0.1, 2))" in result.advice and "--task-args" in result.advice
+    other = verdict(_ended("TypeError: unsupported operand", "FAILURE", name="tasks.query"),
+                    healthy(name="tasks.query"), probe=False)
+    assert "--task-args" not in other.advice
+
+
 def test_celerys_time_limit_is_named_with_the_limit():
     """Issue 25 row 6: a task its hard time limit stopped read `raised: ?`."""
     result = verdict(_ended("TimeLimitExceeded(1)", "FAILURE"), healthy(name="tasks.hard"),

@@ -32,6 +32,7 @@ driver's, in celery's words (``celery_causes``). docs/celery.md has the measurem
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections import Counter
 from collections.abc import Sequence
@@ -319,7 +320,7 @@ def judge_task(run: CeleryRun, name: str, call: str, t: Thresholds, t_start_s: f
     batches = [b for b in (alone, at_once) if b is not None]
     stacks = task_stacks(run, batches, name)
     cause, advice, first = _words(verdict, rules, batches, stall_rec, stacks, probe=probe,
-                                  facts=facts, worker=worker, size=run.size)
+                                  facts=facts, worker=worker, size=run.size, call=call)
     outside = interrupted(run)
     if outside is not None and (run.not_running or stall is not None):
         # Stopped or killed from outside: what it measured says nothing about the task.
@@ -376,7 +377,7 @@ def _stopped(run: CeleryRun) -> str | None:
 
 def _words(verdict: Verdict, rules: Sequence[Evidence], batches: Sequence[Batch],
            stall: TaskStall | None, stacks: list[BlockedStack], *, probe: bool, facts: dict,
-           worker, size: int) -> tuple[str | None, str | None, str | None]:
+           worker, size: int, call: str = "") -> tuple[str | None, str | None, str | None]:
     """(cause, advice, first error) of a task's verdict."""
     first = next((b.first_error for b in batches if b.first_error is not None), None)
     first_text = None
@@ -417,6 +418,11 @@ def _words(verdict: Verdict, rules: Sequence[Evidence], batches: Sequence[Batch]
             what = f"{at_once.failed} of {at_once.size} tasks sent at once raised"
         else:
             what = "the task raised"
+        if first is not None and _ARITY.match(first.error or ""):
+            return (what + f": {first_text}",
+                    f"the task does not take the arguments it was sent ({redact(call)}): give "
+                    "the ones its signature takes with --task-args '[...]' (positional, a JSON "
+                    "array) and --task-kwargs '{...}' (by name, a JSON object)", first_text)
         return (what + (f": {first_text}" if first_text else ""),
                 "fix the error the task raised (above, with the line of your code that "
                 "raised it); run it alone with the same arguments to see it outside the "
@@ -448,6 +454,10 @@ def _words(verdict: Verdict, rules: Sequence[Evidence], batches: Sequence[Batch]
     cause, advice = celery_causes.explain(verdict, facts, {e.rule for e in rules if e.fired},
                                           stall, stacks)
     return cause, advice, first_text
+
+
+#: Python's words for a call with the wrong arguments (what --task-args/--task-kwargs set).
+_ARITY = re.compile(r"^TypeError: .*(positional argument|keyword argument|takes no arguments)")
 
 
 def _time_limit(error: str | None) -> float | None:
