@@ -197,6 +197,22 @@ def test_a_call_with_the_wrong_arguments_points_at_task_args():
     assert "--task-args" not in other.advice
 
 
+@pytest.mark.parametrize(("cpu", "cpu_bound"), [(0.99, True), (0.03, False)],
+                         ids=["regex", "c-call"])
+def test_a_task_that_holds_the_hub_gets_the_fix_its_cpu_says(cpu, cpu_bound):
+    """Debatable in issue 25, decided: a GIL-holding regex task (the worker 0.93-0.99 CPU-s/s)
+    was told to try gevent's threadpool, which cannot help while the GIL is held; a call that
+    waits in C (0.02-0.03, psycopg2 without psycogreen) keeps that advice."""
+    name = "tasks.scan"
+    alone = dataclasses.replace(lone(lag=0.15, run=0.23, name=name), cpu_s=cpu * 0.23,
+                                run_delay_s=0.0)
+    result = verdict(alone, healthy(name=name), probe=False)
+    assert result.verdict is Verdict.BLOCKING
+    assert ("its own computation holds the hub" in result.cause) is cpu_bound
+    assert ("threadpool does not help" in result.advice) is cpu_bound
+    assert ("run it in gevent's threadpool" in result.advice) is not cpu_bound
+
+
 def test_celerys_time_limit_is_named_with_the_limit():
     """Issue 25 row 6: a task its hard time limit stopped read `raised: ?`."""
     result = verdict(_ended("TimeLimitExceeded(1)", "FAILURE"), healthy(name="tasks.hard"),

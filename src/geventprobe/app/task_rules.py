@@ -441,6 +441,19 @@ def _words(verdict: Verdict, rules: Sequence[Evidence], batches: Sequence[Batch]
                      else "the tasks waited in the queue while the hub was held")
         if stacks:
             cause += f": {blocked.in_words(stacks[0])}"
+        busy = _runnable(batches)
+        if busy is not None and busy >= CPU_BOUND_SHARE:
+            # The hub was held by the task's own computation: no patch or thread helps.
+            cause += (f"; the worker was on a CPU (or waiting for one) {busy:.0%} of the time "
+                      "the task ran: its own computation holds the hub")
+            if not stacks:
+                cause += (" (who blocked is not named: gevent's monitor thread needs the GIL "
+                          "that work holds)")
+            return (cause,
+                    "CPU-bound work holds every task of a gevent worker: send this task to a "
+                    "queue served by a prefork worker (celery -A APP worker -P prefork -Q "
+                    "QUEUE), or make it cheaper; gevent's threadpool does not help while the "
+                    "work holds the GIL", first_text)
         return (cause,
                 "make the call that holds the hub cooperate with gevent (patch before it is "
                 "imported, or run it in gevent's threadpool); CPU-bound work holds every task "
@@ -454,6 +467,20 @@ def _words(verdict: Verdict, rules: Sequence[Evidence], batches: Sequence[Batch]
     cause, advice = celery_causes.explain(verdict, facts, {e.rule for e in rules if e.fired},
                                           stall, stacks)
     return cause, advice, first_text
+
+
+#: A task judged BLOCKING whose worker was on a CPU or queued for one at least this share of
+#: its batches held the hub with its own computation (a backtracking regex: 0.93 alone,
+#: 0.99 at once; a driver waiting in C: see docs/celery.md).
+CPU_BOUND_SHARE = 0.5
+
+
+def _runnable(batches: Sequence[Batch]) -> float | None:
+    """The most, over a task's batches, of the share of the time its worker was on a CPU or
+    waiting for one (psutil's CPU time and schedstat's run delay); None when not sampled."""
+    shares = [min(1.0, (b.cpu_s + (b.run_delay_s or 0.0)) / b.wall_s)
+              for b in batches if b.cpu_s is not None and b.wall_s > 0]
+    return max(shares) if shares else None
 
 
 #: Python's words for a call with the wrong arguments (what --task-args/--task-kwargs set).
