@@ -582,3 +582,11 @@ def test_an_app_still_importing_is_one_line_naming_the_boot_timeout(run_cli, sho
     assert "your celery app was still importing" in line
     assert "raise boot_timeout_s (now 2 s)" in line and "gevent/hub.py" not in line
 
+
+
+def test_the_time_limit_of_a_celery_run_never_suggests_builds(run_cli):
+    """Debatable in issue 25, decided: the hint said `--builds`, which a celery run refuses."""
+    line = error_line(run_cli("run", "--celery", "tasks", "--chdir", CELERY_EXAMPLE,
+                              "--time-limit", "1", timeout=120))
+    assert "took longer than --time-limit 1 s" in line
+    assert "fewer tasks at once (--greenlets)" in line and "probe fewer builds" not in line

@@ -151,6 +151,9 @@ class CeleryApp:
     """What the report shows about the deployment (``RunResult.app``)."""
     preload: bool = False
     """A celery worker has no master to preload in: always False (the causes read it)."""
+    less_work: str = ("send fewer tasks at once (--greenlets) or fewer --task (a celery run "
+                      "probes one worker: --builds does not apply)")
+    """How the run can do less within ``--time-limit`` (its message says it)."""
 
     # -- as the run's subject
 
