@@ -262,8 +262,10 @@ def test_debug_traceback_never_shows_the_password(run_cli, dsn):
     (["--gunicorn-config", "gunicorn.conf.py", "--builds", "binary"],
      "--gunicorn-config and --chdir go with --app"),
     (["--chdir", ".", "--builds", "binary"], "--gunicorn-config and --chdir go with --app"),
+    # Issue 25, debatable, decided: as --builds "" is (this ran with the default --fail-on).
+    (["--fail-on", ""], "--fail-on is empty: name the verdicts that fail the run"),
 ], ids=["empty-builds", "empty-dsn", "config-without-app", "config-with-builds",
-        "chdir-with-builds"])
+        "chdir-with-builds", "empty-fail-on"])
 def test_empty_or_unread_options_are_refused(run_cli, args, message):
     assert message in error_line(run_cli("run", *args))
 

@@ -160,3 +160,10 @@ def test_what_a_celery_run_refuses(flags, message):
     with pytest.raises(ProbeError) as info:
         plan.for_run(request(**flags), NONE)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_an_empty_fail_on_is_refused_as_an_empty_builds_is():
+    """Issue 25, debatable, decided: --fail-on "" meant the default in silence."""
+    with pytest.raises(ProbeError, match=r"^--fail-on is empty: name the verdicts"):
+        plan.for_run(request(fail_on=""), NONE)
+    assert plan.for_run(request(fail_on="none"), NONE).fail_on == ()

@@ -77,8 +77,8 @@ def for_run(request: RunRequest, project: ProjectSettings | None = None) -> RunP
     builds, named = parse_builds(request.builds if request.builds is not None
                                  else project.builds)
     calibrate = request.calibrate or profile.calibrate
-    fail_on = (settings.parse_fail_on(request.fail_on, "--fail-on") if request.fail_on
-               else profile.fail_on)
+    fail_on = (settings.parse_fail_on(request.fail_on, "--fail-on")
+               if request.fail_on is not None else profile.fail_on)
     sets = matrix.requested(request.psycopg, request.gevent)
     target: Target
     if celery is not None:  # one worker process; no HTTP route in a celery worker
