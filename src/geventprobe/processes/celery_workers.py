@@ -10,11 +10,17 @@ URL and the DSN may hold passwords: never on a command line):
   command; it installs ``worker/celery_watch.py`` (who imported the driver, when, and
   whether gevent had patched then) and, once celery is imported, ``worker/celery_probe.py``
   (celery's signals; a queue of our own; heartbeat, connect phase, one file per task);
-- ``CELERY_BROKER_URL`` points the worker at the run's broker (celery reads it before
-  the app's own setting), ``DATABASE_URL`` at the probed server unless the user set it.
+- ``CELERY_BROKER_URL`` and its read and write variants point the worker at the run's
+  broker (celery reads them before the app's own settings; the worker puts them back at
+  ``worker_init`` if its own ``-b`` changed them), ``DATABASE_URL`` at the probed server
+  unless the user set it. Our own side publishes on a kombu connection to the run's
+  broker alone (``_Sender``): a celery app here would take the user's broker from the
+  same environment.
 
 Then, reading only the files the worker writes (``worker/record.py``'s celery records,
-version-checked), never its stdout: wait until it is ready and has connected; send a
+version-checked), never its stdout: wait until it is ready (a worker of another pool, a
+command that never imported celery, an app still importing: one line) and has
+connected; send a
 warm-up task, one probe task alone, then C at once (``geventprobe.pg_sleep(w)``), then
 each of the user's tasks alone and C at once, each through the broker to our queue; for
 every task record when we sent it, when the consumer took it, when it started and
