@@ -796,6 +796,15 @@ def _probe(proc, files: _Files, parts: dict, command: CeleryCommand, broker: bro
                                                     batches[-1].end if batches else 0.0)
     else:  # a held hub answers nothing: what there is
         parts["hub"] = files.hub(ready.pid)
+    hub = parts["hub"]
+    if hub is not None:
+        # Each batch's lag again from the last hub record: the one read as a batch ended
+        # could predate the late tick (the hub writes its file every HUB_WRITE_S, and a
+        # blocked one only once it runs again): a lone psycopg2 task read 0 ms in 1 of 3
+        # runs, where 205-217 ms was due.
+        parts["batches"] = tuple(
+            replace(b, hub_lag_s=max(b.hub_lag_s or 0.0, hub.lag_in(b.start, b.end)))
+            for b in parts["batches"])
 
 
 def _with_cpu(b: Batch, sampler: CpuSampler, pid: int) -> Batch:
@@ -1039,7 +1048,12 @@ class _Sender:
         from kombu.utils.uuid import uuid
 
         task_id = uuid()
-        headers, properties, body, _ = self._app.amqp.as_task_v2(task_id, name, args, kwargs)
+        # ignore_result None, as send_task sends it: the task's own setting decides (False
+        # would make the worker store the probe task's result, a write to the backend that
+        # yields to the hub inside every task: measured, the 16 overlapped 3 at a time in a
+        # blocked worker).
+        headers, properties, body, _ = self._app.amqp.as_task_v2(task_id, name, args, kwargs,
+                                                                 ignore_result=None)
         self._producer.publish(body, exchange="", routing_key=self.queue,
                                declare=[self._target], headers=headers, serializer="json",
                                delivery_mode=2, retry=True, retry_policy={"max_retries": 3},
