@@ -246,3 +246,19 @@ def test_an_app_with_a_syntax_error_is_named_with_its_file_and_line():
     assert telling_line(log) == "SyntaxError: invalid syntax (/srv/proj/tasks.py, line 6)"
     # A library's own frame is no place to look: only the user's code is named.
     assert telling_line([*log[:2], "KeyError: 'x'"]) == "KeyError: 'x'"
+
+
+@pytest.mark.parametrize(("command", "said"), [
+    ("no-such-program-gp25 -A tasks worker", "no-such-program-gp25 was not found on PATH"),
+    ("./not-executable.sh", "./not-executable.sh is not executable"),
+], ids=["not-on-path", "no-x-bit"])
+def test_a_program_that_cannot_run_is_one_line(tmp_path, command, said):
+    """It was `internal error: FileNotFoundError: ... 'celery'` (celery not on PATH)."""
+    from geventprobe.errors import ProbeError
+    from geventprobe.processes import broker as brokers
+    from geventprobe.processes.celery_workers import run_celery, user_command
+
+    (tmp_path / "not-executable.sh").write_text("#!/bin/sh\n")
+    with brokers.broker() as b, pytest.raises(ProbeError) as info:
+        run_celery(user_command(command, str(tmp_path)), dsn="", broker=b)
+    assert str(info.value).startswith(f"--celery-cmd: {said}")

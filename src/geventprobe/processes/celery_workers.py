@@ -115,10 +115,8 @@ def user_command(command: str, cwd: str = ".") -> CeleryCommand:
     if not argv:
         raise ProbeError("--celery-cmd is empty: give the command that starts your worker, "
                          "e.g. --celery-cmd \"python worker.py\"")
-    cwd = os.path.abspath(cwd)
     _refuse_daemon_flags(argv)
-    _check_program(argv[0], cwd)
-    return CeleryCommand(argv=argv, cwd=cwd, how="command")
+    return CeleryCommand(argv=argv, cwd=os.path.abspath(cwd), how="command")
 
 
 #: celery's own flags that put the worker in the background or write files of the user's:
@@ -156,7 +154,9 @@ def _refuse_daemon_flags(argv: Sequence[str]) -> None:
                          "worker in the foreground, e.g. --celery-cmd \"celery -A proj worker "
                          "-P gevent -c 100\"")
     for word in words:
-        flag = word.split("=", 1)[0]
+        flag, eq, value = word.partition("=")
+        if eq and not value:
+            continue  # `--pidfile=`: the documented way to write no pid file at all
         flag = _SHORT.get(flag, flag) if celery else flag
         if flag in DAEMON_FLAGS:
             raise ProbeError(f"--celery-cmd: {flag} {DAEMON_FLAGS[flag]}: drop {flag} (and "
@@ -164,19 +164,20 @@ def _refuse_daemon_flags(argv: Sequence[str]) -> None:
                              "the foreground and stops it itself")
 
 
-def _check_program(program: str, cwd: str) -> None:
-    """The command's program exists (as ``subprocess`` will look for it: PATH, or a path
-    from the worker's directory), so a typo is one line before anything starts."""
-    import shutil
-
-    if os.sep in program:
-        path = os.path.join(cwd, program)
-        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            raise ProbeError(f"--celery-cmd: {program} is not an executable file (looked in "
-                             f"{cwd}): give the program that starts your worker")
-    elif shutil.which(program) is None:
-        raise ProbeError(f"--celery-cmd: {program} was not found on PATH: install it in this "
-                         "environment, or give its full path (e.g. .venv/bin/celery)")
+def _spawn(command: CeleryCommand, env: dict[str, str], log_path: str):
+    """Start the worker's command; one line when its program cannot be run (a typo, a
+    program not installed in this environment, a script without its x bit)."""
+    try:
+        return children.spawn(command.argv, cwd=command.cwd, log_path=log_path, env=env)
+    except FileNotFoundError:
+        where = ("on PATH" if os.sep not in command.argv[0] else f"(looked in {command.cwd})")
+        raise ProbeError(f"--celery-cmd: {command.argv[0]} was not found {where}: install it "
+                         "in this environment, or give its full path (e.g. .venv/bin/celery)"
+                         ) from None
+    except PermissionError:
+        raise ProbeError(f"--celery-cmd: {command.argv[0]} is not executable (in "
+                         f"{command.cwd}): give the program that starts your worker, or "
+                         "chmod +x it") from None
 
 
 @dataclass(frozen=True)
@@ -700,11 +701,10 @@ def run_celery(command: CeleryCommand, *, dsn: str, broker: brokers.Broker,
     proc = None
     try:
         boot = make_boot_dir(run_dir)
-        proc = children.spawn(
-            command.argv, cwd=command.cwd, log_path=log_path,
-            env=worker_environ(dict(os.environ if env is None else env), run_dir=run_dir,
-                               boot=boot, queue=queue, broker_url=broker.url, dsn=dsn,
-                               workload=wl, result_backend=result_backend))
+        proc = _spawn(command, worker_environ(
+            dict(os.environ if env is None else env), run_dir=run_dir, boot=boot, queue=queue,
+            broker_url=broker.url, dsn=dsn, workload=wl, result_backend=result_backend),
+            log_path)
         _probe(proc, files, parts, command, broker, queue, wl, wait_s, greenlets, tasks,
                deadlines, started, server_port)
     finally:
