@@ -209,32 +209,7 @@ class CeleryApp:
         """Their worker, as one row; a note for each task the worker never got to."""
         result = session.probe(self, label=self.build.name)
         listener.build_finished(result)
-        ran = {t.task for t in result.tasks}
-        why = ("was stopped from outside" if (result.facts.get("celery") or {}).get(
-            "interrupted") else "stalled")
-        notes = [f"{t.name} was not run: the worker {why} before it (see its verdict)"
-                 for t in self.tasks if t.name not in ran and result.tasks]
-        celery = result.facts.get("celery") or {}
-        runs, sent = celery.get("concurrency") or 0, celery.get("tasks_at_once") or 0
-        if sent and runs > sent:
-            notes.append(f"your worker runs up to {runs} tasks at once (-c {runs}); the probe "
-                         f"sent {sent} at once, each with a connection of its own: the run's "
-                         "--greenlets, which the connection cap and the server are sized for "
-                         "(--greenlets N for more, beyond 100 with --allow-many-connections)")
-        soft = result.facts.get("soft_time_limits") or {}
-        for task in result.tasks:
-            ran = max((b.run_max_s or 0.0 for b in (task.alone, task.at_once) if b), default=0.0)
-            if task.task in soft and ran > soft[task.task]:
-                notes.append(f"{task.task} has a soft time limit of {soft[task.task]:g} s but "
-                             f"ran {ran:.1f} s: celery's gevent pool never enforces "
-                             "soft_time_limit (it applies the hard time_limit only), so "
-                             "SoftTimeLimitExceeded is never raised under -P gevent")
-        restored = result.facts.get("settings_restored") or []
-        if restored:
-            notes.append(f"your worker's command line set {' and '.join(restored)} (celery -b "
-                         "or --result-backend): geventprobe set the run's back before the "
-                         "worker connected, so it never used yours")
-        return Probed([result], notes=notes)
+        return Probed([result], notes=_notes(result, self.tasks))
 
     def headline(self, rows: list[BuildResult], code: int,
                  calibration: Calibration | None) -> str:
@@ -244,6 +219,37 @@ class CeleryApp:
     def app_record(self) -> dict | None:
         """The deployment as probed (``RunResult.app``)."""
         return self.deployment
+
+
+def _notes(result: BuildResult, tasks: Sequence[UserTask]) -> list[str]:
+    """What the report adds about the worker's run: tasks never run, a burst smaller than
+    the worker's -c, a soft time limit celery's gevent pool ignored, settings put back."""
+    celery = result.facts.get("celery") or {}
+    ran = {t.task for t in result.tasks}
+    why = "was stopped from outside" if celery.get("interrupted") else "stalled"
+    notes = [f"{t.name} was not run: the worker {why} before it (see its verdict)"
+             for t in tasks if t.name not in ran and result.tasks]
+    runs, sent = celery.get("concurrency") or 0, celery.get("tasks_at_once") or 0
+    if sent and runs > sent:
+        notes.append(f"your worker runs up to {runs} tasks at once (-c {runs}); the probe "
+                     f"sent {sent} at once, each with a connection of its own: the run's "
+                     "--greenlets, which the connection cap and the server are sized for "
+                     "(--greenlets N for more, beyond 100 with --allow-many-connections)")
+    soft = result.facts.get("soft_time_limits") or {}
+    for task in result.tasks:
+        longest = max((b.run_max_s or 0.0 for b in (task.alone, task.at_once) if b),
+                      default=0.0)
+        if task.task in soft and longest > soft[task.task]:
+            notes.append(f"{task.task} has a soft time limit of {soft[task.task]:g} s but ran "
+                         f"{longest:.1f} s: celery's gevent pool never enforces "
+                         "soft_time_limit (it applies the hard time_limit only), so "
+                         "SoftTimeLimitExceeded is never raised under -P gevent")
+    restored = result.facts.get("settings_restored") or []
+    if restored:
+        notes.append(f"your worker's command line set {' and '.join(restored)} (celery -b or "
+                     "--result-backend): geventprobe set the run's back before the worker "
+                     "connected, so it never used yours")
+    return notes
 
 
 def _connect_thresholds(t: Thresholds) -> dict:

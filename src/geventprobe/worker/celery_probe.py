@@ -477,6 +477,8 @@ def _on_failure(task_id=None, exception=None, traceback=None, **_kwargs) -> None
             if monitor.is_user_code(fr.filename):
                 origin = monitor.frame_text(fr)
                 break
+    if task_id not in _started:  # after task_postrun (a hard time limit): it is written
+        return
     _failed[task_id] = (text.splitlines()[-1] if text else type(exception).__name__, origin)
 
 
@@ -500,7 +502,8 @@ def _on_postrun(task_id=None, task=None, state=None, **_kwargs) -> None:
 def _cut_short(task, ran: float) -> str:
     """Why celery's trace ended with no state: under -P gevent its hard time limit is a
     gevent Timeout through the task, so ``task_postrun`` comes with state None and
-    ``task_failure`` (TimeLimitExceeded) only after it, or never (measured, celery 5.7.0).
+    ``task_failure`` (TimeLimitExceeded) only after it, if at all (celery 5.7.0: 4 ms after,
+    measured).
     The limit is celery's own: the message's, else the task's (its ``time_limit``, or the
     app's ``task_time_limit``), else the worker's ``--time-limit``."""
     limits = getattr(getattr(task, "request", None), "timelimit", None) or (None, None)
