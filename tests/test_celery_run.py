@@ -12,7 +12,10 @@ in docs/celery.md; the limits sit between the classes):
 - worker_main (``--celery-cmd "python worker.py"``): no task ever starts, within the
   deadline; its stack, the cause (nothing patched), SIGKILL after SIGTERM.
 
-Then ``kill -9`` of geventprobe mid-run. After each: nothing left running, by pid, and no
+Then (tests/apps/celery_limits) a second redis-server as the user's, named by
+CELERY_BROKER_URL / CELERY_RESULT_BACKEND, untouched by a run whose tasks hit time limits;
+the worker killed, and stopped, from outside mid-task (ERROR, never a verdict); and
+``kill -9`` of geventprobe mid-run. After each: nothing left running, by pid, and no
 temp file. (Bad input that needs a worker, an app that does not import and a task it
 does not have, is in tests/test_bad_inputs.py.)
 """
@@ -246,57 +249,47 @@ def _contents(client) -> dict:
     return out
 
 
-def test_the_users_broker_in_the_environment_is_never_touched(users_redis):
-    """Issue 25 rows 7 and 8: with CELERY_BROKER_URL / CELERY_RESULT_BACKEND set (settings
-    commonly read them) the parent sent its tasks to the user's redis and left our queue
-    there, and every run failed. Now: the verdict as without them, and the user's redis got
-    not one connection from the run (its own command line's --result-backend too). Row 5 in
-    the same run: a worker of -c 20 gets the run's 16 at once, not 20."""
+LIMITS = str(Path(__file__).parent / "apps" / "celery_limits")
+
+
+def test_the_users_broker_is_never_touched_and_time_limits_are_named(users_redis):
+    """Issue 25, rows 5 to 8, in one run.
+
+    - Rows 7, 8: with CELERY_BROKER_URL / CELERY_RESULT_BACKEND set (settings commonly read
+      them) the parent sent its tasks to the user's redis and left our queue there, and
+      every run failed. Now the user's redis gets not one connection from the run (nor
+      from the worker's own --result-backend, nor from the results of the user's tasks).
+    - Row 5: a worker of -c 20 gets the run's 16 at once, not 20 (-c 1000 sent 1,000).
+    - Row 6: celery's hard time limit stopped a task, and every output said `?`; a soft
+      time limit, which celery's gevent pool never enforces, is a note.
+    """
     port, client = users_redis
     theirs = f"redis://127.0.0.1:{port}"
     before = _contents(client)
     stats = client.info("stats")
-    # -c 20 (issue 25 row 5: -c 1000 sent 1,000 probe tasks at once, one connection each):
-    # the burst is the run's greenlets, 16, and a note says so.
     command = (f"{sys.executable} -m celery -A tasks --result-backend {theirs}/2 worker "
                "-P gevent -c 20")
-    run = Run("--celery-cmd", command, "--chdir", str(EXAMPLES / "psycopg3_cli"),
-              "--task", "tasks.query", env={"CELERY_BROKER_URL": f"{theirs}/0",
-                                            "CELERY_RESULT_BACKEND": f"{theirs}/1"})
+    run = Run("--celery-cmd", command, "--chdir", LIMITS, "--task", "tasks.hard",
+              "--task", "tasks.soft", env={"CELERY_BROKER_URL": f"{theirs}/0",
+                                           "CELERY_RESULT_BACKEND": f"{theirs}/1"})
     try:
-        assert run.code == 0, run.stdout + run.stderr
+        assert run.code == 1, run.stdout + run.stderr  # tasks.hard is FAILING
         record = _finished(run)
         row = record["builds"][0]
-        assert row["verdict"] == "OK" and [t["verdict"] for t in row["tasks"]] == ["OK", "OK"]
+        probe, hard, soft = row["tasks"]
+        assert row["verdict"] == "OK" and probe["verdict"] == soft["verdict"] == "OK"
         assert row["facts"]["settings_restored"] == ["CELERY_RESULT_BACKEND"]
-        assert row["facts"]["celery"]["concurrency"] == 20
-        assert [t["at_once"]["size"] for t in row["tasks"]] == [16, 16]
-        assert any(n.startswith("your worker runs up to 20 tasks at once (-c 20); the probe "
-                                "sent 16 at once") for n in record["notes"])
         after = client.info("stats")
         assert after["total_connections_received"] == stats["total_connections_received"]
         assert after["total_commands_processed"] == stats["total_commands_processed"] + 1
         assert _contents(client) == before
-    finally:
-        run.close()
 
+        assert row["facts"]["celery"]["concurrency"] == 20
+        assert [t["at_once"]["size"] for t in row["tasks"]] == [16, 16, 16]
+        assert any(n.startswith("your worker runs up to 20 tasks at once (-c 20); the probe "
+                                "sent 16 at once") for n in record["notes"])
 
-LIMITS = str(Path(__file__).parent / "apps" / "celery_limits")
-
-
-def test_a_tasks_time_limit_is_said_from_celerys_own_state():
-    """Issue 25 row 6: celery's hard time limit stopped the task, and every output said `?`
-    (under gevent its trace ends with no state). Now the limit, from celery's own state; and
-    a soft time limit, which celery's gevent pool never enforces, is a note."""
-    run = Run("--celery", "tasks", "--chdir", LIMITS, "--greenlets", "2",
-              "--task", "tasks.hard", "--task", "tasks.soft")
-    try:
-        assert run.code == 1, run.stdout + run.stderr
-        record = _finished(run)
-        probe, hard, soft = record["builds"][0]["tasks"]
-        assert probe["verdict"] == "OK" and soft["verdict"] == "OK"
-        assert hard["verdict"] == "FAILING"
-        assert hard["first_error"] == "TimeLimitExceeded(1)"
+        assert hard["verdict"] == "FAILING" and hard["first_error"] == "TimeLimitExceeded(1)"
         assert hard["cause"].startswith("celery's hard time limit of 1 s stopped the task")
         assert "time_limit" in hard["advice"]
         assert any(n.startswith("tasks.soft has a soft time limit of 0.3 s but ran 0.6 s")
