@@ -262,8 +262,10 @@ def test_debug_traceback_never_shows_the_password(run_cli, dsn):
     (["--gunicorn-config", "gunicorn.conf.py", "--builds", "binary"],
      "--gunicorn-config and --chdir go with --app"),
     (["--chdir", ".", "--builds", "binary"], "--gunicorn-config and --chdir go with --app"),
+    # Issue 25, debatable, decided: as --builds "" is (this ran with the default --fail-on).
+    (["--fail-on", ""], "--fail-on is empty: name the verdicts that fail the run"),
 ], ids=["empty-builds", "empty-dsn", "config-without-app", "config-with-builds",
-        "chdir-with-builds"])
+        "chdir-with-builds", "empty-fail-on"])
 def test_empty_or_unread_options_are_refused(run_cli, args, message):
     assert message in error_line(run_cli("run", *args))
 
@@ -483,7 +485,14 @@ CELERY_EXAMPLE = str(Path(__file__).parent.parent / "examples" / "celery" / "psy
     (["--task", "tasks.query"], "--task goes with a celery worker: add --celery APP"),
     (["--celery", "tasks", "--broker", "http://example.invalid/"],
      "http:// is not a broker geventprobe speaks to"),
-], ids=["with-app", "args-not-json", "task-without-celery", "broker-scheme"])
+    # Issue 25 row 1: an unset $VAR in CI; this ran the five builds and said exit 0.
+    (["--celery-cmd", ""], "--celery-cmd is empty: give the command that starts your worker"),
+    (["--celery", ""], "--celery '': give the app as celery's -A takes it"),
+    # Issue 25 row 10: this left a detached worker running after the run.
+    (["--celery-cmd", f"{sys.executable} -m celery -A tasks worker -P gevent --detach"],
+     "--celery-cmd: --detach forks the worker into the background"),
+], ids=["with-app", "args-not-json", "task-without-celery", "broker-scheme", "command-empty",
+        "app-empty", "detach"])
 def test_celery_options_refused(run_cli, args, message):
     assert message in error_line(run_cli("run", "--chdir", CELERY_EXAMPLE, *args))
 
@@ -534,3 +543,52 @@ def test_an_unknown_task_is_one_line_naming_the_known_ones(run_cli):
                               "--task", "tasks.nope", timeout=120))
     assert line.startswith("geventprobe: error: --task tasks.nope: the worker's app has no")
     assert "tasks.query" in line and "geventprobe.pg_sleep" not in line
+
+
+# Issue 25 rows 2 to 4: what is not a celery gevent worker, or not one yet, is one line (exit
+# 2), never a verdict: a prefork worker was "OK ... under -P gevent", a program that is not
+# celery and an app still importing were BLOCKING at a frame of gevent's own hub.
+
+@pytest.mark.integration
+def test_a_worker_of_another_pool_is_one_line_with_the_gevent_command(run_cli):
+    command = f"{sys.executable} -m celery -A tasks worker -P prefork -c 1"
+    line = error_line(run_cli("run", "--celery-cmd", command, "--chdir",
+                              str(Path(CELERY_EXAMPLE).parent / "psycopg2_plain"), timeout=120))
+    assert "runs celery's prefork pool (-P prefork), not gevent's" in line
+    assert "gevent patched nothing in it" in line
+    assert "-m celery -A tasks worker -P gevent -c 1" in line
+
+
+@pytest.fixture
+def short_boot(tmp_path) -> str:
+    """A profile that gives a worker 2 s to get ready."""
+    path = tmp_path / "boot.toml"
+    path.write_text("[workload]\nboot_timeout_s = 2\n")
+    return str(path)
+
+
+@pytest.mark.integration
+def test_a_program_that_is_not_celery_is_one_line(run_cli, short_boot):
+    command = f"{sys.executable} -c 'import time; time.sleep(30)'"
+    line = error_line(run_cli("run", "--celery-cmd", command, "--chdir", CELERY_EXAMPLE,
+                              "--config", short_boot, timeout=120))
+    assert "never imported celery in the 2 s a worker has to get ready" in line
+    assert "it is not a celery worker" in line and "raise boot_timeout_s (now 2 s)" in line
+
+
+@pytest.mark.integration
+def test_an_app_still_importing_is_one_line_naming_the_boot_timeout(run_cli, short_boot):
+    app = str(Path(__file__).parent / "apps" / "celery_slow_import")
+    line = error_line(run_cli("run", "--celery", "tasks", "--chdir", app, "--config",
+                              short_boot, timeout=120))
+    assert "your celery app was still importing" in line
+    assert "raise boot_timeout_s (now 2 s)" in line and "gevent/hub.py" not in line
+
+
+
+def test_the_time_limit_of_a_celery_run_never_suggests_builds(run_cli):
+    """Debatable in issue 25, decided: the hint said `--builds`, which a celery run refuses."""
+    line = error_line(run_cli("run", "--celery", "tasks", "--chdir", CELERY_EXAMPLE,
+                              "--time-limit", "1", timeout=120))
+    assert "took longer than --time-limit 1 s" in line
+    assert "fewer tasks at once (--greenlets)" in line and "probe fewer builds" not in line

@@ -187,3 +187,78 @@ def test_batch_figures_tell_the_classes_apart():
     assert blocking.run_max_s == pytest.approx(0.2) and serialized.run_max_s == pytest.approx(0.8)
     assert serialized.queue_max_s == pytest.approx(0.01)
     assert all(b.complete for b in (ok, blocking, serialized))
+
+
+# A command that leaves the worker in the background (issue 25 row 10: `--detach` left one
+# running with its parent 1 and its own session, out of reach of the group stop).
+DETACH = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "
+          "'import time; time.sleep(60)'], start_new_session=True, stdin=subprocess.DEVNULL, "
+          "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); time.sleep(0.3)")
+
+
+def test_a_command_that_detaches_its_worker_is_one_line_and_the_worker_is_stopped(tmp_path):
+    import shlex
+
+    import psutil
+
+    from geventprobe.errors import ProbeError
+    from geventprobe.processes import broker as brokers
+    from geventprobe.processes.celery_workers import Deadlines, run_celery, user_command
+
+    before = {p.pid for p in psutil.process_iter()}
+    command = user_command(f"{shlex.quote(sys.executable)} -c {shlex.quote(DETACH)}",
+                           str(tmp_path))
+    try:
+        with brokers.broker() as b, pytest.raises(ProbeError) as info:
+            run_celery(command, dsn="", broker=b, deadlines=Deadlines(boot=10))
+    finally:
+        left = [p for p in psutil.process_iter() if p.pid not in before
+                and "time.sleep(60)" in " ".join(_cmdline(p))]
+        for p in left:  # clean up for the next test, then fail this one
+            p.kill()
+    assert not left, f"the detached process was left running: {[p.pid for p in left]}"
+    line = str(info.value)
+    assert "ran on in the background" in line and "geventprobe stopped it" in line
+    assert "\n" not in line
+
+
+def _cmdline(p) -> list[str]:
+    import psutil
+
+    try:
+        return p.cmdline() if p.status() != psutil.STATUS_ZOMBIE else []
+    except psutil.Error:
+        return []
+
+
+def test_an_app_with_a_syntax_error_is_named_with_its_file_and_line():
+    """Debatable in issue 25, decided: a SyntaxError names its file and line, as gunicorn mode
+    does (the tail of celery 5.7.0's own log for such an app)."""
+    from geventprobe.processes.celery_workers import telling_line
+
+    log = ["Traceback (most recent call last):",
+           '  File "/v/lib/python3.11/site-packages/celery/app/utils.py", line 528, in find_app',
+           '  File "<frozen importlib._bootstrap>", line 241, in _call_with_frames_removed',
+           '  File "/srv/proj/tasks.py", line 6',
+           "    def broken(:",
+           "               ^",
+           "SyntaxError: invalid syntax"]
+    assert telling_line(log) == "SyntaxError: invalid syntax (/srv/proj/tasks.py, line 6)"
+    # A library's own frame is no place to look: only the user's code is named.
+    assert telling_line([*log[:2], "KeyError: 'x'"]) == "KeyError: 'x'"
+
+
+@pytest.mark.parametrize(("command", "said"), [
+    ("no-such-program-gp25 -A tasks worker", "no-such-program-gp25 was not found on PATH"),
+    ("./not-executable.sh", "./not-executable.sh is not executable"),
+], ids=["not-on-path", "no-x-bit"])
+def test_a_program_that_cannot_run_is_one_line(tmp_path, command, said):
+    """It was `internal error: FileNotFoundError: ... 'celery'` (celery not on PATH)."""
+    from geventprobe.errors import ProbeError
+    from geventprobe.processes import broker as brokers
+    from geventprobe.processes.celery_workers import run_celery, user_command
+
+    (tmp_path / "not-executable.sh").write_text("#!/bin/sh\n")
+    with brokers.broker() as b, pytest.raises(ProbeError) as info:
+        run_celery(user_command(command, str(tmp_path)), dsn="", broker=b)
+    assert str(info.value).startswith(f"--celery-cmd: {said}")

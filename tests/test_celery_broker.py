@@ -195,3 +195,25 @@ def test_our_queue_goes_and_nothing_else(private_tmp):
         assert client.llen("celery") == 1, "the user's queue was touched"
         with pytest.raises(ValueError):
             brokers.delete_queue(broker.url, "celery")
+
+
+def test_a_redis_server_that_exits_as_it_starts_says_so(private_tmp, monkeypatch):
+    """Debatable in issue 25, decided: a redis-server that exited with code 1 after 1.4 s was
+    'did not start within 10 s'. Now how it ended, when, and its own last words."""
+    import shutil
+
+    here = tempfile.mkdtemp(prefix="gp-test-fake-redis-", dir="/tmp")
+    try:
+        fake = os.path.join(here, "redis-server")
+        with open(fake, "w") as f:
+            f.write("#!/bin/sh\necho '# Fatal error, cannot open config file' >&2\n"
+                    "sleep 0.3\nexit 1\n")
+        os.chmod(fake, 0o755)
+        monkeypatch.setenv("GEVENTPROBE_REDIS_SERVER", fake)
+        with pytest.raises(ProbeError) as info:
+            EmbeddedRedis().__enter__()
+    finally:
+        shutil.rmtree(here)
+    message = str(info.value)
+    assert message.startswith("the embedded redis-server exited with code 1 0.")
+    assert "Fatal error, cannot open config file" in message and "within" not in message

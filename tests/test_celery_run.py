@@ -12,7 +12,10 @@ in docs/celery.md; the limits sit between the classes):
 - worker_main (``--celery-cmd "python worker.py"``): no task ever starts, within the
   deadline; its stack, the cause (nothing patched), SIGKILL after SIGTERM.
 
-Then ``kill -9`` of geventprobe mid-run. After each: nothing left running, by pid, and no
+Then (tests/apps/celery_limits) a second redis-server as the user's, named by
+CELERY_BROKER_URL / CELERY_RESULT_BACKEND, untouched by a run whose tasks hit time limits;
+the worker killed, and stopped, from outside mid-task (ERROR, never a verdict); and
+``kill -9`` of geventprobe mid-run. After each: nothing left running, by pid, and no
 temp file. (Bad input that needs a worker, an app that does not import and a task it
 does not have, is in tests/test_bad_inputs.py.)
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -200,6 +204,132 @@ def test_a_worker_started_by_worker_main_never_runs_a_task():
         assert "monkey.patch_all()" in row["advice"] and "celery program" in row["advice"]
         assert not row["facts"]["select_patched"]
         assert any(n.startswith("tasks.query was not run") for n in record["notes"])
+    finally:
+        run.close()
+
+
+@pytest.fixture
+def users_redis(tmp_path):
+    """The user's own redis: a real redis-server on loopback, holding a queue of theirs."""
+    import redis
+
+    from geventprobe.processes.postgres import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path), "--daemonize", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(port=port, socket_timeout=5)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.rpush("celery", "a task of theirs")
+        client.set("their:key", "theirs")
+        yield port, client
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _contents(client) -> dict:
+    """Every key of every database with its value (DUMP), and the server's counters."""
+    out = {}
+    for db in range(16):
+        client.execute_command("SELECT", db)
+        out.update({(db, key): client.dump(key) for key in client.keys("*")})
+    client.execute_command("SELECT", 0)
+    return out
+
+
+LIMITS = str(Path(__file__).parent / "apps" / "celery_limits")
+
+
+def test_the_users_broker_is_never_touched_and_time_limits_are_named(users_redis):
+    """Issue 25, rows 5 to 8, in one run.
+
+    - Rows 7, 8: with CELERY_BROKER_URL / CELERY_RESULT_BACKEND set (settings commonly read
+      them) the parent sent its tasks to the user's redis and left our queue there, and
+      every run failed. Now the user's redis gets not one connection from the run (nor
+      from the worker's own --result-backend, nor from the results of the user's tasks).
+    - Row 5: a worker of -c 20 gets the run's 16 at once, not 20 (-c 1000 sent 1,000).
+    - Row 6: celery's hard time limit stopped a task, and every output said `?`; a soft
+      time limit, which celery's gevent pool never enforces, is a note.
+    """
+    port, client = users_redis
+    theirs = f"redis://127.0.0.1:{port}"
+    before = _contents(client)
+    stats = client.info("stats")
+    command = (f"{sys.executable} -m celery -A tasks --result-backend {theirs}/2 worker "
+               "-P gevent -c 20")
+    run = Run("--celery-cmd", command, "--chdir", LIMITS, "--task", "tasks.hard",
+              "--task", "tasks.soft", env={"CELERY_BROKER_URL": f"{theirs}/0",
+                                           "CELERY_RESULT_BACKEND": f"{theirs}/1"})
+    try:
+        assert run.code == 1, run.stdout + run.stderr  # tasks.hard is FAILING
+        record = _finished(run)
+        row = record["builds"][0]
+        probe, hard, soft = row["tasks"]
+        assert row["verdict"] == "OK" and probe["verdict"] == soft["verdict"] == "OK"
+        assert row["facts"]["settings_restored"] == ["CELERY_RESULT_BACKEND"]
+        after = client.info("stats")
+        assert after["total_connections_received"] == stats["total_connections_received"]
+        assert after["total_commands_processed"] == stats["total_commands_processed"] + 1
+        assert _contents(client) == before
+
+        assert row["facts"]["celery"]["concurrency"] == 20
+        assert [t["at_once"]["size"] for t in row["tasks"]] == [16, 16, 16]
+        assert any(n.startswith("your worker runs up to 20 tasks at once (-c 20); the probe "
+                                "sent 16 at once") for n in record["notes"])
+
+        assert hard["verdict"] == "FAILING" and hard["first_error"] == "TimeLimitExceeded(1)"
+        assert hard["cause"].startswith("celery's hard time limit of 1 s stopped the task")
+        assert "time_limit" in hard["advice"]
+        assert any(n.startswith("tasks.soft has a soft time limit of 0.3 s but ran 0.6 s")
+                   for n in record["notes"])
+        shown = run.stdout + Path(run.markdown).read_text() + Path(run.json).read_text()
+        assert "?" not in shown  # was `?` for the error, the state and the first error
+    finally:
+        run.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["kill-9", "stop"])
+def test_a_worker_killed_or_stopped_from_outside_is_no_verdict(sig):
+    """Issue 25 row 9: kill -9 of the worker while a task of the user's ran gave FAILING
+    ("they wait on something that never comes"), kill -STOP gave BLOCKING with a fix for the
+    hub: neither is the task's or the driver's doing. Now ERROR, the signal named, exit 2."""
+    run = Run("--celery", "tasks", "--chdir", LIMITS, "--greenlets", "2",
+              "--task", "tasks.slow", "--task-args", "[4]", wait=False)
+    try:
+        # The probe's 4 tasks (warm-up, alone, 2 at once) are done and the user's began.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            dirs = [os.path.join(run.tmp, d) for d in os.listdir(run.tmp)
+                    if d.startswith("geventprobe-celery-")]
+            if dirs and len([f for f in os.listdir(dirs[0]) if f.startswith("started-")]) >= 5:
+                boots = [f for f in os.listdir(dirs[0]) if f.startswith("boot-")]
+                os.kill(int(boots[0][len("boot-"):-len(".json")]), sig)
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail("the user's task never started")
+        run.stdout, run.stderr = run.proc.communicate(timeout=120)
+        assert run.code == 2, run.stdout + run.stderr
+        record = _finished(run)
+        row = record["builds"][0]
+        assert row["verdict"] == "ERROR" and row["tasks"][1]["verdict"] == "ERROR"
+        said = ("was killed by SIGKILL mid-run" if sig == signal.SIGKILL
+                else "did not run during the probe: it was stopped (process state T)")
+        assert said in row["error"] and row["tasks"][1]["cause"] == row["error"]
+        assert "find what stopped it" in row["advice"]
+        assert "BLOCKING" not in run.stdout and "FAILING" not in run.stdout
     finally:
         run.close()
 

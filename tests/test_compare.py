@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from geventprobe.compare import FigureChange, compare
+from geventprobe.errors import ProbeError
 from geventprobe.record import Verdict
 from geventprobe.report import load
 
@@ -73,7 +74,21 @@ def test_timeouts_do_not_confound():
 def test_runs_without_a_common_build_are_refused():
     before = load.load(DEFAULT)
     after = dataclasses.replace(before, builds=[])
-    assert compare(before, after).refused == "the two runs have no build in common"
+    for force in (False, True):  # forced, it said "every build kept its verdict", exit 0
+        with pytest.raises(ProbeError, match=r"^the two runs have no build in common"):
+            compare(before, after, force=force)
+
+
+def test_runs_of_different_kinds_are_refused_even_forced():
+    """Issue 25, debatable, decided: a celery run against a driver run said "no build in
+    common", and with --force "every build kept its verdict", exit 0."""
+    celery = load.load(Path(DEFAULT).parent / "run-celery.json")
+    for force in (False, True):
+        with pytest.raises(ProbeError) as info:
+            compare(load.load(DEFAULT), celery, force=force)
+        assert str(info.value) == ("the two runs probed different things (the first the "
+                                   "built-in driver builds, the second a celery worker): "
+                                   "compare two runs of the same kind")
 
 
 def test_builds_in_one_run_only():

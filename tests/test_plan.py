@@ -8,6 +8,7 @@ applied without changing any profile in place, and the combinations refused up f
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,11 +129,45 @@ def test_the_projects_celery_keys(tmp_path):
     (dict(celery="tasks", chdir="/no/such/dir"), "--chdir /no/such/dir is not a directory"),
     (dict(celery="-A"), "give the app as celery's -A takes it"),
     (dict(celery_cmd="python 'unclosed"), "does not parse"),
+    # Issue 25 row 1: an unset $VAR in CI gives an empty value; it is refused, never a run
+    # of the built-in builds (which ended "... cooperate with gevent; exit 0").
+    (dict(celery_cmd=""), "--celery-cmd is empty"),
+    (dict(celery=""), "--celery '': give the app as celery's -A takes it"),
+    (dict(celery="  "), "give the app as celery's -A takes it"),
+    (dict(celery="", tasks=("tasks.query",)), "--celery '': give the app"),
+    # Issue 25 row 10: a worker in the background is one geventprobe can neither watch nor
+    # stop (--detach left one running); --pidfile and --logfile write the user's files.
+    (dict(celery_cmd="celery -A tasks worker -P gevent -c 16 --detach"),
+     "--celery-cmd: --detach forks the worker into the background"),
+    (dict(celery_cmd="celery -A tasks worker -P gevent -D"), "--detach forks the worker"),
+    (dict(celery_cmd="celery -A tasks worker -P gevent --pidfile=/run/w.pid"),
+     "--pidfile writes a pid file of yours"),
+    (dict(celery_cmd="celery -A tasks worker -P gevent -f /var/log/w.log"),
+     "--logfile sends the worker's log into a file of yours"),
+    (dict(celery_cmd="sh -c 'exec celery -A tasks worker -P gevent --logfile w.log'"),
+     "--logfile sends the worker's log"),
+    (dict(celery_cmd="celery multi start w1 -A tasks -P gevent"),
+     "`celery multi` starts workers in the background"),
 ], ids=["app", "both", "builds", "route", "preload", "workers", "gunicorn-config",
         "task-alone", "broker-alone", "args-without-task", "args-not-json", "args-not-array",
         "kwargs-not-object", "args-count", "task-name", "broker-scheme", "chdir", "app-flag",
-        "command-quotes"])
+        "command-quotes", "command-empty", "app-empty", "app-blank", "app-empty-with-task",
+        "detach", "detach-short", "pidfile", "logfile-short", "logfile-in-sh", "multi"])
 def test_what_a_celery_run_refuses(flags, message):
     with pytest.raises(ProbeError) as info:
         plan.for_run(request(**flags), NONE)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_an_empty_pidfile_is_no_pid_file():
+    """`--pidfile=` is celery's documented way to write none (containers): not refused."""
+    command = f"{sys.executable} -m celery -A tasks worker -P gevent --pidfile="
+    target = plan.for_run(request(celery_cmd=command), NONE).target
+    assert target.command.argv[-1] == "--pidfile="
+
+
+def test_an_empty_fail_on_is_refused_as_an_empty_builds_is():
+    """Issue 25, debatable, decided: --fail-on "" meant the default in silence."""
+    with pytest.raises(ProbeError, match=r"^--fail-on is empty: name the verdicts"):
+        plan.for_run(request(fail_on=""), NONE)
+    assert plan.for_run(request(fail_on="none"), NONE).fail_on == ()

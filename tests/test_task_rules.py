@@ -178,6 +178,61 @@ def test_tasks_that_raise_are_failing_with_the_first_error():
     assert "preload" not in result.advice
 
 
+def _ended(error: str | None, state: str | None, name: str = "tasks.hard") -> Batch:
+    t = dataclasses.replace(task(0, 0.0, 0.005, 1.005), state=state, error=error,
+                            error_origin=None, celery_runtime=None)
+    return batch("alone", [t], lag=0.004, name=name)
+
+
+def test_a_call_with_the_wrong_arguments_points_at_task_args():
+    """Debatable in issue 25, decided: a wrong arity's fix names --task-args/--task-kwargs."""
+    error = "TypeError: query() takes from 0 to 1 positional arguments but 2 were given"
+    alone = _ended(error, "FAILURE", name="tasks.query")
+    result = task_rules.judge_task(run_of(alone, healthy(name="tasks.query")), "tasks.query",
+                                   "tasks.query(0.1, 2)", T, START, probe=False, facts={})
+    assert result.verdict is Verdict.FAILING
+    assert "(tasks.query(0.1, 2))" in result.advice and "--task-args" in result.advice
+    other = verdict(_ended("TypeError: unsupported operand", "FAILURE", name="tasks.query"),
+                    healthy(name="tasks.query"), probe=False)
+    assert "--task-args" not in other.advice
+
+
+@pytest.mark.parametrize(("cpu", "cpu_bound"), [(0.99, True), (0.03, False)],
+                         ids=["regex", "c-call"])
+def test_a_task_that_holds_the_hub_gets_the_fix_its_cpu_says(cpu, cpu_bound):
+    """Debatable in issue 25, decided: a GIL-holding regex task (the worker 0.93-0.99 CPU-s/s)
+    was told to try gevent's threadpool, which cannot help while the GIL is held; a call that
+    waits in C (0.02-0.03, psycopg2 without psycogreen) keeps that advice."""
+    name = "tasks.scan"
+    alone = dataclasses.replace(lone(lag=0.15, run=0.23, name=name), cpu_s=cpu * 0.23,
+                                run_delay_s=0.0)
+    result = verdict(alone, healthy(name=name), probe=False)
+    assert result.verdict is Verdict.BLOCKING
+    assert ("its own computation holds the hub" in result.cause) is cpu_bound
+    assert ("threadpool does not help" in result.advice) is cpu_bound
+    assert ("run it in gevent's threadpool" in result.advice) is not cpu_bound
+
+
+def test_celerys_time_limit_is_named_with_the_limit():
+    """Issue 25 row 6: a task its hard time limit stopped read `raised: ?`."""
+    result = verdict(_ended("TimeLimitExceeded(1)", "FAILURE"), healthy(name="tasks.hard"),
+                     probe=False)
+    assert result.verdict is Verdict.FAILING
+    assert result.cause == ("celery's hard time limit of 1 s stopped the task sent alone: "
+                            "TimeLimitExceeded(1)")
+    assert "time_limit" in result.advice and result.first_error == "TimeLimitExceeded(1)"
+
+
+def test_a_task_that_ended_without_a_state_is_never_a_question_mark():
+    """A record of a worker that gave no state (an older geventprobe's, or celery's trace cut
+    short): words, not `?`."""
+    result = verdict(_ended(None, None), healthy(name="tasks.hard"), probe=False)
+    assert result.verdict is Verdict.FAILING
+    texts = [result.cause, result.first_error] + [e.text for e in result.evidence]
+    assert not any("?" in text for text in texts), texts
+    assert result.first_error == "it ended without a state"
+
+
 def _stall(kind="never-started", hub_silent=None, why="none started") -> Stall:
     stacks = ("Current thread 0x1 (most recent call first):\n"
               '  File "/v/lib/python3.11/site-packages/kombu/utils/eventio.py", line 83 in poll\n'
@@ -302,3 +357,33 @@ def _row(worker: Verdict, task_verdict: Verdict) -> BuildResult:
 ])
 def test_a_tasks_verdict_counts_toward_the_exit_code(task_verdict, fail_on, code):
     assert rules.exit_code([_row(Verdict.OK, task_verdict)], fail_on=fail_on) == code
+
+
+@pytest.mark.parametrize(("code", "log", "said"), [
+    (-9, (), "was killed by SIGKILL mid-run: nothing in its log says why"),
+    (-11, (), "crashed mid-run (killed by SIGSEGV): a fault in C code"),
+    (3, ("Traceback (most recent call last):", "SystemExit: 3"), "exited with code 3 mid-run: "
+     "SystemExit: 3"),
+], ids=["kill-9", "segfault", "exit"])
+def test_a_worker_that_ended_mid_run_is_an_error_not_a_verdict(code, log, said):
+    """Issue 25 row 9: a worker that ended while a task ran was FAILING ("they wait on
+    something that never comes")."""
+    name = "tasks.slow"
+    alone = batch("alone", [task(0, 0.0, 0.01, None)], lag=0.004, name=name)
+    stall = dataclasses.replace(_stall("stalled", hub_silent=0.0, why="exited"), batch="alone",
+                                task=name, started=1)
+    run = dataclasses.replace(run_of(alone, stall=stall, stop=StopFigures(
+        "none", 0.0, code, exited_before=True)), log_tail=log)
+    result = task_rules.judge_task(run, name, name, T, START, probe=False, facts={})
+    assert result.verdict is Verdict.ERROR and said in result.cause
+    assert result.advice == task_rules.INTERRUPTED_FIX
+    assert result.stall.stopped.startswith("nothing to stop: it had ended (")
+
+
+def test_a_worker_seen_stopped_makes_every_task_an_error():
+    name = "tasks.slow"
+    run = dataclasses.replace(run_of(lone(name=name), healthy(name=name)),
+                              not_running={41: "stopped (process state T) for at least 3.0 s"})
+    result = task_rules.judge_task(run, name, name, T, START, probe=False, facts={})
+    assert result.verdict is Verdict.ERROR
+    assert result.cause.startswith("the celery worker (pid 41) did not run during the probe")

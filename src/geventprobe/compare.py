@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from geventprobe.errors import ProbeError
 from geventprobe.record import BuildResult, RunResult, Verdict
 
 _FAULTS = (Verdict.BLOCKING, Verdict.BUSY_WAIT)
@@ -266,18 +267,35 @@ def _summary(builds: list[BuildChange], refused: str | None, forced: bool) -> st
     return "; ".join(parts)
 
 
+def _kind(r: RunResult) -> str:
+    """What a run probed, in words."""
+    if (r.app or {}).get("kind") == "celery":
+        return "a celery worker"
+    return "a gunicorn app" if r.app else "the built-in driver builds"
+
+
 def compare(before: RunResult, after: RunResult, *, force: bool = False) -> Comparison:
-    """Compare two runs; ``refused`` says why they should not be (``force`` compares anyway)."""
+    """Compare two runs; ``refused`` says why they should not be (``force`` compares anyway).
+
+    Raises ProbeError (one line, ``--force`` or not) for runs with nothing to compare: of
+    different kinds (a celery worker and the driver builds), or with no build in common (a
+    forced comparison of them said "every build kept its verdict", exit 0).
+    """
     differences = _run_differences(before, after)
     a = {_key(b): b for b in before.builds}
     b = {_key(b): b for b in after.builds}
     names = list(a) + [n for n in b if n not in a]
     common = [n for n in names if n in a and n in b]
+    if _kind(before) != _kind(after):
+        raise ProbeError(f"the two runs probed different things (the first {_kind(before)}, "
+                         f"the second {_kind(after)}): compare two runs of the same kind")
+    if not common:
+        raise ProbeError("the two runs have no build in common (the first: "
+                         f"{', '.join(a) or 'none'}; the second: {', '.join(b) or 'none'}): "
+                         "compare two runs of the same builds")
     refused = None
     confounders = [d for d in differences if d.confounding]
-    if not common:
-        refused = "the two runs have no build in common"
-    elif confounders:
+    if confounders:
         refused = ("the runs differ in " + ", ".join(
             f"{d.what} ({d.before} → {d.after})" for d in confounders)
             + ", so a changed figure could come from that rather than from what you changed")

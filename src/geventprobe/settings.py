@@ -205,6 +205,9 @@ def parse_fail_on(value, source: str) -> tuple[str, ...]:
         raise ProbeError(f"{source} must be a list such as [\"blocking\", \"busy-wait\"], "
                          f"got {value!r}")
     names = [str(v).strip().lower() for v in items if str(v).strip()]
+    if not names:  # as --builds "" is: an unset $VAR must not mean the default in silence
+        raise ProbeError(f"{source} is empty: name the verdicts that fail the run "
+                         f"({', '.join(FAIL_ON_CHOICES)}, comma-separated), or none")
     bad = [n for n in names if n not in (*FAIL_ON_CHOICES, "none")]
     if bad or not names or ("none" in names and len(names) > 1):
         what = repr(bad[0]) if bad else repr(value)

@@ -151,6 +151,9 @@ class CeleryApp:
     """What the report shows about the deployment (``RunResult.app``)."""
     preload: bool = False
     """A celery worker has no master to preload in: always False (the causes read it)."""
+    less_work: str = ("send fewer tasks at once (--greenlets) or fewer --task (a celery run "
+                      "probes one worker: --builds does not apply)")
+    """How the run can do less within ``--time-limit`` (its message says it)."""
 
     # -- as the run's subject
 
@@ -158,7 +161,10 @@ class CeleryApp:
         """The broker, then their worker with our probe in it; its tasks, its stop."""
         from geventprobe.app.routes import server_port
 
-        wl = {"heartbeat_ms": workload.heartbeat_ms, "connect_rounds": CONNECT_ROUNDS,
+        # At most the run's greenlets at once (the server and the connection cap were sized
+        # for them), whatever -c the worker runs with (-c 1000 opened 1,000 connections).
+        wl = {"greenlets": workload.greenlets,
+              "heartbeat_ms": workload.heartbeat_ms, "connect_rounds": CONNECT_ROUNDS,
               "connect_timeout_s": workload.connect_timeout_s,
               "statement_timeout_ms": workload.statement_timeout_ms,
               "monitor_ms": workload.monitor_ms,
@@ -203,10 +209,7 @@ class CeleryApp:
         """Their worker, as one row; a note for each task the worker never got to."""
         result = session.probe(self, label=self.build.name)
         listener.build_finished(result)
-        ran = {t.task for t in result.tasks}
-        notes = [f"{t.name} was not run: the worker stalled before it (see its verdict)"
-                 for t in self.tasks if t.name not in ran and result.tasks]
-        return Probed([result], notes=notes)
+        return Probed([result], notes=_notes(result, self.tasks))
 
     def headline(self, rows: list[BuildResult], code: int,
                  calibration: Calibration | None) -> str:
@@ -216,6 +219,37 @@ class CeleryApp:
     def app_record(self) -> dict | None:
         """The deployment as probed (``RunResult.app``)."""
         return self.deployment
+
+
+def _notes(result: BuildResult, tasks: Sequence[UserTask]) -> list[str]:
+    """What the report adds about the worker's run: tasks never run, a burst smaller than
+    the worker's -c, a soft time limit celery's gevent pool ignored, settings put back."""
+    celery = result.facts.get("celery") or {}
+    ran = {t.task for t in result.tasks}
+    why = "was stopped from outside" if celery.get("interrupted") else "stalled"
+    notes = [f"{t.name} was not run: the worker {why} before it (see its verdict)"
+             for t in tasks if t.name not in ran and result.tasks]
+    runs, sent = celery.get("concurrency") or 0, celery.get("tasks_at_once") or 0
+    if sent and runs > sent:
+        notes.append(f"your worker runs up to {runs} tasks at once (-c {runs}); the probe "
+                     f"sent {sent} at once, each with a connection of its own: the run's "
+                     "--greenlets, which the connection cap and the server are sized for "
+                     "(--greenlets N for more, beyond 100 with --allow-many-connections)")
+    soft = result.facts.get("soft_time_limits") or {}
+    for task in result.tasks:
+        longest = max((b.run_max_s or 0.0 for b in (task.alone, task.at_once) if b),
+                      default=0.0)
+        if task.task in soft and longest > soft[task.task]:
+            notes.append(f"{task.task} has a soft time limit of {soft[task.task]:g} s but ran "
+                         f"{longest:.1f} s: celery's gevent pool never enforces "
+                         "soft_time_limit (it applies the hard time_limit only), so "
+                         "SoftTimeLimitExceeded is never raised under -P gevent")
+    restored = result.facts.get("settings_restored") or []
+    if restored:
+        notes.append(f"your worker's command line set {' and '.join(restored)} (celery -b or "
+                     "--result-backend): geventprobe set the run's back before the worker "
+                     "connected, so it never used yours")
+    return notes
 
 
 def _connect_thresholds(t: Thresholds) -> dict:
@@ -239,11 +273,12 @@ def plan(request: CeleryRequest) -> CeleryApp:
         from geventprobe.processes.redis import find_server
 
         find_server()  # not installed: one line with the install command, now
-    overrides = ["pointed it at the run's broker (CELERY_BROKER_URL in its environment, "
-                 "which celery reads before the app's broker_url)",
+    overrides = ["pointed it at the run's broker (CELERY_BROKER_URL and its read and write "
+                 "variants in its environment, which celery reads before the app's broker_url; "
+                 "a -b of its command line is put back at worker_init)",
                  "made it consume only from a queue of geventprobe's own, named per run and "
                  "removed after (your queues are never consumed from, purged or declared)"]
-    if request.app:
+    if request.app is not None:
         concurrency = int(request.greenlets or request.default_greenlets)
         command = app_command(request.app, concurrency, chdir)
         greenlets = None
@@ -310,6 +345,7 @@ def celery_facts(run: CeleryRun) -> dict:
         "versions": dict(ready.versions) if ready else {},
         "registered_tasks": list(ready.tasks) if ready else [],
         "boot_errors": list(run.boot_errors),
+        "interrupted": task_rules.interrupted(run),
         "stop": ({"signal": stop.signal, "seconds": stop.seconds,
                   "ignored_sigterm": stop.ignored_sigterm, "exited_before": stop.exited_before}
                  if stop else None),
@@ -334,8 +370,10 @@ def judge(subject: CeleryApp, run: CeleryRun, workload: Workload, t: Thresholds,
         windows = run.connected.connect.windows
         stacks = blocked.stacks(run.hub.events(), "connect",
                                 (windows[0][0], windows[-1][1] + 0.05)) + stacks
-    error = None
-    if probe is None:
+    error = facts["celery"]["interrupted"]
+    if error is not None:
+        pass  # stopped or killed from outside: no verdict of the driver's or the tasks'
+    elif probe is None:
         error = "the worker ran no probe task"
     elif probe.verdict is Verdict.FAILING and probe.stall is None:
         error = f"the probe task failed in your worker: {probe.first_error or probe.cause}"
@@ -347,9 +385,11 @@ def judge(subject: CeleryApp, run: CeleryRun, workload: Workload, t: Thresholds,
     if error is not None:
         from geventprobe.core.causes import explain_error
 
+        advice = (task_rules.INTERRUPTED_FIX if error == facts["celery"]["interrupted"]
+                  else explain_error(error))
         return BuildResult(
             build=b.name, description=b.description, baseline=False, expected=None,
-            verdict=Verdict.ERROR, cause=error, advice=explain_error(error), evidence=evidence,
+            verdict=Verdict.ERROR, cause=error, advice=advice, evidence=evidence,
             facts=facts, metrics=None, workers=[], error=error,
             duration_s=time.monotonic() - started, timings=dict(run.timings),
             blocked_by=stacks, tasks=tasks)
@@ -383,6 +423,8 @@ def summary(name: str, rows: list[BuildResult], code: int,
             text += f": {row.cause}"
         if code == 0:
             text += " (not failing: --fail-on leaves it out)"
+    elif row.verdict is Verdict.ERROR and (row.facts.get("celery") or {}).get("interrupted"):
+        text = f"your celery worker {name} was not judged: {row.error or row.cause}"
     elif row.verdict is Verdict.ERROR:
         text = f"the probe failed in your celery worker: {row.error or row.cause}"
     else:
@@ -391,7 +433,8 @@ def summary(name: str, rows: list[BuildResult], code: int,
     if users:
         text += "; tasks: " + ", ".join(
             f"{t.task} {t.verdict}" + (f" ({t.cause})" if t.cause and t.verdict not in (
-                Verdict.OK,) and not t.cause.startswith("the worker's hub is blocked") else "")
+                Verdict.OK,) and not t.cause.startswith("the worker's hub is blocked")
+                and t.cause != row.error else "")
             for t in users)
     if calibration is not None and not calibration.passed:
         text = f"INCONCLUSIVE: calibration failed: {calibration.reason}; {text}"

@@ -32,6 +32,8 @@ driver's, in celery's words (``celery_causes``). docs/celery.md has the measurem
 from __future__ import annotations
 
 import os
+import re
+import signal
 from collections import Counter
 from collections.abc import Sequence
 
@@ -39,7 +41,8 @@ from geventprobe.app import celery_causes
 from geventprobe.core import blocked, route_causes
 from geventprobe.core.known_errors import Deployment
 from geventprobe.dsn import redact
-from geventprobe.processes.celery_workers import Batch, CeleryRun, Stall
+from geventprobe.processes import children
+from geventprobe.processes.celery_workers import Batch, CeleryRun, Stall, telling_line
 from geventprobe.record import (
     BlockedStack,
     ConnectFigures,
@@ -195,7 +198,8 @@ def evidence(alone: Batch | None, at_once: Batch | None, stall: TaskStall | None
         n = at_once.size if at_once is not None else 0
         share = at_once.failed / n if at_once is not None and n else 0.0
         lone_failed = bool(alone is not None and alone.failed)
-        states = Counter(task.state or "?" for b in batches for task in b.tasks if task.failed)
+        states = Counter(task.state or "no state" for b in batches for task in b.tasks
+                         if task.failed)
         shown = ", ".join(f"{state} ×{k}" for state, k in sorted(states.items()))
         rules.append(Evidence(
             rule="task-failing", value=round(share, 4), threshold=t.task_failing_share,
@@ -316,7 +320,11 @@ def judge_task(run: CeleryRun, name: str, call: str, t: Thresholds, t_start_s: f
     batches = [b for b in (alone, at_once) if b is not None]
     stacks = task_stacks(run, batches, name)
     cause, advice, first = _words(verdict, rules, batches, stall_rec, stacks, probe=probe,
-                                  facts=facts, worker=worker, size=run.size)
+                                  facts=facts, worker=worker, size=run.size, call=call)
+    outside = interrupted(run)
+    if outside is not None and (run.not_running or stall is not None):
+        # Stopped or killed from outside: what it measured says nothing about the task.
+        verdict, cause, advice = Verdict.ERROR, outside, INTERRUPTED_FIX
     duration = max((b.end for b in batches), default=0.0) - min(
         (b.start for b in batches), default=0.0)
     return TaskResult(
@@ -327,12 +335,41 @@ def judge_task(run: CeleryRun, name: str, call: str, t: Thresholds, t_start_s: f
         stall=stall_rec, duration_s=round(duration, 3))
 
 
+INTERRUPTED_FIX = ("find what stopped it (a user, a supervisor, a debugger, a frozen cgroup or "
+                   "container, the out-of-memory killer: see dmesg) and run again")
+_CRASHES = (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGFPE, signal.SIGILL)
+
+
+def interrupted(run: CeleryRun) -> str | None:
+    """The worker was stopped (kill -STOP) or ended (kill -9, a crash) while its tasks
+    ran, in one sentence; None when it was not. Never a verdict of the driver or the app's
+    tasks: gunicorn mode says the same of its workers."""
+    pid = run.ready.pid if run.ready is not None else None
+    if run.not_running:
+        pid, seen = min(run.not_running.items())
+        return (f"the celery worker (pid {pid}) did not run during the probe: it was {seen}, "
+                "so its figures say nothing about it")
+    stop = run.stop
+    if run.stall is None or run.stall.why != "exited" or stop is None:
+        return None
+    code = stop.returncode if stop.returncode is not None else 0
+    how = children.describe_exit(code)
+    what = f"the celery worker (pid {pid})" if pid else "the celery worker"
+    if code < 0 and -code in _CRASHES:
+        return (f"{what} crashed mid-run ({how}): a fault in C code, the driver's or another "
+                "extension's")
+    if code < 0:
+        return (f"{what} was {how} mid-run: nothing in its log says why; something outside "
+                "geventprobe sent the signal")
+    return f"{what} {how} mid-run: {telling_line(run.log_tail).rstrip('.')}"
+
+
 def _stopped(run: CeleryRun) -> str | None:
     stop = run.stop
     if stop is None:
         return None
     if stop.exited_before:
-        return "it had exited on its own"
+        return f"nothing to stop: it had ended ({children.describe_exit(stop.returncode)})"
     if stop.ignored_sigterm:
         return (f"SIGTERM ignored for {stop.seconds:.1f} s, then SIGKILL of its process group")
     return stop.signal
@@ -340,12 +377,14 @@ def _stopped(run: CeleryRun) -> str | None:
 
 def _words(verdict: Verdict, rules: Sequence[Evidence], batches: Sequence[Batch],
            stall: TaskStall | None, stacks: list[BlockedStack], *, probe: bool, facts: dict,
-           worker, size: int) -> tuple[str | None, str | None, str | None]:
+           worker, size: int, call: str = "") -> tuple[str | None, str | None, str | None]:
     """(cause, advice, first error) of a task's verdict."""
     first = next((b.first_error for b in batches if b.first_error is not None), None)
     first_text = None
     if first is not None:
-        first_text = redact(first.error or first.state or "?") + (
+        said = first.error or (f"it ended in state {first.state}" if first.state else
+                               "it ended without a state")
+        first_text = redact(said) + (
             f" ({redact(first.error_origin)})" if first.error_origin else "")
     if verdict is Verdict.OK:
         return None, None, first_text
@@ -363,12 +402,27 @@ def _words(verdict: Verdict, rules: Sequence[Evidence], batches: Sequence[Batch]
                     "task_timeout_s in the profile", first_text)
         alone = next((b for b in batches if b.label == "alone"), None)
         at_once = next((b for b in batches if b.label == "at once"), None)
+        limit = _time_limit(first.error if first is not None else None)
+        if limit is not None:
+            which = ("the task sent alone" if alone is not None and alone.failed else
+                     f"{at_once.failed} of {at_once.size} tasks sent at once"
+                     if at_once is not None else "the task")
+            return (f"celery's hard time limit of {limit:g} s stopped {which}: {first_text}",
+                    f"the task runs longer than its time limit ({limit:g} s): raise it (the "
+                    "task's time_limit, the app's task_time_limit or the worker's --time-limit)"
+                    " if the work needs that long, or find what makes the task that slow",
+                    first_text)
         if alone is not None and alone.failed:
             what = "the task sent alone raised"
         elif at_once is not None:
             what = f"{at_once.failed} of {at_once.size} tasks sent at once raised"
         else:
             what = "the task raised"
+        if first is not None and _ARITY.match(first.error or ""):
+            return (what + f": {first_text}",
+                    f"the task does not take the arguments it was sent ({redact(call)}): give "
+                    "the ones its signature takes with --task-args '[...]' (positional, a JSON "
+                    "array) and --task-kwargs '{...}' (by name, a JSON object)", first_text)
         return (what + (f": {first_text}" if first_text else ""),
                 "fix the error the task raised (above, with the line of your code that "
                 "raised it); run it alone with the same arguments to see it outside the "
@@ -387,6 +441,19 @@ def _words(verdict: Verdict, rules: Sequence[Evidence], batches: Sequence[Batch]
                      else "the tasks waited in the queue while the hub was held")
         if stacks:
             cause += f": {blocked.in_words(stacks[0])}"
+        busy = _runnable(batches)
+        if busy is not None and busy >= CPU_BOUND_SHARE:
+            # The hub was held by the task's own computation: no patch or thread helps.
+            cause += (f"; the worker was on a CPU (or waiting for one) {busy:.0%} of the time "
+                      "the task ran: its own computation holds the hub")
+            if not stacks:
+                cause += (" (who blocked is not named: gevent's monitor thread needs the GIL "
+                          "that work holds)")
+            return (cause,
+                    "CPU-bound work holds every task of a gevent worker: send this task to a "
+                    "queue served by a prefork worker (celery -A APP worker -P prefork -Q "
+                    "QUEUE), or make it cheaper; gevent's threadpool does not help while the "
+                    "work holds the GIL", first_text)
         return (cause,
                 "make the call that holds the hub cooperate with gevent (patch before it is "
                 "imported, or run it in gevent's threadpool); CPU-bound work holds every task "
@@ -400,6 +467,34 @@ def _words(verdict: Verdict, rules: Sequence[Evidence], batches: Sequence[Batch]
     cause, advice = celery_causes.explain(verdict, facts, {e.rule for e in rules if e.fired},
                                           stall, stacks)
     return cause, advice, first_text
+
+
+#: A task judged BLOCKING whose worker was on a CPU or queued for one at least this share of
+#: its batches held the hub with its own computation (a backtracking regex: 0.93 alone,
+#: 0.99 at once; a driver waiting in C: see docs/celery.md).
+CPU_BOUND_SHARE = 0.5
+
+
+def _runnable(batches: Sequence[Batch]) -> float | None:
+    """The most, over a task's batches, of the share of the time its worker was on a CPU or
+    waiting for one (psutil's CPU time and schedstat's run delay); None when not sampled."""
+    shares = [min(1.0, (b.cpu_s + (b.run_delay_s or 0.0)) / b.wall_s)
+              for b in batches if b.cpu_s is not None and b.wall_s > 0]
+    return max(shares) if shares else None
+
+
+#: Python's words for a call with the wrong arguments (what --task-args/--task-kwargs set).
+_ARITY = re.compile(r"^TypeError: .*(positional argument|keyword argument|takes no arguments)")
+
+
+def _time_limit(error: str | None) -> float | None:
+    """The limit of celery's ``TimeLimitExceeded(2)`` (worker/celery_probe.py words it so)."""
+    if not error or not error.startswith("TimeLimitExceeded("):
+        return None
+    try:
+        return float(error[len("TimeLimitExceeded("):].split(")", 1)[0])
+    except ValueError:
+        return None
 
 
 def judge_all(run: CeleryRun, calls: Sequence[tuple[str, str]], t: Thresholds,

@@ -80,8 +80,8 @@ def for_run(request: RunRequest, project: ProjectSettings | None = None) -> RunP
     builds, named = parse_builds(request.builds if request.builds is not None
                                  else project.builds)
     calibrate = request.calibrate or profile.calibrate
-    fail_on = (settings.parse_fail_on(request.fail_on, "--fail-on") if request.fail_on
-               else profile.fail_on)
+    fail_on = (settings.parse_fail_on(request.fail_on, "--fail-on")
+               if request.fail_on is not None else profile.fail_on)
     sets = matrix.requested(request.psycopg, request.gevent)
     target: Target
     if celery is not None:  # one worker process; no HTTP route in a celery worker
@@ -111,8 +111,10 @@ def _celery(request: RunRequest, project: ProjectSettings, greenlets: int
             ) -> celery_app.CeleryApp | None:
     """``--celery APP`` / ``--celery-cmd`` (or ``celery`` / ``celery_cmd`` in pyproject): the
     user's celery worker; else None. Every flag that cannot go with it is refused here."""
-    asked = request.celery or request.celery_cmd
-    if request.celery and request.celery_cmd:
+    # Given, even empty: an unset $VAR in CI gives --celery-cmd "", which must be refused,
+    # never turn the run into one of the built-in builds.
+    asked = request.celery is not None or request.celery_cmd is not None
+    if request.celery is not None and request.celery_cmd is not None:
         raise ProbeError("--celery and --celery-cmd both say how to start the worker: give "
                          "one (--celery APP: `celery -A APP worker -P gevent`; --celery-cmd: "
                          "your own command)")

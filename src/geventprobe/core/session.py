@@ -56,7 +56,9 @@ class Session:
             preflight.check_before_start(
                 plan.workload, plan.dsn, embedded=plan.dsn is None and not uses_environment(),
                 allow_many_connections=plan.allow_many_connections)
-            self._stack.enter_context(children.guarded(preflight.time_limit(plan.time_limit_s)))
+            less = getattr(plan.target, "less_work", preflight.LESS_WORK)
+            self._stack.enter_context(children.guarded(
+                preflight.time_limit(plan.time_limit_s, less)))
             self.dsn, self.server_info = self._stack.enter_context(self._server())
             # The last row's gunicorn, still exiting, is reaped before the server stops.
             self._stack.callback(gunicorn_workers.finish_previous)

@@ -10,11 +10,17 @@ URL and the DSN may hold passwords: never on a command line):
   command; it installs ``worker/celery_watch.py`` (who imported the driver, when, and
   whether gevent had patched then) and, once celery is imported, ``worker/celery_probe.py``
   (celery's signals; a queue of our own; heartbeat, connect phase, one file per task);
-- ``CELERY_BROKER_URL`` points the worker at the run's broker (celery reads it before
-  the app's own setting), ``DATABASE_URL`` at the probed server unless the user set it.
+- ``CELERY_BROKER_URL`` and its read and write variants point the worker at the run's
+  broker (celery reads them before the app's own settings; the worker puts them back at
+  ``worker_init`` if its own ``-b`` changed them), ``DATABASE_URL`` at the probed server
+  unless the user set it. Our own side publishes on a kombu connection to the run's
+  broker alone (``_Sender``): a celery app here would take the user's broker from the
+  same environment.
 
 Then, reading only the files the worker writes (``worker/record.py``'s celery records,
-version-checked), never its stdout: wait until it is ready and has connected; send a
+version-checked), never its stdout: wait until it is ready (a worker of another pool, a
+command that never imported celery, an app still importing: one line) and has
+connected; send a
 warm-up task, one probe task alone, then C at once (``geventprobe.pg_sleep(w)``), then
 each of the user's tasks alone and C at once, each through the broker to our queue; for
 every task record when we sent it, when the consumer took it, when it started and
@@ -35,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import math
 import os
 import re
 import shlex
@@ -89,7 +96,7 @@ def app_command(app: str, concurrency: int, cwd: str = ".", *, python: str | Non
     neighbours at every start (measured). Neither changes the pool, the app or the import
     order. ``--celery-cmd`` runs the user's command as it is.
     """
-    if not app or app.startswith("-"):
+    if not app.strip() or app.startswith("-"):
         raise ProbeError(f"--celery {app!r}: give the app as celery's -A takes it "
                          "(e.g. proj or proj.celery:app)")
     argv = (python or sys.executable, "-m", "celery", "-A", app, "worker", "-P", "gevent",
@@ -108,7 +115,69 @@ def user_command(command: str, cwd: str = ".") -> CeleryCommand:
     if not argv:
         raise ProbeError("--celery-cmd is empty: give the command that starts your worker, "
                          "e.g. --celery-cmd \"python worker.py\"")
+    _refuse_daemon_flags(argv)
     return CeleryCommand(argv=argv, cwd=os.path.abspath(cwd), how="command")
+
+
+#: celery's own flags that put the worker in the background or write files of the user's:
+#: the flag, and why geventprobe cannot run the worker with it.
+DAEMON_FLAGS = {
+    "--detach": "forks the worker into the background and lets the command exit, so "
+                "geventprobe could neither watch nor stop it",
+    "--pidfile": "writes a pid file of yours (and refuses to start while one is there)",
+    "--logfile": "sends the worker's log into a file of yours instead of to geventprobe, which "
+                 "reads it to say why a worker stopped",
+}
+#: Their short forms, read only in a celery command (``python worker.py -f x`` is the
+#: script's business).
+_SHORT = {"-D": "--detach", "-f": "--logfile"}
+
+
+def _words(argv: Sequence[str]) -> list[str]:
+    """The command's words, and those of a quoted script inside it (``sh -c '...'``)."""
+    out = []
+    for word in argv:
+        out.append(word)
+        if " " in word.strip():
+            with contextlib.suppress(ValueError):
+                out.extend(shlex.split(word))
+    return out
+
+
+def _refuse_daemon_flags(argv: Sequence[str]) -> None:
+    """One line for a command that detaches the worker or writes the user's files."""
+    words = _words(argv)
+    celery = any(os.path.basename(w) == "celery" for w in words)
+    if celery and "multi" in words:
+        raise ProbeError("--celery-cmd: `celery multi` starts workers in the background, where "
+                         "geventprobe can neither watch nor stop them: give the command of one "
+                         "worker in the foreground, e.g. --celery-cmd \"celery -A proj worker "
+                         "-P gevent -c 100\"")
+    for word in words:
+        flag, eq, value = word.partition("=")
+        if eq and not value:
+            continue  # `--pidfile=`: the documented way to write no pid file at all
+        flag = _SHORT.get(flag, flag) if celery else flag
+        if flag in DAEMON_FLAGS:
+            raise ProbeError(f"--celery-cmd: {flag} {DAEMON_FLAGS[flag]}: drop {flag} (and "
+                             "--detach, --pidfile, --logfile): geventprobe runs the worker in "
+                             "the foreground and stops it itself")
+
+
+def _spawn(command: CeleryCommand, env: dict[str, str], log_path: str):
+    """Start the worker's command; one line when its program cannot be run (a typo, a
+    program not installed in this environment, a script without its x bit)."""
+    try:
+        return children.spawn(command.argv, cwd=command.cwd, log_path=log_path, env=env)
+    except FileNotFoundError:
+        where = ("on PATH" if os.sep not in command.argv[0] else f"(looked in {command.cwd})")
+        raise ProbeError(f"--celery-cmd: {command.argv[0]} was not found {where}: install it "
+                         "in this environment, or give its full path (e.g. .venv/bin/celery)"
+                         ) from None
+    except PermissionError:
+        raise ProbeError(f"--celery-cmd: {command.argv[0]} is not executable (in "
+                         f"{command.cwd}): give the program that starts your worker, or "
+                         "chmod +x it") from None
 
 
 @dataclass(frozen=True)
@@ -420,6 +489,9 @@ class CeleryRun:
     log_tail: tuple[str, ...] = ()
     timings: dict = field(default_factory=dict)
     """Seconds per step seen from here: ``boot``, ``connect``, ``tasks``, ``stop``."""
+    not_running: dict = field(default_factory=dict)
+    """pid → what was seen, for a worker found stopped (process state T) while its tasks
+    ran (``CpuSampler.not_running``)."""
 
     def batch(self, label: str, task: str = celery_probe.PROBE_TASK) -> Batch | None:
         """The batch with that label (and task), if it ran."""
@@ -471,6 +543,10 @@ def make_boot_dir(run_dir: str) -> str:
     return str(boot)
 
 
+#: The environment variables celery takes its broker from, before the app's settings.
+BROKER_ENV = ("CELERY_BROKER_URL", "CELERY_BROKER_READ_URL", "CELERY_BROKER_WRITE_URL")
+
+
 def worker_environ(base: dict[str, str], *, run_dir: str, boot: str, queue: str,
                    broker_url: str, dsn: str, workload: dict,
                    result_backend: str | None = None) -> dict[str, str]:
@@ -479,16 +555,23 @@ def worker_environ(base: dict[str, str], *, run_dir: str, boot: str, queue: str,
 
     env = dict(base)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (boot, base.get("PYTHONPATH")) if p)
+    # celery reads these before the app's own settings (the read and write URLs before
+    # broker_url too): with all three the worker consumes from, and publishes to, the run's
+    # broker whatever the app's config says.
+    settings = {name: broker_url for name in BROKER_ENV}
+    if result_backend:
+        settings["CELERY_RESULT_BACKEND"] = result_backend
     env.update({
         celery_probe.RUN_DIR_ENV: run_dir,
         celery_probe.QUEUE_ENV: queue,
         celery_probe.WORKLOAD_ENV: json.dumps(workload),
+        # The worker puts them back at worker_init if its command line changed them
+        # (celery -b URL / --result-backend URL set the same variables).
+        celery_probe.SETTINGS_ENV: json.dumps(settings),
         "GEVENTPROBE_DSN": dsn,
-        "CELERY_BROKER_URL": broker_url,
         "PYTHONUNBUFFERED": "1",
+        **settings,
     })
-    if result_backend:
-        env["CELERY_RESULT_BACKEND"] = result_backend
     if not base.get("DATABASE_URL") and dsn:
         env["DATABASE_URL"] = conninfo_to_uri(dsn)
     return env
@@ -548,18 +631,28 @@ def _log_tail(path: str, lines: int = 30) -> tuple[str, ...]:
         return ()
 
 
-def _telling_line(log: Sequence[str]) -> str:
+_LOG_FRAME = re.compile(r'^\s*File "(.+)", line (\d+)')
+
+
+def telling_line(log: Sequence[str]) -> str:
     """The lines of a worker's log that best say why it ended early, as one line.
 
-    An exception's own last line when there is a traceback; else the last line naming an
-    error, with the lines that continue it up to the next blank one (celery prints
-    ``Error:`` alone, then ``Unable to load celery application.`` and the reason).
+    An exception's own last line when there is a traceback, with the innermost line of the
+    user's own code in it (a SyntaxError's file and line, as gunicorn mode names them); else
+    the last line naming an error, with the lines that continue it up to the next blank one
+    (celery prints ``Error:`` alone, then ``Unable to load celery application.`` and the
+    reason).
     """
+    from geventprobe.worker.monitor import is_user_code
+
     lines = [ln.rstrip() for ln in log]
     if any(ln.startswith("Traceback") for ln in lines):
-        for ln in reversed(lines):
-            if re.match(r"^[\w.]+(Error|Exception|Exit)\b", ln.strip()):
-                return ln.strip()
+        for i in range(len(lines) - 1, -1, -1):
+            if re.match(r"^[\w.]+(Error|Exception|Exit)\b", lines[i].strip()):
+                frames = [m for m in (_LOG_FRAME.match(ln) for ln in lines[:i]) if m]
+                mine = [m for m in frames if is_user_code(m.group(1))]
+                where = f" ({mine[-1].group(1)}, line {mine[-1].group(2)})" if mine else ""
+                return lines[i].strip() + where
     for needle in ("Error", "error", "Exception", "Unable", "No module", "not found"):
         for i in range(len(lines) - 1, -1, -1):
             if needle in lines[i]:
@@ -582,8 +675,9 @@ def run_celery(command: CeleryCommand, *, dsn: str, broker: brokers.Broker,
                workload: dict | None = None, server_port: int | None = None) -> CeleryRun:
     """Start the worker, probe it, stop it; everything it started is gone when this returns.
 
-    ``greenlets``: how many tasks go at once (default: the worker's own concurrency, from
-    its ``-c`` or settings; never more than it). ``tasks``: the user's own tasks, each run
+    ``greenlets``: at most how many tasks go at once (default: ``workload``'s greenlets, 16
+    unless given); never more than the worker's own concurrency (its ``-c`` or settings),
+    and the worker's connect phase opens as many. ``tasks``: the user's own tasks, each run
     alone then C at once after the probe task. ``env``: the worker's base environment
     (default ours). ``result_backend``: the worker's ``CELERY_RESULT_BACKEND`` (the runner
     passes the embedded broker's URL so results of the user's tasks stay in the run).
@@ -607,16 +701,16 @@ def run_celery(command: CeleryCommand, *, dsn: str, broker: brokers.Broker,
     proc = None
     try:
         boot = make_boot_dir(run_dir)
-        proc = children.spawn(
-            command.argv, cwd=command.cwd, log_path=log_path,
-            env=worker_environ(dict(os.environ if env is None else env), run_dir=run_dir,
-                               boot=boot, queue=queue, broker_url=broker.url, dsn=dsn,
-                               workload=wl, result_backend=result_backend))
+        proc = _spawn(command, worker_environ(
+            dict(os.environ if env is None else env), run_dir=run_dir, boot=boot, queue=queue,
+            broker_url=broker.url, dsn=dsn, workload=wl, result_backend=result_backend),
+            log_path)
         _probe(proc, files, parts, command, broker, queue, wl, wait_s, greenlets, tasks,
                deadlines, started, server_port)
     finally:
         if proc is not None:
             parts["stop"] = _stop(proc, parts, deadlines)
+            _stop_strays(files, proc.pid)
         parts["queue_cleanup"] = brokers.delete_queue(broker.url, queue)
         parts["log_tail"] = _log_tail(log_path)
         with contextlib.suppress(ProbeError):
@@ -640,10 +734,18 @@ def _probe(proc, files: _Files, parts: dict, command: CeleryCommand, broker: bro
     ready = _wait_ready(proc, files, command, deadlines.boot)
     timings["boot"] = round(time.monotonic() - started, 3)
     if ready is None:
-        parts["stall"] = _stall(files, proc, "never-ready", None, None, (), deadlines.boot,
-                                {}, "deadline")
+        # Read before the stack dump: its signal can cut short the very call the start waits
+        # in (a C sleep returns early), and the worker moves on.
+        phase = _furthest_phase(files)
+        stall = _stall(files, proc, "never-ready", None, None, (), deadlines.boot, {},
+                       "deadline")
+        _refuse_unstarted(files, command, deadlines.boot, stall, phase)
+        parts["stall"] = stall
         return
     parts["ready"] = ready
+    if ready.facts.get("pool_is_gevent") is False:
+        parts["not_gevent"] = True
+        raise ProbeError(not_gevent(command, ready))
     unknown = [t.name for t in tasks if t.name not in ready.tasks]
     if unknown:
         known = ", ".join(t for t in ready.tasks if t != celery_probe.PROBE_TASK) or "none"
@@ -653,9 +755,9 @@ def _probe(proc, files: _Files, parts: dict, command: CeleryCommand, broker: bro
     t_connect = time.monotonic()
     parts["connected"] = _wait_connected(proc, files, ready, deadlines)
     timings["connect"] = round(time.monotonic() - t_connect, 3)
-    size = int(ready.concurrency or wl["greenlets"])
-    if greenlets:
-        size = min(size, int(greenlets))  # never more at once than the worker can run
+    # Never more at once than the worker can run, nor than the run's greenlets (the server
+    # was sized for them: a worker of -c 1000 gets 16 at once, and a note says so).
+    size = min(int(ready.concurrency or wl["greenlets"]), int(wl["greenlets"]))
     parts["size"] = size
     probe_deadline = 3 * size * wait_s + deadlines.start + deadlines.per_task * size
     plan = [("warm-up", celery_probe.PROBE_TASK, 1, (0.0,), {}, deadlines.start, 0.0),
@@ -668,36 +770,41 @@ def _probe(proc, files: _Files, parts: dict, command: CeleryCommand, broker: bro
                      deadlines.user_task + deadlines.per_task * size, None))
     t_tasks = time.monotonic()
     batches: list[Batch] = []
-    from celery import Celery
-
     from geventprobe.app.routes import ConnectionCounter
 
-    app = Celery("geventprobe", broker=broker.url, set_as_current=False)
-    try:
-        with CpuSampler([ready.pid]) as sampler, app.producer_or_acquire() as producer:
-            for label, name, n, args, kwargs, deadline, w in plan:
-                counted = server_port if w is None else None
-                with ConnectionCounter([ready.pid], counted) as counter:
-                    batch, stall = _run_batch(app, producer, files, proc, ready.pid, queue,
-                                              label, name, n, args, kwargs, deadline, w,
-                                              deadlines)
-                if counted is not None:
-                    batch = replace(batch, connections=counter.most.get(ready.pid))
-                batches.append(batch)
-                if stall is not None:
-                    parts["stall"] = stall
-                    break
-    finally:
-        with contextlib.suppress(Exception):
-            app.close()
+    with _Sender(broker.url, queue) as send, CpuSampler([ready.pid]) as sampler:
+        for label, name, n, args, kwargs, deadline, w in plan:
+            counted = server_port if w is None else None
+            with ConnectionCounter([ready.pid], counted) as counter:
+                batch, stall = _run_batch(send, files, proc, ready.pid, label, name, n, args,
+                                          kwargs, deadline, w, deadlines)
+            if counted is not None:
+                batch = replace(batch, connections=counter.most.get(ready.pid))
+            batches.append(batch)
+            if stall is not None:
+                parts["stall"] = stall
+                break
     # Read once the sampler has stopped: a window's end needs a sample after it.
     parts["batches"] = tuple(_with_cpu(b, sampler, ready.pid) for b in batches)
+    # Stopped from outside (kill -STOP, a debugger, a frozen cgroup): its figures say nothing.
+    # Not a long stretch off the CPU: a hub a driver blocks in C waits as long as the
+    # server does, and a task of the user's may wait that long on purpose.
+    parts["not_running"] = {pid: seen for pid, seen in sampler.not_running(math.inf).items()}
     timings["tasks"] = round(time.monotonic() - t_tasks, 3)
     if parts.get("stall") is None:
         parts["hub"], parts["facts_after"] = _final(files, ready.pid,
                                                     batches[-1].end if batches else 0.0)
     else:  # a held hub answers nothing: what there is
         parts["hub"] = files.hub(ready.pid)
+    hub = parts["hub"]
+    if hub is not None:
+        # Each batch's lag again from the last hub record: the one read as a batch ended
+        # could predate the late tick (the hub writes its file every HUB_WRITE_S, and a
+        # blocked one only once it runs again): a lone psycopg2 task read 0 ms in 1 of 3
+        # runs, where 205-217 ms was due.
+        parts["batches"] = tuple(
+            replace(b, hub_lag_s=max(b.hub_lag_s or 0.0, hub.lag_in(b.start, b.end)))
+            for b in parts["batches"])
 
 
 def _with_cpu(b: Batch, sampler: CpuSampler, pid: int) -> Batch:
@@ -711,6 +818,104 @@ def _with_cpu(b: Batch, sampler: CpuSampler, pid: int) -> Batch:
         wait_cpu_s=sampler.cpu_seconds(pid, *wait) if wait else None,
         wait_run_delay_s=sampler.delta(pid, "run_delay", *wait) if wait else None,
         wait_sleeps=sampler.delta(pid, "voluntary", *wait) if wait else None)
+
+
+#: SIGTERM until SIGKILL for a worker of another pool (a prefork one exits in about 2 s).
+NOT_GEVENT_STOP_S = 6.0
+#: celery's pools by module, as its -P option names them.
+POOLS = {"celery.concurrency.prefork": "prefork", "celery.concurrency.solo": "solo",
+         "celery.concurrency.thread": "threads", "celery.concurrency.eventlet": "eventlet",
+         "celery.concurrency.gevent": "gevent"}
+
+
+def with_gevent_pool(argv: Sequence[str]) -> list[str]:
+    """``argv`` with its pool option (``-P X``, ``-PX``, ``--pool X``, ``--pool=X``) set to
+    gevent, or ``-P gevent`` added after ``worker`` when it has none."""
+    out, skip, found = [], False, False
+    for i, word in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if word in ("-P", "--pool") and i + 1 < len(argv):
+            out += [word, "gevent"]
+            skip = found = True
+        elif word.startswith("--pool="):
+            out.append("--pool=gevent")
+            found = True
+        elif word.startswith("-P") and len(word) > 2:
+            out.append("-Pgevent")
+            found = True
+        else:
+            out.append(word)
+    if not found and "worker" in out:
+        at = out.index("worker") + 1
+        out[at:at] = ["-P", "gevent"]
+    return out
+
+
+def not_gevent(command: CeleryCommand, ready: CeleryReady) -> str:
+    """One line: the worker runs another pool than gevent's, so there is nothing of gevent
+    to judge (its figures would be those of prefork processes or threads)."""
+    module = ready.pool.rpartition(".")[0]
+    name = POOLS.get(module)
+    pool = f"celery's {name} pool (-P {name})" if name else f"the pool {ready.pool}"
+    patched = ready.facts.get("select_patched") or any(
+        p.get("what") == "patch_all" for p in ready.facts.get("patches") or ())
+    seen = "" if patched else "; gevent patched nothing in it"
+    fixed = shlex.join(with_gevent_pool(command.argv))
+    return (f"`{command.shown}` runs {pool}, not gevent's ({ready.pool}{seen}): geventprobe "
+            "judges a worker under -P gevent, and this one's figures would say nothing about "
+            f"it: start it with -P gevent, e.g. --celery-cmd \"{fixed}\"")
+
+
+_PHASE_ORDER = ("startup", "app", "worker_init")
+
+
+def _furthest_phase(files: _Files) -> str:
+    """How far the furthest process that loaded our boot dir got in a worker's start-up
+    (``celery_watch.SAID_PHASES``; ``startup``: celery never imported)."""
+    phases = [files.text(f"phase-{pid}.txt") or "startup" for pid in files.records("boot")]
+    return max(phases, key=lambda p: _PHASE_ORDER.index(p) if p in _PHASE_ORDER else 0,
+               default="startup")
+
+
+def _refuse_unstarted(files: _Files, command: CeleryCommand, timeout: float, stall: Stall,
+                      furthest: str) -> None:
+    """ProbeError (one line) for a worker that never got ready before it was a worker: it
+    never imported celery (not a celery worker, or one that waits that long before), or its
+    app was still importing when the boot timeout ran out. Returns for a worker that had
+    begun to start (worker_init): that is its own verdict."""
+    boots = files.records("boot")
+    more = (f"raise boot_timeout_s (now {timeout:g} s) in a profile ([workload] "
+            "boot_timeout_s = 300, --config FILE)")
+    if furthest == "startup":
+        raise ProbeError(f"`{command.shown}` never imported celery in the {timeout:g} s a "
+                         "worker has to get ready: it is not a celery worker (or it waits that "
+                         "long before it imports celery): give the command that starts your "
+                         "celery worker, e.g. --celery-cmd \"celery -A proj worker -P gevent\", "
+                         f"or {more}")
+    if furthest == "app":
+        since = min((b.at for b in boots.values()), default=time.monotonic())
+        frame = _user_frame(stall.main_stack, command.cwd)
+        where = f"; its main thread waited at {frame}" if frame else ""
+        raise ProbeError(f"your celery app was still importing {time.monotonic() - since:.0f} s "
+                         "after the worker started (celery had loaded; the worker itself had "
+                         f"not begun to start), longer than the {timeout:g} s a worker has to "
+                         f"get ready: if it is meant to take that long, {more}; otherwise find "
+                         "what the import waits for (a connection or a network call made at "
+                         f"import time{where})")
+
+
+def _user_frame(frames: Sequence[tuple[str, int, str]], cwd: str) -> str | None:
+    """The innermost frame of the user's own code, ``tasks.py:5 in <module>``."""
+    from geventprobe.worker.monitor import is_user_code, short
+
+    for path, line, func in reversed(frames):
+        if is_user_code(path):
+            rel = os.path.relpath(path, cwd) if os.path.isabs(path) else path
+            shown = rel if not rel.startswith("..") else short(path)
+            return f"{shown}:{line} in {func}"
+    return None
 
 
 NOT_BOOTED = ("no Python process it started loaded geventprobe's boot dir (a command that "
@@ -733,11 +938,26 @@ def _wait_ready(proc, files: _Files, command: CeleryCommand, timeout: float
             return min(ready.values(), key=lambda r: r.at)
         booted = bool(files.records("boot"))
         if proc.poll() is not None:
+            strays = _strays(files, proc.pid)
+            # A worker does not exit cleanly before it is ready, unless its command left it
+            # running in the background: the re-executed worker boots a moment later.
+            settle = time.monotonic() + (1.0 if proc.returncode == 0 else 0.0)
+            while not strays and time.monotonic() < settle:
+                time.sleep(0.05)
+                strays = _strays(files, proc.pid)
+            if strays:
+                raise ProbeError(
+                    f"the command that starts your worker {children.describe_exit(proc.returncode)}"
+                    f" before the worker was ready, while a process it started (pid "
+                    f"{strays[0].pid}) ran on in the background: it detaches the worker "
+                    "(--detach, a daemonizing wrapper, `&` in a script), so geventprobe could "
+                    "neither watch nor stop it; geventprobe stopped it: give a command that "
+                    f"runs the worker in the foreground (in {command.cwd})")
             log = _log_tail(os.path.join(files.run_dir, LOG_NAME))
             also = "" if booted else f" ({NOT_BOOTED})"
             raise ProbeError(
                 f"the celery worker {children.describe_exit(proc.returncode)} before it was "
-                f"ready{also}: {_telling_line(log).rstrip('.')}: check that `{command.shown}` "
+                f"ready{also}: {telling_line(log).rstrip('.')}: check that `{command.shown}` "
                 f"starts it by hand (in {command.cwd})")
         if time.monotonic() > deadline:
             if not booted:
@@ -746,6 +966,40 @@ def _wait_ready(proc, files: _Files, command: CeleryCommand, timeout: float
                                  "command")
             return None
         time.sleep(0.02)
+
+
+def _strays(files: _Files, spawned: int) -> list:
+    """Processes that loaded our boot dir and still run, other than the one we spawned: a
+    worker that detached itself (its own session: the group stop does not reach it). Each is
+    proven ours by the file faulthandler holds open in it, ``stacks-<pid>.txt`` in this run's
+    dir (its environment cannot tell: celery's process title overwrites it)."""
+    import psutil
+
+    found = []
+    for pid in sorted(b.pid for b in files.records("boot").values()):
+        if pid == spawned:
+            continue
+        mine = os.path.join(files.run_dir, f"stacks-{pid}.txt")
+        try:
+            p = psutil.Process(pid)
+            if p.status() != psutil.STATUS_ZOMBIE and any(
+                    f.path == mine for f in p.open_files()):
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _stop_strays(files: _Files, spawned: int) -> tuple[int, ...]:
+    """SIGKILL every stray of ``_strays`` and wait (3 s at most) until it is gone."""
+    import psutil
+
+    strays = _strays(files, spawned)
+    for p in strays:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(strays, timeout=3)
+    return tuple(p.pid for p in strays)
 
 
 def _wait_connected(proc, files: _Files, ready: CeleryReady, d: Deadlines
@@ -763,20 +1017,66 @@ def _wait_connected(proc, files: _Files, ready: CeleryReady, d: Deadlines
     return None
 
 
-def _run_batch(app, producer, files: _Files, proc, pid: int, queue: str, label: str,
-               name: str, n: int, args: tuple, kwargs: dict, deadline_s: float,
-               wait_s: float | None, d: Deadlines) -> tuple[Batch, Stall | None]:
+class _Sender:
+    """Sends tasks to our queue on the run's broker, and to nothing else.
+
+    celery only builds the messages here (``as_task_v2``, its protocol): a celery app takes
+    its broker and result backend from ``CELERY_BROKER_URL`` and ``CELERY_RESULT_BACKEND``
+    before anything it is given, and in the user's environment those are the user's (issue
+    25: the tasks went to their redis, and the result backend subscribed there). So the
+    connection is kombu's own, to ``url`` alone, and no result is ever asked for: the worker's
+    files say how each task went.
+    """
+
+    def __init__(self, url: str, queue: str):
+        self.url = url
+        self.queue = queue
+
+    def __enter__(self) -> _Sender:
+        from celery import Celery
+        from kombu import Connection, Exchange, Producer, Queue
+
+        self._app = Celery("geventprobe", set_as_current=False)
+        self._conn = Connection(self.url)
+        self._target = Queue(self.queue, Exchange(self.queue, type="direct"),
+                             routing_key=self.queue)
+        self._producer = Producer(self._conn)
+        return self
+
+    def __call__(self, name: str, args: tuple, kwargs: dict) -> str:
+        """Send one task; its id."""
+        from kombu.utils.uuid import uuid
+
+        task_id = uuid()
+        # ignore_result None, as send_task sends it: the task's own setting decides (False
+        # would make the worker store the probe task's result, a write to the backend that
+        # yields to the hub inside every task: measured, the 16 overlapped 3 at a time in a
+        # blocked worker).
+        headers, properties, body, _ = self._app.amqp.as_task_v2(task_id, name, args, kwargs,
+                                                                 ignore_result=None)
+        self._producer.publish(body, exchange="", routing_key=self.queue,
+                               declare=[self._target], headers=headers, serializer="json",
+                               delivery_mode=2, retry=True, retry_policy={"max_retries": 3},
+                               **properties)
+        return task_id
+
+    def __exit__(self, *exc_info) -> None:
+        with contextlib.suppress(Exception):
+            self._conn.release()
+        with contextlib.suppress(Exception):
+            self._app.close()
+
+
+def _run_batch(send: _Sender, files: _Files, proc, pid: int, label: str, name: str, n: int,
+               args: tuple, kwargs: dict, deadline_s: float, wait_s: float | None,
+               d: Deadlines) -> tuple[Batch, Stall | None]:
     """Send ``n`` tasks at once to our queue; wait for them within ``deadline_s``, or until
     none has started ``d.start`` after they were sent, or the hub has been held that long."""
-    from kombu import Exchange, Queue
-
-    target = Queue(queue, Exchange(queue, type="direct"), routing_key=queue)
     sent: dict[str, float] = {}
     start = time.monotonic()
     for _ in range(n):
         t = time.monotonic()
-        result = app.send_task(name, args=args, kwargs=kwargs, queue=target, producer=producer)
-        sent[result.id] = t
+        sent[send(name, args, kwargs)] = t
     deadline = start + deadline_s
     done: dict = {}
     why = None
@@ -907,7 +1207,11 @@ def _stop(proc: subprocess.Popen, parts: dict, d: Deadlines) -> StopFigures:
         children.stop(proc)  # its group may hold orphans
         return StopFigures(signal="none", seconds=0.0, returncode=code, exited_before=True)
     quick = parts.get("stall") is None
-    if quick:
+    if parts.pop("not_gevent", False):
+        # Another pool than gevent's: a prefork worker removes its temp dir (pymp-*) on
+        # SIGTERM, in about 2 s (measured 1.97-2.2 s), and leaves it on SIGKILL.
+        children.stop(proc, signal.SIGTERM, timeout=NOT_GEVENT_STOP_S)
+    elif quick:
         children.stop(proc, signal.SIGKILL, timeout=5)
     else:
         children.stop(proc, signal.SIGTERM, timeout=d.stop_stalled)

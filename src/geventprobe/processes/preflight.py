@@ -132,7 +132,12 @@ def check_budget(info: ServerInfo, needed: int) -> None:
         f"{needed} at once: lower --workers or --greenlets, or free connections on the server")
 
 
-def time_limit(limit_s: float) -> Callable[[], None]:
+LESS_WORK = "probe fewer builds (--builds) or connections"
+"""How a run can do less, in the time limit's words (a target may say it its own way:
+``Target.less_work``)."""
+
+
+def time_limit(limit_s: float, less_work: str = LESS_WORK) -> Callable[[], None]:
     """A guard that ends the run once it has lasted ``limit_s`` seconds."""
     deadline = time.monotonic() + limit_s
 
@@ -140,7 +145,6 @@ def time_limit(limit_s: float) -> Callable[[], None]:
         if time.monotonic() > deadline:
             raise ProbeError(
                 f"the run took longer than --time-limit {limit_s:g} s and was stopped "
-                "(everything it started was removed): raise --time-limit, or probe fewer "
-                "builds (--builds) or connections")
+                f"(everything it started was removed): raise --time-limit, or {less_work}")
 
     return check

@@ -134,8 +134,10 @@ class EmbeddedRedis:
                 self.port = free_port()
             self.proc = children.spawn(self.argv(program), env=_server_env(self.root),
                                        log_path=self.log_path, cwd=self.root)
+            started = time.monotonic()
             if self._wait_ready():
                 return
+            code = self.proc.poll()
             children.stop(self.proc, signal.SIGTERM, timeout=5)
             self.proc = None
             # Another program can take the port between free_port() and the server's bind.
@@ -147,9 +149,12 @@ class EmbeddedRedis:
                     f"the embedded redis-server could not listen on 127.0.0.1: the ports it "
                     f"picked were taken by other programs {BIND_ATTEMPTS} times "
                     f"({bind_error}): free some ports, or pass --broker URL")
-        raise ProbeError(f"the embedded redis-server did not start within "
-                         f"{self.start_timeout:g} s ({self._log_tail()}): check that it runs "
-                         f"(redis-server --version), or pass --broker URL")
+        # What happened, as it happened: one that exited said why in its log at once.
+        what = (f"{children.describe_exit(code)} {time.monotonic() - started:.1f} s after it "
+                "was started" if code is not None else
+                f"did not answer within {self.start_timeout:g} s")
+        raise ProbeError(f"the embedded redis-server {what} ({self._log_tail()}): check that "
+                         f"it runs (redis-server --version), or pass --broker URL")
 
     def _wait_ready(self) -> bool:
         deadline = time.monotonic() + self.start_timeout

@@ -36,6 +36,9 @@ import time
 RUN_DIR_ENV = "GEVENTPROBE_CELERY_RUN_DIR"
 QUEUE_ENV = "GEVENTPROBE_CELERY_QUEUE"
 WORKLOAD_ENV = "GEVENTPROBE_CELERY_WORKLOAD"
+#: JSON: the celery settings the parent gave the worker through its environment (the run's
+#: broker, and result backend with the embedded broker), which must hold in the worker.
+SETTINGS_ENV = "GEVENTPROBE_CELERY_SETTINGS"
 PROBE_TASK = "geventprobe.pg_sleep"
 #: How often the worker rewrites ``hub-<pid>.json`` (s).
 HUB_WRITE_S = 0.2
@@ -54,6 +57,10 @@ _runtime: dict[str, float] = {}
 _failed: dict[str, tuple[str, str | None]] = {}
 _windows: dict[str, dict] = {}
 _user_queues: tuple[str, ...] = ()
+_restored: list[str] = []
+_concurrency = 0
+_pool_time_limit = None
+_pool_facts: dict = {}
 _driver = None
 _heartbeat = None
 _monitor = None
@@ -127,8 +134,24 @@ def _on_worker_init(sender=None, **_kwargs) -> None:
     from geventprobe.worker import celery_watch
 
     celery_watch.set_phase("worker_init")
+    _restore_settings()
     app = sender.app
     app.task(name=PROBE_TASK, bind=True, ignore_result=True, shared=False)(_pg_sleep)
+
+
+def _restore_settings() -> None:
+    """The run's broker (and result backend) again, if the worker's command line changed
+    them: ``celery -b URL`` and ``--result-backend URL`` set ``CELERY_BROKER_URL`` and
+    ``CELERY_RESULT_BACKEND`` as the program starts, after the parent set them. celery reads
+    them when it connects, after this signal, so the worker never touches the user's broker.
+    """
+    import json
+
+    wanted = json.loads(os.environ.get(SETTINGS_ENV) or "{}")
+    for name, value in sorted(wanted.items()):
+        if os.environ.get(name) != value:
+            os.environ[name] = value
+            _restored.append(name)
 
 
 def _on_after_setup(sender=None, instance=None, **_kwargs) -> None:
@@ -149,7 +172,13 @@ def _on_ready(sender=None, **_kwargs) -> None:
     from geventprobe.worker import celery_watch
 
     celery_watch.set_phase("ready")
-    _write(f"celery-ready-{os.getpid()}.json", _ready_record(sender))
+    global _concurrency, _pool_time_limit
+    ready = _ready_record(sender)
+    _concurrency = ready.concurrency
+    _pool_time_limit = getattr(sender.pool, "timeout", None)  # the worker's --time-limit
+    _write(f"celery-ready-{os.getpid()}.json", ready)
+    if not ready.facts.get("pool_is_gevent"):
+        return  # not a -P gevent worker: the parent says so; nothing of gevent to start here
     import gevent
 
     gevent.spawn(_probe_main)
@@ -160,8 +189,18 @@ def _ready_record(consumer):
 
     from geventprobe.worker import record
 
-    facts, error = _facts()
     pool = consumer.pool
+    # By module name: importing celery's gevent pool would import gevent into a worker that
+    # does not run it.
+    _pool_facts["pool_is_gevent"] = any(c.__module__ == "celery.concurrency.gevent"
+                                        for c in type(pool).__mro__)
+    # celery's gevent pool enforces no soft time limit (its on_apply drops soft_timeout):
+    # the parent says so of a task that outran one.
+    _pool_facts["soft_time_limits"] = {
+        name: float(task.soft_time_limit) for name, task in consumer.app.tasks.items()
+        if not name.startswith("celery.") and getattr(task, "soft_time_limit", None)}
+    facts, error = _facts()
+    facts.update(_pool_facts)  # also when collecting the rest failed
     concurrency = getattr(consumer.controller, "concurrency", None) or getattr(pool, "limit", 0)
     consumes = sorted(getattr(consumer.app.amqp.queues, "consume_from", {}) or ())
     return record.CeleryReady(
@@ -210,6 +249,8 @@ def _facts() -> tuple[dict, str | None]:
     if hidden:
         facts["blocked_modules"] = hidden
     facts["worker_process_init_receivers"] = _receivers("worker_process_init")
+    facts["settings_restored"] = list(_restored)
+    facts.update(_pool_facts)
     return facts, None
 
 
@@ -290,7 +331,9 @@ def _probe_main() -> None:
 
             celery_watch._note_error("gevent's monitor thread", exc)
     pid = os.getpid()
-    greenlets = int(wl["greenlets"])
+    # C connections at once, as the tasks will open them: never more than the worker runs
+    # at once, nor than the run's greenlets (the server was sized for those).
+    greenlets = min(int(wl["greenlets"]), _concurrency or int(wl["greenlets"]))
     try:
         module, error = _driver_module()
         if error:
@@ -434,6 +477,8 @@ def _on_failure(task_id=None, exception=None, traceback=None, **_kwargs) -> None
             if monitor.is_user_code(fr.filename):
                 origin = monitor.frame_text(fr)
                 break
+    if task_id not in _started:  # after task_postrun (a hard time limit): it is written
+        return
     _failed[task_id] = (text.splitlines()[-1] if text else type(exception).__name__, origin)
 
 
@@ -443,9 +488,26 @@ def _on_postrun(task_id=None, task=None, state=None, **_kwargs) -> None:
     now = time.monotonic()
     error, origin = _failed.pop(task_id, (None, None))
     windows = _windows.pop(task_id, None) or {}
+    started = _started.pop(task_id, now)
+    if state is None and error is None:
+        state, error = "FAILURE", _cut_short(task, now - started)
     _write(f"task-{task_id}.json", record.TaskDone(
-        task_id=task_id, name=getattr(task, "name", "?"), pid=os.getpid(),
-        received=_received.pop(task_id, None), started=_started.pop(task_id, now),
+        task_id=task_id, name=getattr(task, "name", None) or "(unnamed)", pid=os.getpid(),
+        received=_received.pop(task_id, None), started=started,
         finished=now, state=state, celery_runtime=_runtime.pop(task_id, None),
         error=error, error_origin=origin, connect=windows.get("connect"),
         query=windows.get("query")))
+
+
+def _cut_short(task, ran: float) -> str:
+    """Why celery's trace ended with no state: under -P gevent its hard time limit is a
+    gevent Timeout through the task, so ``task_postrun`` comes with state None and
+    ``task_failure`` (TimeLimitExceeded) only after it, if at all (celery 5.7.0: 4 ms after,
+    measured).
+    The limit is celery's own: the message's, else the task's (its ``time_limit``, or the
+    app's ``task_time_limit``), else the worker's ``--time-limit``."""
+    limits = getattr(getattr(task, "request", None), "timelimit", None) or (None, None)
+    hard = limits[0] or getattr(task, "time_limit", None) or _pool_time_limit
+    if hard and ran >= 0.95 * float(hard):
+        return f"TimeLimitExceeded({float(hard):g})"  # as celery words it
+    return "celery ended the task without a state: its greenlet was stopped from outside it"

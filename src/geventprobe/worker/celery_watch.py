@@ -54,10 +54,25 @@ PHASES = {
 _installed = False
 
 
+#: Phases said to the parent in ``phase-<pid>.txt``: how far a worker that never got ready
+#: came (none: celery was never imported; ``app``: celery is loading the app, still
+#: importing; ``worker_init``: the worker itself was starting).
+SAID_PHASES = ("app", "worker_init")
+_run_dir: str | None = None
+
+
 def set_phase(name: str) -> None:
     """Enter a phase of the worker's start-up."""
     global phase
     phase = name
+    if name in SAID_PHASES and _run_dir is not None:
+        try:
+            path = os.path.join(_run_dir, f"phase-{os.getpid()}.txt")
+            with open(path + ".tmp", "w") as f:
+                f.write(name)
+            os.replace(path + ".tmp", path)
+        except OSError as exc:
+            _note_error("the phase file", exc)
 
 
 def where(event: dict) -> str:
@@ -199,10 +214,11 @@ def install(run_dir: str) -> None:
     app's import hangs; then says so in ``boot-<pid>.json``. faulthandler is a built-in
     module with no imports of its own.
     """
-    global _installed, _stack_file
+    global _installed, _stack_file, _run_dir
     if _installed:
         return
     _installed = True
+    _run_dir = run_dir
     preloaded.extend(m for m in WATCHED if m in sys.modules)
     sys.meta_path.insert(0, _Finder())
     if "celery.signals" in sys.modules:  # loaded before us (a .pth file?): connect now
