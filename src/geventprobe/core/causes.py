@@ -153,14 +153,15 @@ BUSY_SITE_SHARE = 0.25
 """A greenlet is named as the one that kept the worker busy when greenlets resumed at one
 site outside the driver ran this share of the window or more, and longer than the driver's
 sites together. Measured (tests/data/running): an app's loop on ``gevent.sleep(0)`` ran
-0.53–0.55 of a gunicorn worker's idle window and 0.44–0.54 of a celery probe task's wait;
-no site of a healthy gunicorn worker's idle window ran at all (the hub and geventprobe's
-heartbeat have none), and in celery the busiest site outside the driver while a lone probe
-task waited ran 0.002; with 16 at once, celery's consumer (resumed in redis-py's socket
-read) ran up to 0.28, which is why the driver's own sites must be outrun too."""
+0.54 of a gunicorn worker's idle window, 0.54 of a lone celery probe task's wait and
+0.41–0.50 of each of 16 at once; no site of a healthy gunicorn worker's idle window ran at
+all (the hub and geventprobe's heartbeat have none), nor of a healthy lone celery probe
+task's wait outside the driver; with 16 at once, celery's consumer (resumed in redis-py's
+socket read) ran up to 0.28, which is why the driver's own sites must be outrun too (0.49
+and more for a wait function that spins inside psycopg's query; docs/causes.md)."""
 SPIN_SWITCHES_PER_S = 1000
 """Switched to this often a second or more: a loop that yields without waiting (the loops
-on ``gevent.sleep(0)`` were switched to 190,000–380,000 times a second), not a long
+on ``gevent.sleep(0)`` were switched to 154,000–382,000 times a second), not a long
 computation between two switches."""
 
 
