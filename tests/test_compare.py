@@ -169,3 +169,24 @@ def test_connect_figures_and_route_verdicts_are_compared():
 
     md = Markdown().render(comparison.document(c))
     assert "**binary:** route GET /orders SERIALIZED → OK" in md and "| connect× |" in md
+
+
+def test_a_celery_workers_seconds_keep_the_digits_that_show_the_change():
+    """Issue 25 row 14: two celery runs (psycopg 3, then psycopg2 without psycogreen): the
+    queue time went from 0.0558 s to 3.1917 s. Rounded to whole seconds it read "0 → 3",
+    and the run time "0 → 0"; at 80 columns no figure of the worker was left at all."""
+    from geventprobe.report import comparison
+    from tests.golden import terminal
+
+    c = compare(load.load(str(DATA / "run-celery-ok.json")),
+                load.load(str(DATA / "run-celery-blocking.json")))
+    (b,) = c.builds
+    assert b.change == "regressed"
+    cells = dict(zip(comparison.figure_names(c), comparison.table(c).rows[0][4:]))
+    assert cells["task queue max s"].text == "0.056 → 3.19"
+    assert cells["task run max s"].text == "0.267 → 0.215"
+    assert cells["task hub lag ms"].text == "25.3 → 848.1"
+    assert [comparison.seconds(v) for v in (0.0657, 3.2175, 0.2099, 41.26)] == [
+        "0.066", "3.22", "0.210", "41.3"]
+    narrow = terminal(comparison.document(c), 80)
+    assert "0.056 → 3.19" in narrow, narrow

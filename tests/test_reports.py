@@ -18,6 +18,10 @@ examples/celery/psycopg2_plain --task tasks.query` (the worker and its task BLOC
 `--celery-cmd "python worker.py" --chdir examples/celery/worker_main --task tasks.query`
 (no task ever started: the stall, its stack and the SIGKILL), from a copy of the repository
 in /srv/geventprobe (celery 5.7.0, redis 7.0, psycopg 3.3.9, psycopg2 2.9.13).
+run-celery-ok and run-celery-blocking (issue 25, for compare's golden) are `geventprobe run
+--celery tasks --chdir examples/celery/psycopg3_cli` and `.../psycopg2_plain`, each with
+`--task tasks.query --task-kwargs '{"seconds": 0.2}'`, on 2026-12-04 (psycopg 3.3.9, psycopg2
+2.9.13, celery 5.7.0, redis 7.0.15); the worktree's path in them rewritten to /srv/geventprobe.
 """
 
 from __future__ import annotations
@@ -485,6 +489,13 @@ def test_report_cli_rerenders_without_running(run_cli, tmp_path):
     (["report", str(DATA / "run-preload.json"), "-o", "/nonexistent/dir/r.md"],
      "cannot write -o /nonexistent/dir/r.md"),
     (["report", str(DATA / "run-preload.json"), "--format", "pdf"], "'pdf' is not one of"),
+    # Issue 25 row 13: the truth, not "every build was UNAVAILABLE or failed".
+    (["report", str(DATA / "run-celery.json"), "--format", "png", "-o", "/dev/null"],
+     "geventprobe: error: a celery run has no charts yet (its record keeps each task's queue "
+     "and run times, not the hub-lag timeline a chart draws): render it with --format html, "
+     "markdown or text"),
+    (["report", str(DATA / "run-calibrate.json"), "--format", "png", "-o", "/dev/null"],
+     "this run probed no build (geventprobe calibrate): it has no charts"),
 ])
 def test_report_cli_bad_input_is_one_line(run_cli, args, message):
     proc = run_cli(*args)

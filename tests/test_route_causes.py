@@ -20,6 +20,7 @@ import pytest
 
 from geventprobe.app import route_rules
 from geventprobe.app.routes import RouteRun, RoutesRun, parse_route
+from geventprobe.core import route_causes
 from geventprobe.core.known_errors import Deployment
 from geventprobe.record import RouteResult, Verdict
 from geventprobe.settings import Thresholds
@@ -164,3 +165,18 @@ def test_a_connection_made_in_the_master():
 def test_the_clean_pool_is_ok():
     r = replay("clean")
     assert r.verdict is Verdict.OK and r.cause is None
+
+
+def test_a_stall_watch_that_stepped_aside_says_so():
+    """Issue 25 row 11: when the app took the stall watch's signal, a stall nobody caught is
+    not "neither caught where": the watch was off, and the cause says why."""
+    off = "the app took SIGRTMAX while the stall watch ran: it stepped aside and left the signal"
+    workers = {1: RoutePhase(pid=1, heartbeat_expected=[], heartbeat_lag=[], requests=[],
+                             blocked=[], stall_watch_off=off),
+               2: RoutePhase(pid=2, heartbeat_expected=[], heartbeat_lag=[], requests=[],
+                             blocked=[])}
+    found = route_causes.for_blocking([], workers, Deployment(), 1500.0)
+    assert found.cause == ("the hub stalled 1500 ms during the burst; gevent's monitor thread "
+                           f"did not catch where, and the stall watch was off ({off})")
+    quiet = route_causes.for_blocking([], {2: workers[2]}, Deployment(), 1500.0)
+    assert quiet.cause.endswith("neither gevent's monitor thread nor the stall watch caught where")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -77,7 +76,7 @@ def test_without_the_watch_the_monitor_alone_sees_nothing():
 
 
 def test_a_stall_the_monitor_sees_is_counted_once():
-    code = "import hashlib\nhashlib.pbkdf2_hmac('sha256', b'x', b'y', 400000)\n"
+    code = "import hashlib\nhashlib.pbkdf2_hmac('sha256', b'x', b'y', 1000000)\n"
     alone, both = _run(code, watch="0"), _run(code)
     assert alone, "the monitor sees a GIL-releasing call"
     assert len(both) <= len(alone) + 1  # the alarm's sightings of it were merged away
@@ -95,23 +94,129 @@ def test_merge_counts_each_stall_once_and_drops_the_handlers_own_traces():
         (5.00, "app.py:19 in login"), (5.32, "app.py:24 in validate")]
 
 
-def test_the_apps_own_alarm_handler_is_left_alone():
+def _script(body: str) -> dict:
+    """Run ``body`` in a patched process beside the regex example; its last line is JSON."""
     script = textwrap.dedent("""\
         from gevent import monkey; monkey.patch_all()
-        import signal
-        def mine(*a): pass
-        signal.signal(signal.SIGALRM, mine)
+        import dataclasses, gevent, json, signal, sys, time
+        sys.path.insert(0, sys.argv[1])
+        import app
+        from geventprobe.core import blocked
+        from geventprobe.worker.monitor import Monitor
+        """) + textwrap.dedent(body)
+    out = subprocess.run([sys.executable, "-c", script, str(EXAMPLE)], capture_output=True,
+                         text=True, timeout=60, cwd=EXAMPLE)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def _named(events: list[dict]) -> str | None:
+    counted = blocked.stacks(_events(events), "t")
+    return counted[0].user_frame if counted else None
+
+
+def test_an_apps_own_alarm_installed_at_start_is_untouched_and_the_line_still_named():
+    """Issue 25 row 11: the app owns SIGALRM and ITIMER_REAL from the start (a 1 s alarm of
+    its own). The watch runs anyway, on a timer and a signal of its own: the app's timer
+    keeps counting down as the app set it, its handler fires once, at its time, and who
+    held the hub under the GIL is still named."""
+    result = _script("""\
+        fired = []
+        signal.signal(signal.SIGALRM, lambda *a: fired.append(time.monotonic()))
+        t0 = time.monotonic()
+        signal.setitimer(signal.ITIMER_REAL, 1.0)
+        m = Monitor(0.05)
+        m.stall_watch = True
+        m.start()
+        gevent.sleep(0.05)
+        gevent.joinall([gevent.spawn(app.validate, app.SUBJECT) for _ in range(3)])
+        left = signal.getitimer(signal.ITIMER_REAL)[0]  # the app's, never re-armed by us
+        during = len(fired)
+        off = m._stalls.off
+        events = [dataclasses.asdict(e) for e in m.stop()]
+        gevent.sleep(max(0.0, 1.2 - (time.monotonic() - t0)))
+        print(json.dumps({"left": left, "elapsed": time.monotonic() - t0, "during": during,
+                          "fired_after": [f - t0 for f in fired], "off": off,
+                          "events": events, "mine": signal.getsignal(signal.SIGALRM) is not
+                          signal.SIG_DFL}))
+        """)
+    assert result["off"] is None  # the watch did not step aside: nothing of its was taken
+    assert result["during"] == 0  # the app's alarm did not fire early
+    assert 0.0 < result["left"] <= 1.0 - 0.3  # it kept counting down from 1 s, untouched
+    assert len(result["fired_after"]) == 1 and 0.95 <= result["fired_after"][0] <= 1.3
+    assert result["mine"]  # the app's handler is still installed after the watch stopped
+    assert (_named(result["events"]) or "").startswith("app.py:24 in validate")
+
+
+def test_the_timeout_decorator_pattern_per_request_never_fires():
+    """Issue 25 row 11, in one process: greenlets each install a SIGALRM handler and arm a 2 s
+    ITIMER_REAL (the timeout-decorator pattern), wait 20 ms cooperatively, then run the
+    0.2 s regex. None comes near 2 s: with the watch on, none may time out (the first
+    watch re-armed ITIMER_REAL to 50 ms and fired the app's handler), and the line is named."""
+    result = _script("""\
+        class Timeout(Exception):
+            pass
+        def on_timeout(*a):
+            raise Timeout()
+        def guarded():
+            old = signal.signal(signal.SIGALRM, on_timeout)
+            signal.setitimer(signal.ITIMER_REAL, 2.0)
+            try:
+                gevent.sleep(0.02)
+                return app.validate(app.SUBJECT)
+            except Timeout:
+                return "timed out"
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, old)
+        m = Monitor(0.05)
+        m.stall_watch = True
+        m.start()
+        gevent.sleep(0.05)
+        answers = [g.get() for g in gevent.joinall([gevent.spawn(guarded) for _ in range(6)])]
+        events = [dataclasses.asdict(e) for e in m.stop()]
+        print(json.dumps({"answers": answers, "events": events}))
+        """)
+    assert result["answers"] == [False] * 6  # the match ran to its end every time
+    assert (_named(result["events"]) or "").startswith("app.py:24 in validate")
+
+
+def test_the_watch_steps_aside_when_the_app_takes_its_signal():
+    """The app installs a handler for the very signal the watch took, while it runs: the
+    watch deletes its timer at its next re-arm, says so, and never sends the app a signal
+    after; the app's handler stays when the watch stops."""
+    result = _script("""\
         from geventprobe.worker.stall_watch import StallWatch
         w = StallWatch(0.05).start()
-        print(w.off, signal.getsignal(signal.SIGALRM) is mine)
+        got = []
+        gevent.sleep(0.05)
+        signal.signal(w.signo, lambda *a: got.append(1))
+        gevent.sleep(0.05)  # a re-arm or two: the watch sees it is not its handler any more
+        app.validate(app.SUBJECT)  # 0.2 s of a held hub: the old timer would fire 4 times
         w.stop()
-        print(signal.getsignal(signal.SIGALRM) is mine)
+        print(json.dumps({"off": w.off, "got": len(got),
+                          "kept": signal.getsignal(w.signo) is not signal.SIG_DFL}))
+        """)
+    assert result["off"].startswith("the app took SIGRTMAX while the stall watch ran: it "
+                                    "stepped aside"), result
+    assert result["got"] == 0 and result["kept"]
+
+
+def test_a_signal_handled_from_c_is_not_taken():
+    """``free_signal`` reads the kernel's disposition: faulthandler's handler on SIGRTMAX
+    (installed from C, invisible to ``signal.getsignal``) makes it take the next one."""
+    script = textwrap.dedent("""\
+        import faulthandler, signal, sys
+        from geventprobe.worker import signal_timer
+        assert signal_timer.free_signal() == signal.SIGRTMAX
+        faulthandler.register(signal.SIGRTMAX, file=sys.stderr)
+        print(signal.getsignal(signal.SIGRTMAX) == signal.SIG_DFL,
+              signal_timer.free_signal() == signal.SIGRTMAX - 1)
         """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["the", "app", "handles", "SIGALRM", "itself", "True", "True"]
-    assert signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)  # ours untouched
+    assert out.stdout.split() == ["True", "True"]
 
 
 def test_started_from_a_greenlet_as_in_a_gunicorn_worker():

@@ -20,6 +20,7 @@ from collections.abc import Collection
 
 from geventprobe.core import blocked, causes
 from geventprobe.record import BlockedStack, TaskStall, Verdict
+from geventprobe.worker.record import Running
 
 START_WITH_CELERY = ("start the worker with the celery program (`celery -A APP worker -P "
                      "gevent -c N`: it patches before it imports your app), or put `from "
@@ -61,15 +62,20 @@ def _gunicorn_words(advice: str | None) -> bool:
 
 
 def explain(verdict: Verdict, facts: dict, fired: Collection[str],
-            stall: TaskStall | None = None, stacks: list[BlockedStack] | None = None
+            stall: TaskStall | None = None, stacks: list[BlockedStack] | None = None,
+            running: Running | None = None, cpu: float | None = None
             ) -> tuple[str | None, str | None]:
     """(cause, advice) of the worker's verdict (its probe task's): BLOCKING, BUSY-WAIT,
-    SERIALIZED; (None, None) for OK."""
+    SERIALIZED; (None, None) for OK. ``running``: what ran on the worker's hub while the
+    probe task only waited, whose CPU was ``cpu`` CPU-s/s (a BUSY-WAIT may be a greenlet
+    of the app's, not the driver's wait function)."""
     stacks = stacks or []
     if verdict is Verdict.OK:
         return None, None
     if verdict is Verdict.BUSY_WAIT:
-        return causes.explain(Verdict.BUSY_WAIT, facts, False)
+        found = causes.busy_greenlet(running, "the probe task only waited on the server",
+                                     cpu)
+        return found if found is not None else causes.explain(Verdict.BUSY_WAIT, facts, False)
     if verdict is Verdict.SERIALIZED:
         return ("the probe tasks, each with its own connection, waited on each other while the "
                 "hub ran on time: the server (or a pooler in front of it) runs their queries "

@@ -55,6 +55,7 @@ from geventprobe.record import (
 from geventprobe.settings import Thresholds
 from geventprobe.worker.celery_probe import PROBE_TASK
 from geventprobe.worker.monitor import is_user_code, short
+from geventprobe.worker.record import Running
 
 #: Ticks due this long after a batch's last task still count (a hub held by the last task
 #: reports its lag when it runs again).
@@ -375,6 +376,17 @@ def _stopped(run: CeleryRun) -> str | None:
     return stop.signal
 
 
+def _probe_running(batches: Sequence[Batch]) -> tuple[Running | None, float | None]:
+    """What ran on the hub while a probe task waited, and the CPU over that wait: the
+    batch the CPU rule reads (the lone task's, else those at once), its first task that
+    says."""
+    for b in sorted(batches, key=lambda b: b.label != "alone"):
+        ran = next((t.probe_running for t in b.tasks if t.probe_running is not None), None)
+        if ran is not None:
+            return ran, b.wait_cpu_per_s
+    return None, None
+
+
 def _words(verdict: Verdict, rules: Sequence[Evidence], batches: Sequence[Batch],
            stall: TaskStall | None, stacks: list[BlockedStack], *, probe: bool, facts: dict,
            worker, size: int, call: str = "") -> tuple[str | None, str | None, str | None]:
@@ -390,7 +402,9 @@ def _words(verdict: Verdict, rules: Sequence[Evidence], batches: Sequence[Batch]
         return None, None, first_text
     if probe:  # the worker's own verdict: the driver's cause, in celery's words
         fired = {e.rule for e in rules if e.fired}
-        cause, advice = celery_causes.explain(verdict, facts, fired, stall, stacks)
+        running, cpu = _probe_running(batches)
+        cause, advice = celery_causes.explain(verdict, facts, fired, stall, stacks,
+                                              running, cpu)
         return cause, advice, first_text
     if verdict is Verdict.FAILING:
         if stall is not None and first is None:

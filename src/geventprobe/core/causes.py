@@ -10,6 +10,7 @@ from __future__ import annotations
 from packaging.version import InvalidVersion, Version
 
 from geventprobe.record import Verdict
+from geventprobe.worker.record import Running
 
 GEVENT_SUPPORT = Version("3.1.14")  # first psycopg whose c/binary builds detect gevent
 PATCH_FIRST = ("patch first: put `from gevent import monkey; monkey.patch_all()` at the very "
@@ -146,6 +147,59 @@ def _idle_spin(facts: dict) -> tuple[str, str]:
             "find the loop that polls (a keep-alive or notification listener that waits with a "
             "zero timeout, a patched wait function); wait on the connection's socket with "
             "gevent.select or gevent.socket.wait_read instead")
+
+
+BUSY_SITE_SHARE = 0.25
+"""A greenlet is named as the one that kept the worker busy when greenlets resumed at one
+site outside the driver ran this share of the window or more, and longer than the driver's
+sites together. Measured (tests/data/running): an app's loop on ``gevent.sleep(0)`` ran
+0.54 of a gunicorn worker's idle window, 0.54 of a lone celery probe task's wait and
+0.41–0.50 of each of 16 at once; no site of a healthy gunicorn worker's idle window ran at
+all (the hub and geventprobe's heartbeat have none), nor of a healthy lone celery probe
+task's wait outside the driver; with 16 at once, celery's consumer (resumed in redis-py's
+socket read) ran up to 0.28, which is why the driver's own sites must be outrun too (0.49
+and more for a wait function that spins inside psycopg's query; docs/causes.md)."""
+SPIN_SWITCHES_PER_S = 1000
+"""Switched to this often a second or more: a loop that yields without waiting (the loops
+on ``gevent.sleep(0)`` were switched to 154,000–382,000 times a second), not a long
+computation between two switches."""
+
+
+def busy_greenlet(running: Running | None, during: str, cpu: float | None
+                  ) -> tuple[str, str] | None:
+    """(cause, advice) when a greenlet outside the driver kept the worker busy: in
+    ``running`` (what ran on the hub's thread ``during`` the window the CPU figure ``cpu``
+    covers), the site outside the driver that ran longest ran ``BUSY_SITE_SHARE`` of the
+    window or more, and longer than the driver's sites together. None otherwise: the
+    driver's own causes stay (a wait function that spins inside a query is the driver's,
+    even one the app installed)."""
+    if running is None or running.seconds <= 0:
+        return None
+    top = next((s for s in running.sites if not s.driver), None)
+    if top is None:
+        return None
+    share = top.seconds / running.seconds
+    in_driver = sum(s.seconds for s in running.sites if s.driver) / running.seconds
+    if share < BUSY_SITE_SHARE or share <= in_driver:
+        return None
+    where, _, source = top.frame.partition(": ")
+    code = f" (`{source}`)" if source else ""
+    whose = ("a greenlet of your app" if top.user else
+             f"a greenlet in {where.split('/', 1)[0].split(':', 1)[0]}")
+    burned = f" ({cpu:.3f} CPU-s/s)" if cpu is not None else ""
+    rate = top.switches / running.seconds
+    if rate >= SPIN_SWITCHES_PER_S:
+        return (f"{whose} never sleeps: while {during}, the loop at {where}{code} ran "
+                f"{share:.0%} of the time and was switched to {rate:,.0f} times a second: "
+                f"each turn hands the hub over and comes straight back, so the worker burns "
+                f"a core{burned}; not the driver's wait",
+                f"make the loop at {where} wait for its work (block on a gevent.queue.Queue "
+                "or a gevent.event.Event, or sleep a real interval such as "
+                "gevent.sleep(0.05)): gevent.sleep(0) only yields, it never sleeps")
+    return (f"{whose} kept the CPU busy: while {during}, the code at {where}{code} ran "
+            f"{share:.0%} of the time{burned}; not the driver's wait",
+            f"move the work at {where} out of the worker (a task queue, a process pool), or "
+            "let it pause between steps (gevent.sleep with a real interval)")
 
 
 def waits_in_c(facts: dict) -> bool:

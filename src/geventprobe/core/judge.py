@@ -83,8 +83,18 @@ def judge(subject: Subject, run: WorkersRun, workload: Workload, thresholds: Thr
     v = rules.classify(evidence)
     # The wait function can be looked up on every query: judge by what it was at the end.
     facts = reports[0].facts_after or facts
-    cause, advice = causes.explain(v, facts, subject.preload,
-                                   {e.phase for e in evidence if e.fired})
+    phases = {e.phase for e in evidence if e.fired}
+    cause, advice = causes.explain(v, facts, subject.preload, phases)
+    if v is Verdict.BUSY_WAIT and "idle" in phases:
+        # The worker also spun with its connections idle: who ran meanwhile may be a
+        # greenlet of the app's, not the driver's wait function (issue 25 row 12).
+        idle = [(f.cpu_while_idle, r.idle_running) for f, r in zip(figures, reports)
+                if f.cpu_while_idle is not None]
+        if idle:
+            cpu, ran = max(idle, key=lambda pair: pair[0])  # the busiest worker's
+            found = causes.busy_greenlet(ran, "its connections sat idle", cpu)
+            if found is not None:
+                cause, advice = found
     # Who blocked while connecting and in the wait windows (gevent's monitor thread, in
     # every worker).
     stacks = (blocked.stacks([e for r in reports for e in r.blocked_connect], "connect")

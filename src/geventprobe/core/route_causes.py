@@ -225,9 +225,14 @@ def for_blocking(stacks: Sequence[BlockedStack], workers: dict, d: Deployment, l
     """Why the hub stalled during the burst: who blocked it, and the fix that fits."""
     head = f"the hub stalled {lag_ms:.0f} ms during the burst"
     if not stacks:
+        off = sorted({w.stall_watch_off for w in workers.values()
+                      if getattr(w, "stall_watch_off", None)})
+        seen = (f"gevent's monitor thread did not catch where, and the stall watch was off "
+                f"({'; '.join(off)})" if off else
+                "neither gevent's monitor thread nor the stall watch caught where")
         return Explained(
             kind=None,
-            cause=(f"{head}; neither gevent's monitor thread nor the stall watch caught where"),
+            cause=f"{head}; {seen}",
             fix=(f"find the call in the {d.unit} that waits or computes without yielding "
                  "to gevent, and move it out of the worker (a task queue, a process pool)"))
     top = stacks[0]

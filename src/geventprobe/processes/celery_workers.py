@@ -65,6 +65,7 @@ from geventprobe.worker.record import (
     CeleryFacts,
     CeleryHub,
     CeleryReady,
+    Running,
 )
 
 LOG_NAME = "worker.log"
@@ -239,6 +240,8 @@ class TaskFigures:
     """A probe task's connection: its start and end (None for the user's tasks)."""
     probe_query: tuple[float, float] | None = None
     """A probe task's ``pg_sleep``: its start and end."""
+    probe_running: Running | None = None
+    """A probe task's: what ran on the worker's hub while its ``pg_sleep`` waited."""
 
     @property
     def queue_s(self) -> float | None:
@@ -1120,7 +1123,8 @@ def _run_batch(send: _Sender, files: _Files, proc, pid: int, label: str, name: s
             celery_runtime=r.celery_runtime if r is not None else None,
             error_origin=r.error_origin if r is not None else None,
             probe_connect=_window(r.connect if r is not None else None),
-            probe_query=_window(r.query if r is not None else None)))
+            probe_query=_window(r.query if r is not None else None),
+            probe_running=r.running if r is not None else None))
     hub = files.hub(pid)
     batch = Batch(label=label, task=name, size=n, wait_s=wait_s, tasks=tuple(figures),
                   start=start, end=end, deadline_s=round(deadline_s, 3),

@@ -23,9 +23,13 @@ _CHANGE_STYLE = {"fixed": "ok", "regressed": "bad", "changed": "warn", "unchange
                  "added": "dim", "removed": "dim"}
 _DIGITS = {"wait×": "{:.2f}", "hub lag ms": "{:,.1f}", "CPU/s waits": "{:.3f}",
            "CPU/query µs": "{:,.1f}", "request p99 ms": "{:,.1f}", "connect×": "{:.1f}",
-           "connect hub lag ms": "{:,.1f}"}
+           "connect hub lag ms": "{:,.1f}", "task hub lag ms": "{:,.1f}"}
+"""Each figure's digits; a figure in seconds (``task queue max s``...) gets ``seconds``."""
 _IMPORTANCE = {"wait×": 1, "hub lag ms": 2, "CPU/s waits": 3, "request p99 ms": 3,
-               "connect×": 3, "SELECT 1 p99 µs": 4}
+               "connect×": 3, "SELECT 1 p99 µs": 4,
+               # A celery worker's: its queue time and hub lag are its BLOCKING evidence.
+               "task queue max s": 1, "task hub lag ms": 2, "task run max s": 3,
+               "celery runtime max s": 4}
 """How long a figure stays as the width shrinks (the rest: only with room to spare)."""
 _RATIO_SHOWN = ("wait×", "hub lag ms", "connect×")
 
@@ -41,12 +45,19 @@ def ratio_text(ratio: float | None) -> str:
     return f"÷{1 / ratio:,.0f}" if ratio <= 0.01 else f"÷{1 / ratio:.2f}"
 
 
+def seconds(v: float) -> str:
+    """A time in seconds with the digits a change needs: ``0.066``, ``3.22``, ``41.3``
+    (a celery task's queue time goes from hundredths of a second to seconds)."""
+    return f"{v:.3f}" if abs(v) < 1 else f"{v:.2f}" if abs(v) < 10 else f"{v:,.1f}"
+
+
 def figure_text(f: FigureChange, with_ratio: bool = True) -> str:
-    """``8.06 → 1.02 (÷7.90)``."""
-    fmt = _DIGITS.get(f.figure, "{:,.0f}")
+    """``8.06 → 1.02 (÷7.90)``; ``0.056 → 3.19`` for seconds."""
+    fmt = _DIGITS.get(f.figure)
+    shown = seconds if fmt is None and f.figure.endswith(" s") else (fmt or "{:,.0f}").format
 
     def one(v):
-        return "–" if v is None else fmt.format(v)
+        return "–" if v is None else shown(v)
 
     text = f"{one(f.before)} → {one(f.after)}"
     if with_ratio and f.ratio is not None:

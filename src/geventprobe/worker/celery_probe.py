@@ -65,6 +65,7 @@ _driver = None
 _heartbeat = None
 _monitor = None
 _hub_started = 0.0
+_TRACER = None  # worker/running.py's Tracer, made by the first probe task
 
 
 def run_dir() -> str:
@@ -422,9 +423,11 @@ def _on_shutting_down(**_kwargs) -> None:
 
 def _pg_sleep(self, seconds: float = 0.2) -> float:
     """The probe task: open a connection with the app's driver, ``pg_sleep``, close it."""
-    global _driver
-    from geventprobe.worker import probe
+    global _driver, _TRACER
+    from geventprobe.worker import probe, running
 
+    if _TRACER is None:
+        _TRACER = running.Tracer()
     if _driver is None:  # a task before the connect phase set it up
         module, error = _driver_module()
         if error:
@@ -434,11 +437,15 @@ def _pg_sleep(self, seconds: float = 0.2) -> float:
     conn = _driver.connect()
     try:
         t1 = time.monotonic()
-        _driver.query(conn.cursor(), "SELECT pg_sleep(%s)", (float(seconds),))
+        before = _TRACER.begin()  # who runs on the hub while this task only waits
+        try:
+            _driver.query(conn.cursor(), "SELECT pg_sleep(%s)", (float(seconds),))
+        finally:
+            ran = _TRACER.end(before)
         t2 = time.monotonic()
     finally:
         conn.close()
-    _windows[self.request.id] = {"connect": [t0, t1], "query": [t1, t2]}
+    _windows[self.request.id] = {"connect": [t0, t1], "query": [t1, t2], "running": ran}
     return float(seconds)
 
 
@@ -496,7 +503,7 @@ def _on_postrun(task_id=None, task=None, state=None, **_kwargs) -> None:
         received=_received.pop(task_id, None), started=started,
         finished=now, state=state, celery_runtime=_runtime.pop(task_id, None),
         error=error, error_origin=origin, connect=windows.get("connect"),
-        query=windows.get("query")))
+        query=windows.get("query"), running=windows.get("running")))
 
 
 def _cut_short(task, ran: float) -> str:

@@ -94,6 +94,8 @@ class Monitor:
         self._stalls = None  # issue 20 hook: worker/stall_watch.py (a GIL-holding call)
         self.stall_watch = False
         """issue 20 hook: also run the stall watch (the route phase turns it on)."""
+        self.stall_watch_off: str | None = None
+        """Why the stall watch did not watch the whole phase (set by ``stop``)."""
 
     def start(self) -> Monitor:
         """Switch the monitor thread on for the current hub (a no-op if gevent refuses)."""
@@ -149,6 +151,7 @@ class Monitor:
             from geventprobe.worker.stall_watch import merge
 
             self.events = merge(self.events, self._stalls.stop())
+            self.stall_watch_off = self._stalls.off
             self._stalls = None
         return self.events
 

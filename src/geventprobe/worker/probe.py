@@ -456,12 +456,16 @@ def run(source, worker=None) -> None:
         idle = float(workload.get("idle_seconds", 0.0))
         if idle > 0:
             gevent.sleep(0.02)  # the first queries' answers are read, the heartbeat ticks
-            from geventprobe.worker import controls
+            from geventprobe.worker import controls, running
 
             spinners = controls.idle_spinners(conns)  # none unless the idle-spin control
+            # Who runs on the hub's thread meanwhile: if the worker spins, whose loop it is.
+            tracer = running.Tracer()
+            before = tracer.begin()
             i0 = time.monotonic()
             gevent.sleep(idle)
             found["idle_window"] = [i0, time.monotonic()]
+            found["idle_running"] = tracer.end(before)
             gevent.killall(spinners)
         w = float(workload["wait_seconds"])
         rounds = int(workload["wait_rounds"])

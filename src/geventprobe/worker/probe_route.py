@@ -139,7 +139,8 @@ def route_phase(run_dir: str, heartbeat, monitor, timeout_s: float, write) -> No
         write(f"routes-{pid}.json", record.RoutePhase(
             pid=pid, heartbeat_expected=heartbeat.expected, heartbeat_lag=heartbeat.lag,
             requests=seen, blocked=events,
-            parked=waits, bindings=_bindings()))  # issue 20 hook: parked.py, bindings.py
+            parked=waits, bindings=_bindings(),  # issue 20 hook: parked.py, bindings.py
+            stall_watch_off=monitor.stall_watch_off))
 
 
 def on_abort() -> None:

@@ -38,11 +38,12 @@ import os
 import re
 from dataclasses import dataclass, field
 
-RECORD_VERSION = 5
+RECORD_VERSION = 6
 """Version of every record in this module (1: the untyped dicts before it was checked;
 3: ``RoutePhase.parked`` and ``RoutePhase.bindings``; 4: ``BlockedEvent.source`` and
 ``BlockedEvent.gil_held``; 5: ``Importing``, ``RoutePhase.aborted`` and
-``GunicornSettings.limit_request_line``)."""
+``GunicornSettings.limit_request_line``; 6: ``Running``, ``ProbeResult.idle_running``,
+``TaskDone.running`` and ``RoutePhase.stall_watch_off``)."""
 
 
 class RecordError(Exception):
@@ -67,6 +68,33 @@ class BlockedEvent:
     gil_held: bool = False
     """``alarm`` only: the stall watch's helper thread could not run for half the threshold
     before the alarm: the stalled call kept the GIL."""
+
+
+@dataclass(frozen=True)
+class RunningSite:
+    """Where greenlets that ran on the hub's thread resumed (``worker/running.py``)."""
+
+    frame: str
+    """The innermost frame that is not gevent's, the standard library's or geventprobe's,
+    ``file:line in function: source``."""
+    driver: bool
+    """The stack passed through the driver (psycopg, psycopg2): a wait loop in a query."""
+    user: bool
+    """``frame`` is the app's own code (not a library's)."""
+    seconds: float
+    """How long greenlets resumed here ran, in all."""
+    switches: int
+    """How often they were switched to."""
+
+
+@dataclass(frozen=True)
+class Running:
+    """What ran on the hub's thread over a window, per site."""
+
+    seconds: float
+    """The window's length."""
+    sites: list[RunningSite]
+    """The site that ran longest first; the hub's own time and geventprobe's are in none."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +142,8 @@ class ProbeResult:
     idle_window: list[float] | None = None
     """[start, end] of the idle window: every connection open and used once, none in use
     (None: none in this record)."""
+    idle_running: Running | None = None
+    """Who was running on the hub's thread during the idle window (``worker/running.py``)."""
     blocked: list[BlockedEvent] = field(default_factory=list)
     """The monitor thread's events during the wait windows."""
     select1_window: list[float] | None = None
@@ -158,6 +188,9 @@ class RoutePhase:
     bindings: list[dict] = field(default_factory=list)
     """issue 20: the app's names still bound to an original gevent replaced
     (``worker/bindings.py``)."""
+    stall_watch_off: str | None = None
+    """Why the stall watch did not watch the whole phase (``worker/stall_watch.py``: the app
+    took its signal, no timer); None when it did, or was turned off by the user."""
 
 
 @dataclass(frozen=True)
@@ -377,6 +410,9 @@ class TaskDone:
     """A probe task's connection: [start, end]."""
     query: list[float] | None = None
     """A probe task's ``pg_sleep``: [start, end]."""
+    running: Running | None = None
+    """A probe task's: who was running on the hub's thread while its ``pg_sleep`` waited on
+    the server (``worker/running.py``)."""
 
 
 CELERY_PREFIXES = {"boot": CeleryBoot, "celery-ready": CeleryReady,
@@ -466,9 +502,9 @@ def _build(cls, data, where: str):
 
 
 _RECORDS = {cls.__name__: cls for cls in (
-    BlockedEvent, ConnectPhase, Ready, ProbeResult, RouteReady, RoutePhase, AppError,
-    GunicornSettings, CeleryBoot, CeleryReady, CeleryConnected, CeleryFacts, BlockedSeen,
-    CeleryHub, TaskMark, TaskDone, FoundRoute, AppRoutes)}
+    BlockedEvent, RunningSite, Running, ConnectPhase, Ready, ProbeResult, RouteReady,
+    RoutePhase, AppError, GunicornSettings, CeleryBoot, CeleryReady, CeleryConnected,
+    CeleryFacts, BlockedSeen, CeleryHub, TaskMark, TaskDone, FoundRoute, AppRoutes)}
 
 
 def load(cls, data, source: str):

@@ -7,52 +7,58 @@ whole duration (a backtracking regular expression in ``re``, a long ``sorted``, 
 extension that never releases it) does not: the monitor wakes after the call returned,
 finds the hub running again, and "who blocked" stays empty.
 
-A greenlet on the hub re-arms a wall-clock timer every ``period`` seconds
-(``signal.setitimer(ITIMER_REAL, threshold, threshold)``). While the hub runs, the timer
-never expires. Once the hub has not re-armed it for ``threshold`` seconds, the kernel
-sends ``SIGALRM`` (no GIL needed), and again every ``threshold`` while the stall lasts.
-Python runs our handler in the main thread at its next chance: right after the C call
-returns, in the frame that made it (``app.py:24 in validate``), or at once when the
+A greenlet on the hub re-arms a wall-clock timer every ``period`` seconds. While the hub
+runs, the timer never expires. Once the hub has not re-armed it for ``threshold`` seconds,
+the kernel sends a signal (no GIL needed), and again every ``threshold`` while the stall
+lasts. Python runs our handler in the main thread at its next chance: right after the C
+call returns, in the frame that made it (``app.py:24 in validate``), or at once when the
 stall is Python code. The handler keeps that stack, as an event of the monitor's shape
 (``t``, ``s``, ``frames``, ``user``), so ``core/blocked.py`` counts both alike; ``s`` is
 how long the hub had not re-armed the timer (or since the previous alarm of the same
 stall).
+
+**The timer and the signal are ours alone** (``worker/signal_timer.py``). The first
+version re-armed the process's one ``ITIMER_REAL`` and handled ``SIGALRM``, which apps use
+for request timeouts (the timeout-decorator pattern: ``signal.signal(SIGALRM, h);
+setitimer(ITIMER_REAL, 2.0)`` per request): the watch's 50 ms re-arm replaced the app's
+2 s timer, the app's handler fired during the stall, and the probe reported the 500s it
+had caused. Now it is a POSIX timer on ``CLOCK_MONOTONIC`` that sends a free real-time
+signal to a helper thread of ours (so it interrupts no system call of the app's); the
+app's ``SIGALRM``, ``ITIMER_REAL`` and signal mask are never touched. Every re-arm checks
+that the signal's handler is still ours; if the app took that signal meanwhile, the watch
+deletes its timer, leaves the app's handler in place, and says why in ``off`` (the route
+phase's record carries it). Why not ``ITIMER_PROF``, which apps rarely own either: it
+counts CPU, so it never fires for a stall that holds the GIL without burning CPU, nor for
+a chain of short stalls in C that release it (psycopg's ``wait_c`` running back-to-back
+50 ms queries), which this watch names.
+
+The same helper wakes every ``TICK_S`` and needs the GIL to go on: when it was starved of
+it from half the threshold before an alarm until the handler ran, the stalled call kept
+the GIL (``BlockedEvent.gil_held``). That, not "the monitor thread saw nothing", is the
+evidence: the monitor also misses a chain of stalls just under its period, which release
+the GIL.
 
 Why not faulthandler's watchdog, a C thread that dumps stacks without the GIL? It was
 tried first: it named the line, but reading the frames without the GIL while greenlets
 switch (greenlet moves C stacks around) killed a gunicorn worker with SIGSEGV under the
 regex burst (docs/causes.md). The alarm's handler runs with the GIL, like any handler.
 
-The timer is the process's only ``ITIMER_REAL``/``SIGALRM``: when the app has its own
-SIGALRM handler, the watch stays off (``off`` says why) and the app's is left alone; ours
-is removed when the watch stops. The signal is blocked in the main thread and delivered
-to a sleeping helper thread (``_divert``): it interrupts no system call of the app's
-(psycopg 3.1.12's ``wait_c`` failed with ``InterruptedError`` when it did), and Python
-still runs the handler in the main thread. The same helper wakes every ``TICK_S`` and needs
-the GIL to go on: when it was starved of it from half the threshold before an alarm until
-the handler ran, the stalled call kept the GIL (``BlockedEvent.gil_held``). That, not "the
-monitor thread saw nothing", is the evidence: the monitor also misses a chain of stalls
-just under its period (psycopg's ``wait_c`` running back-to-back 50 ms queries, each ended
-by a switch of the hub), which release the GIL.
-
-Imports gevent only inside functions (see ``worker/__init__.py``).
+Linux only (``timer_create``); elsewhere the watch stays off and ``off`` says why. Imports
+gevent only inside functions (see ``worker/__init__.py``).
 """
 
 from __future__ import annotations
 
-import signal
 import time
 import traceback
 from dataclasses import replace
 
 from geventprobe.worker.monitor import frame_text, is_user_code
 from geventprobe.worker.record import BlockedEvent
+from geventprobe.worker.signal_timer import TICK_S, SignalTimer, signal_name
 
 DEFAULT_PERIOD_S = 0.02
 """How often the hub re-arms the timer."""
-TICK_S = 0.01
-"""How often the helper thread wakes. It needs the GIL to go on after each sleep: when it
-got it ``threshold / 4`` late or more, the GIL was held meanwhile (``_starved``)."""
 _MAX_STARVED = 2000
 _MAX_EVENTS = 2000
 _MAX_FRAMES = 40
@@ -75,76 +81,66 @@ class StallWatch:
         self.period_s = period_s
         self.events: list[BlockedEvent] = []
         self.off: str | None = None
-        """Why the watch did not start (another thread, the app's own SIGALRM handler)."""
+        """Why the watch did not run, or stepped aside while it ran (the app took its
+        signal); None while it watched the whole time."""
         self.rearms = 0
         self._running = False
         self._greenlet = None
-        self._previous = None
+        self._timer: SignalTimer | None = None
         self._armed_at = 0.0
         self._last = 0.0
-        self._mask: set | None = None
-        self._helper_running = False
         self._starved: list[tuple[float, float]] = []
         """(due, got the GIL) of each late wake-up of the helper thread."""
+        self._due = 0.0
+
+    @property
+    def signo(self) -> int | None:
+        """The real-time signal the timer sends (None: the watch did not start)."""
+        return self._timer.signo if self._timer is not None else None
 
     def start(self) -> StallWatch:
-        """Install the handler and start re-arming the timer from a greenlet of this hub."""
+        """Take a signal and a timer of our own, and start re-arming the timer from a
+        greenlet of this hub."""
         import gevent
 
-        previous = signal.getsignal(signal.SIGALRM)
-        if previous not in (signal.SIG_DFL, signal.SIG_IGN, None):
-            self.off = "the app handles SIGALRM itself"
+        timer = SignalTimer(self._on_alarm, on_tick=self._tick)
+        self._due = time.monotonic() + TICK_S
+        if timer.start().off is not None:
+            self.off = f"the stall watch did not start: {timer.off}"
             return self
-        try:
-            # Any greenlet of the main thread may install it (``threading.current_thread``
-            # is the greenlet's under gevent: not a test of the real thread).
-            signal.signal(signal.SIGALRM, self._on_alarm)
-        except ValueError:
-            self.off = "signals are handled in the main thread only"
-            return self
-        self._previous = previous
-        self._divert()
+        self._timer = timer
         self._running = True
         self._greenlet = gevent.spawn(self._run)
         return self
 
-    def _divert(self) -> None:
-        """Let the kernel deliver SIGALRM to a thread of ours, never to the main thread.
-
-        A signal delivered to the main thread interrupts the system call it is in: a C
-        wait that does not retry then fails (psycopg 3.1.12's ``wait_c`` raised
-        ``InterruptedError``, changing the very behaviour under test). Blocked in the main
-        thread and open in a sleeping helper thread, the signal interrupts nothing of the
-        app's, and Python still runs the handler in the main thread at its next chance.
-        """
-        from gevent.monkey import get_original
-
-        start_thread = get_original("_thread", "start_new_thread")
-        sleep = get_original("time", "sleep")
-        self._helper_running = True
-
-        late_s = self.threshold_s / 4
-
-        def helper() -> None:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
-            while self._helper_running:
-                due = time.monotonic() + TICK_S
-                sleep(TICK_S)
-                got = time.monotonic()  # Python again: only once the GIL was free to take
-                if got - due >= late_s and len(self._starved) < _MAX_STARVED:
-                    self._starved.append((due, got))
-
-        start_thread(helper, ())
-        self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    def _tick(self) -> None:
+        """In the helper thread, every ``TICK_S``: it needs the GIL to get here. When it got
+        it ``threshold / 4`` late or more, the GIL was held meanwhile."""
+        got = time.monotonic()  # Python again: only once the GIL was free to take
+        due, self._due = self._due, got + TICK_S
+        if got - due >= self.threshold_s / 4 and len(self._starved) < _MAX_STARVED:
+            self._starved.append((due, got))
 
     def _run(self) -> None:
         import gevent
 
+        timer = self._timer
         while self._running:
+            if not timer.owned():
+                self._step_aside()
+                return
             self._armed_at = time.monotonic()
-            signal.setitimer(signal.ITIMER_REAL, self.threshold_s, self.threshold_s)
+            timer.arm(self.threshold_s, self.threshold_s)
             self.rearms += 1
             gevent.sleep(self.period_s)
+
+    def _step_aside(self) -> None:
+        """The app installed its own handler for our signal: the signal is the app's now.
+        Delete our timer and leave the handler alone; the events so far stay."""
+        self._running = False
+        self._timer.delete()
+        self.off = (f"the app took {signal_name(self._timer.signo)} while the stall watch "
+                    "ran: it stepped aside and left the signal to the app")
 
     def _on_alarm(self, signum, frame) -> None:
         # Runs in the main thread with the GIL, at the first bytecode after the stall (or
@@ -158,17 +154,13 @@ class StallWatch:
         self.events.append(event(stack, now, now - since))
 
     def stop(self) -> list[BlockedEvent]:
-        """Disarm, give SIGALRM back, and return the events."""
+        """Delete the timer, stop the helper, give the signal back, and return the events."""
         self._running = False
         if self._greenlet is not None:
-            signal.setitimer(signal.ITIMER_REAL, 0)
             self._greenlet.kill(block=True, timeout=1)
             self._greenlet = None
-            signal.signal(signal.SIGALRM, self._previous if self._previous is not None
-                          else signal.SIG_DFL)
-            if self._mask is not None and signal.SIGALRM not in self._mask:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
-            self._helper_running = False
+        if self._timer is not None:
+            self._timer.stop()
         return [replace(e, gil_held=self._held(e.t)) for e in self.events]
 
     def _held(self, t: float) -> bool:
