@@ -358,14 +358,14 @@ class CeleryWorker:
     """Tasks sent by name through our broker; celery's task events time them."""
 
     def __init__(self, broker: str, task: str, args: list, kwargs: dict, timeout: float,
-                 log: str):
+                 log: str, queue: str = "celery"):
         try:
             from celery import Celery
         except ImportError:
             raise Refused("a celery worker is measured with celery itself: pip install "
                           "'celery[redis]' in the Python that runs the harness") from None
         self.app = Celery("harness", broker=broker)
-        self.task, self.args, self.kwargs = task, args, kwargs
+        self.task, self.args, self.kwargs, self.queue = task, args, kwargs, queue
         self.timeout, self.log, self.what = timeout, log, task
         self.events: dict[str, dict] = {}
         self.lock = threading.Lock()
@@ -427,7 +427,7 @@ class CeleryWorker:
             for _ in range(n):
                 t = time.time()
                 sent.append((self.app.send_task(self.task, args=self.args, kwargs=self.kwargs,
-                                                producer=producer).id, t))
+                                                queue=self.queue, producer=producer).id, t))
         t0 = time.monotonic()
         while time.monotonic() - t0 < self.timeout:
             with self.lock:
@@ -521,6 +521,10 @@ def measure(target, n: int, session: int) -> Figures:
     warm = target.one()  # imports, pools, first connections
     if warm.status == NEVER_STARTED:
         f.lone_s, f.lone_status, f.celery = warm.seconds, warm.status, target.notes()
+        if f.celery["answers_pings"] and not f.celery["received"]:
+            raise Refused(f"the worker answers pings but never took the task off queue "
+                          f"{target.queue!r}: does it consume that queue (-Q)? Name its "
+                          "queue with --queue")
         return classify(f)
     say("alone, three times")
     lone = []
@@ -696,7 +700,8 @@ def run(args: argparse.Namespace, started: Started) -> Figures:
             target = CeleryWorker(env["CELERY_BROKER_URL"], task,
                                   json.loads(args.args) if args.args else case.get("args", []),
                                   json.loads(args.kwargs) if args.kwargs
-                                  else case.get("kwargs", {}), args.timeout, log)
+                                  else case.get("kwargs", {}), args.timeout, log,
+                                  args.queue or case.get("queue", "celery"))
         else:
             if not (args.request or case.get("request")):
                 raise Refused("which request? --request 'GET /path' (or in the manifest)")
@@ -728,6 +733,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--task", help="celery: the task's name (e.g. tasks.query)")
     ap.add_argument("--args", help="celery: the task's positional arguments, JSON")
     ap.add_argument("--kwargs", help="celery: the task's keyword arguments, JSON")
+    ap.add_argument("--queue", help="celery: the queue to send it to (default: celery)")
     ap.add_argument("-n", type=int, help="how many at once (default: the manifest's, else 16)")
     ap.add_argument("--dsn", help="PostgreSQL URL (default: $DATABASE_URL, else a throwaway one)")
     ap.add_argument("--timeout", type=float, default=30.0, help="per request or task, seconds")

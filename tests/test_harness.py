@@ -170,3 +170,21 @@ def test_the_report_embeds_the_harness_itself():
     """What the Markdown report hands a maintainer is this very file (the wheel's copy is
     checked in tests/test_packaging.py)."""
     assert repro.harness_source() == HARNESS.read_text()
+
+
+def test_a_task_nobody_takes_off_its_queue_is_refused_not_blocking():
+    """A worker that answers pings but consumes another queue (-Q) never receives the task:
+    a misconfiguration, said so (exit 2), not a blocked hub. Checked by hand against a
+    real worker started with -Q other."""
+
+    class Deaf:
+        what, queue = "tasks.query", "celery"
+
+        def one(self):
+            return h.Answer(h.NEVER_STARTED, 10.0)
+
+        def notes(self):
+            return {"received": 0, "started": 0, "answers_pings": True}
+
+    with pytest.raises(h.Refused, match=r"never took the task off queue 'celery'.*--queue"):
+        h.measure(Deaf(), 16, session=0)
