@@ -114,4 +114,4 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if count:
         terminalreporter.write_line(
             f"{count} slow tests not run (every example through the harness and geventprobe, "
-            "~25 min): pytest -m slow tests/test_harness_agreement.py")
+            "~7 min): pytest -m slow tests/test_harness_agreement.py")

@@ -1,5 +1,5 @@
 """The slow tier: every example through the harness AND through geventprobe, each against
-the class its manifest expects (``pytest -m slow tests/test_harness_agreement.py``, ~25 min
+the class its manifest expects (``pytest -m slow tests/test_harness_agreement.py``, ~7 min
 on a 2-core machine; the default tier's share is tests/test_harness_runs.py).
 
 For each case of each ``examples/**/example.json``: the harness (plain server, no
@@ -12,6 +12,9 @@ user's routes or tasks that is not OK, else the app's or worker's own verdict
 from __future__ import annotations
 
 import json
+import os
+import sys
+from pathlib import Path
 
 import pytest
 from manifests import EXAMPLES, case_id, cases, geventprobe_class
@@ -42,9 +45,12 @@ def test_the_harness_agrees(example, c, pg):
 @pytest.mark.parametrize("example, c", CASES, ids=[case_id(e, c) for e, c in CASES])
 def test_geventprobe_agrees(example, c, pg, run_cli, tmp_path):
     out = tmp_path / "r.json"
+    # `python worker.py` is this venv's python, as a user's shell in it would find it
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     proc = run_cli("run", "--profile", "quick", "--chdir", str(EXAMPLES / example),
                    *c["geventprobe"], "--json", str(out),
-                   env={"GEVENTPROBE_DSN": pg.dsn, **c.get("env", {})}, timeout=600)
+                   env={"GEVENTPROBE_DSN": pg.dsn, "PATH": path, **c.get("env", {})},
+                   timeout=600)
     assert out.exists(), proc.stdout + proc.stderr
     (build,) = json.loads(out.read_text())["builds"]
     assert geventprobe_class(build) == c["expect"], (proc.stdout, build["verdict"])

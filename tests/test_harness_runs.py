@@ -1,7 +1,7 @@
 """The harness against real servers: plain gunicorn and celery gevent workers, a real
 PostgreSQL and redis-server, the harness run as a program (no geventprobe in it).
 
-The default tier covers every class once, on six examples (~50 s): ``psycopg2_plain``
+The default tier covers every class once, on six examples (~30 s): ``psycopg2_plain``
 BLOCKING, ``shared_connection`` SERIALIZED, ``clean`` OK and ``pool_timeout`` FAILING under
 gunicorn; ``celery/spinning_wait`` BUSY-WAIT and ``celery/psycopg2_plain`` BLOCKING. Each
 must show the class its manifest expects, so changing an ``expect`` fails here. Every
