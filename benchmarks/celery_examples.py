@@ -9,7 +9,7 @@ task's, the exit code, the figures that separate the classes (queue and run time
 celery's runtime, hub lag, the connect phase's stall share, CPU while only waiting), the
 record's timings, and the wall time. ``--repeat N`` runs each N times (medians for
 docs/benchmarks.md). docs/celery.md has the table against the verdicts measured by hand
-(``benchmarks/celery_by_hand.py``).
+(plain celery: the harness, ``harness/harness.py``; examples/README.md).
 
     flock /tmp/gp-timing.lock .venv/bin/python benchmarks/celery_examples.py all
     flock /tmp/gp-timing.lock .venv/bin/python benchmarks/celery_examples.py --repeat 3 \\

@@ -93,3 +93,25 @@ def env_cache():
     path = tempfile.mkdtemp(prefix="gp-test-envs-", dir="/tmp")
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the slow tier
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``slow`` (the whole agreement of the harness and geventprobe on every
+    example: many minutes) run only when ``-m`` names them: ``pytest -m slow``."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+        config._slow_deselected = len(slow)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    count = getattr(config, "_slow_deselected", 0)
+    if count:
+        terminalreporter.write_line(
+            f"{count} slow tests not run (every example through the harness and geventprobe, "
+            "~7 min): pytest -m slow tests/test_harness_agreement.py")

@@ -11,7 +11,10 @@ tests/data/run-*.json (see tests/test_reports.py for how each was made); the bis
 built from recorded rows (``bisected``). Terminal goldens are drawn without colour, at 80
 columns (an 80-column terminal) and at 100 (a pipe, a CI log), and with ``-v`` at 80.
 HTML goldens embed a placeholder instead of the charts' PNG (``PNG`` in base64, ``UE5H``),
-so they do not depend on matplotlib; the charts themselves are tested apart.
+so they do not depend on matplotlib; the charts themselves are tested apart. Markdown and
+HTML goldens hold a one-line stand-in where a report embeds the harness (harness/harness.py,
+~750 lines): that it is the file itself is tests/test_harness.py's check, and a change to
+the harness does not rewrite twenty goldens.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import html
 import io
 import sys
 from collections.abc import Callable
@@ -27,7 +31,7 @@ from pathlib import Path
 from rich.console import Console
 
 from geventprobe.compare import compare
-from geventprobe.report import bisection, comparison, json_format, load, run
+from geventprobe.report import bisection, comparison, json_format, load, repro, run
 from geventprobe.report.formats import Html, Markdown, Terminal, Text
 
 DATA = Path(__file__).parent / "data"
@@ -83,6 +87,16 @@ def placeholder_png(charts) -> bytes:
     return b"PNG"
 
 
+HARNESS_STANDIN = "# harness/harness.py, embedded whole (tests/golden.py: a stand-in)"
+
+
+def standin(text: str) -> str:
+    """A rendered report with the harness it embeds replaced by ``HARNESS_STANDIN``."""
+    source = repro.harness_source().rstrip()
+    return text.replace(source, HARNESS_STANDIN).replace(html.escape(source),
+                                                         html.escape(HARNESS_STANDIN))
+
+
 def _run_goldens() -> dict[str, Callable[[], str]]:
     out: dict[str, Callable[[], str]] = {}
     for name in RECORDS:
@@ -94,8 +108,8 @@ def _run_goldens() -> dict[str, Callable[[], str]]:
             f"{name}.terminal-80-v.txt": lambda doc=doc: terminal(doc(), 80, verbose=True),
             f"{name}.terminal-100.txt": lambda doc=doc: terminal(doc(), 100),
             f"{name}.text.txt": lambda doc=doc: Text().render(doc()),
-            f"{name}.md": lambda doc=doc: Markdown().render(doc()),
-            f"{name}.html": lambda doc=doc: Html(placeholder_png).render(doc()),
+            f"{name}.md": lambda doc=doc: standin(Markdown().render(doc())),
+            f"{name}.html": lambda doc=doc: standin(Html(placeholder_png).render(doc())),
             f"{name}.json": lambda name=name: json_format.render(recorded(name)),
         }
     return out

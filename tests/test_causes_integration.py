@@ -36,6 +36,7 @@ import json
 from pathlib import Path
 
 import pytest
+from manifests import expect
 
 from geventprobe.processes.postgres import EmbeddedPostgres
 
@@ -55,7 +56,8 @@ def _no_preload(r: dict) -> None:
 
 
 def pool_timeout(r: dict) -> None:
-    assert r["verdict"] == "FAILING" and r["cause_kind"] == "pool-timeout", r["cause"]
+    assert r["verdict"] == expect("route_causes", "pool-timeout")
+    assert r["cause_kind"] == "pool-timeout", r["cause"]
     assert r["first_error"] == ("psycopg_pool.PoolTimeout: couldn't get a connection after "
                                 "0.50 sec")
     assert "at app.py:48 in pool_timeout" in r["cause"]
@@ -65,7 +67,8 @@ def pool_timeout(r: dict) -> None:
 
 
 def small_pool(r: dict) -> None:
-    assert r["verdict"] == "SERIALIZED" and r["cause_kind"] == "pool", r["cause"]
+    assert r["verdict"] == expect("route_causes", "small-pool")
+    assert r["cause_kind"] == "pool", r["cause"]
     assert r["cause"].startswith("a pool of 1 connection for ")
     assert "at app.py:54 in small_pool (`with engine.connect() as conn:`)" in r["cause"]
     assert "pool_size + max_overflow" in r["advice"]
@@ -73,13 +76,14 @@ def small_pool(r: dict) -> None:
 
 
 def app_lock(r: dict) -> None:
-    assert r["verdict"] == "SERIALIZED" and r["cause_kind"] == "lock", r["cause"]
+    assert r["verdict"] == expect("route_causes", "lock") and r["cause_kind"] == "lock", r["cause"]
     assert "at app.py:60 in shared_client (`with CLIENT_LOCK:`)" in r["cause"]
     _no_preload(r)
 
 
 def gil_held(r: dict) -> None:
-    assert r["verdict"] == "BLOCKING" and r["cause_kind"] == "gil-held", r["cause"]
+    assert r["verdict"] == expect("route_causes", "validate")
+    assert r["cause_kind"] == "gil-held", r["cause"]
     top = r["blocked_by"][0]
     assert top["user_frame"].startswith("app.py:66 in validate") and top["gil_held"]
     assert "a thread does not help" in r["advice"] and "threadpool" not in r["advice"]
@@ -87,7 +91,8 @@ def gil_held(r: dict) -> None:
 
 
 def early_binding(r: dict) -> None:
-    assert r["verdict"] == "BLOCKING" and r["cause_kind"] == "early-binding", r["cause"]
+    assert r["verdict"] == expect("route_causes", "upstream")
+    assert r["cause_kind"] == "early-binding", r["cause"]
     assert "`from time import sleep` at upstream.py:10" in r["cause"]
     assert "upstream.py:22 in call_upstream" in r["cause"]
     assert "`import time`" in r["advice"] and "gunicorn config" in r["advice"]
@@ -99,7 +104,8 @@ CHECKS = {"/pool-timeout": pool_timeout, "/small-pool": small_pool, "/lock": app
 
 
 def psycopg2_shared(r: dict) -> None:
-    assert r["verdict"] == "FAILING" and r["cause_kind"] == "shared-connection", r["cause"]
+    assert r["verdict"] == expect("psycopg2_shared")
+    assert r["cause_kind"] == "shared-connection", r["cause"]
     assert r["first_error"].startswith("psycopg2.ProgrammingError: execute cannot be used "
                                        "while an asynchronous query is underway")
     assert "one psycopg2 connection used by several greenlets at once at app.py:35" \
@@ -110,7 +116,8 @@ def psycopg2_shared(r: dict) -> None:
 
 
 def preload_sleep(r: dict) -> None:
-    assert r["verdict"] == "BLOCKING" and r["cause_kind"] == "early-binding", r["cause"]
+    assert r["verdict"] == expect("preload_sleep")
+    assert r["cause_kind"] == "early-binding", r["cause"]
     assert "`from time import sleep` at app.py:17" in r["cause"]
     assert "app.py:22 in call_upstream" in r["cause"] and "preload_app" in r["cause"]
     assert "`import time`" in r["advice"] and "drop preload_app" in r["advice"]

@@ -34,6 +34,7 @@ from pathlib import Path
 import jsonschema
 import psutil
 import pytest
+from manifests import expect
 
 pytestmark = pytest.mark.integration
 
@@ -142,7 +143,7 @@ def test_shared_connection_the_worker_ok_its_task_serialized(shared, schema):
     assert probe["at_once"]["finished"] == probe["concurrency"] == 16
     # A healthy worker is never sent the stack signal (a dump only for one found stalled).
     assert probe["stall"] is None and mine["stall"] is None
-    assert mine["task"] == "tasks.query" and mine["verdict"] == "SERIALIZED"
+    assert mine["task"] == "tasks.query" and mine["verdict"] == expect("celery/shared_connection")
     assert mine["call"] == "tasks.query(seconds=0.2)"
     assert mine["at_once"]["queue_max_s"] < 1.0  # taken at once...
     assert mine["at_once"]["run_max_s"] > 8 * 0.2  # ...then one after another: 3.25 s
@@ -171,7 +172,7 @@ def test_psycopg2_without_psycogreen_is_blocking():
     try:
         assert run.code == 1, run.stdout + run.stderr
         row = _finished(run)["builds"][0]
-        assert row["verdict"] == "BLOCKING"
+        assert row["verdict"] == expect("celery/psycopg2_plain")
         at_once = row["tasks"][0]["at_once"]
         # A blocked pool shows as queue time; celery's own runtime says each took ~w.
         assert at_once["queue_max_s"] > 10 * at_once["run_max_s"]
@@ -193,7 +194,7 @@ def test_a_worker_started_by_worker_main_never_runs_a_task():
         assert run.code == 1, run.stdout + run.stderr
         record = _finished(run)
         row = record["builds"][0]
-        assert row["verdict"] == "BLOCKING"
+        assert row["verdict"] == expect("celery/worker_main")
         probe = row["tasks"][0]
         stall = probe["stall"]
         assert stall["kind"] == "never-started" and stall["started"] == 0

@@ -1,8 +1,9 @@
 """The exception a route raised, read from the workers' real logs, and its cause and fix.
 
 The logs in ``tests/data/causes/`` were written by plain gunicorn running the example
-apps (``benchmarks/causes_by_hand.py``, docs/causes.md); ``direct_errors.txt`` holds two
-tracebacks printed by SQLAlchemy and psycopg themselves (same script, same server).
+apps (by a by-hand script since replaced by the harness: ``harness/harness.py EXAMPLE
+--keep-log LOG`` keeps the server's log; docs/causes.md); ``direct_errors.txt`` holds two
+tracebacks printed by SQLAlchemy and psycopg themselves (same server).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from manifests import expect
 
 from geventprobe.processes.postgres import EmbeddedPostgres
 
@@ -43,7 +44,7 @@ def test_clean_route_is_ok(run_cli, pg_dsn, tmp_path, schema):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     jsonschema.validate(result, schema)
     (r,) = result["builds"][0]["routes"]
-    assert (r["route"], r["verdict"], r["lone_status"]) == ("GET /query", "OK", 200)
+    assert (r["route"], r["verdict"], r["lone_status"]) == ("GET /query", expect("clean"), 200)
     assert r["statuses"] == {"200": 16} and r["cause"] is None
     assert "routes: GET /query OK" in result["summary"]
 
@@ -56,7 +57,7 @@ def test_shared_connection_is_serialized_where_the_requests_waited(run_cli, pg_d
     b = result["builds"][0]
     assert b["verdict"] == "OK"  # the driver cooperates: the route is what makes users wait
     (r,) = b["routes"]
-    assert r["verdict"] == "SERIALIZED", r["evidence"]
+    assert r["verdict"] == expect("shared_connection") == "SERIALIZED", r["evidence"]
     assert r["server_connections"] == 1
     # Where the requests waited (the workers' samples of their parked greenlets).
     assert r["cause_kind"] == "shared-connection", r["cause"]
@@ -70,7 +71,7 @@ def test_small_pool_is_serialized(run_cli, pg_dsn, tmp_path):
     proc, result = drive(run_cli, pg_dsn, tmp_path, "small_pool", "/query")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     (r,) = result["builds"][0]["routes"]
-    assert r["verdict"] == "SERIALIZED", r["evidence"]
+    assert r["verdict"] == expect("small_pool") == "SERIALIZED", r["evidence"]
     assert r["server_connections"] == 2
     assert r["cause_kind"] == "pool", r["cause"]
     assert r["cause"].startswith("a pool of 2 connections for ")
@@ -83,7 +84,7 @@ def test_cpu_route_is_blocking_and_names_the_users_line(run_cli, pg_dsn, tmp_pat
     proc, result = drive(run_cli, pg_dsn, tmp_path, "cpu_route", "POST /login")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     (r,) = result["builds"][0]["routes"]
-    assert (r["route"], r["verdict"]) == ("POST /login", "BLOCKING"), r["evidence"]
+    assert (r["route"], r["verdict"]) == ("POST /login", expect("cpu_route")), r["evidence"]
     top = r["blocked_by"][0]
     assert top["phase"] == "route POST /login" and top["count"] >= 2
     assert top["user_frame"].startswith("app.py:") and " in login: " in top["user_frame"]
@@ -97,7 +98,7 @@ def test_django_preload_is_failing_with_its_error_line(run_cli, pg_dsn, tmp_path
     assert proc.returncode == 1, proc.stdout + proc.stderr
     b = result["builds"][0]
     (r,) = b["routes"]
-    assert (r["verdict"], r["lone_status"]) == ("FAILING", 500), r["evidence"]
+    assert (r["verdict"], r["lone_status"]) == (expect("django_preload"), 500), r["evidence"]
     assert r["statuses"] == {"500": 16}
     assert r["first_error"].startswith("django.db.utils.DatabaseError: DatabaseWrapper objects "
                                        "created in a thread can only be used in that same thread")

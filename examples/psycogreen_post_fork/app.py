@@ -11,12 +11,14 @@ DATABASE_URL = os.environ.get("DATABASE_URL", "")
 
 
 def application(environ, start_response):
-    """``/now`` asks the database for the time; everything else says hello."""
-    if environ.get("PATH_INFO") == "/now":
+    """``/now`` asks the database for the time, ``/query`` waits 0.2 s on it (a connection
+    per request); everything else says hello."""
+    sql = {"/now": "SELECT now()", "/query": "SELECT pg_sleep(0.2)"}.get(environ.get("PATH_INFO"))
+    if sql:
         conn = psycopg2.connect(DATABASE_URL)
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT now()")
+                cur.execute(sql)
                 body = f"{cur.fetchone()[0]}\n".encode()
         finally:
             conn.close()

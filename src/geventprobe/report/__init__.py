@@ -7,6 +7,6 @@
 
 ``document`` holds the block types, ``load`` reads a saved record back (and ``normalize``
 gives a live record the same form), ``json_format`` writes a record as JSON, ``charts``
-draws a document's charts, ``repro`` writes the reproduction scripts, ``job_summary``
-appends the Markdown report to GitHub's job summary.
+draws a document's charts, ``repro`` the reproductions (the harness and what to run it
+on), ``job_summary`` appends the Markdown report to GitHub's job summary.
 """

@@ -8,7 +8,7 @@ list of blocks. Every block carries a ``detail``: which views show it.
 - ``SUMMARY``: every format; what the terminal prints after a run.
 - ``VERBOSE``: the terminal and the text report with ``-v``; always in Markdown and HTML.
 - ``REFERENCE``: only the reference documents (Markdown, HTML), which a maintainer reads
-  at leisure: per-worker figures, the rules that did not fire, the reproduction scripts.
+  at leisure: per-worker figures, the rules that did not fire, the reproductions.
 
 A table's columns carry an *importance* so a narrow layout knows which to keep, and a
 cell may carry a shorter form for it: the 80-column layout is one decision of the

@@ -1,32 +1,48 @@
-"""Self-contained reproduction scripts: a build's setup, without geventprobe or gunicorn.
+"""The reproduction a report attaches: the harness, and what to run it on.
 
-What a maintainer asks for first ("send a script that reproduces it"). Each
-script rebuilds the setup the workers reported (import order, ``PSYCOPG_IMPL``,
-``PSYCOPG_WAIT_FUNC``, ``patch_all(select=False)``, psycopg2's wait callback)
-in one plain process, then does what psycopg's own ``tests/test_gevent.py``
-does: N greenlets connect at once, then run ``SELECT pg_sleep(w)`` at once, while a
-ticker greenlet checks that the hub keeps time, and the process CPU is read over the
-window.
-It prints its figures and a ``RESULT:`` line that says whether the sleeps
-were serialised, and exits 1 when they were (or the wait spun), 0 otherwise,
-so that it also works under ``git bisect run``. The DSN comes from the command
-line or ``$DSN``, never from the script: no password is ever written into it.
+What a maintainer asks for first is a way to see the fault without the tool that found
+it. The project checks every example against the harness (``harness/harness.py``: plain
+gunicorn, celery or uWSGI, no geventprobe, shipped in the wheel as ``geventprobe.harness``),
+so the report hands over that same program. For each subject that did not get OK:
+
+- a built-in build: a one-file app (``app.py``) that rebuilds the setup its workers
+  reported (the driver imported at the top, under ``--preload`` when the gunicorn master
+  imported it; ``PSYCOPG_IMPL``, ``PSYCOPG_WAIT_FUNC``; psycogreen's callback; the
+  busy-wait control's spinning wait), one route that runs ``SELECT pg_sleep(w)`` on a
+  connection of its own, and the harness's command: G of them at once under plain
+  ``gunicorn -k gevent -w 1``;
+- your app: the harness on your app's directory, with your gunicorn config and the route
+  that showed the class;
+- your celery worker: the harness on its directory, started as geventprobe started it,
+  with the task that showed the class.
+
+Then the harness itself, once. The DSN never appears: the harness starts a throwaway
+PostgreSQL, or reads ``DATABASE_URL``.
 """
 
 from __future__ import annotations
 
-import json
+import importlib.resources
+import re
+import shlex
 import textwrap
+from dataclasses import dataclass
 
 from geventprobe.record import BuildResult, RunResult, Verdict
+from geventprobe.report.cells import label
 
-# The harness's busy-wait control (worker/controls.py), reduced to what a script needs.
+ROUTE = "/wait"
+HARNESS = "harness.py"
+_NOT_OK = (Verdict.BLOCKING, Verdict.BUSY_WAIT, Verdict.SERIALIZED, Verdict.FAILING)
+
+# The harness's busy-wait control (worker/controls.py) as an app sets it up.
 _SPINNING_WAIT = '''
 
 def spinning_wait(gen, fileno, interval=None, timeout=None):
     """The workers' wait function: polls with a zero timeout and yields, never sleeps."""
     import select
-    from gevent import monkey
+
+    from gevent import monkey, sleep
     from psycopg import waiting
 
     poll = monkey.get_original("select", "poll")()
@@ -36,7 +52,7 @@ def spinning_wait(gen, fileno, interval=None, timeout=None):
         while True:
             events = poll.poll(0)
             if not events:
-                gevent.sleep(0)
+                sleep(0)
                 if interval is not None:
                     gen.send(getattr(waiting, "READY_NONE", 0))
                 continue
@@ -52,226 +68,266 @@ def spinning_wait(gen, fileno, interval=None, timeout=None):
 psycopg.waiting.wait = spinning_wait
 '''
 
-_MEASURE = '''
-DSN = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("DSN", "")  # "" = libpq's PG* defaults
-N, W, TICK = {n}, {w!r}, 0.002
-SERIAL_FACTOR, LAG_FRACTION, BUSY_CPU = {factor!r}, {lag!r}, {busy!r}  # geventprobe's limits
-CONNECT_SHARE, CONNECT_MIN = {share!r}, {least!r}  # ...and for the connects
+_APP = '''
+import os
+
+{imports}
+
+W = {w!r}  # seconds each request waits on the server, as the probe's greenlets did
 
 
-def connect():
-{connect}
-
-
-def sleeper(conn):
-    cur = conn.cursor()
-    cur.execute("SELECT pg_sleep(%s)", (W,))
-    cur.fetchone()
-
-
-late = []
-running = True
-
-
-def ticker():
-    while running:
-        due = time.monotonic() + TICK
-        gevent.sleep(TICK)
-        late.append(time.monotonic() - due)
-
-
-tick = gevent.spawn(ticker)
-gevent.sleep(0.05)
-del late[:]
-c0 = time.monotonic()  # the N connects at once: does the hub keep running meanwhile?
-jobs = [gevent.spawn(connect) for _ in range(N)]
-gevent.joinall(jobs, raise_error=True)
-cwall = time.monotonic() - c0
-gevent.sleep(0.01)  # a late tick fires now
-cstall = max(late, default=0.0)
-conns = [job.value for job in jobs]
-for conn in conns:  # first use outside the timed window
-    conn.cursor().execute("SELECT 1")
-gevent.sleep(0.05)
-del late[:]
-cpu0, t0 = time.process_time(), time.monotonic()
-gevent.joinall([gevent.spawn(sleeper, c) for c in conns], raise_error=True)
-wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
-running = False
-tick.join()
-for conn in conns:
-    conn.close()
-
-factor, lag = wall / W, max(late, default=0.0)
-print(f"{{N}} concurrent SELECT pg_sleep({{W}}) took {{wall:.3f}} s = {{factor:.2f}}x one sleep "
-      f"(1x if they overlap, {{N}}x if they run one at a time)")
-print(f"ticker (every {{TICK * 1000:.0f}} ms) was late by up to {{lag * 1000:.1f}} ms; process CPU "
-      f"{{cpu:.3f}} s over {{wall:.3f}} s wall ({{cpu / wall:.2f}} CPU-s/s)")
-print(f"{{N}} concurrent connects took {{cwall * 1000:.1f}} ms; the ticker was late by up to "
-      f"{{cstall * 1000:.1f}} ms meanwhile ({{cstall / cwall:.0%}} of it)")
-if factor >= SERIAL_FACTOR or lag >= LAG_FRACTION * W:
-    print("RESULT: serialised: the sleeps ran one at a time, the gevent hub was blocked (BLOCKING)")
-    sys.exit(1)
-if cwall * 1000 >= CONNECT_MIN and cstall / cwall >= CONNECT_SHARE:
-    print("RESULT: connects serialised: the gevent hub was blocked while connecting (BLOCKING)")
-    sys.exit(1)
-if cpu / wall >= BUSY_CPU:
-    print("RESULT: overlapped but spinning: the wait loop burned CPU while the server slept "
-          "(BUSY-WAIT)")
-    sys.exit(1)
-print("RESULT: overlapped: the sleeps ran concurrently and the ticker kept time (OK)")
+def application(environ, start_response):
+    """``{route}`` waits W on the server on a connection of its own; anything else is 404."""
+    if environ.get("PATH_INFO") != "{route}":
+        start_response("404 Not Found", [("Content-Length", "0")])
+        return [b""]
+{query}
+    start_response("200 OK", [("Content-Length", "5")])
+    return [b"done\\n"]
 '''
 
+_PSYCOPG_QUERY = '''    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("SELECT pg_sleep(%s)", (W,))'''
 
-def _facts(build: BuildResult) -> tuple[str, dict, dict]:
-    facts = build.facts or {}
-    driver = facts.get("driver") or ("psycopg2" if build.build.startswith("psycopg2")
-                                     else "psycopg")
-    return driver, facts, (facts.get(driver) or {})
-
-
-def _psycopg_setup(build: BuildResult, facts: dict, pg: dict) -> tuple[list[str], list[str]]:
-    """(lines, what the setup reproduces) for a psycopg 3 build."""
-    env = facts.get("env") or {}
-    impl = pg.get("impl") or env.get("PSYCOPG_IMPL") or build.build
-    lines = [f'os.environ["PSYCOPG_IMPL"] = {_literal(impl)}  # the build under test']
-    said = [f"PSYCOPG_IMPL={impl}"]
-    forced = env.get("PSYCOPG_WAIT_FUNC")
-    if forced:
-        lines.append(f'os.environ["PSYCOPG_WAIT_FUNC"] = {_literal(forced)}  # as in the workers')
-        said.append(f"PSYCOPG_WAIT_FUNC={forced}")
-    imported = facts.get("driver_import") or {}
-    before = imported.get("select_patched") is False
-    patch = ("monkey.patch_all(select=False)  # as in the workers: select left unpatched"
-             if facts.get("select_patched") is False else "monkey.patch_all()")
-    if facts.get("select_patched") is False:
-        said.append("patch_all(select=False)")
-    if before:
-        where = ("the gunicorn master" if facts.get("driver_imported_in_master")
-                 else "the worker")
-        lines += [f"# psycopg imported BEFORE gevent patches, as it was in {where}",
-                  "# (--preload, a config file or hook): it picks its wait function now.",
-                  "import psycopg", "", "from gevent import monkey", "", patch]
-        said.append("psycopg imported before monkey.patch_all()")
-    else:
-        lines += ["from gevent import monkey", "", patch, "", "import psycopg"]
-        said.append("monkey.patch_all() before import psycopg")
-    lines += ["import gevent"]
-    wait = pg.get("wait")
-    if wait == "busy_wait_control":
-        lines.append(_SPINNING_WAIT)
-        said.append("the harness's spinning wait function")
-    elif wait and not wait.startswith("wait_"):
-        lines.append(f"# The workers used wait function {wait}, which is not psycopg's own: "
-                     "assign it to psycopg.waiting.wait here to reproduce them.")
-    return lines, said
+_PSYCOPG2_QUERY = '''    conn = psycopg2.connect(os.environ["DATABASE_URL"])
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_sleep(%s)", (W,))
+    finally:
+        conn.close()'''
 
 
-def _psycopg2_setup(facts: dict, pg2: dict) -> tuple[list[str], list[str]]:
-    callback = pg2.get("wait_callback")
-    lines = ["from gevent import monkey", "", "monkey.patch_all()", "", "import gevent",
-             "import psycopg2", "import psycopg2.extensions"]
-    if callback and callback.startswith("psycogreen"):
-        lines += ["from psycogreen.gevent import patch_psycopg", "",
-                  "patch_psycopg()  # the workers' wait callback"]
-        said = ["psycogreen.gevent.patch_psycopg()"]
-    elif callback:
-        lines.append(f"# The workers used wait callback {callback}: install it here with "
-                     "psycopg2.extensions.set_wait_callback() to reproduce them.")
-        said = [f"wait callback {callback}"]
-    else:
-        lines.append("# No wait callback: libpq waits in C, as in the workers.")
-        said = ["no wait callback"]
-    return lines, said
+@dataclass(frozen=True)
+class Reproduction:
+    """What to run for one subject: files to write (none: your own directory), the command,
+    and what the harness should print."""
+
+    subject: str
+    verdict: Verdict
+    """The class the harness should show."""
+    directory: str
+    """Where the harness starts the server: a new directory of the files, or yours."""
+    files: tuple[tuple[str, str], ...]
+    """(name, text) to write into ``directory``; empty for your own app."""
+    needs: str
+    """The ``pip install`` line (besides the server the files name)."""
+    command: str
+    """The shell command, from the directory that holds ``harness.py``."""
+    says: str
+    """What it reproduces and what to expect, one paragraph."""
 
 
-def _requirements(driver: str, facts: dict, pg: dict) -> str:
-    pins = []
-    version = pg.get("version")
-    if driver == "psycopg":
-        impl = pg.get("impl")
-        extra = {"binary": "[binary]", "c": "[c]"}.get(impl or "", "")
-        pins.append(f'"psycopg{extra}=={version}"' if version else f'"psycopg{extra}"')
-    else:
-        pins.append(f'"psycopg2-binary=={version}"' if version else '"psycopg2-binary"')
-        if (pg.get("wait_callback") or "").startswith("psycogreen"):
-            pins.append(f'"psycogreen=={facts["psycogreen"]}"' if facts.get("psycogreen")
-                        else '"psycogreen"')
-    gevent = facts.get("gevent")
-    pins.append(f'"gevent=={gevent}"' if gevent else '"gevent"')
-    return "pip install " + " ".join(pins)
-
-
-def _literal(text: str) -> str:
-    return json.dumps(text)  # a double-quoted Python string literal
-
-
-def script(build: BuildResult, result: RunResult | None = None) -> str:
-    """A standalone Python script that reproduces ``build``'s setup and says what it does."""
-    driver, facts, pg = _facts(build)
-    if driver == "psycopg2":
-        setup, said = _psycopg2_setup(facts, pg)
-        connect = ('    conn = psycopg2.connect(DSN, application_name="geventprobe-repro")\n'
-                   "    conn.autocommit = True\n    return conn")
-        facts_line = ('callback = psycopg2.extensions.get_wait_callback()\n'
-                      'print("psycopg2", psycopg2.__version__.split()[0], "| wait callback",\n'
-                      '      callback and f"{callback.__module__}.{callback.__name__}",\n'
-                      '      "| gevent", gevent.__version__)\n')
-    else:
-        setup, said = _psycopg_setup(build, facts, pg)
-        connect = ('    return psycopg.connect(DSN, autocommit=True, '
-                   'application_name="geventprobe-repro")')
-        facts_line = ('print("psycopg", psycopg.__version__, psycopg.pq.__impl__,\n'
-                      '      "| wait function", psycopg.waiting.wait.__name__,\n'
-                      '      "| gevent", gevent.__version__)\n')
-    m = build.metrics
-    profile = (result.profile if result else {}) or {}
-    thresholds = profile.get("thresholds") or {}
-    workload = profile.get("workload") or {}
-    n = m.greenlets if m else int(workload.get("greenlets", 8))
-    w = m.wait_seconds if m else float(workload.get("wait_seconds", 0.15))
-    head = [
-        "#!/usr/bin/env python3",
-        f'"""Reproduces geventprobe\'s finding for build {build.build}: {build.verdict.value}, '
-        "without gunicorn.",
-        "",
-    ]
-    if m is not None:
-        head += [f"In the gunicorn workers: {m.greenlets} concurrent pg_sleep({m.wait_seconds:g}) "
-                 f"took {m.wait_factor:.2f}x one sleep,",
-                 f"the hub was late by up to {m.max_hub_lag_ms:,.1f} ms"
-                 + (f", CPU {m.cpu_during_waits:.3f} CPU-s/s while waiting."
-                    if m.cpu_during_waits is not None else ".")]
-    if build.cause:
-        head += textwrap.wrap(f"Cause: {build.cause}.", 88)
-    head += textwrap.wrap(f"Setup, as the workers reported it: {'; '.join(said)}.", 88)
-    head += [
-        "",
-        f"Needs: {_requirements(driver, facts, pg)}",
-        "Run:   python repro.py 'host=... dbname=...'  (or DSN=... in the environment; neither:",
-        "       libpq's PG* variables). Prints a RESULT line; exits 1 when the sleeps were",
-        "       serialised or the wait spun, 0 when they overlapped (git bisect run works).",
-        '"""',
-        "",
-        "import os",
-        "import sys",
-        "import time",
-        "",
-    ]
-    body = _MEASURE.format(
-        n=n, w=w, connect=connect,
-        factor=float(thresholds.get("blocking_wait_factor", 2.0)),
-        lag=float(thresholds.get("blocking_hub_lag_fraction", 0.5)),
-        busy=float(thresholds.get("busy_wait_cpu", 0.2)),
-        share=float(thresholds.get("connect_stall_share", 0.85)),
-        least=float(thresholds.get("connect_min_window_ms", 25.0)),
-    )
-    return "\n".join(head + setup) + "\n\n" + facts_line + body
+def harness_source() -> str:
+    """The harness as this geventprobe ships it (``harness/harness.py`` of the repository)."""
+    return importlib.resources.files("geventprobe.harness").joinpath(HARNESS).read_text()
 
 
 def wanted(build: BuildResult) -> bool:
-    """A reproduction is worth attaching for a build that blocked or busy-waited in its
-    waits (the script reproduces concurrent waits: an idle window's spin is not in it)."""
+    """A reproduction is worth attaching for a subject that is not OK: a build that blocked or
+    busy-waited in its waits (an idle window's spin is not something requests show), or a
+    route or task of yours that did not get OK."""
+    if any(r.verdict in _NOT_OK for r in build.routes):
+        return True
+    if any(t.verdict in _NOT_OK and not t.probe for t in build.tasks):
+        return True
     if {e.phase for e in build.evidence if e.fired} == {"idle"}:
         return False
     return build.verdict in (Verdict.BLOCKING, Verdict.BUSY_WAIT)
+
+
+def reproduction(build: BuildResult, result: RunResult | None = None) -> Reproduction:
+    """The harness's reproduction of ``build`` (a built-in build, your app, your worker)."""
+    facts = build.facts or {}
+    if "celery" in facts:
+        return _celery(build, result)
+    if facts.get("mode") == "app":
+        return _app(build, result)
+    return _driver(build, result)
+
+
+def _directory(build: BuildResult) -> str:
+    """``repro_<build>``, with its versions for a row of a version matrix."""
+    return "repro_" + re.sub(r"[^\w.-]+", "_", label(build)).strip("_")
+
+
+def _driver(build: BuildResult, result: RunResult | None) -> Reproduction:
+    """A one-file app with the build's setup, under plain gunicorn, G requests at once."""
+    facts = build.facts or {}
+    driver = facts.get("driver") or ("psycopg2" if build.build.startswith("psycopg2")
+                                     else "psycopg")
+    pg = facts.get(driver) or {}
+    env = facts.get("env") or {}
+    m = build.metrics
+    workload = ((result.profile if result else {}) or {}).get("workload") or {}
+    n = m.greenlets if m else int(workload.get("greenlets", 16))
+    w = m.wait_seconds if m else float(workload.get("wait_seconds", 0.15))
+    imported = facts.get("driver_import") or {}
+    before = imported.get("select_patched") is False
+    in_master = before and bool(facts.get("driver_imported_in_master"))
+    setup, comments, prefix, files = [], [], [], []
+    gunicorn = ["gunicorn", "-k", "gevent", "-w", "1"]
+    if driver == "psycopg2":
+        callback = pg.get("wait_callback")
+        imports = "import psycopg2"
+        if callback and callback.startswith("psycogreen"):
+            imports += ("\nfrom psycogreen.gevent import patch_psycopg\n\n"
+                        "patch_psycopg()  # the workers' wait callback (process-wide)")
+            setup.append("psycogreen.gevent.patch_psycopg()")
+        elif callback:
+            comments.append(f"The workers used wait callback {callback}: install it with "
+                            "psycopg2.extensions.set_wait_callback() to reproduce them.")
+            setup.append(f"wait callback {callback}")
+        else:
+            setup.append("no wait callback")
+        query = _PSYCOPG2_QUERY
+    else:
+        impl = pg.get("impl") or env.get("PSYCOPG_IMPL") or build.build
+        prefix.append(f"PSYCOPG_IMPL={shlex.quote(impl)}")
+        setup.append(f"PSYCOPG_IMPL={impl}")
+        if env.get("PSYCOPG_WAIT_FUNC"):
+            prefix.append(f"PSYCOPG_WAIT_FUNC={shlex.quote(env['PSYCOPG_WAIT_FUNC'])}")
+            setup.append(f"PSYCOPG_WAIT_FUNC={env['PSYCOPG_WAIT_FUNC']}")
+        imports = "import psycopg"
+        wait = pg.get("wait")
+        if wait == "busy_wait_control":
+            imports += _SPINNING_WAIT.rstrip()
+            setup.append("the probe's spinning wait function")
+        elif wait and not wait.startswith("wait_"):
+            comments.append(f"The workers used wait function {wait}, which is not psycopg's "
+                            "own: assign it to psycopg.waiting.wait to reproduce them.")
+        query = _PSYCOPG_QUERY
+    if in_master:
+        gunicorn.append("--preload")
+        setup.append(f"{driver} imported in the gunicorn master, before gevent patched "
+                     "(--preload)")
+    elif before:
+        gunicorn += ["-c", "gunicorn.conf.py"]
+        files.append(("gunicorn.conf.py",
+                      f'def post_fork(server, worker):\n    """Import {driver} in the worker '
+                      f'before gevent patches it, as your workers did."""\n'
+                      f"    import {driver}  # noqa: F401\n"))
+        setup.append(f"{driver} imported in the worker before gevent patched")
+    else:
+        setup.append(f"{driver} imported after gevent patched (gunicorn's gevent worker)")
+    if facts.get("select_patched") is False:
+        comments.append("The workers ran with select left unpatched (patch_all(select=False)), "
+                        "which gunicorn's gevent worker does not do: patch the same way to "
+                        "reproduce them.")
+    doc = [f'"""Build {build.build} ({driver} {pg.get("version") or ""}'.rstrip()
+           + f"): {build.verdict.value} in geventprobe's gunicorn gevent workers."]
+    seen = ([f"In its workers {m.greenlets} concurrent pg_sleep({m.wait_seconds:g}) took "
+             f"{m.wait_factor:.2f}x one sleep, the hub was late by up to "
+             f"{m.max_hub_lag_ms:,.1f} ms"
+             + (f", CPU {m.cpu_during_waits:.3f} CPU-s/s while waiting." if
+                m.cpu_during_waits is not None else ".")] if m is not None else [])
+    for paragraph in seen + ([f"Cause: {build.cause}."] if build.cause else []) + [
+            f"Setup, as the workers reported it: {'; '.join(setup)}.", *comments]:
+        doc += ["", *textwrap.wrap(paragraph, 88)]
+    doc.append('"""')
+    app = "\n".join(doc) + _APP.format(imports=imports, w=w, route=ROUTE, query=query)
+    directory = _directory(build)
+    command = " ".join([*prefix, "python", HARNESS, directory,
+                        shlex.quote(shlex.join([*gunicorn, "app:application"])),
+                        "--request", shlex.quote(f"GET {ROUTE}"), "-n", str(n)])
+    says = (f"{n} requests at once, each waiting {w:g} s on the server, in one plain gunicorn "
+            "gevent worker set up as the probed workers were. " + _expect(build))
+    return Reproduction(build.build, build.verdict, directory, (("app.py", app), *files),
+                        _needs(driver, facts, pg), command, says)
+
+
+def _expect(build: BuildResult) -> str:
+    """What the harness prints, in words that do not promise what it cannot see."""
+    fired = {e.phase for e in build.evidence if e.fired}
+    if build.verdict is Verdict.BLOCKING and fired and fired <= {"connect"}:
+        return ("The harness should print BLOCKING only where connecting is slow (a server "
+                "across a network: give it DATABASE_URL); on loopback a connect costs a few "
+                "ms, the requests still overlap and it prints OK: only the connects held the "
+                "hub here.")
+    return f"The harness should print {build.verdict.value}."
+
+
+def _needs(driver: str, facts: dict, pg: dict) -> str:
+    version = pg.get("version")
+    if driver == "psycopg":
+        extra = {"binary": "[binary]", "c": "[c]"}.get(pg.get("impl") or "", "")
+        pins = [f'"psycopg{extra}=={version}"' if version else f'"psycopg{extra}"']
+    else:
+        pins = [f'"psycopg2-binary=={version}"' if version else '"psycopg2-binary"']
+        if (pg.get("wait_callback") or "").startswith("psycogreen"):
+            pins.append(f'"psycogreen=={facts["psycogreen"]}"' if facts.get("psycogreen")
+                        else '"psycogreen"')
+    pins.append(f'"gevent=={facts["gevent"]}"' if facts.get("gevent") else '"gevent"')
+    pins.append(f'"gunicorn=={facts["gunicorn"]}"' if facts.get("gunicorn") else '"gunicorn"')
+    return "pip install " + " ".join(pins)
+
+
+def _which(items, verdict_of) -> tuple[object | None, Verdict | None]:
+    """The first item that is not OK, else the first item."""
+    for item in items:
+        if verdict_of(item) in _NOT_OK:
+            return item, verdict_of(item)
+    return (items[0], verdict_of(items[0])) if items else (None, None)
+
+
+def _shown(build: BuildResult, found: Verdict | None) -> Verdict:
+    """A route's or task's class when it is not OK, else the subject's."""
+    return found if found in _NOT_OK else build.verdict
+
+
+def _app(build: BuildResult, result: RunResult | None) -> Reproduction:
+    """Your app, your gunicorn config, one worker, the route that showed the class."""
+    app = (result.app if result else None) or {}
+    route, found = _which(build.routes, lambda r: r.verdict)
+    gunicorn = ["gunicorn", "-k", "gevent", "-w", "1", *_config(app)]
+    if app.get("preload"):
+        gunicorn.append("--preload")
+    request = route.route if route else "GET /a-route-of-yours-that-queries"
+    command = " ".join(["python", HARNESS, ".", shlex.quote(shlex.join(
+        [*gunicorn, app.get("app") or build.build])), "--request", shlex.quote(request),
+        "-n", str(route.concurrency if route else 16)])
+    verdict = _shown(build, found)
+    which = (f"route {request}" if route else
+             "a route of yours that queries the database (name it in --request)")
+    return Reproduction(build.build, verdict, ".", (), "pip install gunicorn gevent  # and "
+                        "your app's requirements", command,
+                        f"Your app, {which}, under plain gunicorn (one gevent worker), run "
+                        f"from your app's directory: the harness should print "
+                        f"{verdict.value}.")
+
+
+def _config(app: dict) -> list[str]:
+    """``-c CONFIG`` as the harness (run in your app's directory) needs it: nothing for a
+    ``gunicorn.conf.py`` there (gunicorn reads it by itself), its name for another file
+    there, the path as recorded otherwise."""
+    config = app.get("gunicorn_config")
+    if not config:
+        return []
+    folder, _, name = config.rpartition("/")
+    here = not folder or folder.rsplit("/", 1)[-1] == (app.get("chdir") or "").rstrip(
+        "/").rsplit("/", 1)[-1]
+    if here:
+        return [] if name == "gunicorn.conf.py" else ["-c", name]
+    return ["-c", config]
+
+
+def _celery(build: BuildResult, result: RunResult | None) -> Reproduction:
+    """Your celery worker, started as geventprobe started it, the task that showed the class."""
+    app = (result.app if result else None) or {}
+    task, found = _which([t for t in build.tasks if not t.probe], lambda t: t.verdict)
+    # A worker that never ran the probe task never got yours: the record still names them.
+    names = [task.task] if task else [c.split("(")[0] for c in app.get("tasks") or []]
+    parts = ["python", HARNESS, ".", shlex.quote(app.get("command") or build.build),
+             "--task", names[0] if names else "your.task"]
+    argv = list(result.command) if result else []
+    for flag, harness_flag in (("--task-args", "--args"), ("--task-kwargs", "--kwargs")):
+        if names and flag in argv[:-1]:
+            parts += [harness_flag, shlex.quote(argv[argv.index(flag) + 1])]
+    parts += ["-n", str(task.concurrency if task else app.get("concurrency") or 16)]
+    verdict = _shown(build, found)
+    which = (f"task {names[0]}" if names else
+             "a task of yours that queries (name it in --task)")
+    return Reproduction(build.build, verdict, ".", (), "pip install 'celery[redis]' gevent  "
+                        "# and your app's requirements, and redis-server", " ".join(parts),
+                        f"Your celery worker, {which}, started as geventprobe started it, run "
+                        f"from its directory: the harness should print {verdict.value}.")

@@ -2,18 +2,25 @@
 
 What the workers reported about themselves (the facts that pick a wait function, see
 docs/field-facts.md), the PostgreSQL server, the machine, the command and profile, and a
-reproduction script for each build that blocked or busy-waited.
+reproduction for each subject that was not OK (the harness, report/repro.py).
 """
 
 from __future__ import annotations
 
-import re
 import shlex
 
 from geventprobe.record import BuildResult, RunResult
 from geventprobe.report import calibration, repro, tasks
 from geventprobe.report.cells import VERDICT_STYLE, label, yes_no
-from geventprobe.report.document import REFERENCE, Facts, Pairs, Paragraph, Part, Verbatim
+from geventprobe.report.document import (
+    REFERENCE,
+    Block,
+    Facts,
+    Pairs,
+    Paragraph,
+    Part,
+    Verbatim,
+)
 
 
 def worker_facts(result: RunResult) -> Facts:
@@ -140,14 +147,33 @@ def profile_toml(result: RunResult) -> str:
     return "\n".join(lines)
 
 
-def script_name(b: BuildResult) -> str:
-    """The file name a build's reproduction script is shown under."""
-    return "repro_" + re.sub(r"[^\w.-]+", "_", label(b)).strip("_") + ".py"
-
-
 def reproducible(result: RunResult) -> list[BuildResult]:
-    """Builds that deserve a reproduction script."""
+    """Subjects that deserve a reproduction (not OK)."""
     return [b for b in result.builds if repro.wanted(b)]
+
+
+def reproductions(result: RunResult) -> list[Block]:
+    """Per subject: what it reproduces, its files and its command; then the harness, once."""
+    intro = Paragraph(
+        "Each reproduction below runs under the harness (`harness.py`, the last block), the "
+        "program this project checks each of its examples with: the standard library and the "
+        "server being tested, no geventprobe. It starts the server on loopback with a "
+        "throwaway PostgreSQL (or the one `DATABASE_URL` names) and, for celery, a throwaway "
+        "redis-server; sends one request or task alone, then N at once, while it pings the "
+        "server's hub; prints the figures and the class they show; stops everything it "
+        "started. Exit 0 OK, 1 another class (`git bisect run` works), 2 nothing measured. "
+        "Save each file under the name shown, `harness.py` where you run the command.")
+    blocks: list[Block] = [intro]
+    for b in reproducible(result):
+        r = repro.reproduction(b, result)
+        blocks.append(Paragraph(r.says, lead=f"{label(b)}:"))
+        blocks += [Verbatim(text.rstrip(), "python" if name.endswith(".py") else "",
+                            title=f"{r.directory}/{name}", note=r.verdict.value,
+                            style=VERDICT_STYLE[r.verdict]) for name, text in r.files]
+        blocks.append(Verbatim(f"{r.needs}\n{r.command}", "sh"))
+    blocks.append(Verbatim(repro.harness_source().rstrip(), "python", title=repro.HARNESS,
+                           note="the harness itself"))
+    return blocks
 
 
 def appendix(result: RunResult) -> list[Part]:
@@ -166,17 +192,8 @@ def appendix(result: RunResult) -> list[Part]:
             Part("Machine", [machine_pairs(result)]),
             Part("Command and configuration", [Verbatim(command_line(result), "sh"),
                                                Verbatim(profile_toml(result), "toml")])]
-    scripts = reproducible(result)
-    if scripts:
-        out.append(Part("Reproduction", [
-            Paragraph("Each script rebuilds one build's setup in a single process, without "
-                      "gunicorn or geventprobe, runs the same concurrent `pg_sleep` greenlets "
-                      "beside a ticker (as psycopg's `tests/test_gevent.py` does) and prints "
-                      "whether the sleeps were serialised. Pass the DSN as its argument or in "
-                      "`$DSN`."),
-            *[Verbatim(repro.script(b, result).rstrip(), "python", title=script_name(b),
-                       note=b.verdict.value, style=VERDICT_STYLE[b.verdict]) for b in scripts]],
-            detail=REFERENCE))
+    if reproducible(result):
+        out.append(Part("Reproduction", reproductions(result), detail=REFERENCE))
     return out
 
 
@@ -185,9 +202,9 @@ def footer(result: RunResult) -> str:
     text = (f"geventprobe {result.tool_version}, run started {result.started_at}, took "
             f"{result.duration_s:.1f} s, exit {result.exit_code}. Every figure is in the JSON "
             f"record (`--json`, schema_version {result.schema_version})")
-    scripts = reproducible(result)
-    if scripts:
-        text += (f"; reproduction scripts for {', '.join(label(b) for b in scripts)} are in "
-                 "the Markdown and HTML reports (`geventprobe report RESULT.json --format "
-                 "markdown`)")
+    subjects = reproducible(result)
+    if subjects:
+        text += (f"; reproductions of {', '.join(label(b) for b in subjects)} (the harness and "
+                 "what to run it on) are in the Markdown and HTML reports (`geventprobe report "
+                 "RESULT.json --format markdown`)")
     return text + "."

@@ -4,7 +4,7 @@ For a log or an e-mail: the headline, the body and the verdict sentence as a
 ``WIDTH``-column terminal draws them (with ``-v``, every figure), then the findings
 paragraph, the appendix (calibration, the workers' facts, server, machine, command) and
 where the report came from. Every line fits in ``WIDTH`` columns; none ends in blanks.
-The reproduction scripts are in the Markdown and HTML reports (the footer says so).
+The reproductions (the harness) are in the Markdown and HTML reports (the footer says so).
 """
 
 from __future__ import annotations
