@@ -126,7 +126,12 @@ def cli(probe_tmp, tmp_path):
     """Start CliProcess runs in the probe_tmp TMPDIR; kills what is left if a test fails."""
     started: list[CliProcess] = []
 
-    def start(*args: str, env: dict | None = None, profile: str | None = None) -> CliProcess:
+    def start(*args: str, env: dict | None = None, profile: str | None = None,
+              initdb: bool = False) -> CliProcess:
+        """``initdb``: with an empty cache dir, so that the server is made by initdb (a
+        moment long enough to catch), not copied from the cluster kept there."""
+        if initdb:
+            env = {**(env or {}), "GEVENTPROBE_CACHE_DIR": str(tmp_path / "cache")}
         extra = []
         if profile is not None:
             path = tmp_path / "profile.toml"
@@ -189,7 +194,7 @@ SIGNALS = {"SIGINT": (signal.SIGINT, 130, "interrupted (Ctrl-C)"),
 @pytest.mark.parametrize("sig_name", list(SIGNALS))
 def test_signal_at_every_phase_leaves_nothing(cli, moment, sig_name):
     sig, code, message = SIGNALS[sig_name]
-    run = cli(*SMALL, "--builds", "binary", profile=LONG_PROBE)
+    run = cli(*SMALL, "--builds", "binary", profile=LONG_PROBE, initdb=moment == "server-start")
     run.wait_until(lambda: MOMENTS[moment](run), moment)
     before = run.watch()
     assert before, "nothing was running at that moment"
@@ -370,7 +375,7 @@ def _gone_within(run: CliProcess, seconds: float) -> tuple[list[int], list[str]]
 
 @pytest.mark.parametrize("moment", ["server-start", "probe"])
 def test_sigkill_of_geventprobe_leaves_nothing(cli, moment):
-    run = cli(*SMALL, "--builds", "binary", profile=LONG_PROBE)
+    run = cli(*SMALL, "--builds", "binary", profile=LONG_PROBE, initdb=moment == "server-start")
     run.wait_until(lambda: MOMENTS[moment](run), moment)
     assert run.watch()
     run.signal(signal.SIGKILL)
