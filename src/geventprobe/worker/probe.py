@@ -222,6 +222,7 @@ class Heartbeat:
         self.expected: list[float] = []
         self.lag: list[float] = []
         self._running = True
+        self._greenlet = None
 
     def run(self):
         import gevent
@@ -234,25 +235,46 @@ class Heartbeat:
             self.expected.append(before + period)
             self.lag.append(now - before - period)
 
+    def start(self) -> None:
+        """Tick in a greenlet of its own (again, after ``pause``)."""
+        import gevent
+
+        self._running = True
+        self._greenlet = gevent.spawn(self.run)
+
+    def pause(self) -> None:
+        """Stop ticking until ``start``: nothing of this worker is measured meanwhile, and
+        ticking every 2 ms costs a worker about 0.05 CPU-s/s (docs/benchmarks.md)."""
+        self.stop()
+        if self._greenlet is not None:
+            self._greenlet.join(timeout=1)
+            self._greenlet = None
+
     def stop(self):
         self._running = False
 
 
-def _wait_for_files(paths: list[str], timeout: float, what: str) -> None:
-    """Sleep (cooperatively) until every one of ``paths`` exists."""
+def _wait_for_files(paths: list[str], timeout: float, what: str, every: float = 0.005) -> None:
+    """Sleep (cooperatively) until every one of ``paths`` exists, looking ``every`` s."""
     import gevent
 
     deadline = time.monotonic() + timeout
     while not all(os.path.exists(p) for p in paths):
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} within {timeout:.0f} s")
-        gevent.sleep(0.005)
+        gevent.sleep(every)
 
 
-def _wait_for_go(timeout: float) -> list[int]:
-    """Wait for the parent's go; return the order in which the workers take turns."""
+def _wait_for_go(workload: dict) -> list[int]:
+    """Wait for the parent's go; return the order in which the workers take turns.
+
+    A worker booted ahead of its turn (``go_wait_s``: every build of a run boots at once)
+    waits while other builds are measured: it looks every 20 ms, not every 5, so that 16
+    such workers cost the machine little (its heartbeat does not run yet).
+    """
     go = os.path.join(_run_dir(), "go")
-    _wait_for_files([go], timeout, "the parent did not say go")
+    _wait_for_files([go], float(workload["go_timeout_s"]) + float(workload.get("go_wait_s", 0)),
+                    "the parent did not say go", every=0.02)
     with open(go) as f:
         return list(json.load(f).get("order") or [])
 
@@ -391,6 +413,8 @@ def _connect_in_turn(driver: Driver, workload: dict, order: list[int], rules: Ru
     stall share up to 0.59), while one worker at a time kept its median share at 0.54 or
     less against 0.97 or more for a blocked one (docs/connect-phase.md).
     Taking turns keeps the evidence about the driver; the wait windows then start together.
+    The heartbeat ticks for this worker's own turn only (nothing of it is measured while the
+    others take theirs), then again once every worker has connected.
     """
     pid = os.getpid()
     run_dir = _run_dir()
@@ -398,13 +422,21 @@ def _connect_in_turn(driver: Driver, workload: dict, order: list[int], rules: Ru
     mine = order.index(pid) if pid in order else 0
     before = [os.path.join(run_dir, f"connected-{p}") for p in order[:mine]]
     _wait_for_files(before, timeout, "the workers before this one did not finish connecting")
-    conns, phase = connect_phase(driver, int(workload["greenlets"]),
-                                  int(workload.get("connect_rounds", 1)), rules)
+    heartbeat = rules.heartbeat
+    # It ticks from here on: a lone connect and 10 ms (five ticks) come before the first
+    # window (``connect_phase``).
+    heartbeat.start()
+    try:
+        conns, phase = connect_phase(driver, int(workload["greenlets"]),
+                                      int(workload.get("connect_rounds", 1)), rules)
+    finally:
+        heartbeat.pause()
     # A marker for the other workers (only its existence counts; the parent never reads it).
     with open(os.path.join(run_dir, f"connected-{pid}"), "w"):
         pass
     everyone = [os.path.join(run_dir, f"connected-{p}") for p in order]
     _wait_for_files(everyone, timeout, "the other workers did not finish connecting")
+    heartbeat.start()  # it ticks while the first queries run, before the idle window
     return conns, phase
 
 
@@ -433,16 +465,13 @@ def run(source, worker=None) -> None:
         if import_error:
             raise ImportError(import_error)
         driver = Driver(module, workload)
-        _serve_route(driver, workload)
         port = None
         if worker is not None and worker.sockets:
             port = worker.sockets[0].getsockname()[1]
         # The facts go along already: a worker killed mid-probe never writes its result.
         _write(f"ready-{pid}.json", record.Ready(pid=pid, port=port, facts=found["facts"]))
-        order = _wait_for_go(float(workload["go_timeout_s"]))
+        order = _wait_for_go(workload)
 
-        hb = gevent.spawn(heartbeat.run)
-        gevent.sleep(0.02)  # the heartbeat ticks before anything is measured
         rules = Rules(workload, heartbeat)
         monitor = _start_monitor(workload)
         conns, found["connect"] = _connect_in_turn(driver, workload, order, rules)
@@ -494,8 +523,10 @@ def run(source, worker=None) -> None:
         s0 = time.monotonic()
         gevent.joinall([gevent.spawn(select1_loop, c) for c in cursors], raise_error=True)
         s1 = time.monotonic()
-        heartbeat.stop()
-        hb.join(timeout=1)
+        heartbeat.pause()
+        # The request phase's connections, after every measurement: a worker booted ahead of
+        # its turn holds none while other builds are measured.
+        _serve_route(driver, workload)
 
         found.update(
             wait_seconds=w,
