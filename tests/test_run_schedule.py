@@ -1,6 +1,7 @@
 """How a run spends its time, seen from outside a real run: every build's gunicorn boots
 before any build is measured, a build waiting for its turn holds no server connection and
-is measured alone, and the harness's gunicorn leaves as soon as its workers are killed."""
+is measured alone, a blocked window is cut short once decided, and the harness's gunicorn
+leaves as soon as its workers are killed."""
 
 from __future__ import annotations
 
@@ -70,7 +71,12 @@ def test_builds_boot_together_and_wait_their_turn_without_connections(probe_tmp,
     assert seen == {"dirs": 2, "waiting_ready": 2, "waiting_connections": 0}, seen
     builds = by_build(json.loads(out.read_text()))
     assert builds["binary"]["verdict"] == "OK"
-    assert builds["psycopg2"]["verdict"] == "BLOCKING"
+    blocked = builds["psycopg2"]
+    assert blocked["verdict"] == "BLOCKING"
+    # Once both rules had fired, the rest of the blocked window was called off.
+    assert blocked["metrics"]["wait_called_off"] > 0
+    wait = next(e for e in blocked["evidence"] if e["rule"] == "wait-factor")
+    assert wait["fired"] and "were called off" in wait["text"], wait
 
 
 def test_the_harness_master_leaves_once_its_workers_are_killed(probe_tmp, monkeypatch):

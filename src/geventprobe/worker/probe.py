@@ -213,6 +213,11 @@ class Driver:
         cursor.execute(sql, params)
         return cursor.fetchone()
 
+    @staticmethod
+    def cancel(conn) -> None:
+        """Cancel the query ``conn`` runs (libpq's PQcancel, callable from another thread)."""
+        conn.cancel()
+
 
 class Heartbeat:
     """Ticks every ``period`` s; each late tick is hub lag: time the hub could not run us."""
@@ -223,15 +228,17 @@ class Heartbeat:
         self.lag: list[float] = []
         self._running = True
         self._greenlet = None
+        self.last = time.monotonic()
+        """When it last ran (a thread reads it to see how long the hub has not run)."""
 
     def run(self):
         import gevent
 
         period = self.period
         while self._running:
-            before = time.monotonic()
+            before = self.last = time.monotonic()
             gevent.sleep(period)
-            now = time.monotonic()
+            now = self.last = time.monotonic()
             self.expected.append(before + period)
             self.lag.append(now - before - period)
 
@@ -357,6 +364,15 @@ class Rules:
                   if win[1] - win[0] >= least and win[1] > win[0]]
         return self._majority([s >= self.t["connect_stall_share"] for s in shares], rounds)
 
+    def call_off_after(self) -> tuple[float, float] | None:
+        """(seconds into a wait window, hub stall in seconds) past which both BLOCKING rules
+        of the waits are decided: twice the wait-factor limit, twice the hub-lag limit (at
+        the default's: 4·w, and a hub that did not run for w). None without thresholds."""
+        if not self.t:
+            return None
+        return (2 * float(self.t["blocking_wait_factor"]) * self.sleep_cost,
+                2 * float(self.t["blocking_hub_lag_fraction"]) * self.w)
+
     def waits_blocking(self, windows: list[list[float]], rounds: int) -> bool:
         """A blocking rule already fired for good: a window's hub lag reached the limit, or
         most rounds' wait factor did. (OK and BUSY-WAIT need every window: CPU is summed.)"""
@@ -367,6 +383,72 @@ class Rules:
         factors = [(b - a) / self.sleep_cost >= float(self.t["blocking_wait_factor"])
                    for a, b in windows]
         return sum(factors) >= rounds // 2 + 1
+
+
+def wait_window(driver: Driver, conns: list, cursors: list, rules: Rules
+                ) -> tuple[list[float], int]:
+    """One wait window: every greenlet runs ``SELECT pg_sleep(w)`` at once on its own
+    connection; its [start, end] and how many sleeps were called off.
+
+    A hub its driver blocks runs them one after another: G × w (2.4 s by default). Once the
+    window has lasted twice the wait-factor limit and the hub has not run for twice the
+    hub-lag limit, both BLOCKING rules are decided and the rest of the window would only
+    repeat them. A thread of its own (the hub cannot run; the driver's wait in C let go of
+    the GIL) then calls the rest off: the greenlets that have not started skip their sleep,
+    and the one running is cancelled on the server. A hub that keeps the GIL, or that runs
+    (however slowly), is never cut short.
+    """
+    import gevent
+
+    w = rules.w
+    state = {"off": False, "done": False, "current": None}
+
+    def sleep(conn, cursor) -> bool:
+        if state["off"]:
+            return False
+        state["current"] = conn
+        try:
+            driver.query(cursor, "SELECT pg_sleep(%s)", (w,))
+        except Exception as exc:
+            # psycopg2's QueryCanceledError, psycopg's QueryCanceled: our own cancel.
+            if state["off"] and type(exc).__name__.startswith("QueryCancel"):
+                return False
+            raise
+        return True
+
+    t0 = time.monotonic()
+    after = rules.call_off_after()
+    if after is not None:
+        _call_off_when_decided(state, driver, rules.heartbeat, t0 + after[0], after[1])
+    try:
+        jobs = [gevent.spawn(sleep, c, cur) for c, cur in zip(conns, cursors)]
+        gevent.joinall(jobs, raise_error=True)
+    finally:
+        state["done"] = True
+    return [t0, time.monotonic()], sum(job.value is False for job in jobs)
+
+
+def _call_off_when_decided(state: dict, driver: Driver, heartbeat: Heartbeat, not_before: float,
+                           stalled: float) -> None:
+    """From ``not_before`` on, in a native thread: once the hub has not run for ``stalled``
+    s while the window runs, call the window off (``wait_window``)."""
+    from gevent import monkey
+
+    native_sleep = monkey.get_original("time", "sleep")
+
+    def watch():
+        native_sleep(max(0.0, not_before - time.monotonic()))
+        while not state["done"]:
+            if time.monotonic() - heartbeat.last >= stalled:
+                state["off"] = True
+                conn = state["current"]
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        driver.cancel(conn)
+                return
+            native_sleep(0.01)
+
+    monkey.get_original("_thread", "start_new_thread")(watch, ())
 
 
 def connect_phase(driver: Driver, greenlets: int, rounds: int, rules: Rules
@@ -495,6 +577,7 @@ def run(source, worker=None) -> None:
         w = float(workload["wait_seconds"])
         rounds = int(workload["wait_rounds"])
         windows: list[list[float]] = []
+        called_off: list[int] = []
         monitor = _start_monitor(workload)
         for _ in range(rounds):
             gevent.sleep(0.02)  # let the heartbeat tick between windows (10 ticks)
@@ -502,10 +585,9 @@ def run(source, worker=None) -> None:
             # the first one decided BLOCKING, the others would only repeat it.
             if rules.waits_blocking(windows, rounds):
                 break
-            t0 = time.monotonic()
-            jobs = [gevent.spawn(driver.query, c, "SELECT pg_sleep(%s)", (w,)) for c in cursors]
-            gevent.joinall(jobs, raise_error=True)
-            windows.append([t0, time.monotonic()])
+            window, off = wait_window(driver, conns, cursors, rules)
+            windows.append(window)
+            called_off.append(off)
         gevent.sleep(0.02)
         found["blocked"], monitor = _stop_monitor(monitor), None
 
@@ -531,6 +613,7 @@ def run(source, worker=None) -> None:
         found.update(
             wait_seconds=w,
             windows=windows,
+            called_off=called_off,
             select1_window=[s0, s1],
             select1_latencies_us=latencies,
             heartbeat_expected=heartbeat.expected,
