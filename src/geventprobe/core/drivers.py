@@ -77,7 +77,7 @@ def boot_ahead(session: Session, subjects: Sequence[HarnessBuild], workload: Wor
     and 0.7 s of CPU for 4 workers, a build after the other); done at once for all, it keeps
     both cores busy for less time, and no build's boot or stop overlaps another's
     measurements. A booted worker waits for its go without its heartbeat, looking every
-    20 ms (``worker/probe.py``).
+    10 ms (``worker/probe.py``).
     """
     # How long a build's turn may take at most: a later one's workers wait that much longer.
     turn = workload.probe_timeout_s() + workload.http_seconds + workload.http_timeout_s

@@ -396,7 +396,7 @@ class EmbeddedPostgres:
             # pid file's last line says "ready" once recovery is over.
             if os.path.exists(sock) and self._pidfile_ready():
                 return True
-            time.sleep(0.05)
+            time.sleep(0.01)  # a server from a kept cluster is up in about 0.2 s
         return False
 
     def _pidfile_ready(self) -> bool:
