@@ -29,6 +29,10 @@ pytestmark = pytest.mark.integration
 SMALL = ["--workers", "2", "--greenlets", "8"]
 # A SELECT 1 loop long enough that "during the probe" is a wide window.
 LONG_PROBE = "[workload]\nselect1_seconds = 8.0\n"
+# ...for a run that must then finish: the probe is still on 3.5 s after go (a worker stopped
+# 0.5 s in, for 3 s), or long enough to be caught at all (a second and a half).
+PROBE_4S = "[workload]\nselect1_seconds = 4.0\n"
+PROBE_1S = "[workload]\nselect1_seconds = 1.0\n"
 
 
 class CliProcess:
@@ -426,7 +430,7 @@ def test_stopped_worker_is_an_error_not_blocking(cli, tmp_path, resume):
     # was stopped. Either way the driver did nothing wrong.
     out = tmp_path / "r.json"
     run = cli(*SMALL, "--builds", "binary", "--json", str(out),
-              profile=LONG_PROBE + "worker_timeout_s = 6\n")
+              profile=PROBE_4S + "worker_timeout_s = 6\n")
     ready = run.wait_until(lambda: during_probe(run) and run.files("geventprobe-run-*/ready-*"),
                            "the probe")
     victim = int(os.path.basename(sorted(ready)[0])[len("ready-"):-len(".json")])
@@ -487,7 +491,7 @@ def _watchdog_of(run: CliProcess) -> psutil.Process:
 
 def test_killed_watchdog_is_replaced_and_the_user_told(cli):
     # Issue 19: kill -9 of the watchdog mid-run was silent, and the safety net was gone.
-    run = cli(*SMALL, "--builds", "binary", profile=LONG_PROBE)
+    run = cli(*SMALL, "--builds", "binary", profile=PROBE_1S)
     run.wait_until(lambda: during_probe(run), "the probe")
     old = _watchdog_of(run)
     old.kill()
