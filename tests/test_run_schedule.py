@@ -48,17 +48,25 @@ def test_builds_boot_together_and_wait_their_turn_without_connections(probe_tmp,
                              "--json", str(out)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     seen = None
+    first: str | None = None
+    first_gone_at_second_go = None
     deadline = time.monotonic() + 120
     try:
         while proc.poll() is None and time.monotonic() < deadline:
             dirs = glob.glob(os.path.join(probe_tmp, "geventprobe-run-*"))
             said_go = [d for d in dirs if os.path.exists(os.path.join(d, "go"))]
             if said_go and seen is None:
+                first = said_go[0]
                 waiting = [d for d in dirs if d not in said_go]
                 seen = {"dirs": len(dirs),
                         "waiting_ready": sum(len(_pids(d, "ready")) for d in waiting),
                         "waiting_connections": _connections(
                             [p for d in waiting for p in _pids(d, "ready")])}
+            if first is not None and [d for d in said_go if d != first] \
+                    and first_gone_at_second_go is None:
+                # The first build's gunicorn was reaped and its run dir removed before the
+                # second was told go: nothing of it runs beside the second's measurements.
+                first_gone_at_second_go = not os.path.exists(first)
             time.sleep(0.005)
         output = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))[0]
     finally:
@@ -69,6 +77,7 @@ def test_builds_boot_together_and_wait_their_turn_without_connections(probe_tmp,
     # When the first build was told go, the second had booted already (its two workers
     # ready), and held no connection to the server: its connect phase is its own.
     assert seen == {"dirs": 2, "waiting_ready": 2, "waiting_connections": 0}, seen
+    assert first_gone_at_second_go is True
     builds = by_build(json.loads(out.read_text()))
     assert builds["binary"]["verdict"] == "OK"
     blocked = builds["psycopg2"]
