@@ -98,8 +98,9 @@ def main() -> None:
                 confusion[(o["expected"], o["got"])] += 1
                 if o["margin"] is not None:
                     margins.setdefault((o["expected"], loaded), []).append(o["margin"])
+                # Judged only: a window too short to judge reads 0 (no margin to speak of).
                 connect = next((e for e in o["evidence"] if e["rule"] == "connect-stall"
-                                and e["threshold"] > 0), None)
+                                and e["threshold"] > 0 and e["value"] > 0), None)
                 if connect is not None:
                     # The connect rule's own margin, for every control that ran it.
                     m = (connect["value"] / connect["threshold"] if o["expected"] != "OK"

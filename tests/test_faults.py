@@ -29,6 +29,10 @@ pytestmark = pytest.mark.integration
 SMALL = ["--workers", "2", "--greenlets", "8"]
 # A SELECT 1 loop long enough that "during the probe" is a wide window.
 LONG_PROBE = "[workload]\nselect1_seconds = 8.0\n"
+# ...for a run that must then finish: the probe is still on 3.5 s after go (a worker stopped
+# 0.5 s in, for 3 s), or long enough to be caught at all (a second and a half).
+PROBE_4S = "[workload]\nselect1_seconds = 4.0\n"
+PROBE_1S = "[workload]\nselect1_seconds = 1.0\n"
 
 
 class CliProcess:
@@ -126,7 +130,12 @@ def cli(probe_tmp, tmp_path):
     """Start CliProcess runs in the probe_tmp TMPDIR; kills what is left if a test fails."""
     started: list[CliProcess] = []
 
-    def start(*args: str, env: dict | None = None, profile: str | None = None) -> CliProcess:
+    def start(*args: str, env: dict | None = None, profile: str | None = None,
+              initdb: bool = False) -> CliProcess:
+        """``initdb``: with an empty cache dir, so that the server is made by initdb (a
+        moment long enough to catch), not copied from the cluster kept there."""
+        if initdb:
+            env = {**(env or {}), "GEVENTPROBE_CACHE_DIR": str(tmp_path / "cache")}
         extra = []
         if profile is not None:
             path = tmp_path / "profile.toml"
@@ -189,7 +198,7 @@ SIGNALS = {"SIGINT": (signal.SIGINT, 130, "interrupted (Ctrl-C)"),
 @pytest.mark.parametrize("sig_name", list(SIGNALS))
 def test_signal_at_every_phase_leaves_nothing(cli, moment, sig_name):
     sig, code, message = SIGNALS[sig_name]
-    run = cli(*SMALL, "--builds", "binary", profile=LONG_PROBE)
+    run = cli(*SMALL, "--builds", "binary", profile=LONG_PROBE, initdb=moment == "server-start")
     run.wait_until(lambda: MOMENTS[moment](run), moment)
     before = run.watch()
     assert before, "nothing was running at that moment"
@@ -370,7 +379,7 @@ def _gone_within(run: CliProcess, seconds: float) -> tuple[list[int], list[str]]
 
 @pytest.mark.parametrize("moment", ["server-start", "probe"])
 def test_sigkill_of_geventprobe_leaves_nothing(cli, moment):
-    run = cli(*SMALL, "--builds", "binary", profile=LONG_PROBE)
+    run = cli(*SMALL, "--builds", "binary", profile=LONG_PROBE, initdb=moment == "server-start")
     run.wait_until(lambda: MOMENTS[moment](run), moment)
     assert run.watch()
     run.signal(signal.SIGKILL)
@@ -421,7 +430,7 @@ def test_stopped_worker_is_an_error_not_blocking(cli, tmp_path, resume):
     # was stopped. Either way the driver did nothing wrong.
     out = tmp_path / "r.json"
     run = cli(*SMALL, "--builds", "binary", "--json", str(out),
-              profile=LONG_PROBE + "worker_timeout_s = 6\n")
+              profile=PROBE_4S + "worker_timeout_s = 6\n")
     ready = run.wait_until(lambda: during_probe(run) and run.files("geventprobe-run-*/ready-*"),
                            "the probe")
     victim = int(os.path.basename(sorted(ready)[0])[len("ready-"):-len(".json")])
@@ -482,7 +491,7 @@ def _watchdog_of(run: CliProcess) -> psutil.Process:
 
 def test_killed_watchdog_is_replaced_and_the_user_told(cli):
     # Issue 19: kill -9 of the watchdog mid-run was silent, and the safety net was gone.
-    run = cli(*SMALL, "--builds", "binary", profile=LONG_PROBE)
+    run = cli(*SMALL, "--builds", "binary", profile=PROBE_1S)
     run.wait_until(lambda: during_probe(run), "the probe")
     old = _watchdog_of(run)
     old.kill()

@@ -50,3 +50,18 @@ def test_a_process_waiting_in_one_long_call_is_running(child):
     # ...and what the off-CPU limit is for: a stretch longer than any wait is suspicious.
     assert sampler.off_cpu[proc.pid] > 1.0
     assert "neither ran nor waited" in sampler.not_running(off_cpu_limit=0.5)[proc.pid]
+
+
+def test_cpu_is_counted_finer_than_the_kernels_10_ms_ticks(child):
+    # A window of 0.15 s read in 10 ms ticks is ±0.07 CPU-s/s: a third of the busy-wait
+    # limit. The scheduler's own count (schedstat, ns) is what the sampler reads.
+    proc = child("import time\nwhile True:\n    t = time.perf_counter() + 0.003\n"
+                 "    while time.perf_counter() < t: pass\n    time.sleep(0.004)\n")
+    with CpuSampler([proc.pid]) as sampler:
+        time.sleep(0.5)
+    cpu = sampler.series[proc.pid]["cpu"]
+    assert len(cpu) > 20
+    assert any(abs(v * 100 - round(v * 100)) > 1e-3 for v in cpu), "only whole ticks"
+    # ...and it is the same figure: 3 ms of work in every 7 ms.
+    t = sampler.series[proc.pid]["t"]
+    assert 0.25 < sampler.cpu_seconds(proc.pid, t[1], t[-1]) / (t[-1] - t[1]) < 0.65

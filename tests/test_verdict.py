@@ -187,3 +187,18 @@ def test_an_idle_spin_is_told_as_such_and_gets_no_wait_repro():
     assert b.verdict is Verdict.BUSY_WAIT and not repro.wanted(b)
     spinning = dataclasses.replace(b, evidence=evidence(metrics(1.07, 19.7, 0.389), T))
     assert repro.wanted(spinning)
+
+
+def test_a_window_called_off_says_so_and_stays_blocking():
+    # Recorded: psycopg2 without a callback, 4 workers × 16: the window was called off at
+    # 4.03 × w, its hub 602 ms late, 13 of 16 sleeps called off.
+    m = dataclasses.replace(metrics(4.03, 602.5, 0.008), wait_called_off=13)
+    rules = evidence(m, T)
+    assert classify(rules) is Verdict.BLOCKING
+    wait = next(e for e in rules if e.rule == "wait-factor")
+    assert wait.fired
+    assert wait.text == ("16 concurrent pg_sleep(0.15) had taken 4.03× w with the hub stopped "
+                         "when the 13 still waiting were called off (limit 2×; 16× if they "
+                         "all ran one at a time)")
+    plain = next(e for e in evidence(metrics(16.1, 2413.7, 0.001), T) if e.rule == "wait-factor")
+    assert "called off" not in plain.text

@@ -208,6 +208,10 @@ class BuildMetrics:
     cpu_while_idle: float | None = None
     """Highest worker CPU-seconds per wall-second over the idle window (every connection
     open, none in use; None: no idle window in this record)."""
+    wait_called_off: int = 0
+    """Most sleeps of one worker's window called off once BLOCKING was decided: the hub had
+    not run for twice the hub-lag limit and the window had lasted twice the wait-factor
+    limit (0: every sleep ran out)."""
 
 
 @dataclass(frozen=True)

@@ -51,16 +51,16 @@ class Workload:
     """Concurrent greenlets per worker, each with its own connection."""
     wait_seconds: float = 0.15
     """w: every greenlet runs ``SELECT pg_sleep(w)`` at once."""
-    wait_rounds: int = 3
+    wait_rounds: int = 1
     """Number of wait windows per worker."""
     heartbeat_ms: float = 2.0
     """Period of the hub-lag heartbeat greenlet."""
-    connect_rounds: int = 3
+    connect_rounds: int = 2
     """Connect windows per worker: all greenlets connect at once, then ``connect_rounds - 1``
     times close everything and reconnect at once (an app without a pool)."""
-    select1_seconds: float = 0.3
+    select1_seconds: float = 0.05
     """Duration of the closed ``SELECT 1`` loop."""
-    idle_seconds: float = 0.25
+    idle_seconds: float = 0.1
     """The idle window: every greenlet's connection open and used once, then nothing sent
     for this long while the heartbeat ticks (does an idle connection cost CPU?; 0: none)."""
     statement_timeout_ms: int = 30000
@@ -72,7 +72,7 @@ class Workload:
     http_rate: float = 100.0
     """HTTP requests per second the parent sends at the workers' probe route, open loop,
     in the request phase after the verdict's windows (0: no request phase)."""
-    http_seconds: float = 0.8
+    http_seconds: float = 0.25
     """Length of the request phase (the probe's greenlets keep waiting on the server)."""
     http_query_ms: float = 10.0
     """Each request runs ``SELECT pg_sleep(http_query_ms / 1000)`` (0: ``SELECT 1``)."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 
 import click
 from rich.table import Table
 
+from geventprobe.cache_dir import cache_root
 from geventprobe.cli.common import debug_option, handled_errors, progress_console, report_console
 from geventprobe.versions import venvs
 
@@ -20,7 +22,9 @@ def cache_command() -> None:
     """The cached isolated environments of `run --psycopg/--gevent` and `bisect`.
 
     They live in the user cache dir (on Linux $XDG_CACHE_HOME/geventprobe or
-    ~/.cache/geventprobe), or in $GEVENTPROBE_CACHE_DIR when set.
+    ~/.cache/geventprobe), or in $GEVENTPROBE_CACHE_DIR when set, beside the embedded
+    PostgreSQL's initialised cluster (pgdata/, copied for each run instead of running
+    initdb).
     """
 
 
@@ -51,12 +55,17 @@ def list_command(debug):
 @cache_command.command("clear")
 @debug_option
 def clear_command(debug):
-    """Remove every cached environment (they are made again when needed)."""
+    """Remove every cached environment and the embedded server's kept cluster (they are
+    made again when needed)."""
     with handled_errors(debug):
         done = venvs.clear()
         console = progress_console()
         console.print(f"geventprobe: removed {len(done.removed)} environments "
                       f"({_size(done.freed_bytes)}) from {venvs.envs_root()}")
+        pgdata = cache_root() / "pgdata"
+        if pgdata.exists():
+            shutil.rmtree(pgdata, ignore_errors=True)
+            console.print(f"geventprobe: removed the embedded server's kept cluster ({pgdata})")
         if done.busy:
             console.print(f"geventprobe: {len(done.busy)} in use by another geventprobe left "
                           f"alone: {', '.join(done.busy)}")

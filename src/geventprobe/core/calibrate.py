@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from geventprobe.core import builds
 from geventprobe.core.builds import BY_NAME, Build
-from geventprobe.core.drivers import HarnessBuild
+from geventprobe.core.drivers import HarnessBuild, boot_ahead
 from geventprobe.core.progress import Listener
 from geventprobe.core.session import Session
 from geventprobe.core.target import Probed
@@ -214,10 +214,10 @@ def run_controls(session: Session, listener: Listener) -> Calibration:
     # The controls test the in-worker rules; user-visible request latency adds nothing there.
     workload = dataclasses.replace(session.plan.workload, http_rate=0.0)
     outcomes = []
-    for i, control in enumerate(todo):
+    subjects = boot_ahead(session, [HarnessBuild(BY_NAME[c.build], c.preload,
+                                                 extra_env=dict(c.env)) for c in todo], workload)
+    for i, (control, subject) in enumerate(zip(todo, subjects)):
         listener.build_started(f"control {control.name}", i, len(todo))
-        subject = HarnessBuild(BY_NAME[control.build], control.preload,
-                               extra_env=dict(control.env))
         result = session.probe(subject, workload=workload)
         result = dataclasses.replace(result, build=f"control {control.name}")
         listener.build_finished(result)

@@ -185,6 +185,7 @@ def build_metrics(reports: list[ProbeResult], figures: list[WorkerFigures],
         connect=connect_metrics(figures, rtt_ms, min_connect_window_ms),
         rtt_ms=rtt_ms,
         cpu_while_idle=max(idle) if idle else None,
+        wait_called_off=max((n for r in reports for n in r.called_off), default=0),
     )
 
 

@@ -31,9 +31,7 @@ def evidence(m: BuildMetrics, t: Thresholds) -> list[Evidence]:
             value=m.wait_factor,
             threshold=t.blocking_wait_factor,
             fired=m.wait_factor >= t.blocking_wait_factor,
-            text=(f"{m.greenlets} concurrent pg_sleep({m.wait_seconds:g}) took "
-                  f"{m.wait_factor:.2f}× {'(w + RTT)' if m.rtt_ms else 'w'} (limit "
-                  f"{t.blocking_wait_factor:g}×; {m.greenlets:d}× if they ran one at a time)"),
+            text=_wait_factor_text(m, t),
         ),
         Evidence(
             rule="hub-lag",
@@ -84,6 +82,19 @@ def evidence(m: BuildMetrics, t: Thresholds) -> list[Evidence]:
     if m.connect is not None:
         rules += connect_evidence(m.connect, m.greenlets, t)
     return rules
+
+
+def _wait_factor_text(m: BuildMetrics, t: Thresholds) -> str:
+    unit = "(w + RTT)" if m.rtt_ms else "w"
+    if m.wait_called_off:
+        # The window was cut short once both rules were decided (worker/probe.py).
+        return (f"{m.greenlets} concurrent pg_sleep({m.wait_seconds:g}) had taken "
+                f"{m.wait_factor:.2f}× {unit} with the hub stopped when the "
+                f"{m.wait_called_off} still waiting were called off (limit "
+                f"{t.blocking_wait_factor:g}×; {m.greenlets:d}× if they all ran one at a time)")
+    return (f"{m.greenlets} concurrent pg_sleep({m.wait_seconds:g}) took "
+            f"{m.wait_factor:.2f}× {unit} (limit "
+            f"{t.blocking_wait_factor:g}×; {m.greenlets:d}× if they ran one at a time)")
 
 
 def connect_evidence(c: ConnectFigures, greenlets: int, t: Thresholds) -> list[Evidence]:

@@ -80,12 +80,80 @@ def gunicorn_argv(workers: int, timeout: int, preload: bool, *, python: str | No
     return argv
 
 
+@dataclasses.dataclass
+class Boot:
+    """A gunicorn started for one run of the probe (``boot``), maybe ahead of its turn."""
+
+    proc: subprocess.Popen
+    run_dir: str
+    log_path: str
+    timeout: float
+    """gunicorn's ``--timeout`` (the worker timeout) that applies."""
+    started: float
+    """When it was started (``time.monotonic``)."""
+    done: bool = False
+    """``run_build`` took it over (or ``discard`` stopped it)."""
+
+
+def boot(build_env: dict[str, str], workload: Workload, dsn: str, preload: bool, *,
+         python: str | None = None, base_env: dict[str, str] | None = None,
+         argv: list[str] | None = None, cwd: str | None = None, keep_cmd_args: bool = False,
+         thresholds: Thresholds | None = None, routes: list[route_phase.Route] | None = None,
+         timeout_s: float | None = None, go_wait_s: float = 0.0) -> Boot:
+    """Start gunicorn for ``run_build`` (same arguments); its workers boot and wait for go.
+
+    ``go_wait_s``: how long before its turn it is started (``Session.boot_ahead``: every
+    build of a run boots at once, before any is measured): the workers wait that much
+    longer for the parent's go before they give up.
+    """
+    run_dir = children.make_temp_dir("geventprobe-run-")
+    try:
+        log_path = os.path.join(run_dir, "gunicorn.log")
+        env = dict(os.environ if base_env is None else base_env)
+        if not keep_cmd_args:  # the built-in harness runs as we say, not as the shell says
+            env.pop("GUNICORN_CMD_ARGS", None)
+        env.update(build_env)
+        env.update(
+            GEVENTPROBE_RUN_DIR=run_dir,
+            # Through the environment, not argv: /proc/<pid>/environ is readable by us alone.
+            GEVENTPROBE_DSN=dsn,
+            GEVENTPROBE_WORKLOAD=json.dumps(dict(workload.to_worker(thresholds),
+                                                 go_wait_s=go_wait_s)),
+            PYTHONUNBUFFERED="1",
+        )
+        if routes:  # the workers stay for the route phase, this long at most
+            env["GEVENTPROBE_ROUTES_TIMEOUT_S"] = str(
+                route_phase.worker_timeout_s(routes, workload.http_timeout_s))
+        # A hub blocked for a whole window must not get the worker killed by the master
+        # (unless the profile sets the timeout, as a deployment's gunicorn --timeout would).
+        timeout = workload.worker_timeout_s or int(30 + workload.blocked_seconds())
+        started = time.monotonic()
+        proc = children.spawn(argv or gunicorn_argv(workload.workers, timeout, preload,
+                                                    python=python),
+                              env=env, log_path=log_path, cwd=cwd or run_dir)
+    except BaseException:
+        children.remove_temp_dir(run_dir)
+        raise
+    return Boot(proc=proc, run_dir=run_dir, log_path=log_path, started=started,
+                timeout=timeout if argv is None or timeout_s is None else timeout_s)
+
+
+def discard(booted: Boot) -> None:
+    """Stop a gunicorn ``boot`` started that ``run_build`` never took over (the run ended
+    before its turn), and remove its run dir."""
+    if booted.done:
+        return
+    booted.done = True
+    children.stop(booted.proc, signal.SIGINT, timeout=10)
+    children.remove_temp_dir(booted.run_dir)
+
+
 def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: bool, *,
               python: str | None = None, base_env: dict[str, str] | None = None,
               argv: list[str] | None = None, cwd: str | None = None,
               keep_cmd_args: bool = False, thresholds: Thresholds | None = None,
               routes: list[route_phase.Route] | None = None,
-              timeout_s: float | None = None) -> WorkersRun:
+              timeout_s: float | None = None, booted: Boot | None = None) -> WorkersRun:
     """Run the probe once under gunicorn with ``build_env`` on top of our environment.
 
     ``python`` and ``base_env`` run it in another environment instead (a version
@@ -97,39 +165,25 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
     ``routes``: the user's routes to drive after the request phase (``app/routes.py``).
     ``timeout_s``: gunicorn's worker timeout when ``argv`` sets its own (the user's config:
     the evidence of a WORKER TIMEOUT quotes the timeout that really applied).
+    ``booted``: the gunicorn ``boot`` started for it ahead of its turn (the same arguments);
+    None: it is started now.
     """
     run = WorkersRun()
-    run_dir = children.make_temp_dir("geventprobe-run-")
-    log_path = os.path.join(run_dir, "gunicorn.log")
-    env = dict(os.environ if base_env is None else base_env)
-    if not keep_cmd_args:  # the built-in harness runs as we say, not as the shell says
-        env.pop("GUNICORN_CMD_ARGS", None)
-    env.update(build_env)
-    env.update(
-        GEVENTPROBE_RUN_DIR=run_dir,
-        # Through the environment, not argv: /proc/<pid>/environ is readable by us alone.
-        GEVENTPROBE_DSN=dsn,
-        GEVENTPROBE_WORKLOAD=json.dumps(workload.to_worker(thresholds)),
-        PYTHONUNBUFFERED="1",
-    )
-    if routes:  # the workers stay for the route phase, this long at most
-        env["GEVENTPROBE_ROUTES_TIMEOUT_S"] = str(
-            route_phase.worker_timeout_s(routes, workload.http_timeout_s))
-    # A hub blocked for a whole window must not get the worker killed by the master
-    # (unless the profile sets the timeout, as a deployment's gunicorn --timeout would).
-    timeout = workload.worker_timeout_s or int(30 + workload.blocked_seconds())
-    run.timeout_s = timeout if argv is None or timeout_s is None else timeout_s
+    started = time.monotonic()
+    if booted is None:
+        booted = boot(build_env, workload, dsn, preload, python=python, base_env=base_env,
+                      argv=argv, cwd=cwd, keep_cmd_args=keep_cmd_args, thresholds=thresholds,
+                      routes=routes, timeout_s=timeout_s)
+    booted.done = True
+    proc, run_dir, log_path = booted.proc, booted.run_dir, booted.log_path
+    run.timeout_s = booted.timeout
     # Workers gunicorn killed for WORKER TIMEOUT before the route phase: the driver probe's
     # (and the request phase's) business; during a route, that route's (``routes.py``).
     before_routes: list[int] | None = None
-    started = time.monotonic()
     try:
-        proc = children.spawn(argv or gunicorn_argv(workload.workers, timeout, preload,
-                                                  python=python),
-                           env=env,
-                           log_path=log_path, cwd=cwd or run_dir)
         with _owned(proc):
             ready = _wait_for(run_dir, "ready", workload.workers, workload.boot_timeout_s, proc)
+            # What the boot cost this row: ~0 when it booted ahead, with the others.
             run.timings["boot"] = time.monotonic() - started
             if ready is None:
                 _raise_app_error(run_dir, preload)
@@ -179,7 +233,7 @@ def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: 
                                            log_path)
                 run.routes.timeout_s = run.timeout_s
                 run.timings["routes"] = time.monotonic() - routing
-            _quick_stop(proc, run_dir)
+            _quick_stop(proc, run_dir, harness=argv is None)
     finally:
         run.log_tail = _log_tail(log_path)
         run.timed_out_pids = (_timed_out_pids(log_path) if before_routes is None
@@ -215,24 +269,35 @@ def finish_previous() -> None:
     init, which reaps orphans slowly here (1.1–1.5 s measured)."""
     while _exiting:
         proc, run_dir = _exiting.pop()
+        if os.path.exists(os.path.join(run_dir, "stop")):
+            # The harness's master leaves by itself (``_quick_stop``): a SIGINT before it
+            # did would send it through gunicorn's own stop, 0.1 s sleeps and all.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(1.0)
         children.stop(proc, signal.SIGINT, timeout=10)
         children.remove_temp_dir(run_dir)
 
 
-def _quick_stop(proc, run_dir: str) -> None:
-    """Stop gunicorn once every figure is in: the master quits (SIGINT) and its workers are
-    killed at once, so it reaps them and exits without waiting for them to wind down; the
-    reaping itself overlaps the next build's boot (``finish_previous``).
+def _quick_stop(proc, run_dir: str, harness: bool) -> None:
+    """Stop gunicorn once every figure is in: ``stop`` in the run dir and its workers killed
+    at once; its reaping waits for ``finish_previous``.
 
-    Measured with 4 gevent workers: 0.27–0.32 s until the master is gone, against 0.84 s for
-    SIGINT alone, and 1.1–1.5 s for killing the whole group (orphaned workers wait for
-    init to reap them). Their connections close with them; PostgreSQL logs nothing for an
-    idle connection that goes away.
+    The harness's master (``harness``) leaves by itself as soon as it has reaped its last
+    worker once ``stop`` is there (``harness_conf.child_exit``): measured with 4 gevent
+    workers, 9 ms until it is reaped, against 0.22-0.25 s with a SIGINT to the master as
+    well (its stop loop sleeps 0.1 s between looks, then Python winds down), 0.84 s for
+    SIGINT alone, and 1.1-1.5 s for killing the whole group (orphaned workers wait for init
+    to reap them). A user's master (``--app``) is told to quit with SIGINT. Their
+    connections close with them; PostgreSQL logs nothing for an idle connection that goes
+    away.
     """
     try:
         workers = psutil.Process(proc.pid).children()
-        proc.send_signal(signal.SIGINT)
-    except (psutil.Error, ProcessLookupError):
+        with open(os.path.join(run_dir, "stop"), "w"):  # only its existence counts
+            pass
+        if not harness:
+            proc.send_signal(signal.SIGINT)
+    except (psutil.Error, ProcessLookupError, OSError):
         return
     for worker in workers:
         with contextlib.suppress(psutil.Error):

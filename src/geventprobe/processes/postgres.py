@@ -10,6 +10,10 @@ run's connections.
 (``initdb``, ``postgres``) instead of searching PATH, ``pg_config`` and Debian's
 layout; pointed at an empty directory it makes the "no PostgreSQL" path testable.
 
+``initdb`` runs once per server install and user: its cluster is kept in the user cache
+dir (``pgdata/``) and copied for the next runs (``cp -a``, 0.08 s against 0.85 s); a kept
+cluster the server refuses is dropped and ``initdb`` runs again.
+
 Every process runs in its own session (initdb too: it starts postgres children
 of its own) and is stopped with its whole group; the temp dir is registered with
 ``procs`` so it is removed even if the run is interrupted mid-start. While the
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
 import pwd
 import re
@@ -28,6 +33,7 @@ import signal
 import socket
 import stat
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -41,6 +47,7 @@ INSTALL_HINT = (
     "macOS: brew install postgresql) or pass --dsn to use your own server"
 )
 BIND_ATTEMPTS = 3
+_INITDB_OPTIONS = ("--no-sync", "-E", "UTF8", "--locale=C", "--no-instructions")
 # The postmaster logs which shutdown it was asked for, and by which signal (PostgreSQL docs,
 # "Shutting Down the Server").
 _SHUTDOWN = re.compile(r"received (smart|fast|immediate) shutdown request")
@@ -139,6 +146,67 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _template_path(binaries: PgBinaries, uid: int | None) -> str | None:
+    """Where a cluster made by this PostgreSQL's ``initdb`` (trust, no password) is kept for
+    the next runs: the user cache dir's ``pgdata/``, one per server install (its programs'
+    path, size and time: an upgrade makes a new one) and owner. None when there is no cache
+    dir."""
+    from geventprobe.cache_dir import cache_root
+
+    try:
+        st = os.stat(binaries.postgres)
+        root = cache_root()
+    except (OSError, RuntimeError):  # RuntimeError: no home directory to find it in
+        return None
+    owner = os.geteuid() if uid is None else uid
+    key = hashlib.sha256(f"{os.path.realpath(binaries.bindir)}|{st.st_size}|{st.st_mtime_ns}|"
+                         f"{owner}|{SUPERUSER}|{' '.join(_INITDB_OPTIONS)}".encode())
+    return str(root / "pgdata" / key.hexdigest()[:16])
+
+
+def _copy_tree(source: str, target: str) -> bool:
+    """``cp -a``: modes and owners kept (measured: 0.08 s for a new cluster's 39 MB and 992
+    files, against 0.65 s for Python's copytree and chown)."""
+    try:
+        done = subprocess.run(["cp", "-a", source, target], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
+
+
+def _copy_template(template: str, data: str) -> bool:
+    """Copy a kept cluster into ``data``; False when there is none or it cannot be copied
+    (then ``data`` does not exist)."""
+    if not os.path.isfile(os.path.join(template, "PG_VERSION")):
+        return False
+    if _copy_tree(template, data):
+        return True
+    shutil.rmtree(data, ignore_errors=True)
+    return False
+
+
+def _keep_template(data: str, template: str) -> None:
+    """Keep a copy of the cluster ``initdb`` just made for the next runs (measured: 0.8 s of
+    CPU and 0.85 s for ``initdb``, 0.08 s to copy its result): copied aside, then renamed into
+    place whole, so another run never sees half of one. Best effort: nothing is lost
+    without it."""
+    parent = os.path.dirname(template)
+    try:
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".new-", dir=parent)
+    except OSError:
+        return
+    try:
+        if _copy_tree(data, os.path.join(tmp, "data")):
+            os.rename(os.path.join(tmp, "data"), template)
+    except OSError:
+        pass  # another run kept one first
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _server_env(root: str) -> dict[str, str]:
     """A minimal environment: when we are root the server runs as another user, who can
     read its /proc/<pid>/environ, so nothing of ours (GEVENTPROBE_DSN, PG*) goes along."""
@@ -167,6 +235,8 @@ class EmbeddedPostgres:
         self.proc: subprocess.Popen | None = None
         self._log_seen = 0
         self._shutdown_mode: str | None = None
+        self.from_template = False
+        """The cluster was copied from the one kept in the user cache dir (no initdb)."""
 
     @property
     def dsn(self) -> str:
@@ -211,7 +281,14 @@ class EmbeddedPostgres:
                     f"{blocked}: set TMPDIR to a directory it can reach (e.g. TMPDIR=/tmp)")
         data = os.path.join(self.root, "data")
         env = _server_env(self.root)
-        self._initdb(binaries, data, env, uid, gid)
+        # A cluster made for an earlier run, kept in the user cache dir, saves initdb.
+        template = None if self.password else _template_path(binaries, uid)
+        from_template = self.from_template = (template is not None
+                                              and _copy_template(template, data))
+        if not from_template:
+            self._initdb(binaries, data, env, uid, gid)
+            if template is not None:
+                _keep_template(data, template)
         for attempt in range(BIND_ATTEMPTS):
             self.port = free_port()
             self.proc = children.spawn(
@@ -226,8 +303,19 @@ class EmbeddedPostgres:
             if self._wait_ready():
                 return
             pid, mode = self.proc.pid, self._shutdown_asked()
+            exited = self.proc.poll() is not None
             children.stop(self.proc, signal.SIGINT)
             self.proc = None
+            if from_template and exited and mode is None and \
+                    self._log_line("could not bind") is None:
+                # A kept cluster this server refuses (a stale or damaged one): drop it and
+                # make the cluster the usual way.
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(template)
+                shutil.rmtree(data, ignore_errors=True)
+                self._initdb(binaries, data, env, uid, gid)
+                from_template = self.from_template = False
+                continue
             if mode is not None:  # not a failure to start: something stopped it meanwhile
                 raise ProbeError(
                     f"the embedded PostgreSQL (pid {pid}) was asked to shut down while it "
@@ -262,8 +350,7 @@ class EmbeddedPostgres:
         log = os.path.join(self.root, "initdb.log")
         # Its own session: initdb starts postgres children, and stopping the group gets them.
         proc = children.spawn(
-            [binaries.initdb, "-D", data, "-U", SUPERUSER, *auth, "--no-sync",
-             "-E", "UTF8", "--locale=C", "--no-instructions"],
+            [binaries.initdb, "-D", data, "-U", SUPERUSER, *auth, *_INITDB_OPTIONS],
             env=env, log_path=log, cwd=self.root, user=uid, group=gid)
         with children.running(proc, signal.SIGTERM, timeout=5):
             code = children.wait(proc, self.start_timeout)
@@ -309,7 +396,7 @@ class EmbeddedPostgres:
             # pid file's last line says "ready" once recovery is over.
             if os.path.exists(sock) and self._pidfile_ready():
                 return True
-            time.sleep(0.05)
+            time.sleep(0.01)  # a server from a kept cluster is up in about 0.2 s
         return False
 
     def _pidfile_ready(self) -> bool:

@@ -120,7 +120,7 @@ def wait_for(run_dir: str, prefix: str, count: int, timeout: float, alive: Calla
             return None
         if pids is not None and any(gone(p) for p in pids if p not in found):
             return None  # a worker died without reporting: its report will never come
-        time.sleep(0.02)
+        time.sleep(0.01)
 
 
 def say_go(run_dir: str, order: list[int]) -> None:

@@ -40,11 +40,11 @@ from datetime import datetime, timezone
 from importlib import metadata, resources
 from pathlib import Path
 
+from geventprobe.cache_dir import CACHE_ENV, cache_root
 from geventprobe.errors import ProbeError
 from geventprobe.files import write_atomic
 from geventprobe.processes import children
 
-CACHE_ENV = "GEVENTPROBE_CACHE_DIR"
 """Environment variable: where the cache lives (tests point it at a temp dir)."""
 INSTALLER_ENV = "GEVENTPROBE_INSTALLER"
 """Environment variable: ``uv`` or ``pip`` forces the installer; unset or ``auto`` picks."""
@@ -70,23 +70,6 @@ def _quiet(_text: str) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Where the cache is, and which Python it is for
-
-
-def cache_root() -> Path:
-    """geventprobe's user cache dir: ``$GEVENTPROBE_CACHE_DIR``, else the platform's."""
-    explicit = os.environ.get(CACHE_ENV)
-    if explicit:
-        return Path(explicit).expanduser()
-    try:
-        import platformdirs  # optional: it knows every platform's convention
-    except ImportError:
-        pass
-    else:
-        return Path(platformdirs.user_cache_dir("geventprobe", appauthor=False))
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "geventprobe"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "geventprobe"
 
 
 def envs_root() -> Path:

@@ -213,6 +213,11 @@ class Driver:
         cursor.execute(sql, params)
         return cursor.fetchone()
 
+    @staticmethod
+    def cancel(conn) -> None:
+        """Cancel the query ``conn`` runs (libpq's PQcancel, callable from another thread)."""
+        conn.cancel()
+
 
 class Heartbeat:
     """Ticks every ``period`` s; each late tick is hub lag: time the hub could not run us."""
@@ -222,37 +227,61 @@ class Heartbeat:
         self.expected: list[float] = []
         self.lag: list[float] = []
         self._running = True
+        self._greenlet = None
+        self.last = time.monotonic()
+        """When it last ran (a thread reads it to see how long the hub has not run)."""
 
     def run(self):
         import gevent
 
         period = self.period
         while self._running:
-            before = time.monotonic()
+            before = self.last = time.monotonic()
             gevent.sleep(period)
-            now = time.monotonic()
+            now = self.last = time.monotonic()
             self.expected.append(before + period)
             self.lag.append(now - before - period)
+
+    def start(self) -> None:
+        """Tick in a greenlet of its own (again, after ``pause``)."""
+        import gevent
+
+        self._running = True
+        self._greenlet = gevent.spawn(self.run)
+
+    def pause(self) -> None:
+        """Stop ticking until ``start``: nothing of this worker is measured meanwhile, and
+        ticking every 2 ms costs a worker about 0.05 CPU-s/s (docs/benchmarks.md)."""
+        self.stop()
+        if self._greenlet is not None:
+            self._greenlet.join(timeout=1)
+            self._greenlet = None
 
     def stop(self):
         self._running = False
 
 
-def _wait_for_files(paths: list[str], timeout: float, what: str) -> None:
-    """Sleep (cooperatively) until every one of ``paths`` exists."""
+def _wait_for_files(paths: list[str], timeout: float, what: str, every: float = 0.005) -> None:
+    """Sleep (cooperatively) until every one of ``paths`` exists, looking ``every`` s."""
     import gevent
 
     deadline = time.monotonic() + timeout
     while not all(os.path.exists(p) for p in paths):
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} within {timeout:.0f} s")
-        gevent.sleep(0.005)
+        gevent.sleep(every)
 
 
-def _wait_for_go(timeout: float) -> list[int]:
-    """Wait for the parent's go; return the order in which the workers take turns."""
+def _wait_for_go(workload: dict) -> list[int]:
+    """Wait for the parent's go; return the order in which the workers take turns.
+
+    A worker booted ahead of its turn (``go_wait_s``: every build of a run boots at once)
+    waits while other builds are measured: it looks every 10 ms, not every 5, so that 16
+    such workers cost the machine little (its heartbeat does not run yet).
+    """
     go = os.path.join(_run_dir(), "go")
-    _wait_for_files([go], timeout, "the parent did not say go")
+    _wait_for_files([go], float(workload["go_timeout_s"]) + float(workload.get("go_wait_s", 0)),
+                    "the parent did not say go", every=0.01)
     with open(go) as f:
         return list(json.load(f).get("order") or [])
 
@@ -335,6 +364,15 @@ class Rules:
                   if win[1] - win[0] >= least and win[1] > win[0]]
         return self._majority([s >= self.t["connect_stall_share"] for s in shares], rounds)
 
+    def call_off_after(self) -> tuple[float, float] | None:
+        """(seconds into a wait window, hub stall in seconds) past which both BLOCKING rules
+        of the waits are decided: twice the wait-factor limit, twice the hub-lag limit (at
+        the default's: 4·w, and a hub that did not run for w). None without thresholds."""
+        if not self.t:
+            return None
+        return (2 * float(self.t["blocking_wait_factor"]) * self.sleep_cost,
+                2 * float(self.t["blocking_hub_lag_fraction"]) * self.w)
+
     def waits_blocking(self, windows: list[list[float]], rounds: int) -> bool:
         """A blocking rule already fired for good: a window's hub lag reached the limit, or
         most rounds' wait factor did. (OK and BUSY-WAIT need every window: CPU is summed.)"""
@@ -345,6 +383,72 @@ class Rules:
         factors = [(b - a) / self.sleep_cost >= float(self.t["blocking_wait_factor"])
                    for a, b in windows]
         return sum(factors) >= rounds // 2 + 1
+
+
+def wait_window(driver: Driver, conns: list, cursors: list, rules: Rules
+                ) -> tuple[list[float], int]:
+    """One wait window: every greenlet runs ``SELECT pg_sleep(w)`` at once on its own
+    connection; its [start, end] and how many sleeps were called off.
+
+    A hub its driver blocks runs them one after another: G × w (2.4 s by default). Once the
+    window has lasted twice the wait-factor limit and the hub has not run for twice the
+    hub-lag limit, both BLOCKING rules are decided and the rest of the window would only
+    repeat them. A thread of its own (the hub cannot run; the driver's wait in C let go of
+    the GIL) then calls the rest off: the greenlets that have not started skip their sleep,
+    and the one running is cancelled on the server. A hub that keeps the GIL, or that runs
+    (however slowly), is never cut short.
+    """
+    import gevent
+
+    w = rules.w
+    state = {"off": False, "done": False, "current": None}
+
+    def sleep(conn, cursor) -> bool:
+        if state["off"]:
+            return False
+        state["current"] = conn
+        try:
+            driver.query(cursor, "SELECT pg_sleep(%s)", (w,))
+        except Exception as exc:
+            # psycopg2's QueryCanceledError, psycopg's QueryCanceled: our own cancel.
+            if state["off"] and type(exc).__name__.startswith("QueryCancel"):
+                return False
+            raise
+        return True
+
+    t0 = time.monotonic()
+    after = rules.call_off_after()
+    if after is not None:
+        _call_off_when_decided(state, driver, rules.heartbeat, t0 + after[0], after[1])
+    try:
+        jobs = [gevent.spawn(sleep, c, cur) for c, cur in zip(conns, cursors)]
+        gevent.joinall(jobs, raise_error=True)
+    finally:
+        state["done"] = True
+    return [t0, time.monotonic()], sum(job.value is False for job in jobs)
+
+
+def _call_off_when_decided(state: dict, driver: Driver, heartbeat: Heartbeat, not_before: float,
+                           stalled: float) -> None:
+    """From ``not_before`` on, in a native thread: once the hub has not run for ``stalled``
+    s while the window runs, call the window off (``wait_window``)."""
+    from gevent import monkey
+
+    native_sleep = monkey.get_original("time", "sleep")
+
+    def watch():
+        native_sleep(max(0.0, not_before - time.monotonic()))
+        while not state["done"]:
+            if time.monotonic() - heartbeat.last >= stalled:
+                state["off"] = True
+                conn = state["current"]
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        driver.cancel(conn)
+                return
+            native_sleep(0.01)
+
+    monkey.get_original("_thread", "start_new_thread")(watch, ())
 
 
 def connect_phase(driver: Driver, greenlets: int, rounds: int, rules: Rules
@@ -376,6 +480,8 @@ def connect_phase(driver: Driver, greenlets: int, rounds: int, rules: Rules
         gevent.joinall(jobs, raise_error=True)
         windows.append([t0, time.monotonic()])
         conns = [job.value for job in jobs]
+        if len(windows) == max(1, rounds):
+            break  # the last round: its late heartbeat is recorded when the hub next runs
         gevent.sleep(0.005)  # a late heartbeat fires now, so the rule sees this window's lag
         if rules.connect_decided(windows, rounds):
             break
@@ -391,6 +497,8 @@ def _connect_in_turn(driver: Driver, workload: dict, order: list[int], rules: Ru
     stall share up to 0.59), while one worker at a time kept its median share at 0.54 or
     less against 0.97 or more for a blocked one (docs/connect-phase.md).
     Taking turns keeps the evidence about the driver; the wait windows then start together.
+    The heartbeat ticks for this worker's own turn only (nothing of it is measured while the
+    others take theirs), then again once every worker has connected.
     """
     pid = os.getpid()
     run_dir = _run_dir()
@@ -398,13 +506,21 @@ def _connect_in_turn(driver: Driver, workload: dict, order: list[int], rules: Ru
     mine = order.index(pid) if pid in order else 0
     before = [os.path.join(run_dir, f"connected-{p}") for p in order[:mine]]
     _wait_for_files(before, timeout, "the workers before this one did not finish connecting")
-    conns, phase = connect_phase(driver, int(workload["greenlets"]),
-                                  int(workload.get("connect_rounds", 1)), rules)
+    heartbeat = rules.heartbeat
+    # It ticks from here on: a lone connect and 10 ms (five ticks) come before the first
+    # window (``connect_phase``).
+    heartbeat.start()
+    try:
+        conns, phase = connect_phase(driver, int(workload["greenlets"]),
+                                      int(workload.get("connect_rounds", 1)), rules)
+    finally:
+        heartbeat.pause()
     # A marker for the other workers (only its existence counts; the parent never reads it).
     with open(os.path.join(run_dir, f"connected-{pid}"), "w"):
         pass
     everyone = [os.path.join(run_dir, f"connected-{p}") for p in order]
     _wait_for_files(everyone, timeout, "the other workers did not finish connecting")
+    heartbeat.start()  # it ticks while the first queries run, before the idle window
     return conns, phase
 
 
@@ -433,16 +549,13 @@ def run(source, worker=None) -> None:
         if import_error:
             raise ImportError(import_error)
         driver = Driver(module, workload)
-        _serve_route(driver, workload)
         port = None
         if worker is not None and worker.sockets:
             port = worker.sockets[0].getsockname()[1]
         # The facts go along already: a worker killed mid-probe never writes its result.
         _write(f"ready-{pid}.json", record.Ready(pid=pid, port=port, facts=found["facts"]))
-        order = _wait_for_go(float(workload["go_timeout_s"]))
+        order = _wait_for_go(workload)
 
-        hb = gevent.spawn(heartbeat.run)
-        gevent.sleep(0.02)  # the heartbeat ticks before anything is measured
         rules = Rules(workload, heartbeat)
         monitor = _start_monitor(workload)
         conns, found["connect"] = _connect_in_turn(driver, workload, order, rules)
@@ -470,6 +583,7 @@ def run(source, worker=None) -> None:
         w = float(workload["wait_seconds"])
         rounds = int(workload["wait_rounds"])
         windows: list[list[float]] = []
+        called_off: list[int] = []
         monitor = _start_monitor(workload)
         for _ in range(rounds):
             gevent.sleep(0.02)  # let the heartbeat tick between windows (10 ticks)
@@ -477,10 +591,9 @@ def run(source, worker=None) -> None:
             # the first one decided BLOCKING, the others would only repeat it.
             if rules.waits_blocking(windows, rounds):
                 break
-            t0 = time.monotonic()
-            jobs = [gevent.spawn(driver.query, c, "SELECT pg_sleep(%s)", (w,)) for c in cursors]
-            gevent.joinall(jobs, raise_error=True)
-            windows.append([t0, time.monotonic()])
+            window, off = wait_window(driver, conns, cursors, rules)
+            windows.append(window)
+            called_off.append(off)
         gevent.sleep(0.02)
         found["blocked"], monitor = _stop_monitor(monitor), None
 
@@ -498,12 +611,15 @@ def run(source, worker=None) -> None:
         s0 = time.monotonic()
         gevent.joinall([gevent.spawn(select1_loop, c) for c in cursors], raise_error=True)
         s1 = time.monotonic()
-        heartbeat.stop()
-        hb.join(timeout=1)
+        heartbeat.pause()
+        # The request phase's connections, after every measurement: a worker booted ahead of
+        # its turn holds none while other builds are measured.
+        _serve_route(driver, workload)
 
         found.update(
             wait_seconds=w,
             windows=windows,
+            called_off=called_off,
             select1_window=[s0, s1],
             select1_latencies_us=latencies,
             heartbeat_expected=heartbeat.expected,

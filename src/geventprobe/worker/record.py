@@ -38,12 +38,12 @@ import os
 import re
 from dataclasses import dataclass, field
 
-RECORD_VERSION = 6
+RECORD_VERSION = 7
 """Version of every record in this module (1: the untyped dicts before it was checked;
 3: ``RoutePhase.parked`` and ``RoutePhase.bindings``; 4: ``BlockedEvent.source`` and
 ``BlockedEvent.gil_held``; 5: ``Importing``, ``RoutePhase.aborted`` and
 ``GunicornSettings.limit_request_line``; 6: ``Running``, ``ProbeResult.idle_running``,
-``TaskDone.running`` and ``RoutePhase.stall_watch_off``)."""
+``TaskDone.running`` and ``RoutePhase.stall_watch_off``; 7: ``ProbeResult.called_off``)."""
 
 
 class RecordError(Exception):
@@ -139,6 +139,9 @@ class ProbeResult:
     """w: each greenlet's ``pg_sleep(w)`` in a window."""
     windows: list[list[float]] = field(default_factory=list)
     """[start, end] of each wait window."""
+    called_off: list[int] = field(default_factory=list)
+    """Per wait window, the sleeps called off once BLOCKING was decided (0: every one ran
+    out; ``probe.wait_window``)."""
     idle_window: list[float] | None = None
     """[start, end] of the idle window: every connection open and used once, none in use
     (None: none in this record)."""
