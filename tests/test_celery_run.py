@@ -295,7 +295,9 @@ def test_the_users_broker_is_never_touched_and_time_limits_are_named(users_redis
         assert "time_limit" in hard["advice"]
         assert any(n.startswith("tasks.soft has a soft time limit of 0.3 s but ran 0.6 s")
                    for n in record["notes"])
-        shown = run.stdout + Path(run.markdown).read_text() + Path(run.json).read_text()
+        # The Markdown up to its reproduction, which embeds the harness's own source.
+        markdown = Path(run.markdown).read_text().partition("Reproduction")[0]
+        shown = run.stdout + markdown + Path(run.json).read_text()
         assert "?" not in shown  # was `?` for the error, the state and the first error
     finally:
         run.close()

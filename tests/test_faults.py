@@ -409,8 +409,9 @@ def _probe_connections(dsn: str) -> int:
 def test_sigkill_of_geventprobe_closes_its_server_connections(cli, own_server):
     run = cli(*SMALL, "--builds", "binary", profile=LONG_PROBE,
               env={"GEVENTPROBE_DSN": own_server})
-    run.wait_until(lambda: during_probe(run), "the probe")
-    assert _probe_connections(own_server) > 0  # the workers are connected: the test can see
+    # After go the workers connect in turn: wait until the server sees them (the test can see).
+    run.wait_until(lambda: during_probe(run) and _probe_connections(own_server) > 0,
+                   "the workers connected")
     run.signal(signal.SIGKILL)
     run.proc.wait()
     left, files = _gone_within(run, 5.0)
