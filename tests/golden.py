@@ -33,7 +33,7 @@ from geventprobe.report.formats import Html, Markdown, Terminal, Text
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden"
 RECORDS = ["default", "preload", "busy-wait", "preload-http", "matrix", "app-routes",
-           "calibrate", "app-causes", "celery", "celery-stall"]
+           "calibrate", "app-causes", "celery", "celery-stall", "app-cpu"]
 """tests/data/run-<name>.json"""
 COMPARES = {"preload-default": ("preload", "default", False),
             "default-preload": ("default", "preload", False),

@@ -20,6 +20,28 @@ import psutil
 STOPPED = (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
 
 
+def schedstat(pid: int) -> tuple[float, float]:
+    """Seconds the main thread of ``pid`` ran on a CPU, and spent runnable waiting for one
+    (``/proc/<pid>/schedstat``, ns-exact; NaN if unknown). A gevent worker's hub, so every
+    request's Python, runs on that thread."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            fields = f.read().split()
+        return int(fields[0]) / 1e9, int(fields[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return math.nan, math.nan
+
+
+def clocks(pids: list[int]) -> dict[int, tuple[float, float]]:
+    """``schedstat`` of each of ``pids`` that can be read now: pid → (ran s, waited s)."""
+    out = {}
+    for pid in pids:
+        ran, waited = schedstat(pid)
+        if not math.isnan(ran):
+            out[pid] = (ran, waited)
+    return out
+
+
 class CpuSampler:
     """Background thread sampling the CPU time of a fixed set of PIDs, and of the machine.
 
@@ -65,16 +87,6 @@ class CpuSampler:
     def _run(self) -> None:
         while not self._stop.wait(self.period):
             self._sample()
-
-    @staticmethod
-    def _schedstat(pid: int) -> tuple[float, float]:
-        """Seconds ``pid`` ran on a CPU, and spent runnable waiting for one (NaN if unknown)."""
-        try:
-            with open(f"/proc/{pid}/schedstat") as f:
-                fields = f.read().split()
-            return int(fields[0]) / 1e9, int(fields[1]) / 1e9
-        except (OSError, ValueError, IndexError):
-            return math.nan, math.nan
 
     def _note_running(self, pid: int, now: float, status: str, ran: float, delay: float) -> None:
         """Keep, per worker, how long it was seen stopped and its longest stretch off the
@@ -125,7 +137,7 @@ class CpuSampler:
             except psutil.NoSuchProcess:  # a worker can die between two reads
                 del self._procs[pid]
                 continue
-            ran, delay = self._schedstat(pid)
+            ran, delay = schedstat(pid)
             now = time.monotonic()
             self._note_running(pid, now, status, ran, delay)
             series = self.series[pid]
