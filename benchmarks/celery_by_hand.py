@@ -13,7 +13,8 @@ and then 16 sent at once, each opening a connection and running ``pg_sleep(0.2)`
   0.1 s the hub did not switch: their count × 0.1 s is how long the hub was held;
 - cpu: the worker's CPU-seconds per wall-second over the batch (psutil), the BUSY-WAIT
   figure (``--seconds 1`` makes each task wait 1 s on the server, so the time every task
-  only waits dominates the batch).
+  only waits dominates the batch; ``--seconds 0`` makes a quick task of it). ``--warm``
+  sends two tasks first, so the lone one is not the worker's first.
 
 A batch not done within 30 s is dumped with ``py-spy dump`` (if installed); then the
 worker gets SIGTERM, and SIGKILL if it is still there after 10 s. The "Measured by hand"
@@ -64,6 +65,7 @@ CASES = {
                         {"DJANGO_DB_DRIVER": "psycopg2"}),
     "spinning_wait": ("spinning_wait", [*CELERY, "-A", "tasks", *WORKER], "tasks.query", {}),
     "pool_timeout": ("pool_timeout", [*CELERY, "-A", "tasks", *WORKER], "tasks.query", {}),
+    "small_pool": ("small_pool", [*CELERY, "-A", "tasks", *WORKER], "tasks.query", {}),
 }
 SECONDS = float(sys.argv[sys.argv.index("--seconds") + 1]) if "--seconds" in sys.argv else 0.2
 
@@ -202,6 +204,8 @@ def run_case(name: str, pg_dsn: str, broker: str, tmp: str) -> dict:
         out["online"] = events.online.wait(30)
         out["boot_s"] = round(time.monotonic() - t0, 2)
         time.sleep(0.5)  # let the worker settle after worker-online
+        if "--warm" in sys.argv:  # a task first: the worker's first-task costs are not alone's
+            out["warm"] = batch(app, events, task, 2, 15, proc.pid)
         before = hub_reports(log)
         out["alone"] = batch(app, events, task, 1, 15, proc.pid)
         out["at_once"] = batch(app, events, task, 16, 30, proc.pid)

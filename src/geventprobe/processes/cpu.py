@@ -52,7 +52,7 @@ class CpuSampler:
     runnable all the time, whether it gets a core or waits for one.
     """
 
-    METRICS = ("cpu", "run_delay", "voluntary")
+    METRICS = ("cpu", "ran", "run_delay", "voluntary")
 
     def __init__(self, pids: list[int], period: float = 0.01):
         self.period = period
@@ -143,6 +143,7 @@ class CpuSampler:
             series = self.series[pid]
             series["t"].append(now)
             series["cpu"].append(t.user + t.system)
+            series["ran"].append(ran)  # the main thread's, ns-exact (cpu: every thread, ticks)
             series["run_delay"].append(delay)
             series["voluntary"].append(float(switches.voluntary))
         total = psutil.cpu_times()
