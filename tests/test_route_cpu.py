@@ -150,6 +150,14 @@ def test_share_reads_the_busiest_worker_at_the_p90_answer():
     assert cpu.cpu_per_request_ms == pytest.approx(7.0) and cpu.lone_cpu_ms == 4.0
 
 
+def test_a_worker_that_served_none_of_the_burst_explains_nothing():
+    due = {1: (0.0, 0.0), 2: (0.0, 0.0)}
+    # Worker 2 ran 0.1 s of something else; worker 1 served every request and slept.
+    answered = [(0.2, {1: (0.002, 0.0), 2: (0.1, 0.0)})]
+    cpu = route_cpu.share(answered, due, {1: 8, 2: 0})
+    assert cpu.busy_ms == 2.0 and cpu.unexplained_ms == 198.0
+
+
 def test_share_never_explains_more_than_the_latency():
     cpu = route_cpu.share([(0.05, {1: (0.04, 0.03)})], {1: (0.0, 0.0)}, {1: 1})
     assert cpu.busy_ms == 50.0 and cpu.unexplained_ms == 0.0

@@ -35,7 +35,8 @@ def share(answered: Sequence[tuple[float, Clocks | None]], due: Clocks,
 
     ``answered``: each answered request's latency (s, from the burst's due time) and the
     workers' clocks as it ended; ``due``: the clocks when the burst was due; ``served``:
-    worker pid → requests of the burst it served. None when the clocks were not read.
+    worker pid → requests of the burst it served (the busiest of those that served any is
+    read). None when the clocks were not read.
     """
     timed = sorted(((s, at) for s, at in answered if at), key=lambda x: x[0])
     if not due or not timed or len(timed) < len(answered):
@@ -43,9 +44,11 @@ def share(answered: Sequence[tuple[float, Clocks | None]], due: Clocks,
     # The p90 answer by nearest rank, as core/stats.percentile ranks the burst's latencies.
     p90_s, at_p90 = timed[max(1, math.ceil(0.9 * len(timed))) - 1]
     spent = _spent(due, at_p90)
-    if not spent:
+    # The workers that served the burst: a worker's CPU explains only its own requests' wait.
+    serving = {p: rw for p, rw in spent.items() if served.get(p)} or spent
+    if not serving:
         return None
-    ran, waited = max(spent.values(), key=lambda rw: (rw[0] + rw[1], rw[0]))
+    ran, waited = max(serving.values(), key=lambda rw: (rw[0] + rw[1], rw[0]))
     busy = min(ran + waited, p90_s)  # readings a few µs apart: never more than the wall
     whole = _spent(due, timed[-1][1])
     requests = sum(served.values())
