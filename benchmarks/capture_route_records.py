@@ -11,6 +11,10 @@ route causes (``tests/data/causes/records/``, replayed by ``tests/test_route_cau
     flock /tmp/gp-timing.lock .venv/bin/python benchmarks/capture_route_records.py \\
         --out tests/data/causes/records/small_pool.json -- \\
         run --app app:application --chdir examples/small_pool --route /query --profile quick
+
+``--hogs N`` runs N busy-looping processes during the run (a loaded machine), stopped after
+it. The records of ``tests/data/cpu/`` (``tests/test_route_cpu.py``) also hold the workers'
+CPU clocks around the lone request and at each answer of the burst, and the warm-up.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import subprocess
 import sys
 
 from geventprobe import cli
@@ -27,6 +32,7 @@ from geventprobe.app import route_rules
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
+    ap.add_argument("--hogs", type=int, default=0)
     ap.add_argument("argv", nargs=argparse.REMAINDER)
     args = ap.parse_args()
     judge_all = route_rules.judge_all
@@ -50,7 +56,14 @@ def main() -> None:
 
     route_rules.judge_all = keep
     sys.argv = ["geventprobe", *[a for a in args.argv if a != "--"]]
-    cli.main()
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(args.hogs)]
+    try:
+        cli.main()
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
 
 
 if __name__ == "__main__":

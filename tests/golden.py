@@ -37,7 +37,8 @@ from geventprobe.report.formats import Html, Markdown, Terminal, Text
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden"
 RECORDS = ["default", "preload", "busy-wait", "preload-http", "matrix", "app-routes",
-           "calibrate", "app-causes", "celery", "celery-stall", "app-auto"]
+           "calibrate", "app-causes", "celery", "celery-stall", "app-auto",
+           "app-cpu"]
 """tests/data/run-<name>.json"""
 COMPARES = {"preload-default": ("preload", "default", False),
             "default-preload": ("default", "preload", False),

@@ -33,7 +33,7 @@ from geventprobe.report.formats import Html, Markdown, Terminal, Text
 
 DATA = Path(__file__).parent / "data"
 RECORDED = ["default", "preload", "busy-wait", "preload-http", "matrix", "app-routes",
-            "calibrate", "app-causes"]
+            "calibrate", "app-causes", "app-cpu"]
 WIDTHS = [80, 100, 160]
 VERDICT_WORDS = {v.value for v in Verdict}
 

@@ -13,6 +13,10 @@ run-app-causes is `geventprobe run --profile quick --app app:application --chdir
 examples/route_causes` with its five routes (psycopg 3.3.9, SQLAlchemy 2.1.9, the project's
 directory shown as /srv/geventprobe): one FAILING, two SERIALIZED and two BLOCKING routes,
 each with its cause.
+run-app-cpu is `geventprobe run --profile quick --app shop.wsgi:application --chdir
+examples/django_catalogue --route /health/` (issue 24 and 25: the quick route OK with the note
+that its burst was CPU sharing, and the warm-up's note: each worker's first request stalled
+its hub at `shop/urls.py`; the project's directory shown as /srv/geventprobe).
 run-celery and run-celery-stall are `geventprobe run --celery tasks --chdir
 examples/celery/psycopg2_plain --task tasks.query` (the worker and its task BLOCKING) and
 `--celery-cmd "python worker.py" --chdir examples/celery/worker_main --task tasks.query`

@@ -13,18 +13,16 @@ app preloads.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+import route_records
 
 from geventprobe.app import route_rules
-from geventprobe.app.routes import RouteRun, RoutesRun, parse_route
 from geventprobe.core import route_causes
 from geventprobe.core.known_errors import Deployment
 from geventprobe.record import RouteResult, Verdict
 from geventprobe.settings import Thresholds
-from geventprobe.worker import record
 from geventprobe.worker.record import RoutePhase
 
 RECORDS = Path(__file__).parent / "data" / "causes" / "records"
@@ -33,19 +31,8 @@ PRELOADED = {"preload_sleep", "master_connection", "django_preload"}
 
 def replay(name: str) -> RouteResult:
     """The route verdict of the recorded run of ``examples/<name>``."""
-    data = json.loads((RECORDS / f"{name}.json").read_text())
-    routes = [RouteRun(route=parse_route(r["route"]), concurrency=r["concurrency"],
-                       lone_status=r["lone_status"], lone_s=r["lone_s"],
-                       burst=[tuple(b) for b in r["burst"]], t0=r["t0"], t1=r["t1"],
-                       connections={int(k): v for k, v in r["connections"].items()},
-                       log_lines=r["log_lines"], error=r["error"]) for r in data["routes"]]
-    workers = {int(pid): record.load(RoutePhase, dict(w, version=record.RECORD_VERSION), name)
-               for pid, w in data["workers"].items()}
-    d = data["deployment"]
-    deployment = Deployment(**dict(d, driver_blocking=tuple(d["driver_blocking"])
-                                   if d["driver_blocking"] else None))
-    (result,) = route_rules.judge_all(RoutesRun(routes=routes, workers=workers),
-                                      Thresholds(), deployment)
+    phase, deployment = route_records.load(RECORDS / f"{name}.json")
+    (result,) = route_rules.judge_all(phase, Thresholds(), deployment)
     return result
 
 

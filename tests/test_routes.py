@@ -29,9 +29,9 @@ def pg_dsn():
         yield pg.dsn
 
 
-def drive(run_cli, pg_dsn, tmp_path, example, route):
+def drive(run_cli, pg_dsn, tmp_path, example, route, app=APP):
     out = tmp_path / "r.json"
-    proc = run_cli("run", "--profile", "quick", "--json", str(out), "--app", APP,
+    proc = run_cli("run", "--profile", "quick", "--json", str(out), "--app", app,
                    "--chdir", str(EXAMPLES / example), "--route", route,
                    env={"GEVENTPROBE_DSN": pg_dsn})
     result = json.loads(out.read_text()) if out.exists() else None
@@ -47,6 +47,40 @@ def test_clean_route_is_ok(run_cli, pg_dsn, tmp_path, schema):
     assert (r["route"], r["verdict"], r["lone_status"]) == ("GET /query", expect("clean"), 200)
     assert r["statuses"] == {"200": 16} and r["cause"] is None
     assert "routes: GET /query OK" in result["summary"]
+
+
+def _quick_route_is_ok(proc, result, route):
+    """Issue 24: a quick route of a healthy app at its defaults is OK, exit 0; what made its
+    burst slower than the lone request is the CPU its requests took turns on, and when that
+    alone would have read as SERIALIZED a note says so."""
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (r,) = result["builds"][0]["routes"]
+    assert (r["route"], r["verdict"], r["statuses"]) == (route, "OK", {"200": 16}), r
+    assert r["cause"] is None and r["warm_up"]["workers_warmed"] == 2
+    cpu = r["cpu"]
+    assert cpu["busy_ms"] > 0 and cpu["cpu_per_request_ms"] > 0, cpu
+    p90_ms = r["burst"]["p90_us"] / 1000
+    if p90_ms >= 1.8 * r["lone_ms"] and p90_ms - r["lone_ms"] >= 50:  # the rule before
+        assert cpu["note"].startswith("16 at once took "), cpu
+        assert "ms of CPU per request in the worker" in cpu["note"]
+
+
+@integration
+def test_django_at_its_defaults_is_ok(run_cli, pg_dsn, tmp_path):
+    # django-admin startproject, DATABASES from DATABASE_URL, a view running SELECT 1 on
+    # Django's connection (CONN_MAX_AGE 0: a new one per request).
+    pytest.importorskip("django", reason="the example needs Django: pip install -e '.[test]'")
+    proc, result = drive(run_cli, pg_dsn, tmp_path, "django_default", "/health/",
+                         app="mysite.wsgi:application")
+    _quick_route_is_ok(proc, result, "GET /health/")
+
+
+@integration
+def test_flask_sqlalchemy_at_its_defaults_is_ok(run_cli, pg_dsn, tmp_path):
+    # Flask and create_engine(DATABASE_URL): SQLAlchemy's default pool, SELECT 1.
+    pytest.importorskip("flask", reason="the example needs Flask: pip install -e '.[test]'")
+    proc, result = drive(run_cli, pg_dsn, tmp_path, "flask_sqlalchemy", "/health", app="app:app")
+    _quick_route_is_ok(proc, result, "GET /health")
 
 
 @integration

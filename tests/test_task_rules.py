@@ -153,6 +153,45 @@ def test_a_pool_smaller_than_the_concurrency():
     assert result.cause.startswith("4 server connections for 16 concurrent tasks: the pool")
 
 
+def quick(run_p90: float, busy: float | None, connections: int) -> Batch:
+    """16 tasks taken at once whose run times' p90 is ``run_p90``, the worker running or
+    waiting for a core ``busy`` s of it (issue 24)."""
+    runs = [0.03] * 14 + [run_p90, run_p90 + 0.01]
+    tasks = [task(i, 0.0, 0.004 * i, 0.004 * i + r) for i, r in enumerate(runs)]
+    return dataclasses.replace(batch("at once", tasks, lag=0.07, name="tasks.conn",
+                                     connections=connections), p90_busy_s=busy)
+
+
+def test_quick_tasks_that_take_turns_on_the_cpu_are_not_serialized():
+    # Recorded (benchmarks/apps/task_costs, tasks.conn with 10 ms of CPU after its query,
+    # two CPU hogs): alone 37.1 ms; 16 at once p90 150.2 ms, of which the worker ran or
+    # waited for a core 149 ms; 7 server connections (one per task, opened and closed).
+    alone = lone(name="tasks.conn", run=0.0371)
+    result = verdict(alone, quick(0.1502, 0.149, 7), probe=False)
+    assert result.verdict is Verdict.OK, result.evidence
+    (rule,) = [e for e in result.evidence if e.rule == "task-serialized"]
+    assert rule.value == pytest.approx(0.0012 / 0.0371, abs=1e-3)
+    assert "the worker ran or waited for a core 149 ms of it, leaving 1 ms" in rule.text
+    # Read without the CPU (the rule before issue 24): a pool that does not exist.
+    before = verdict(alone, quick(0.1502, None, 7), probe=False)
+    assert before.verdict is Verdict.SERIALIZED
+    assert before.cause.startswith("7 server connections for 16 concurrent tasks: the pool")
+
+
+def test_a_pool_of_two_stays_serialized_with_the_cpu_taken_off():
+    # Recorded (examples/celery/small_pool): alone 212.7 ms; 16 at once p90 1.599 s, the
+    # worker running or waiting for a core 167 ms of it; 2 server connections.
+    name = "tasks.query"
+    tasks = [task(i, 0.0, 0.01, 0.01 + 0.2127 * (i // 2 + 1)) for i in range(C)]
+    at_once = dataclasses.replace(batch("at once", tasks, lag=0.011, name=name,
+                                        connections=2), p90_busy_s=0.167)
+    result = verdict(lone(name=name, run=0.2127), at_once, probe=False)
+    assert result.verdict is Verdict.SERIALIZED and fired(result) == {"task-serialized"}
+    assert result.cause.startswith("2 server connections for 16 concurrent tasks: the pool")
+    (rule,) = [e for e in result.evidence if e.rule == "task-serialized"]
+    assert rule.value >= 2 * T.task_serialized_factor
+
+
 def test_a_spinning_wait_is_busy_wait_on_the_probe_task_only():
     alone = lone(wait_cpu=0.88, runnable=1.0, sleeps=30)
     result = verdict(alone, healthy(wait_cpu=0.91, runnable=1.0, sleeps=39))

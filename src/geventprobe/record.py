@@ -285,6 +285,58 @@ class RouteWait:
 
 
 @dataclass(frozen=True)
+class RouteCpu:
+    """What sharing the CPU explains of a route's burst (issue 24). A gevent worker runs one
+    request's Python at a time: C requests that each need a few ms of CPU take about C times
+    as long together, whether or not they share anything. Read from each worker's main
+    thread (``/proc/<pid>/schedstat``: the CPU it ran and the time it waited runnable for a
+    core) when the burst was due and as each answer ended."""
+
+    busy_ms: float
+    """The busiest worker's main thread, running or waiting for a core, from the burst's due
+    time to its p90 answer: the part of that latency sharing the CPU explains."""
+    ran_ms: float
+    """Of ``busy_ms``, running."""
+    waited_ms: float
+    """Of ``busy_ms``, runnable but waiting for a core (other processes had the CPUs)."""
+    unexplained_ms: float
+    """Burst p90 minus ``busy_ms``: the time the CPU does not explain (what SERIALIZED
+    judges against the lone request)."""
+    cpu_per_request_ms: float | None = None
+    """The workers' CPU over the whole burst per request they served in it."""
+    lone_cpu_ms: float | None = None
+    """The CPU the lone request cost the worker that served it."""
+    note: str | None = None
+    """When the CPU explains what would otherwise read as SERIALIZED: in words, with the
+    figures (a note, not a verdict)."""
+
+
+@dataclass(frozen=True)
+class RouteWarmUp:
+    """Before a route's lone request every worker serves it once (issue 25): a worker's first
+    request pays for what the app does lazily (Django imports its URLconf then), so the
+    measured requests are about the route. What the warm-up itself stalled is what each
+    worker's first users wait for after every deploy."""
+
+    requests: int
+    """Warm-up requests sent (rounds of two per worker at once)."""
+    workers_warmed: int
+    """Workers that served the route (each marks its first warm-up request)."""
+    workers: int
+    """Workers there were."""
+    seconds: float
+    """From the first warm-up request to its last answer."""
+    max_hub_lag_ms: float
+    """Latest heartbeat in any worker meanwhile."""
+    statuses: dict[str, int] = field(default_factory=dict)
+    blocked_by: list[BlockedStack] = field(default_factory=list)
+    """Who blocked the hub meanwhile (gevent's monitor thread, the stall watch)."""
+    note: str | None = None
+    """When the warm-up stalled a hub for ``route_hub_lag_ms`` or more: the stall, who
+    blocked, and how to keep it from users."""
+
+
+@dataclass(frozen=True)
 class RouteResult:
     """One route of the user's app (``--route``): a lone request, then a concurrent burst."""
 
@@ -336,6 +388,10 @@ class RouteResult:
     (3xx, 401, 403...), so the figures are those of that answer, not of the route's work."""
     body_bytes: int | None = None
     """Size of the lone request's answer, read to its last byte (None: no answer)."""
+    cpu: RouteCpu | None = None
+    """What sharing the workers' CPU explains of the burst (None: not measured)."""
+    warm_up: RouteWarmUp | None = None
+    """The requests that warmed every worker before the lone one (None: none sent)."""
 
     @property
     def shown(self) -> str:

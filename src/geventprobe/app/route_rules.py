@@ -18,12 +18,19 @@ reports), so they are tested exactly on recorded runs. The order is the severity
   thread and the stall watch (a call that keeps the GIL); the cause says whether it was a
   name bound before gevent patched, the driver waiting in C, a call that kept the GIL, or
   CPU work / a blocking call.
-- ``SERIALIZED``: the hub stayed on time, yet the burst's p90 latency was
-  ``route_serialized_factor`` times the lone request's and ``route_serialized_min_ms``
-  longer: the requests waited on each other. The cause is where they waited (the workers
-  sampled their parked request greenlets): a pool of N for C, one shared connection, a
-  lock of the app's.
+- ``SERIALIZED``: the hub stayed on time, yet what the CPU does not explain of the burst's
+  p90 latency was ``route_serialized_factor`` times the lone request's and
+  ``route_serialized_min_ms`` longer: the requests waited on each other. A gevent worker
+  runs one request's Python at a time, so the time the busiest worker was running or
+  waiting for a core until the p90 answer is taken off first (``route_cpu``): requests that
+  took turns on the CPU did not wait on each other (a note says so, with the figures). The
+  cause is where they waited (the workers sampled their parked request greenlets): a pool of
+  N for C, one shared connection, a lock of the app's.
 - ``OK`` otherwise.
+
+Before the lone request every worker served the route once (``routes.warm_up``); what that
+warm-up stalled (a worker's first request: Django imports its URLconf then) is a note on the
+route with who blocked, never its verdict.
 
 Any other 3xx or 4xx answer (a redirect to a login page, 401, 403, a 400 for an empty body)
 keeps the verdict of the rules and adds a ``note``: requests carry no cookies and no body,
@@ -39,11 +46,19 @@ from collections import Counter
 from dataclasses import replace
 from http import HTTPStatus
 
+from geventprobe.app import route_cpu
 from geventprobe.app.routes import RouteRun, RoutesRun, first_error
 from geventprobe.core import blocked, route_causes
 from geventprobe.core.known_errors import Deployment
 from geventprobe.core.stats import summarize
-from geventprobe.record import BlockedStack, Evidence, RouteResult, Verdict
+from geventprobe.record import (
+    BlockedStack,
+    Evidence,
+    RouteCpu,
+    RouteResult,
+    RouteWarmUp,
+    Verdict,
+)
 from geventprobe.settings import Thresholds
 from geventprobe.worker.record import RoutePhase
 
@@ -167,6 +182,62 @@ def _timed_out(run: RouteRun, lone_failed: bool, failed: int, n: int
              "a client timeout"))
 
 
+def _serialized(run: RouteRun, burst_p90_ms: float | None, lone_ms: float | None,
+                cpu: RouteCpu | None, t: Thresholds) -> tuple[Evidence, bool]:
+    """The SERIALIZED rule on what the CPU does not explain of the burst's p90, and whether
+    the same figures without that subtraction would have fired (the CPU note's case)."""
+    if burst_p90_ms is None or not lone_ms:
+        return Evidence(rule="route-serialized", value=0.0,
+                        threshold=t.route_serialized_factor, fired=False, phase="route",
+                        text="no lone latency to compare the burst with"), False
+    factor, k = t.route_serialized_factor, t.route_serialized_min_ms
+    raw = burst_p90_ms >= factor * lone_ms and burst_p90_ms - lone_ms >= k
+    left = cpu.unexplained_ms if cpu is not None else burst_p90_ms
+    value = left / lone_ms
+    if cpu is None:
+        told = (f"burst p90 {burst_p90_ms:.1f} ms = {value:.2f}× the lone request's "
+                f"{lone_ms:.1f} ms (the workers' CPU was not read)")
+    else:
+        told = (f"burst p90 {burst_p90_ms:.1f} ms = {burst_p90_ms / lone_ms:.2f}× the lone "
+                f"request's {lone_ms:.1f} ms; the busiest worker ran or waited for a core "
+                f"{cpu.busy_ms:.1f} ms of it, leaving {left:.1f} ms = {value:.2f}× the lone "
+                "request that the CPU does not explain")
+    return Evidence(
+        rule="route-serialized", value=round(value, 3), threshold=factor,
+        fired=value >= factor and left - lone_ms >= k, phase="route",
+        text=(f"{told} (limit {factor:g}× and {k:g} ms more; {run.concurrency}× if the "
+              f"{run.concurrency} requests of a worker waited on each other one at a time)")
+    ), raw
+
+
+def _warm_up(run: RouteRun, workers: dict[int, RoutePhase], events: list,
+             t: Thresholds) -> RouteWarmUp | None:
+    """What the warm-up before the lone request saw: the workers' first requests of the
+    route. A stall of ``route_hub_lag_ms`` or more is a note, with who blocked."""
+    w = run.warm_up
+    if w is None:
+        return None
+    lag_ms = _max_lag_ms(workers, w.t0, w.t1)
+    stacks = blocked.stacks(events, f"warm-up {run.route}", (w.t0, w.t1 + _TAIL_S))
+    note = None
+    if lag_ms >= t.route_hub_lag_ms:
+        who = f": {blocked.in_words(stacks[0])}" if stacks else ""
+        django = any("django/urls/" in f for s in stacks[:1] for f in s.frames)
+        how = ("Django imports the URLconf on a worker's first request: import it as the "
+               "worker starts (in wsgi.py, after get_wsgi_application(): "
+               "django.urls.get_resolver().url_patterns)" if django else
+               "Do that work as the worker starts, before it serves (at import in the module "
+               "gunicorn loads, or in gunicorn's post_worker_init hook)")
+        note = (f"each worker's first requests of the route (the warm-up before the "
+                f"measurement, {w.requests} requests) stalled its hub {lag_ms:.0f} ms{who}. "
+                "Each worker's first users wait that long after every deploy or restart. "
+                f"{how}, or make it cheaper")
+    return RouteWarmUp(
+        requests=w.requests, workers_warmed=len(w.warmed), workers=w.workers,
+        seconds=round(max(0.0, w.t1 - w.t0), 3), max_hub_lag_ms=lag_ms,
+        statuses=dict(w.statuses), blocked_by=stacks if note else [], note=note)
+
+
 def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds,
           deployment: Deployment | None = None, timeout_s: float | None = None
           ) -> RouteResult:
@@ -187,14 +258,17 @@ def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds,
     lone_ms = round(run.lone_s * 1000, 3) if run.lone_s is not None and not lone_failed else None
     factor = (round(burst.p90_us / 1000 / lone_ms, 3)
               if burst.p90_us is not None and lone_ms else None)
-    extra_ms = (burst.p90_us / 1000 - lone_ms) if factor is not None else 0.0
+    p90_ms = burst.p90_us / 1000 if burst.p90_us is not None else None
     lag_ms = _max_lag_ms(workers, run.t0, run.t1)
     served = _served(workers, run.t0, run.t1)
+    cpu = route_cpu.share([(s, c) for (status, s), c in zip(run.burst, run.clocks)
+                           if not _failed(status)], run.clocks_due, served, run.lone_cpu_s)
     events = [e for report in workers.values() for e in report.blocked]
     stacks: list[BlockedStack] = blocked.stacks(events, f"route {route}",
                                                 (run.t0, run.t1 + _TAIL_S))
     shown = ", ".join(f"{k} ×{v}" for k, v in sorted(statuses.items()))
     not_served = None if run.timed_out else _not_served(run, served)
+    serialized, cpu_only = _serialized(run, p90_ms, lone_ms, cpu, t)
     rules = []
     if run.timed_out:
         pids = ", ".join(str(p) for p in run.timed_out)
@@ -222,17 +296,7 @@ def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds,
             fired=lag_ms >= t.route_hub_lag_ms, phase="route",
             text=(f"max hub lag during the burst {lag_ms:.1f} ms "
                   f"(limit {t.route_hub_lag_ms:g} ms)")),
-        Evidence(
-            rule="route-serialized", value=factor if factor is not None else 0.0,
-            threshold=t.route_serialized_factor,
-            fired=(factor is not None and factor >= t.route_serialized_factor
-                   and extra_ms >= t.route_serialized_min_ms),
-            phase="route",
-            text=(f"burst p90 {burst.p90_us / 1000:.1f} ms = {factor:.2f}× the lone request's "
-                  f"{lone_ms:.1f} ms (limit {t.route_serialized_factor:g}× and "
-                  f"{t.route_serialized_min_ms:g} ms more; {run.concurrency}× if the "
-                  f"{run.concurrency} requests of a worker ran one at a time)"
-                  if factor is not None else "no lone latency to compare the burst with")),
+        serialized,
     ]
     fired = {e.rule for e in rules if e.fired}
     # The worker the cause speaks of: the one that served the most requests at once.
@@ -274,6 +338,9 @@ def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds,
                      or route_causes.for_serialized(workers, (run.t0, run.t1), d))
     else:
         verdict = Verdict.OK
+    if cpu is not None and cpu_only and verdict is Verdict.OK and p90_ms and lone_ms:
+        # Read as SERIALIZED without the CPU's part: say what the burst's time was.
+        cpu = replace(cpu, note=route_cpu.note(cpu, n, p90_ms, lone_ms))
     return RouteResult(
         route=route, verdict=verdict, concurrency=run.concurrency, lone_ms=lone_ms,
         lone_status=int(run.lone_status) if run.lone_status.isdigit() else None,
@@ -286,7 +353,8 @@ def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds,
         cause_kind=explained.kind if explained else None,
         error_at=explained.error_at if explained else None,
         waited_at=list(explained.waited_at) if explained else [],
-        note=None if verdict is Verdict.ERROR else _note(run), body_bytes=run.body_bytes)
+        note=None if verdict is Verdict.ERROR else _note(run), body_bytes=run.body_bytes,
+        cpu=cpu, warm_up=_warm_up(run, workers, events, t))
 
 
 def _unmeasured(route: str, cause: str) -> RouteResult:

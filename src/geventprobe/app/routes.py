@@ -26,6 +26,7 @@ import os
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
@@ -35,6 +36,7 @@ import psutil
 from geventprobe.dsn import redact
 from geventprobe.errors import ProbeError
 from geventprobe.worker.probe_route import PATH as PROBE_PATH
+from geventprobe.worker.probe_route import WARM_HEADER, warm_marker
 from geventprobe.worker.record import RoutePhase
 
 AUTO = "auto"
@@ -146,6 +148,34 @@ class RouteRun:
     """Where the lone request's answer redirected to (its ``Location``), if it did."""
     timeout_s: float = 30.0
     """``http_timeout_s``: a request not answered this long after it was due timed out."""
+    clocks_due: Clocks = field(default_factory=dict)
+    """Each worker's clocks (CPU, waiting for a core) when the burst was due."""
+    clocks: list[Clocks | None] = field(default_factory=list)
+    """Each worker's clocks as each answer of ``burst`` ended, in the same order."""
+    lone_cpu_s: float | None = None
+    """CPU the lone request cost the worker that served it (the most any worker's main thread
+    ran meanwhile), s; None when not measured."""
+    warm_up: WarmUp | None = None
+    """The requests sent before the lone one so that every worker had served the route."""
+
+
+@dataclass
+class WarmUp:
+    """Before a route's lone request, every worker serves it once: a worker's first request
+    pays for what the app does lazily (Django imports its URLconf then), which is no figure
+    of the route's own. Its time window is judged apart (``route_rules``)."""
+
+    t0: float
+    """When the first warm-up request was due (``time.monotonic``)."""
+    t1: float
+    """When the last answer ended."""
+    requests: int
+    """Warm-up requests sent."""
+    warmed: list[int]
+    """The workers that served the route (their mark), of ``RoutesRun.pids``."""
+    workers: int
+    """Workers there were to warm."""
+    statuses: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -173,34 +203,47 @@ class GunicornGone(Exception):
     """gunicorn's master exited while the routes were being driven."""
 
 
-async def _one(port: int, route: Route, due: float, timeout: float
-               ) -> tuple[str, float, int | None, str | None]:
+Clocks = dict[int, tuple[float, float]]
+"""Worker pid → (seconds its main thread ran, seconds it waited runnable for a core), as
+``processes.cpu.clocks`` reads them: where the hub, so every request's Python, runs."""
+
+
+async def _one(port: int, route: Route, due: float, timeout: float,
+               clock: Callable[[], Clocks] | None = None, warm: str | None = None
+               ) -> tuple[str, float, int | None, str | None, Clocks | None]:
     """(status or failure kind, seconds from ``due`` to the last byte, bytes answered, the
-    ``Location`` of a redirect)."""
+    ``Location`` of a redirect, the workers' ``clock`` as the answer ended)."""
     loop = asyncio.get_running_loop()
+    status: str
+    size = location = None
     try:
-        status, size, location = await asyncio.wait_for(
-            _request(port, route), max(0.001, due + timeout - loop.time()))
+        code, size, location = await asyncio.wait_for(
+            _request(port, route, warm), max(0.001, due + timeout - loop.time()))
+        status = str(code) if code else "bad response"
     except asyncio.TimeoutError:
-        return "timeout", loop.time() - due, None, None
+        status = "timeout"
     except ConnectionRefusedError:
-        return "refused", loop.time() - due, None, None
+        status = "refused"
     except (ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError):
-        return "reset", loop.time() - due, None, None
+        status = "reset"
     except OSError as exc:
-        return type(exc).__name__, loop.time() - due, None, None
-    return (str(status) if status else "bad response"), loop.time() - due, size, location
+        status = type(exc).__name__
+    elapsed = loop.time() - due
+    # Read at the same moment as the latency: the CPU the workers spent until this answer.
+    return status, elapsed, size, location, (clock() if clock is not None else None)
 
 
 _LOCATION = re.compile(rb"\r\nlocation:[ \t]*([^\r\n]*)", re.IGNORECASE)
 
 
-async def _request(port: int, route: Route) -> tuple[int | None, int, str | None]:
+async def _request(port: int, route: Route, warm: str | None = None
+                   ) -> tuple[int | None, int, str | None]:
     """Send the request and read the answer to its last byte: (status, bytes of its body,
-    Location)."""
+    Location). ``warm``: a warm-up request, marked for the worker (``WARM_HEADER``)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    mark = f"{WARM_HEADER}: {warm}\r\n" if warm is not None else ""
     try:
-        writer.write(f"{route.request_line()}\r\nHost: 127.0.0.1\r\n"
+        writer.write(f"{route.request_line()}\r\nHost: 127.0.0.1\r\n{mark}"
                      "User-Agent: geventprobe\r\nContent-Length: 0\r\n"
                      "Connection: close\r\n\r\n".encode())
         await writer.drain()
@@ -225,9 +268,12 @@ async def _request(port: int, route: Route) -> tuple[int | None, int, str | None
 
 
 def send(port: int, route: Route, n: int, timeout: float,
-         guard: Callable[[], None] | None = None) -> tuple[float, float, list]:
+         guard: Callable[[], None] | None = None,
+         clock: Callable[[], Clocks] | None = None, warm: str | None = None
+         ) -> tuple[float, float, list, Clocks | None]:
     """``n`` requests at ``route``, all due now: (due time, end time, [(status, s, bytes,
-    Location)]).
+    Location, the workers' clocks at the answer)], the workers' clocks when they were due).
+    Without ``clock`` both clocks are None. ``warm``: the warm-up's mark for the workers.
 
     ``guard`` is called every ``_POLL_S`` while answers are awaited: what it raises ends the
     wait at once (the requests still in flight are dropped), so a slow route cannot hold a
@@ -236,9 +282,11 @@ def send(port: int, route: Route, n: int, timeout: float,
 
     async def main():
         loop = asyncio.get_running_loop()
+        at_due = clock() if clock is not None else None
         # asyncio's clock is time.monotonic, the workers' clock too.
         due = loop.time()
-        task = asyncio.gather(*(_one(port, route, due, timeout) for _ in range(n)))
+        task = asyncio.gather(*(_one(port, route, due, timeout, clock, warm)
+                                for _ in range(n)))
         try:
             while not task.done():
                 await asyncio.wait({task}, timeout=_POLL_S)
@@ -249,7 +297,7 @@ def send(port: int, route: Route, n: int, timeout: float,
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        return due, loop.time(), task.result()
+        return due, loop.time(), task.result(), at_due
 
     return asyncio.run(main())
 
@@ -327,17 +375,64 @@ def first_error(lines: list[str]) -> str | None:
 
 
 _WORKER_TIMEOUT = re.compile(r"WORKER TIMEOUT \(pid:(\d+)\)")
+_WARM_ROUNDS = 8
+"""Rounds of warm-up requests at most, per route..."""
+_WARM_S = 5.0
+"""...and no new round once this long has passed (a round waits for its answers)."""
+
+
+def warmed(run_dir: str, mark: str) -> set[int]:
+    """The workers that have served a warm-up request marked ``mark`` (their marker files)."""
+    prefix = warm_marker(mark, 0).rsplit("-", 1)[0] + "-"
+    try:
+        names = os.listdir(run_dir)
+    except OSError:
+        return set()
+    return {int(n[len(prefix):]) for n in names
+            if n.startswith(prefix) and n[len(prefix):].isdigit()}
+
+
+def warm_up(port: int, route: Route, mark: str, pids: list[int], run_dir: str,
+            timeout_s: float, check: Callable[[], None]) -> WarmUp:
+    """Send ``route`` to the workers until each has served it once (its wrapper leaves a
+    marker, ``probe_route``): rounds of two requests per worker at once, since gunicorn's
+    workers share one socket and a request cannot be addressed to one. Bounded: at most
+    ``_WARM_ROUNDS`` rounds, none begun after ``_WARM_S``, none after a request timed out
+    (the lone request says so, in its own time)."""
+    start = time.monotonic()
+    out = WarmUp(t0=start, t1=start, requests=0, warmed=[], workers=len(pids))
+    statuses: Counter = Counter()
+    for _ in range(_WARM_ROUNDS):
+        check()
+        due, end, answers, _ = send(port, route, 2 * len(pids), timeout_s, check, warm=mark)
+        out.t0 = min(out.t0, due)
+        out.t1 = end
+        out.requests += len(answers)
+        statuses.update(a[0] for a in answers)
+        done = warmed(run_dir, mark)
+        out.warmed = sorted(done & set(pids))
+        # A worker gunicorn killed meanwhile (WORKER TIMEOUT) is no longer to be warmed.
+        if {p for p in pids if psutil.pid_exists(p)} <= done or statuses["timeout"] or \
+                time.monotonic() - start > _WARM_S:
+            break
+    out.statuses = dict(statuses)
+    return out
 
 
 def drive(routes: list[Route], *, port: int, pids: list[int], concurrency: int,
           timeout_s: float, log_path: str, dsn: str, guard=None,
-          alive: Callable[[], bool] | None = None) -> list[RouteRun]:
-    """Each route in turn: the lone request, then the burst with the connections counted.
+          alive: Callable[[], bool] | None = None, run_dir: str | None = None,
+          clock: Callable[[], Clocks] | None = None) -> list[RouteRun]:
+    """Each route in turn: the warm-up, the lone request, then the burst with the connections
+    counted.
 
     ``guard`` is called between steps and while answers are awaited (the run's time limit and
     the server's health); ``alive`` says whether gunicorn's master still runs: when it does
     not, ``GunicornGone`` ends the phase (the routes measured so far go with it, in
-    ``GunicornGone.args[0]``), since the workers go with their master.
+    ``GunicornGone.args[0]``), since the workers go with their master. ``run_dir``: where
+    the workers mark the warm-up requests they served (None: no warm-up). ``clock``: the
+    workers' CPU clocks (``processes.cpu.clocks``), read around the lone request and as each
+    answer of the burst ends.
     """
     db_port = server_port(dsn)
     out: list[RouteRun] = []
@@ -348,14 +443,19 @@ def drive(routes: list[Route], *, port: int, pids: list[int], concurrency: int,
         if alive is not None and not alive():
             raise GunicornGone(out)
 
-    for route in routes:
+    for i, route in enumerate(routes):
         check()
         offset = _log_size(log_path)
-        _, _, lone = send(port, route, 1, timeout_s, check)
-        lone_status, lone_s, size, location = lone[0]
+        warm = (warm_up(port, route, str(i), pids, run_dir, timeout_s, check)
+                if run_dir is not None else None)
+        if warm is not None:
+            time.sleep(0.1)  # the warm-up's connections close before the lone request
+        _, _, lone, before = send(port, route, 1, timeout_s, check, clock)
+        lone_status, lone_s, size, location, after = lone[0]
         run = RouteRun(route=route, concurrency=concurrency, lone_status=lone_status,
                        lone_s=lone_s, burst=[], t0=0.0, t1=0.0, body_bytes=size,
-                       location=location, timeout_s=timeout_s)
+                       location=location, timeout_s=timeout_s, warm_up=warm,
+                       lone_cpu_s=_most_ran(before, after))
         if lone_status == "timeout":
             # A route slower than the limit alone: a burst would only wait that long again.
             run.burst_skipped = (f"no burst: the lone request got no answer within "
@@ -364,9 +464,11 @@ def drive(routes: list[Route], *, port: int, pids: list[int], concurrency: int,
         else:
             time.sleep(0.1)  # let the lone request's connection close in the worker
             with ConnectionCounter(pids, db_port) as counter:
-                run.t0, run.t1, burst = send(port, route, concurrency * len(pids), timeout_s,
-                                             check)
-            run.burst = [(status, s) for status, s, _, _ in burst]
+                run.t0, run.t1, burst, due_clocks = send(
+                    port, route, concurrency * len(pids), timeout_s, check, clock)
+            run.burst = [(status, s) for status, s, _, _, _ in burst]
+            run.clocks = [clocks for _, _, _, _, clocks in burst]
+            run.clocks_due = due_clocks or {}
             run.connections = dict(counter.most) if db_port else {}
         time.sleep(0.05)  # the log line of the last failure may follow the response
         check()
@@ -376,6 +478,14 @@ def drive(routes: list[Route], *, port: int, pids: list[int], concurrency: int,
         out.append(run)
         time.sleep(0.2)  # a quiet gap between routes: one route's tail stays out of the next
     return out
+
+
+def _most_ran(before: Clocks | None, after: Clocks | None) -> float | None:
+    """The most CPU any worker's main thread used between two readings (s)."""
+    if not before or not after:
+        return None
+    ran = [after[p][0] - before[p][0] for p in before if p in after]
+    return round(max(ran), 6) if ran else None
 
 
 @contextlib.contextmanager

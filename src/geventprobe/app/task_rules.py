@@ -20,8 +20,11 @@ gets the same rules; the first is geventprobe's own probe task (a connection and
   the server (``task-cpu-during-waits``, ``task-runnable-during-waits``: the driver
   verdict's limits).
 - ``SERIALIZED``: the hub ran on time and the queue was empty, yet C at once the p90 of
-  the run times was ``task_serialized_factor`` times the lone task's: the tasks waited on
-  each other inside the task (a shared connection, a small pool, a lock).
+  the run times, less what sharing the CPU explains, was ``task_serialized_factor`` times
+  the lone task's: the tasks waited on each other inside the task (a shared connection, a
+  small pool, a lock). A gevent worker runs one task's Python at a time, so quick tasks run
+  at once take turns on the CPU: the time the worker was running or waiting for a core
+  while the p90 task ran (``Batch.p90_busy_s``) is taken off first, as for routes.
 - ``OK`` otherwise.
 
 The causes of a task reuse the routes' where the fault is the same
@@ -183,17 +186,24 @@ def evidence(alone: Batch | None, at_once: Batch | None, stall: TaskStall | None
         rules += _busy_wait_evidence(alone, at_once, t)
     if at_once is not None and at_once.run_p90_s is not None and lone_run:
         p90 = at_once.run_p90_s
-        factor = p90 / lone_run
+        # What the CPU does not explain of the p90 run: the part the tasks waited on each other.
+        busy = min(at_once.p90_busy_s or 0.0, p90)
+        left = p90 - busy
+        factor = left / lone_run
+        cpu = (f"; the worker ran or waited for a core {busy * 1000:.0f} ms of it, leaving "
+               f"{left * 1000:.0f} ms = {factor:.2f}× the lone task's {lone_run:.2f} s that "
+               "the CPU does not explain" if at_once.p90_busy_s is not None else
+               f" = {factor:.2f}× the lone task's {lone_run:.2f} s (the worker's CPU was not "
+               "read)")
         rules.append(Evidence(
             rule="task-serialized", value=round(factor, 3),
             threshold=t.task_serialized_factor,
             fired=(factor >= t.task_serialized_factor
-                   and (p90 - lone_run) * 1000 >= t.task_serialized_min_ms),
+                   and (left - lone_run) * 1000 >= t.task_serialized_min_ms),
             phase="task",
-            text=(f"{at_once.size} at once ran p90 {p90:.2f} s = {factor:.2f}× the lone "
-                  f"task's {lone_run:.2f} s (limit {t.task_serialized_factor:g}× and "
-                  f"{t.task_serialized_min_ms:g} ms more; {at_once.size}× if they ran one at "
-                  "a time)")))
+            text=(f"{at_once.size} at once ran p90 {p90:.2f} s{cpu} (limit "
+                  f"{t.task_serialized_factor:g}× and {t.task_serialized_min_ms:g} ms more; "
+                  f"{at_once.size}× if they waited on each other one at a time)")))
     if batches:
         failed = sum(b.failed for b in batches)
         n = at_once.size if at_once is not None else 0

@@ -294,6 +294,10 @@ class Batch:
     connections: int | None = None
     """Most TCP connections the worker held to the server during the batch (None: not
     counted: a unix socket, or a probe batch)."""
+    p90_busy_s: float | None = None
+    """While the task at the run times' p90 ran: the worker's main thread running or waiting
+    for a core (``/proc/<pid>/schedstat``), the part of that run time sharing the CPU
+    explains (``task_rules``; None when not sampled)."""
 
     @property
     def common_wait(self) -> tuple[float, float] | None:
@@ -377,10 +381,16 @@ class Batch:
     @property
     def run_p90_s(self) -> float | None:
         """The 90th percentile of the run times (nearest rank)."""
-        values = self._values("run_s")
-        if not values:
+        task = self.p90_task
+        return task.run_s if task is not None else None
+
+    @property
+    def p90_task(self) -> TaskFigures | None:
+        """The task whose run time is the batch's p90 (nearest rank)."""
+        ran = sorted((t for t in self.tasks if t.run_s is not None), key=lambda t: t.run_s)
+        if not ran:
             return None
-        return values[min(len(values) - 1, max(0, -(-9 * len(values) // 10) - 1))]
+        return ran[min(len(ran) - 1, max(0, -(-9 * len(ran) // 10) - 1))]
 
     @property
     def celery_runtime_max_s(self) -> float | None:
@@ -811,11 +821,18 @@ def _probe(proc, files: _Files, parts: dict, command: CeleryCommand, broker: bro
 
 
 def _with_cpu(b: Batch, sampler: CpuSampler, pid: int) -> Batch:
-    """The batch with the worker's CPU, run-queue wait and sleeps over it, and over the time
-    every probe task only waited on the server (``common_wait``)."""
+    """The batch with the worker's CPU, run-queue wait and sleeps over it, over the time
+    every probe task only waited on the server (``common_wait``), and how busy it was while
+    its p90 task ran."""
     wait = b.common_wait
+    p90 = b.p90_task
+    ran = run_delay = None
+    if p90 is not None and p90.started is not None and p90.finished is not None:
+        ran = sampler.delta(pid, "ran", p90.started, p90.finished)
+        run_delay = sampler.delta(pid, "run_delay", p90.started, p90.finished)
     return replace(
-        b, cpu_s=sampler.cpu_seconds(pid, b.start, b.end),
+        b, p90_busy_s=ran + run_delay if ran is not None and run_delay is not None else None,
+        cpu_s=sampler.cpu_seconds(pid, b.start, b.end),
         run_delay_s=sampler.delta(pid, "run_delay", b.start, b.end),
         sleeps=sampler.delta(pid, "voluntary", b.start, b.end),
         wait_cpu_s=sampler.cpu_seconds(pid, *wait) if wait else None,

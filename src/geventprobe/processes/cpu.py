@@ -29,6 +29,28 @@ _STATUS_FIELD = re.compile(r"^State:\s+(\S)", re.MULTILINE)
 _SWITCHES_FIELD = re.compile(r"^voluntary_ctxt_switches:\s+(\d+)", re.MULTILINE)
 
 
+def schedstat(pid: int) -> tuple[float, float]:
+    """Seconds the main thread of ``pid`` ran on a CPU, and spent runnable waiting for one
+    (``/proc/<pid>/schedstat``, ns-exact; NaN if unknown). A gevent worker's hub, so every
+    request's Python, runs on that thread."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            fields = f.read().split()
+        return int(fields[0]) / 1e9, int(fields[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return math.nan, math.nan
+
+
+def clocks(pids: list[int]) -> dict[int, tuple[float, float]]:
+    """``schedstat`` of each of ``pids`` that can be read now: pid → (ran s, waited s)."""
+    out = {}
+    for pid in pids:
+        ran, waited = schedstat(pid)
+        if not math.isnan(ran):
+            out[pid] = (ran, waited)
+    return out
+
+
 class CpuSampler:
     """Background thread sampling the CPU time of a fixed set of PIDs, and of the machine.
 
@@ -39,7 +61,7 @@ class CpuSampler:
     runnable all the time, whether it gets a core or waits for one.
     """
 
-    METRICS = ("cpu", "run_delay", "voluntary")
+    METRICS = ("cpu", "ran", "run_delay", "voluntary")
 
     def __init__(self, pids: list[int], period: float = 0.01):
         self.period = period
@@ -76,16 +98,6 @@ class CpuSampler:
     def _run(self) -> None:
         while not self._stop.wait(self.period):
             self._sample()
-
-    @staticmethod
-    def _schedstat(pid: int) -> tuple[float, float]:
-        """Seconds ``pid`` ran on a CPU, and spent runnable waiting for one (NaN if unknown)."""
-        try:
-            with open(f"/proc/{pid}/schedstat") as f:
-                fields = f.read().split()
-            return int(fields[0]) / 1e9, int(fields[1]) / 1e9
-        except (OSError, ValueError, IndexError):
-            return math.nan, math.nan
 
     def _note_running(self, pid: int, now: float, status: str, ran: float, delay: float) -> None:
         """Keep, per worker, how long it was seen stopped and its longest stretch off the
@@ -137,7 +149,8 @@ class CpuSampler:
             self._note_running(pid, now, status, ran, delay)
             series = self.series[pid]
             series["t"].append(now)
-            series["cpu"].append(cpu)
+            series["cpu"].append(cpu)  # every thread's
+            series["ran"].append(ran)  # the main thread's: the hub's, so every request's Python
             series["run_delay"].append(delay)
             series["voluntary"].append(switches)
         total = psutil.cpu_times()
@@ -150,7 +163,7 @@ class CpuSampler:
               ) -> tuple[float, float, float, float, str] | None:
         """(CPU s of every thread, the main thread's run time and run-queue wait s, its
         voluntary context switches, its state) of ``pid``; None once it is gone."""
-        ran, delay = self._schedstat(pid)
+        ran, delay = schedstat(pid)
         try:
             with open(f"/proc/{pid}/status") as f:
                 status = f.read()

@@ -27,7 +27,7 @@ from geventprobe.app import routes as route_phase
 from geventprobe.app.http_load import LoadSpec, OpenLoopLoad
 from geventprobe.dsn import redact
 from geventprobe.errors import ProbeError
-from geventprobe.processes import children
+from geventprobe.processes import children, cpu
 from geventprobe.processes.cpu import CpuSampler
 from geventprobe.processes.run_dir import WorkersRun, gone, read_records, ready_port, say_go
 from geventprobe.processes.run_dir import wait_for as _wait_records
@@ -338,7 +338,8 @@ def _drive_routes(run_dir: str, routes: list, workload: Workload, proc, pids: li
             out.routes = route_phase.drive(
                 routes, port=port, pids=pids, concurrency=workload.route_concurrency,
                 timeout_s=workload.http_timeout_s, log_path=log_path, dsn=dsn,
-                guard=children.check_guards, alive=lambda: proc.poll() is None)
+                guard=children.check_guards, alive=lambda: proc.poll() is None,
+                run_dir=run_dir, clock=lambda: cpu.clocks(pids))
         except route_phase.GunicornGone as gone_:
             # Its workers go with it: what they answered since says nothing about the app.
             out.routes, out.stopped = gone_.args[0], True

@@ -140,12 +140,20 @@ def _frame(text: str) -> str:
     return head if sep and " in " in head else text
 
 
+def _notes(r: RouteResult) -> list[str]:
+    """A route's notes: what its burst's time was when the CPU explains it, what the
+    warm-up stalled, a redirect or refusal it answered."""
+    return [n for n in (r.cpu.note if r.cpu else None,
+                        r.warm_up.note if r.warm_up else None, r.note) if n]
+
+
 def route_details(routes: Sequence[RouteResult]) -> list[Block]:
     """Each route that is not OK, or has a note: its evidence, cause, fix, the exception and
-    the line that raised it, where the requests waited, who blocked, and the note."""
+    the line that raised it, where the requests waited, who blocked, and the notes."""
     out: list[Block] = []
     for r in routes:
-        if r.verdict is Verdict.OK and not r.note:
+        notes = _notes(r)
+        if r.verdict is Verdict.OK and not notes:
             continue
         out.append(Heading(f"{r.shown}: {r.verdict.value}",
                            VERDICT_STYLE[r.verdict], level=4))
@@ -163,8 +171,7 @@ def route_details(routes: Sequence[RouteResult]) -> list[Block]:
                           detail=SUMMARY if i else VERBOSE)
                 for i, w in enumerate(r.waited_at)]
         out += [Paragraph(blocked_line(s), lead="who blocked:", indent=1) for s in r.blocked_by]
-        if r.note:
-            out.append(Paragraph(r.note, lead="note:", indent=1))
+        out += [Paragraph(n, lead="note:", indent=1) for n in notes]
     return out
 
 

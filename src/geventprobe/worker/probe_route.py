@@ -8,6 +8,11 @@ connections (opened with the driver the worker really uses, before the parent
 said go), runs one query and gives the connection back. A request that finds
 every connection busy waits for one: that queueing is part of what a user feels.
 
+In the route phase (``run --app --route``) the wrapper also notes when each request of
+the app starts, and leaves a marker file the first time it serves a route's warm-up
+request (the parent's header ``X-Geventprobe-Warm``, taken out before the app sees it), so
+the parent knows every worker has served the route before it measures it.
+
 Imports nothing at module level: the worker decides when gevent and the driver
 are imported (see ``worker/__init__.py``).
 """
@@ -19,8 +24,18 @@ import os
 import time
 
 PATH = "/__geventprobe__"
+WARM_HEADER = "X-Geventprobe-Warm"
+"""Marks the parent's warm-up requests of a route (``app/routes.warm_up``): the value names
+the route; the wrapper takes the header out before the app sees the request."""
+_WARM_ENVIRON = "HTTP_" + WARM_HEADER.upper().replace("-", "_")
 
-_state: dict = {"pool": None, "sql": None, "params": None, "seen": None, "phase": None}
+_state: dict = {"pool": None, "sql": None, "params": None, "seen": None, "phase": None,
+                "run_dir": None, "warmed": set()}
+
+
+def warm_marker(mark: str, pid: int) -> str:
+    """The file a worker leaves in the run directory once it served a warm-up request."""
+    return f"warm-{mark}-{pid}"
 
 
 def configure(connections: list, sleep_ms: float) -> None:
@@ -70,14 +85,29 @@ def wrap(app):
     def application(environ, start_response):
         if environ.get("PATH_INFO") == PATH:
             return _answer(start_response)
+        warm = environ.pop(_WARM_ENVIRON, None)  # ours: the app sees the request as sent
         seen = _state["seen"]
         if seen is not None:  # the route phase: which worker served how many, and when
             seen.append(time.monotonic())
             _track_request()  # issue 20 hook: where this request waits (worker/parked.py)
+            if warm is not None:
+                _mark_warm(warm)
         return app(environ, start_response)
 
     application.__wrapped__ = app
     return application
+
+
+def _mark_warm(mark: str) -> None:
+    """Tell the parent this worker serves the route it warms (once per route): a marker
+    file, written as the request starts; the parent waits for the answers anyway."""
+    run_dir, done = _state["run_dir"], _state["warmed"]
+    if run_dir is None or mark in done or not mark.isdigit() or len(mark) > 6:
+        return
+    done.add(mark)
+    path = os.path.join(run_dir, warm_marker(mark, os.getpid()))
+    with contextlib.suppress(OSError), open(path, "w"):
+        pass
 
 
 def _track_request() -> None:
@@ -121,6 +151,7 @@ def route_phase(run_dir: str, heartbeat, monitor, timeout_s: float, write) -> No
     monitor.start()
     sampler = parked.Sampler().start()  # issue 20 hook: where the requests wait
     _state["seen"] = []
+    _state["run_dir"] = run_dir  # where the warm-up's markers go
     # What ``on_abort`` writes if gunicorn kills this worker for WORKER TIMEOUT meanwhile.
     _state["phase"] = (heartbeat, monitor, write)
     try:
