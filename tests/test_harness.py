@@ -64,7 +64,9 @@ def test_the_hub_limit_sits_between_blocked_and_free_hubs():
     free = [f.ping_max_s for x in ("SERIALIZED", "OK", "FAILING", "BUSY-WAIT")
             for f in _recorded(x)]
     assert min(blocked) >= 4 * h.LATE_S, min(blocked)  # recorded 0.405 s
-    assert max(free) <= h.LATE_S / 3, max(free)  # recorded 0.032 s
+    # Recorded 0.058 s: the quick routes of django_default, whose ping is Django's DEBUG 404
+    # page served between 16 requests' CPU (0.032 s before those examples).
+    assert max(free) <= h.LATE_S / 1.5, max(free)
 
 
 def test_the_cpu_limit_sits_between_spinning_and_sleeping_workers():
@@ -83,6 +85,33 @@ def test_the_burst_limit_sits_between_queued_and_overlapping_requests():
     overlapped = [f.p90_s / f.lone_s for f in _recorded("OK") if f.lone_s >= 0.1]
     assert min(queued) >= 4 * h.SLOW_FACTOR, min(queued)
     assert max(overlapped) <= h.SLOW_FACTOR / 1.25, max(overlapped)
+
+
+def test_requests_taking_turns_on_the_cpu_are_not_serialized():
+    """Issue 24: quick routes of healthy Django and Flask apps. 16 requests of a few ms of
+    CPU each take many times one on a gevent worker, which runs one request's Python at a
+    time; recorded p90 0.03-0.08 s against 0.004-0.01 s alone, over the burst limit. What the
+    busiest process's main thread ran or waited for a core explains it: OK. The old rule
+    (latency alone) called runs of these SERIALIZED."""
+    healthy = [figures(run) for key in ("django_default", "django_catalogue",
+                                        "flask_sqlalchemy") for run in RECORDED[key]]
+    raw = [f for f in healthy if f.p90_s >= h.SLOW_FACTOR * f.lone_s
+           and f.p90_s >= f.lone_s + h.SLOW_MIN_S]
+    assert raw, "no recorded run would have fired without the CPU: the test shows nothing"
+    for f in healthy:
+        assert h.classify(f).shows == "OK", f.why
+    # The same figures with the CPU not read (as before): SERIALIZED, the false alarm.
+    assert {h.classify(dataclasses.replace(f, burst_busy_s=0.0)).shows for f in raw} == \
+        {"SERIALIZED"}
+
+
+def test_what_the_cpu_explains_leaves_the_queued_serialized():
+    """A pool of two for 16 tasks: the worker's CPU (the pings, the tasks) explains 0.1-0.4 s
+    of 1.6 s; what is left is still 7x the lone one (limit 1.8x)."""
+    for run in RECORDED["celery/small_pool"]:
+        f = h.classify(figures(run))
+        assert f.shows == "SERIALIZED" and f.burst_busy_s > 0, f.why
+        assert (f.p90_s - f.burst_busy_s) / f.lone_s >= 3 * h.SLOW_FACTOR
 
 
 def test_late_pings_alone_are_not_blocking():

@@ -7,6 +7,10 @@ answer something else than its work. No database: the routes' figures are the po
 - ``/stream``: 4,194,304 bytes (64 chunks of 64 KiB), streamed: over the 1 MiB from which
   the route rules call the burst's extra time transfer time.
 - ``/cpu``: PBKDF2 in C, about 0.3 s of CPU that never yields to gevent.
+- ``/spin``: ``SPIN_S`` seconds (default 3.5) of CPU in pure Python that never yields to
+  gevent: longer than a gunicorn ``timeout = 2`` and the arbiter's second, so gunicorn kills
+  the worker every time, and its SIGABRT handler runs at once (between two bytecodes, not
+  after a C call).
 - ``/sleep``: sleeps ``SLEEP_S`` seconds (default 40), cooperatively.
 - ``/lazy``: 200 at once, but a worker's first request builds a catalogue first (0.15 s of
   CPU that never yields), as an app that loads something lazily does (Django's URLconf).
@@ -27,6 +31,14 @@ def build_catalogue() -> None:
     while time.thread_time() < end:
         lines += 1
     _catalogue.append(lines)
+
+
+def hold_hub(seconds: float) -> int:
+    """``seconds`` of CPU in pure Python."""
+    rounds, end = 0, time.thread_time() + seconds
+    while time.thread_time() < end:
+        rounds += 1
+    return rounds
 
 
 def application(environ, start_response):
@@ -56,6 +68,10 @@ def application(environ, start_response):
         digest = hashlib.pbkdf2_hmac("sha256", b"password", b"salt", 600_000)
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [digest.hex()[:16].encode()]
+    if path == "/spin":
+        rounds = hold_hub(float(os.environ.get("SPIN_S", "3.5")))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(rounds).encode()]
     if path == "/sleep":
         time.sleep(float(os.environ.get("SLEEP_S", "40")))
         start_response("200 OK", [("Content-Type", "text/plain")])
