@@ -100,7 +100,9 @@ def test_http_rate_zero_turns_the_request_phase_off(tmp_path):
     config = write(tmp_path / "p.toml", "[workload]\nhttp_rate = 0\n")
     p = settings.resolve(None, config)
     assert p.workload.http_rate == 0
-    assert p.workload.connections() == p.workload.workers * p.workload.greenlets
+    # One worker connects at a time, with connect_min_connects (24) connections at once.
+    w = p.workload
+    assert w.connections() == w.workers * w.greenlets + w.connect_min_connects - w.greenlets
 
 
 def test_run_section_in_profile_files(tmp_path):

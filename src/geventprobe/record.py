@@ -159,6 +159,9 @@ class ConnectFigures:
     when every window was too short to judge (``connect_min_window_ms``)."""
     rtt_ms: float = 0.0
     """Round trip the delay proxy added (``--rtt``); 0 when the server was reached directly."""
+    connects: int | None = None
+    """Connections opened at once in each window: the greenlets, or ``connect_min_connects``
+    when there were fewer (None: one per greenlet, as in results before it)."""
     window_ms_rounds: list[float] = field(default_factory=list)
     """The worst worker's wall time of each round, ms."""
 

@@ -58,6 +58,12 @@ class Workload:
     connect_rounds: int = 2
     """Connect windows per worker: all greenlets connect at once, then ``connect_rounds - 1``
     times close everything and reconnect at once (an app without a pool)."""
+    connect_min_connects: int = 24
+    """Connections each worker opens at once in a connect window, even with fewer greenlets
+    (the extra ones are closed after the phase). Measured: the python build's 8 connects
+    stalled by a preloaded import took 16-23 ms a window on loopback, under
+    ``connect_min_window_ms``, and read OK ("too short to judge"); 24 take about three times
+    as long, judged."""
     select1_seconds: float = 0.05
     """Duration of the closed ``SELECT 1`` loop."""
     idle_seconds: float = 0.1
@@ -113,8 +119,10 @@ class Workload:
         return 30.0 + 1.5 * self.blocked_seconds() + self.select1_seconds
 
     def connections(self) -> int:
-        """Server connections one build needs at once (the HTTP route's pool included)."""
-        return self.workers * (self.greenlets + (self.http_pool if self.http_rate > 0 else 0))
+        """Server connections one build needs at once (the HTTP route's pool included, and
+        the connect window's extra ones: one worker connects at a time)."""
+        return (self.workers * (self.greenlets + (self.http_pool if self.http_rate > 0 else 0))
+                + max(0, self.connect_min_connects - self.greenlets))
 
     def to_worker(self, thresholds: Thresholds | None = None) -> dict:
         """What the harness reads from ``GEVENTPROBE_WORKLOAD``; with ``thresholds``, the

@@ -309,7 +309,7 @@ def connect_figures(run: CeleryRun, t: Thresholds) -> ConnectFigures | None:
         window_factor=round(worst / single_ms, 3) if single_ms > 0 else 0.0,
         max_hub_lag_ms=round(max(lags), 3), rounds=len(windows),
         stall_share=round(sorted(shares)[len(shares) // 2], 4) if shares else None,
-        window_ms_rounds=[round(w, 3) for w in walls])
+        window_ms_rounds=[round(w, 3) for w in walls], connects=c.connect.connects or None)
 
 
 def judge_task(run: CeleryRun, name: str, call: str, t: Thresholds, t_start_s: float, *,

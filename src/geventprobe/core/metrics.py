@@ -5,6 +5,7 @@ The workers' reports are ``worker/record.py``'s ``ProbeResult``s, read by field.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 
 from geventprobe.core.stats import histogram, ratio, summarize
@@ -115,6 +116,13 @@ def stall_share(f: WorkerFigures, min_window_ms: float = 0.0) -> float | None:
     return statistics.median(shares) if shares else None
 
 
+def _with_connects(c: ConnectFigures | None, reports: list[ProbeResult]
+                   ) -> ConnectFigures | None:
+    """``c`` with the connections each window opened (the workers say; 0: not said)."""
+    connects = max((r.connect.connects for r in reports if r.connect is not None), default=0)
+    return dataclasses.replace(c, connects=connects) if c is not None and connects else c
+
+
 def connect_metrics(figures: list[WorkerFigures], rtt_ms: float = 0.0,
                     min_window_ms: float = 0.0) -> ConnectFigures | None:
     """The build's connect phase: the worst worker's rounds and stall share."""
@@ -182,7 +190,7 @@ def build_metrics(reports: list[ProbeResult], figures: list[WorkerFigures],
         foreign_busy=foreign_busy,
         runnable_during_waits=busiest.runnable_during_waits if busiest else None,
         sleeps_per_s_during_waits=busiest.sleeps_per_s_during_waits if busiest else None,
-        connect=connect_metrics(figures, rtt_ms, min_connect_window_ms),
+        connect=_with_connects(connect_metrics(figures, rtt_ms, min_connect_window_ms), reports),
         rtt_ms=rtt_ms,
         cpu_while_idle=max(idle) if idle else None,
         wait_called_off=max((n for r in reports for n in r.called_off), default=0),

@@ -106,18 +106,19 @@ def connect_evidence(c: ConnectFigures, greenlets: int, t: Thresholds) -> list[E
     single 84 ms stall in one round on loopback, past the waits' 75 ms limit, while its stall
     share stayed under 0.55; a blocked one never fell under 0.97 (docs/connect-phase.md).
     """
+    connects = c.connects or greenlets
     if c.stall_share is None:
         return [Evidence(
             rule="connect-stall", phase="connect", value=0.0, threshold=t.connect_stall_share,
             fired=False,
-            text=(f"{greenlets} connects at once took {c.window_ms:.1f} ms, "
+            text=(f"{connects} connects at once took {c.window_ms:.1f} ms, "
                   f"too short to judge (under {t.connect_min_window_ms:g} ms): --rtt makes "
                   "connects cost what they cost against a remote server"))]
     return [Evidence(
         rule="connect-stall", phase="connect", value=c.stall_share,
         threshold=t.connect_stall_share, fired=c.stall_share >= t.connect_stall_share,
         text=(f"the hub stalled for {c.stall_share:.0%} of a connect window "
-              f"(limit {t.connect_stall_share:.0%}; {greenlets} connects at once took "
+              f"(limit {t.connect_stall_share:.0%}; {connects} connects at once took "
               f"{c.window_ms:.1f} ms, one alone {c.single_ms:.1f} ms, max hub lag "
               f"{c.max_hub_lag_ms:.1f} ms)"))]
 

@@ -341,7 +341,8 @@ def _probe_main() -> None:
             raise ImportError(error)
         _driver = probe.Driver(module, wl)
         conns, phase = probe.connect_phase(_driver, greenlets, int(wl["connect_rounds"]),
-                                           probe.Rules(wl, _heartbeat))
+                                           probe.Rules(wl, _heartbeat),
+                                           int(wl.get("connect_min_connects", 0)))
         for conn in conns:
             with contextlib.suppress(Exception):
                 conn.close()

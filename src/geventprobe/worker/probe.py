@@ -451,8 +451,8 @@ def _call_off_when_decided(state: dict, driver: Driver, heartbeat: Heartbeat, no
     monkey.get_original("_thread", "start_new_thread")(watch, ())
 
 
-def connect_phase(driver: Driver, greenlets: int, rounds: int, rules: Rules
-                   ) -> tuple[list, record.ConnectPhase]:
+def connect_phase(driver: Driver, greenlets: int, rounds: int, rules: Rules,
+                  least: int = 0) -> tuple[list, record.ConnectPhase]:
     """Open the windows' connections while the heartbeat runs, and time it.
 
     One connection alone first (what a connect costs here), then every greenlet opens its
@@ -461,6 +461,10 @@ def connect_phase(driver: Driver, greenlets: int, rounds: int, rules: Rules
     connection up with a selector of its own (``psycopg.waiting.DefaultSelector``), bound
     when psycopg is imported: imported before gevent patched select, every connect stalls
     the hub while the queries may still cooperate (docs/connect-phase.md).
+
+    A window opens at least ``least`` connections (``connect_min_connects``): fewer stalled
+    connects are over too soon to be judged on loopback. The greenlets keep theirs; the
+    extra ones are closed once the phase is over.
     """
     import gevent
 
@@ -476,7 +480,7 @@ def connect_phase(driver: Driver, greenlets: int, rounds: int, rules: Rules
         # The heartbeat ticks in between (and the closed connections' backends exit).
         gevent.sleep(0.02 if conns else 0.01)
         t0 = time.monotonic()
-        jobs = [gevent.spawn(driver.connect) for _ in range(greenlets)]
+        jobs = [gevent.spawn(driver.connect) for _ in range(max(greenlets, least))]
         gevent.joinall(jobs, raise_error=True)
         windows.append([t0, time.monotonic()])
         conns = [job.value for job in jobs]
@@ -485,7 +489,11 @@ def connect_phase(driver: Driver, greenlets: int, rounds: int, rules: Rules
         gevent.sleep(0.005)  # a late heartbeat fires now, so the rule sees this window's lag
         if rules.connect_decided(windows, rounds):
             break
-    return conns, record.ConnectPhase(single=single, windows=windows)
+    for conn in conns[greenlets:]:
+        with contextlib.suppress(Exception):
+            conn.close()
+    return conns[:greenlets], record.ConnectPhase(single=single, windows=windows,
+                                                  connects=max(greenlets, least))
 
 
 def _connect_in_turn(driver: Driver, workload: dict, order: list[int], rules: Rules
@@ -512,7 +520,8 @@ def _connect_in_turn(driver: Driver, workload: dict, order: list[int], rules: Ru
     heartbeat.start()
     try:
         conns, phase = connect_phase(driver, int(workload["greenlets"]),
-                                      int(workload.get("connect_rounds", 1)), rules)
+                                      int(workload.get("connect_rounds", 1)), rules,
+                                      int(workload.get("connect_min_connects", 0)))
     finally:
         heartbeat.pause()
     # A marker for the other workers (only its existence counts; the parent never reads it).

@@ -38,7 +38,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-RECORD_VERSION = 7
+RECORD_VERSION = 8
 """Version of every record in this module (1: the untyped dicts before it was checked;
 3: ``RoutePhase.parked`` and ``RoutePhase.bindings``; 4: ``BlockedEvent.source`` and
 ``BlockedEvent.gil_held``; 5: ``Importing``, ``RoutePhase.aborted`` and
@@ -105,6 +105,9 @@ class ConnectPhase:
     """[start, end] of the lone connect."""
     windows: list[list[float]]
     """[start, end] of each connect window, in order."""
+    connects: int = 0
+    """Connections opened at once in each window: the greenlets, or ``connect_min_connects``
+    when there are fewer (0: one per greenlet)."""
 
 
 @dataclass(frozen=True)
