@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -100,9 +101,17 @@ def test_http_rate_zero_turns_the_request_phase_off(tmp_path):
     config = write(tmp_path / "p.toml", "[workload]\nhttp_rate = 0\n")
     p = settings.resolve(None, config)
     assert p.workload.http_rate == 0
-    # One worker connects at a time, with connect_min_connects (24) connections at once.
-    w = p.workload
-    assert w.connections() == w.workers * w.greenlets + w.connect_min_connects - w.greenlets
+    w = p.workload  # no route pool: the greenlets, and one worker's connect window of 24
+    assert w.connections() == (w.workers - 1) * w.greenlets + w.connect_min_connects
+
+
+def test_the_budget_counts_the_connect_window_of_a_worker_with_few_greenlets():
+    # One worker connects at a time, 24 at once (connect_min_connects), the others holding
+    # their greenlets' 8 each; the route's pool opens after: 3 × 8 + 24, not 4 × (8 + 4).
+    w = dataclasses.replace(settings.resolve(None, None).workload, workers=4, greenlets=8)
+    assert w.connections() == 3 * 8 + 24
+    w = dataclasses.replace(w, greenlets=16)
+    assert w.connections() == 4 * (16 + w.http_pool)
 
 
 def test_run_section_in_profile_files(tmp_path):

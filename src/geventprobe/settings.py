@@ -119,10 +119,14 @@ class Workload:
         return 30.0 + 1.5 * self.blocked_seconds() + self.select1_seconds
 
     def connections(self) -> int:
-        """Server connections one build needs at once (the HTTP route's pool included, and
-        the connect window's extra ones: one worker connects at a time)."""
-        return (self.workers * (self.greenlets + (self.http_pool if self.http_rate > 0 else 0))
-                + max(0, self.connect_min_connects - self.greenlets))
+        """Server connections one build needs at once: each worker's greenlets and the HTTP
+        route's pool, or, while one worker connects (they take turns, before the route's pool
+        opens), the others' greenlets and that worker's connect window
+        (``connect_min_connects`` at least), whichever is more."""
+        pool = self.http_pool if self.http_rate > 0 else 0
+        connecting = ((self.workers - 1) * self.greenlets
+                      + max(self.greenlets, self.connect_min_connects))
+        return max(self.workers * (self.greenlets + pool), connecting)
 
     def to_worker(self, thresholds: Thresholds | None = None) -> dict:
         """What the harness reads from ``GEVENTPROBE_WORKLOAD``; with ``thresholds``, the
