@@ -212,3 +212,14 @@ def test_shares_at_their_bounds_are_accepted(tmp_path):
                    "blocking_wait_factor = 1.2\n[workload]\ngreenlets = 2\nworkers = 64\n")
     p = settings.resolve(None, config)
     assert p.thresholds.route_failing_share == 1.0 and p.workload.workers == 64
+
+
+def test_a_small_server_narrows_the_connect_window_instead_of_refusing():
+    # A server with 9 free connections and a run of one worker of 2 greenlets: the window
+    # opens 9, not the 24 the profile asks (refused before with "needs 24").
+    w = dataclasses.replace(settings.resolve(None, None).workload, workers=1, greenlets=2)
+    fitted = w.fitted(9)
+    assert fitted.connect_min_connects == 9 and fitted.connections() <= 9
+    assert w.fitted(100) is w
+    # Never under the greenlets: a server too small for those is still refused by the budget.
+    assert w.fitted(1).connect_min_connects == 2

@@ -128,6 +128,15 @@ class Workload:
                       + max(self.greenlets, self.connect_min_connects))
         return max(self.workers * (self.greenlets + pool), connecting)
 
+    def fitted(self, free: int) -> Workload:
+        """This workload with its connect window narrowed to fit ``free`` server connections
+        (never under the greenlets): a small server of the user's is not refused for the
+        extra connects alone. A window too short to judge then says so in its evidence."""
+        if free >= self.connections():
+            return self
+        room = free - (self.workers - 1) * self.greenlets
+        return dataclasses.replace(self, connect_min_connects=max(self.greenlets, room))
+
     def to_worker(self, thresholds: Thresholds | None = None) -> dict:
         """What the harness reads from ``GEVENTPROBE_WORKLOAD``; with ``thresholds``, the
         workers stop repeating a measurement once the verdict's rules are decided."""

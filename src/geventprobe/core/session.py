@@ -11,6 +11,7 @@ removed however the run ends. No printing: progress goes to the listener.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 
@@ -111,7 +112,11 @@ class Session:
             listener.phase("connecting to PostgreSQL")
             info = query_server(dsn, embedded=False,
                                 connect_timeout=plan.workload.connect_timeout_s, needed=needed)
-            preflight.check_budget(info, needed)
+            fitted = plan.workload.fitted(info.free_connections())
+            preflight.check_budget(info, fitted.connections())
+            if fitted is not plan.workload:
+                self.plan = plan = dataclasses.replace(
+                    plan, profile=dataclasses.replace(plan.profile, workload=fitted))
             with self._delayed(dsn, embedded=False) as worker_dsn:
                 yield worker_dsn, info
             return

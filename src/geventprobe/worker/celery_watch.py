@@ -195,7 +195,7 @@ _stack_file = None
 STACK_SIGNAL_OFFSET = 6
 #: record.RECORD_VERSION (record.py imports json and dataclasses: not here, while Python
 #: starts; tests/test_celery_boot.py holds the two equal).
-BOOT_VERSION = 7
+BOOT_VERSION = 8
 
 
 def stack_signal() -> int:
