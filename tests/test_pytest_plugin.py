@@ -41,6 +41,8 @@ MEASURED = {
     # Figures measured in the workers and by the parent, and the words that quote them.
     "metrics", "evidence", "blocked_by", "lone_ms", "burst", "burst_factor", "statuses",
     "max_hub_lag_ms", "server_connections", "body_bytes", "load_average",
+    # What sharing the CPU explained of a burst, and how long a route's warm-up took.
+    "cpu", "seconds",
     # Each worker's figures (the build's ``workers``; the app's ``workers`` is a count).
     "workers",
     # Process ids and clock readings of the workers' facts (who imported what, when).
