@@ -66,6 +66,20 @@ def test_quick_requests_sharing_the_cpu_are_not_serialized():
     assert r.verdict is Verdict.OK
 
 
+def test_a_beat_late_because_the_worker_waited_for_a_core_is_not_blocking():
+    # A quick route on a loaded machine: one beat 90 ms late, 80 ms of which the hub's thread
+    # was runnable but off a core (other programs had both). The kernel's, not the app's.
+    healthy = run([0.02] * 16, lone=("200", 0.006))
+    late = dataclasses.replace(worker(8, 0.001), heartbeat_lag=[0.001] * 5 + [0.09] + [0.001] * 994)
+    waited = dataclasses.replace(late, heartbeat_waited=[0.0] * 5 + [0.08] + [0.0] * 994)
+    assert judge(healthy, {1: waited}, T).verdict is Verdict.OK
+    # The same beat with nothing waited for a core: the hub did not run 90 ms, BLOCKING.
+    r = judge(healthy, {1: late}, T)
+    assert r.verdict is Verdict.BLOCKING
+    assert "not counting the time the worker waited for a core" in next(
+        e.text for e in r.evidence if e.rule == "route-hub-lag")
+
+
 def test_hub_stall_is_blocking_with_who_blocked():
     frames = ["gunicorn/workers/ggevent.py:1 in handle", "app.py:19 in login: return "
               "hashlib.pbkdf2_hmac(...)"]

@@ -146,6 +146,7 @@ def route_phase(run_dir: str, heartbeat, monitor, timeout_s: float, write) -> No
     _close_pool()
     from geventprobe.worker import parked
 
+    heartbeat.count_waits()  # a late beat on a loaded machine may be the kernel's (issue 24)
     beat = gevent.spawn(heartbeat.run)
     monitor.stall_watch = True  # issue 20 hook: who blocked under a held GIL
     monitor.start()
@@ -169,6 +170,7 @@ def route_phase(run_dir: str, heartbeat, monitor, timeout_s: float, write) -> No
         seen, _state["seen"] = _state["seen"], None
         write(f"routes-{pid}.json", record.RoutePhase(
             pid=pid, heartbeat_expected=heartbeat.expected, heartbeat_lag=heartbeat.lag,
+            heartbeat_waited=list(heartbeat.waited or []),
             requests=seen, blocked=events,
             parked=waits, bindings=_bindings(),  # issue 20 hook: parked.py, bindings.py
             stall_watch_off=monitor.stall_watch_off))
@@ -189,6 +191,7 @@ def on_abort() -> None:
     write(f"routes-{os.getpid()}.json", record.RoutePhase(
         pid=os.getpid(), heartbeat_expected=list(heartbeat.expected[:n]),
         heartbeat_lag=list(heartbeat.lag[:n]), requests=list(_state["seen"] or []),
+        heartbeat_waited=list((heartbeat.waited or [])[:n]),
         blocked=list(monitor.events), aborted=True))
 
 

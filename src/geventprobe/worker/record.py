@@ -197,6 +197,9 @@ class RoutePhase:
     stall_watch_off: str | None = None
     """Why the stall watch did not watch the whole phase (``worker/stall_watch.py``: the app
     took its signal, no timer); None when it did, or was turned off by the user."""
+    heartbeat_waited: list[float] = field(default_factory=list)
+    """Beside each ``heartbeat_lag``: how long the hub's thread waited for a core meanwhile
+    (runnable, not running), s; empty where it could not be read."""
 
 
 @dataclass(frozen=True)
