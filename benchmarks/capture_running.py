@@ -21,8 +21,8 @@ import json
 import sys
 
 from geventprobe import cli
-from geventprobe.app import task_rules
 from geventprobe.core import judge, metrics
+from geventprobe.kinds.celery import task_rules
 
 
 def main() -> None:

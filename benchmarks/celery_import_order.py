@@ -21,10 +21,10 @@ import sys
 import time
 
 from geventprobe.app.gunicorn_app import conninfo_to_uri
+from geventprobe.kinds.celery.workers import make_boot_dir, worker_environ
 from geventprobe.processes import children
 from geventprobe.processes.broker import broker as run_broker
 from geventprobe.processes.broker import queue_name
-from geventprobe.processes.celery_workers import make_boot_dir, worker_environ
 from geventprobe.processes.postgres import EmbeddedPostgres
 from geventprobe.worker.celery_probe import DEFAULT_WORKLOAD
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from geventprobe.app import celery_causes
 from geventprobe.core import causes
+from geventprobe.kinds.celery import causes as celery_causes
 from geventprobe.record import Verdict
 from geventprobe.worker.record import Running, RunningSite
 

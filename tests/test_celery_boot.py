@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from geventprobe.processes.celery_workers import (
+from geventprobe.kinds.celery.workers import (
     Batch,
     TaskFigures,
     main_thread_frames,
@@ -202,8 +202,8 @@ def test_a_command_that_detaches_its_worker_is_one_line_and_the_worker_is_stoppe
     import psutil
 
     from geventprobe.errors import ProbeError
+    from geventprobe.kinds.celery.workers import Deadlines, run_celery, user_command
     from geventprobe.processes import broker as brokers
-    from geventprobe.processes.celery_workers import Deadlines, run_celery, user_command
 
     before = {p.pid for p in psutil.process_iter()}
     command = user_command(f"{shlex.quote(sys.executable)} -c {shlex.quote(DETACH)}",
@@ -234,7 +234,7 @@ def _cmdline(p) -> list[str]:
 def test_an_app_with_a_syntax_error_is_named_with_its_file_and_line():
     """Debatable in issue 25, decided: a SyntaxError names its file and line, as gunicorn mode
     does (the tail of celery 5.7.0's own log for such an app)."""
-    from geventprobe.processes.celery_workers import telling_line
+    from geventprobe.kinds.celery.workers import telling_line
 
     log = ["Traceback (most recent call last):",
            '  File "/v/lib/python3.11/site-packages/celery/app/utils.py", line 528, in find_app',
@@ -255,8 +255,8 @@ def test_an_app_with_a_syntax_error_is_named_with_its_file_and_line():
 def test_a_program_that_cannot_run_is_one_line(tmp_path, command, said):
     """It was `internal error: FileNotFoundError: ... 'celery'` (celery not on PATH)."""
     from geventprobe.errors import ProbeError
+    from geventprobe.kinds.celery.workers import run_celery, user_command
     from geventprobe.processes import broker as brokers
-    from geventprobe.processes.celery_workers import run_celery, user_command
 
     (tmp_path / "not-executable.sh").write_text("#!/bin/sh\n")
     with brokers.broker() as b, pytest.raises(ProbeError) as info:

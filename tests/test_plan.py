@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from geventprobe import settings
-from geventprobe.app.celery_app import CeleryApp
 from geventprobe.app.gunicorn_app import GunicornApp
 from geventprobe.core import plan
 from geventprobe.core.calibrate import CalibrationOnly
 from geventprobe.core.drivers import DriverBuilds
 from geventprobe.errors import ProbeError
+from geventprobe.kinds.celery.app import CeleryApp
 from geventprobe.settings import ProjectSettings
 from geventprobe.versions.matrix import VersionMatrix
 

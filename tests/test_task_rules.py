@@ -6,7 +6,7 @@ runs them side by side; a blocked one leaves them in the queue (the consumer sha
 hub) while each runs w; a shared connection takes them at once and runs them one after
 another; a spinning wait burns CPU while the tasks only wait; a small pool raises; a
 worker started by app.worker_main() never starts a task. Then the worker's verdict and
-causes (app/celery_app.py, app/celery_causes.py), the exit code with tasks, and the
+causes (kinds/celery/app.py, kinds/celery/causes.py), the exit code with tasks, and the
 deadline of a batch.
 """
 
@@ -16,10 +16,12 @@ import dataclasses
 
 import pytest
 
-from geventprobe.app import celery_app, celery_causes, task_rules
 from geventprobe.core import rules
 from geventprobe.core.builds import Build
-from geventprobe.processes.celery_workers import (
+from geventprobe.kinds.celery import app as celery_app
+from geventprobe.kinds.celery import causes as celery_causes
+from geventprobe.kinds.celery import task_rules
+from geventprobe.kinds.celery.workers import (
     Batch,
     CeleryCommand,
     CeleryRun,

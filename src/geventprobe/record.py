@@ -230,7 +230,7 @@ class Evidence:
     ``route-hub-lag`` and ``route-serialized`` (``core/rules.py``, ``app/route_rules.py``); a
     celery task's are ``task-stall``, ``task-hub-lag``, ``task-queue`` (BLOCKING),
     ``task-cpu-during-waits``, ``task-runnable-during-waits`` (BUSY-WAIT),
-    ``task-serialized``, ``task-failing`` (``app/task_rules.py``)."""
+    ``task-serialized``, ``task-failing`` (``kinds/celery/task_rules.py``)."""
     value: float
     threshold: float
     fired: bool

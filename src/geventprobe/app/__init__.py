@@ -2,5 +2,5 @@
 
 ``gunicorn_app`` reads the user's gunicorn settings into a ``GunicornApp`` (a run's target
 and its subject); ``routes`` drives their routes and ``route_rules`` judges each;
-``http_load`` is the open-loop load. Their tasks (celery) will live here too.
+``http_load`` is the open-loop load. A celery worker and its tasks live in ``kinds/celery``.
 """

@@ -7,7 +7,7 @@ probe that failed, says so before any figure is read; otherwise the figures
 from the workers' facts (``causes``), who blocked is counted (``blocked``), and the
 subject's own phases (an app's routes) come judged. The judge of every gunicorn subject
 (``HarnessBuild``, ``GunicornApp``: their ``judge`` calls this); a celery worker has its
-own (``app/task_rules.py``). No printing.
+own (``kinds/celery/task_rules.py``). No printing.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from geventprobe.settings import ProjectSettings, RunPlan
 from geventprobe.versions import matrix
 
 if TYPE_CHECKING:
-    from geventprobe.app import celery_app
+    from geventprobe.kinds.celery import app as celery_app
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ def _celery(request: RunRequest, project: ProjectSettings, greenlets: int
         args = list(request.task_args) or [json.dumps(a) for _, a, _ in project.tasks]
         kwargs = list(request.task_kwargs) or [json.dumps(k) for _, _, k in project.tasks]
     # Imported here: a run that probes no celery worker does without it (0.1 s at start).
-    from geventprobe.app import celery_app
+    from geventprobe.kinds.celery import app as celery_app
 
     tasks = celery_app.parse_tasks(names, args, kwargs)
     return celery_app.plan(celery_app.CeleryRequest(

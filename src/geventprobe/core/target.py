@@ -6,7 +6,7 @@ row of the report). Two protocols, so that the core has one way through every ru
 - ``Target``: what one run probes, and how its headline reads. ``DriverBuilds``
   (``core/drivers.py``: the built-in driver builds), ``GunicornApp``
   (``app/gunicorn_app.py``: the user's app under their gunicorn config, with its routes),
-  ``CeleryApp`` (``app/celery_app.py``: the user's celery worker under ``-P gevent``, with
+  ``CeleryApp`` (``kinds/celery/app.py``: the user's celery worker under ``-P gevent``, with
   its tasks), ``VersionMatrix`` (``versions/matrix.py``), ``CalibrationOnly``
   (``core/calibrate.py``).
 - ``Subject``: one thing whose workers are started, probed and judged into one row.
@@ -17,8 +17,8 @@ A subject's ``launch`` starts its workers, runs the in-worker probe and collects
 typed records (``worker/record.py``); its ``judge`` turns them into the row. Every
 gunicorn subject's ``launch`` returns a ``WorkersRun`` (``processes/run_dir.py``) and its
 ``judge`` is ``core/judge.py``'s, with its own phases (an app's routes); a celery worker's
-is a ``CeleryRun`` (``processes/celery_workers.py``: tasks through a broker) judged by
-``app/task_rules.py``. Either way the row is a ``BuildResult`` and the run is settled
+is a ``CeleryRun`` (``kinds/celery/workers.py``: tasks through a broker) judged by
+``kinds/celery/task_rules.py``. Either way the row is a ``BuildResult`` and the run is settled
 once (``rules.settle``), recorded and rendered the same way (docs/how-it-works.md).
 """
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from geventprobe.core.builds import Build
     from geventprobe.core.progress import Listener
     from geventprobe.core.session import Session
-    from geventprobe.processes.celery_workers import CeleryRun
+    from geventprobe.kinds.celery.workers import CeleryRun
     from geventprobe.processes.run_dir import WorkersRun
     from geventprobe.settings import Thresholds, Workload
 

@@ -283,7 +283,7 @@ PREFIXES = {"ready": Ready, "result": ProbeResult, "route-ready": RouteReady,
 
 # ------------------------------------------------------------------ a celery worker's records
 # Written by ``celery_probe.py`` (``CeleryBoot`` by ``celery_watch.py``) in the celery run
-# dir, read by ``processes/celery_workers.py``. Times are ``time.monotonic()``.
+# dir, read by ``kinds/celery/workers.py``. Times are ``time.monotonic()``.
 
 
 @dataclass(frozen=True)

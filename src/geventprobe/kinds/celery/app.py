@@ -14,7 +14,7 @@ they start it, against a broker of the run's own, and probes it from the inside
 2. The result, a ``CeleryApp``, is the run's target and its one subject
    (``core/target.py``): ``launch`` starts the broker (a throwaway redis-server unless
    ``--broker``) and the worker with geventprobe's boot dir first on its ``PYTHONPATH``
-   (``processes/celery_workers.run_celery``): its probe task alone, then C at once, then
+   (``kinds/celery/workers.run_celery``): its probe task alone, then C at once, then
    each ``--task``; ``judge`` turns the figures into the worker's verdict (its probe
    task's, and the connect phase's) and each task's (``task_rules.py``), with causes in
    celery's words (``celery_causes.py``); ``headline`` speaks of the worker and its tasks.
@@ -31,7 +31,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from geventprobe.app import celery_causes, task_rules
 from geventprobe.core import blocked, rules
 from geventprobe.core.builds import Build
 from geventprobe.core.progress import Listener
@@ -39,8 +38,9 @@ from geventprobe.core.session import Session
 from geventprobe.core.target import Probed
 from geventprobe.dsn import redact
 from geventprobe.errors import ProbeError
-from geventprobe.processes import broker as brokers
-from geventprobe.processes.celery_workers import (
+from geventprobe.kinds.celery import causes as celery_causes
+from geventprobe.kinds.celery import task_rules
+from geventprobe.kinds.celery.workers import (
     CeleryCommand,
     CeleryRun,
     Deadlines,
@@ -49,6 +49,7 @@ from geventprobe.processes.celery_workers import (
     run_celery,
     user_command,
 )
+from geventprobe.processes import broker as brokers
 from geventprobe.record import BuildResult, Calibration, Evidence, Verdict
 from geventprobe.settings import Thresholds, Workload
 

@@ -1,6 +1,6 @@
 """The verdict of each task of a celery worker: figures in, class out, rules with numbers.
 
-The sibling of ``route_rules.py``: pure functions of what ``processes/celery_workers.py``
+The sibling of ``route_rules.py``: pure functions of what ``kinds/celery/workers.py``
 measured (``Batch``: tasks sent alone, then C at once, through the broker; ``Stall``: a
 batch that did not finish), so they are tested exactly on recorded figures. Every task
 gets the same rules; the first is geventprobe's own probe task (a connection and a
@@ -40,12 +40,12 @@ import signal
 from collections import Counter
 from collections.abc import Sequence
 
-from geventprobe.app import celery_causes
 from geventprobe.core import blocked, route_causes
 from geventprobe.core.known_errors import Deployment
 from geventprobe.dsn import redact
+from geventprobe.kinds.celery import causes as celery_causes
+from geventprobe.kinds.celery.workers import Batch, CeleryRun, Stall, telling_line
 from geventprobe.processes import children
-from geventprobe.processes.celery_workers import Batch, CeleryRun, Stall, telling_line
 from geventprobe.record import (
     BlockedStack,
     ConnectFigures,

@@ -31,7 +31,7 @@ are in, nothing of ours is in flight: celery's warm shutdown took 2.7-4.9 s); a 
 worker first gets SIGTERM, then SIGKILL if it ignores it. Everything it started is
 reaped, our queue deleted, the run dir removed.
 
-The verdict rules (``app/task_rules.py``) read the figures this returns (``CeleryRun``);
+The verdict rules (``kinds/celery/task_rules.py``) read the figures this returns (``CeleryRun``);
 which figures separate OK / BLOCKING / SERIALIZED / never-ran, with the margins
 measured: docs/celery.md.
 """
