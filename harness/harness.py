@@ -611,7 +611,7 @@ def classify(f: Figures) -> Figures:
         f.shows, f.why = "BUSY-WAIT", (f"the busiest process burned {f.lone_cpu:.2f} CPU-s/s "
                                        f"while the lone one waited {f.lone_s:.3f} s (limit "
                                        f"{BUSY_CPU})")
-    elif slow and queued:
+    elif queued:  # what the CPU leaves is over both limits, so the p90 itself is too
         f.shows, f.why = "SERIALIZED", (
             f"{ran}; the CPU explains {f.burst_busy_s:.3f} s of it, leaving {left:.3f} s = "
             f"{left / f.lone_s:.1f}x; and the hub answered on time ({pinged}): they waited on "

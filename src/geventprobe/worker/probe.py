@@ -239,6 +239,8 @@ class Heartbeat:
         """From now on, read beside each beat the time the hub's thread waited for a core
         (``/proc/thread-self/schedstat``, 1 µs a read): on a loaded machine a late beat can be
         the kernel's, not the app's. Nothing changes where that file is missing."""
+        if self.waited is not None:
+            return  # counting already: one descriptor for the life of the heartbeat
         try:
             self._runqueue_fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
         except OSError:
@@ -492,6 +494,7 @@ def connect_phase(driver: Driver, greenlets: int, rounds: int, rules: Rules,
     """
     import gevent
 
+    per_window = max(greenlets, least)
     t0 = time.monotonic()
     driver.connect().close()
     single = [t0, time.monotonic()]
@@ -504,7 +507,7 @@ def connect_phase(driver: Driver, greenlets: int, rounds: int, rules: Rules,
         # The heartbeat ticks in between (and the closed connections' backends exit).
         gevent.sleep(0.02 if conns else 0.01)
         t0 = time.monotonic()
-        jobs = [gevent.spawn(driver.connect) for _ in range(max(greenlets, least))]
+        jobs = [gevent.spawn(driver.connect) for _ in range(per_window)]
         gevent.joinall(jobs, raise_error=True)
         windows.append([t0, time.monotonic()])
         conns = [job.value for job in jobs]
@@ -517,7 +520,7 @@ def connect_phase(driver: Driver, greenlets: int, rounds: int, rules: Rules,
         with contextlib.suppress(Exception):
             conn.close()
     return conns[:greenlets], record.ConnectPhase(single=single, windows=windows,
-                                                  connects=max(greenlets, least))
+                                                  connects=per_window)
 
 
 def _connect_in_turn(driver: Driver, workload: dict, order: list[int], rules: Rules
