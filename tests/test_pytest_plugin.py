@@ -106,6 +106,14 @@ def _processes_started_by(pid: int) -> list[psutil.Process]:
         return []
 
 
+def _cmdline(p: psutil.Process) -> str:
+    """Its command line; empty once it has exited (the short-lived ones exit as we read)."""
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""
+
+
 def test_one_session_three_probes_one_server_nothing_left(probe_tmp, tmp_path):
     """Django broken fails with the verdict, cause and fix, Django fixed passes, Flask broken
     fails SERIALIZED; one PostgreSQL for the three (under pytest-xdist, one worker process);
@@ -168,14 +176,14 @@ def test_ctrl_c_in_the_middle_of_a_probe_leaves_nothing(probe_tmp, tmp_path):
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:  # until gunicorn's workers run the probe
-            names = " ".join(" ".join(p.cmdline()) for p in _processes_started_by(proc.pid)
-                             if p.is_running())
+            names = " ".join(_cmdline(p) for p in _processes_started_by(proc.pid))
             if names.count("gunicorn") >= 3:  # the master and its two workers
                 break
-            time.sleep(0.1)
+            time.sleep(0.02)
         else:
             pytest.fail("gunicorn never started")
-        time.sleep(0.5)
+        # At once: the quick profile's probe is over about a second after its workers
+        # start (with a 0.5 s pause here it finished first once, on a loaded machine).
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=60)
     finally:

@@ -113,8 +113,11 @@ def test_worker_timeout_in_a_route_is_blocking_at_the_apps_line(run_cli, pg_dsn,
     # first: a route after the kills is measured on workers gunicorn started anew, unprobed.
     config = tmp_path / "gunicorn.conf.py"
     config.write_text('worker_class = "gevent"\nworkers = 2\ntimeout = 2\n')
+    # One request a worker in the burst: each request of /spin takes a worker down, and
+    # gunicorn's new workers take the burst's queued ones (16 requests: 17-27 s; 2: 12 s).
     proc, result, _ = drive(run_cli, pg_dsn, tmp_path, "--gunicorn-config", str(config),
-                            "--route", "/ok", "--route", "/spin")
+                            "--route", "/ok", "--route", "/spin",
+                            profile="[workload]\nroute_concurrency = 1\n")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     (app,) = result["builds"]
     assert result["app"]["timeout"] == 2
