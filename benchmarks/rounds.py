@@ -28,6 +28,7 @@ import time
 import psutil
 import timing_lock
 
+from geventprobe.app.wsgi_run import run_workers
 from geventprobe.core import builds, calibrate, metrics
 from geventprobe.core.builds import BY_NAME
 from geventprobe.processes import children, gunicorn_workers
@@ -130,8 +131,8 @@ def run_controls(dsn: str, todo, workload: Workload, thresholds: Thresholds) -> 
     for control in todo:
         build = BY_NAME[control.build]
         env = dict(build.env, GEVENTPROBE_BUILD=build.name, **control.env)
-        run = gunicorn_workers.run_build(env, workload, dsn, control.preload,
-                                         thresholds=thresholds)
+        run = run_workers(gunicorn_workers.boot(env, workload, dsn, control.preload,
+                                                thresholds=thresholds), workload, dsn)
         gunicorn_workers.finish_previous()
         if run.error or not run.results or any(r.error for r in run.results):
             print(f"  {control.name}: {run.error or [r.error for r in run.results]}",

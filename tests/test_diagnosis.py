@@ -70,9 +70,9 @@ def _timed_out(facts: dict):
     import time
     from types import SimpleNamespace
 
+    from geventprobe.app.wsgi_run import WorkersRun
     from geventprobe.core.builds import Build
     from geventprobe.core.judge import judge
-    from geventprobe.processes.run_dir import WorkersRun
     from geventprobe.settings import Thresholds, Workload
 
     subject = SimpleNamespace(build=Build(name="app", baseline=False, expected=None, env={},

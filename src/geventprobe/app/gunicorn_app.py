@@ -28,11 +28,13 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from geventprobe.app import route_finder, route_rules
 from geventprobe.app.routes import Route
+from geventprobe.app.wsgi_run import WorkersRun, routes_timeout_s, run_workers
 from geventprobe.core import causes, judge, rules
 from geventprobe.core.builds import Build
 from geventprobe.core.known_errors import Deployment
@@ -42,7 +44,6 @@ from geventprobe.core.target import Probed
 from geventprobe.dsn import redact
 from geventprobe.errors import ProbeError
 from geventprobe.processes import children, gunicorn_workers
-from geventprobe.processes.run_dir import WorkersRun
 from geventprobe.record import BuildResult, Calibration, Verdict
 from geventprobe.settings import Thresholds, Workload
 from geventprobe.worker import record
@@ -109,10 +110,14 @@ class GunicornApp:
     def launch(self, session: Session, workload: Workload) -> WorkersRun:
         """Their gunicorn, their config and hooks, our probe in every worker."""
         env = dict(self.build.env, GEVENTPROBE_BUILD=self.build.name, **self.env(session.dsn))
-        return gunicorn_workers.run_build(
+        started = time.monotonic()
+        routes = list(self.routes)
+        server = gunicorn_workers.boot(
             env, workload, session.dsn, self.preload, argv=self.argv, cwd=self.cwd,
-            keep_cmd_args=True, thresholds=session.plan.thresholds, routes=list(self.routes),
+            keep_cmd_args=True, thresholds=session.plan.thresholds,
+            routes_timeout_s=routes_timeout_s(routes, workload),
             timeout_s=self.deployment.get("timeout"))
+        return run_workers(server, workload, session.dsn, routes=routes, started=started)
 
     def judge(self, run: WorkersRun, workload: Workload, thresholds: Thresholds,
               started: float) -> BuildResult:

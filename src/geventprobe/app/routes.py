@@ -374,7 +374,6 @@ def first_error(lines: list[str]) -> str | None:
     return None
 
 
-_WORKER_TIMEOUT = re.compile(r"WORKER TIMEOUT \(pid:(\d+)\)")
 _WARM_ROUNDS = 8
 """Rounds of warm-up requests at most, per route..."""
 _WARM_S = 5.0
@@ -422,7 +421,8 @@ def warm_up(port: int, route: Route, mark: str, pids: list[int], run_dir: str,
 def drive(routes: list[Route], *, port: int, pids: list[int], concurrency: int,
           timeout_s: float, log_path: str, dsn: str, guard=None,
           alive: Callable[[], bool] | None = None, run_dir: str | None = None,
-          clock: Callable[[], Clocks] | None = None) -> list[RouteRun]:
+          clock: Callable[[], Clocks] | None = None,
+          timed_out_in: Callable[[list[str]], list[int]]) -> list[RouteRun]:
     """Each route in turn: the warm-up, the lone request, then the burst with the connections
     counted.
 
@@ -432,7 +432,8 @@ def drive(routes: list[Route], *, port: int, pids: list[int], concurrency: int,
     ``GunicornGone.args[0]``), since the workers go with their master. ``run_dir``: where
     the workers mark the warm-up requests they served (None: no warm-up). ``clock``: the
     workers' CPU clocks (``processes.cpu.clocks``), read around the lone request and as each
-    answer of the burst ends.
+    answer of the burst ends. ``timed_out_in``: the workers the server's log lines say it
+    killed for a blocked hub (its worker timeout, in its own words).
     """
     db_port = server_port(dsn)
     out: list[RouteRun] = []
@@ -473,8 +474,7 @@ def drive(routes: list[Route], *, port: int, pids: list[int], concurrency: int,
         time.sleep(0.05)  # the log line of the last failure may follow the response
         check()
         run.log_lines = _log_since(log_path, offset)
-        run.timed_out = sorted({int(m.group(1)) for line in run.log_lines
-                                for m in _WORKER_TIMEOUT.finditer(line)})
+        run.timed_out = timed_out_in(run.log_lines)
         out.append(run)
         time.sleep(0.2)  # a quiet gap between routes: one route's tail stays out of the next
     return out

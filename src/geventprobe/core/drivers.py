@@ -1,26 +1,27 @@
 """The built-in driver builds: each a gunicorn running the harness app, one row per build.
 
-``HarnessBuild`` is the subject: one build (``core/builds.py``) started by
-``processes/gunicorn_workers.run_build`` with the harness app and config, in geventprobe's
-own environment or a version matrix's isolated one, optionally with a calibration
-control's set-up. ``DriverBuilds`` is the target of a plain ``geventprobe run``: every
-requested build, in order, with the psycopg2 baselines that tell whether the detector
-sees on this machine.
+``HarnessBuild`` is the subject: one build (``core/builds.py``) in gunicorn with the
+harness app and config (``processes/gunicorn_workers.boot``), driven by
+``app/wsgi_run.run_workers``, in geventprobe's own environment or a version matrix's
+isolated one, optionally with a calibration control's set-up. ``DriverBuilds`` is the
+target of a plain ``geventprobe run``: every requested build, in order, with the psycopg2
+baselines that tell whether the detector sees on this machine.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from geventprobe.app.wsgi_run import WorkersRun, run_workers
 from geventprobe.core import judge, metrics, rules
 from geventprobe.core.builds import Availability, Build
 from geventprobe.core.progress import Listener
 from geventprobe.core.session import Session, require
 from geventprobe.core.target import Probed
 from geventprobe.processes import gunicorn_workers
-from geventprobe.processes.run_dir import WorkersRun
 from geventprobe.record import BuildResult, Calibration, Verdict
 from geventprobe.settings import Thresholds, Workload
 
@@ -49,10 +50,11 @@ class HarnessBuild:
 
     def launch(self, session: Session, workload: Workload) -> WorkersRun:
         """gunicorn with the harness app for this build; the workers' records."""
-        return gunicorn_workers.run_build(self._env(), workload, session.dsn, self.preload,
-                                          python=self.python, base_env=self.base_env,
-                                          thresholds=session.plan.thresholds,
-                                          booted=self.booted)
+        started = time.monotonic()
+        server = self.booted or gunicorn_workers.boot(
+            self._env(), workload, session.dsn, self.preload, python=self.python,
+            base_env=self.base_env, thresholds=session.plan.thresholds)
+        return run_workers(server, workload, session.dsn, started=started)
 
     def boot(self, session: Session, workload: Workload, go_wait_s: float) -> HarnessBuild:
         """Itself with its gunicorn started now, to be measured in ``go_wait_s`` at most."""

@@ -16,10 +16,10 @@ import dataclasses
 import time
 from collections.abc import Callable
 
+from geventprobe.app.wsgi_run import WorkersRun
 from geventprobe.core import blocked, causes, metrics, rules
 from geventprobe.core.target import Subject
 from geventprobe.dsn import redact
-from geventprobe.processes.run_dir import WorkersRun
 from geventprobe.record import BuildResult, Evidence, RouteResult, Verdict
 from geventprobe.settings import Thresholds, Workload
 

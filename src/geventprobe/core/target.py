@@ -15,7 +15,7 @@ row of the report). Two protocols, so that the core has one way through every ru
 
 A subject's ``launch`` starts its workers, runs the in-worker probe and collects their
 typed records (``worker/record.py``); its ``judge`` turns them into the row. Every
-gunicorn subject's ``launch`` returns a ``WorkersRun`` (``processes/run_dir.py``) and its
+gunicorn subject's ``launch`` returns a ``WorkersRun`` (``app/wsgi_run.py``) and its
 ``judge`` is ``core/judge.py``'s, with its own phases (an app's routes); a celery worker's
 is a ``CeleryRun`` (``kinds/celery/workers.py``: tasks through a broker) judged by
 ``kinds/celery/task_rules.py``. Either way the row is a ``BuildResult`` and the run is settled
@@ -33,11 +33,11 @@ from geventprobe.record import BuildResult, Calibration, MatrixEnv
 if TYPE_CHECKING:
     from typing import Union
 
+    from geventprobe.app.wsgi_run import WorkersRun
     from geventprobe.core.builds import Build
     from geventprobe.core.progress import Listener
     from geventprobe.core.session import Session
     from geventprobe.kinds.celery.workers import CeleryRun
-    from geventprobe.processes.run_dir import WorkersRun
     from geventprobe.settings import Thresholds, Workload
 
     Launched = Union[WorkersRun, CeleryRun]

@@ -1,12 +1,12 @@
-"""Run the probe under real gunicorn gevent workers: the built-in harness, or the user's app.
+"""gunicorn's side of a run of probed WSGI workers: starting it, reading it, stopping it.
 
 Starts ``gunicorn -k gevent -w N`` on a free loopback port (the harness app and config,
-or the user's own through ``worker/app_conf.py``), waits until every worker has opened
-its connections (``ready-<pid>.json``), starts sampling the workers' CPU, says ``go``,
-collects one ``result-<pid>.json`` per worker, runs the request and route phases, and
-stops gunicorn. Each worker reports on its own files, typed records read by
-``run_dir.py``; nothing is parsed out of stdout or the log, which is only read to
-explain a failure.
+or the user's own through ``worker/app_conf.py``) with the probe in every worker, and
+answers what the run's driver (``app/wsgi_run.py``, the same for every WSGI server) asks
+of it: whether the master still runs, the workers' records in the run dir, why it failed
+in gunicorn's words (its log, its WORKER TIMEOUT kills, the app's own error), and how to
+stop it quickly. Nothing here knows the user's routes: this layer starts and reaps
+processes. Nothing is parsed out of stdout; the log is only read to explain a failure.
 """
 
 from __future__ import annotations
@@ -20,21 +20,17 @@ import signal
 import subprocess
 import sys
 import time
+from typing import ClassVar
 
 import psutil
 
-from geventprobe.app import routes as route_phase
-from geventprobe.app.http_load import LoadSpec, OpenLoopLoad
 from geventprobe.dsn import redact
 from geventprobe.errors import ProbeError
-from geventprobe.processes import children, cpu
-from geventprobe.processes.cpu import CpuSampler
-from geventprobe.processes.run_dir import WorkersRun, gone, read_records, ready_port, say_go
+from geventprobe.processes import children
+from geventprobe.processes.run_dir import gone, read_records
 from geventprobe.processes.run_dir import wait_for as _wait_records
-from geventprobe.record import RequestFigures
 from geventprobe.settings import Thresholds, Workload
-from geventprobe.worker.probe_route import PATH as PROBE_ROUTE
-from geventprobe.worker.record import AppError, Ready
+from geventprobe.worker.record import AppError
 
 HARNESS_CONFIG = "python:geventprobe.worker.harness_conf"
 HARNESS_APP = "geventprobe.worker.harness_app:application"
@@ -82,8 +78,10 @@ def gunicorn_argv(workers: int, timeout: int, preload: bool, *, python: str | No
 
 @dataclasses.dataclass
 class Boot:
-    """A gunicorn started for one run of the probe (``boot``), maybe ahead of its turn."""
+    """A gunicorn started for one run of the probe (``boot``), maybe ahead of its turn: the
+    WSGI server ``app/wsgi_run.run_workers`` drives (``WsgiServer``)."""
 
+    name: ClassVar[str] = "gunicorn"
     proc: subprocess.Popen
     run_dir: str
     log_path: str
@@ -91,16 +89,81 @@ class Boot:
     """gunicorn's ``--timeout`` (the worker timeout) that applies."""
     started: float
     """When it was started (``time.monotonic``)."""
+    preload: bool = False
+    """``--preload``: the master imports the app (its errors are the app's)."""
+    users_app: bool = False
+    """The user's app and gunicorn config (``run --app``), not the built-in harness."""
     done: bool = False
-    """``run_build`` took it over (or ``discard`` stopped it)."""
+    """``run_workers`` took it over (or ``discard`` stopped it)."""
+
+    def running(self) -> bool:
+        """The master still runs."""
+        return self.proc.poll() is None
+
+    def wait_for(self, prefix: str, count: int, timeout: float,
+                 pids: list[int] | None = None) -> dict | None:
+        """``_wait_for`` in this run dir."""
+        return _wait_for(self.run_dir, prefix, count, timeout, self.proc, pids)
+
+    def failure(self, what: str, timeout: float, pids: list[int] | None = None,
+                reported: dict | None = None) -> str:
+        """Why ``what`` did not happen, in gunicorn's words (``_failure``)."""
+        return _failure(self.proc, self.log_path, what, timeout, pids, reported)
+
+    def refuse_boot(self, boot_timeout: float) -> None:
+        """No worker got ready: raise the user's app's own error, or that it was still
+        importing, when either is why (the user's app only); return otherwise."""
+        _raise_app_error(self.run_dir, self.preload)
+        if self.users_app:  # the user's app, imported the way they deploy it
+            _raise_still_importing(self.run_dir, self.proc, boot_timeout, self.preload)
+
+    def timed_out_pids(self) -> list[int]:
+        """Workers the master killed for a blocked hub (WORKER TIMEOUT), from its whole log."""
+        return _timed_out_pids(self.log_path)
+
+    def timed_out_in(self, lines: list[str]) -> list[int]:
+        """The same, from these lines of its log."""
+        return sorted({int(m.group(1)) for line in lines for m in _TIMEOUT_LINE.finditer(line)})
+
+    def log_tail(self) -> list[str]:
+        return _log_tail(self.log_path)
+
+    @contextlib.contextmanager
+    def owned(self):
+        """Stop and reap gunicorn when the block fails or returns early (``_owned``)."""
+        with _owned(self.proc):
+            yield
+
+    def quick_stop(self) -> None:
+        """Every figure is in: ``_quick_stop``."""
+        _quick_stop(self.proc, self.run_dir, harness=not self.users_app)
+
+    def finish_previous(self) -> None:
+        """The previous run's gunicorn is reaped (``finish_previous``)."""
+        finish_previous()
+
+    def release(self) -> None:
+        """Remove the run dir, unless the exiting gunicorn still works in it."""
+        if not any(self.run_dir == d for _, d in _exiting):
+            children.remove_temp_dir(self.run_dir)
 
 
 def boot(build_env: dict[str, str], workload: Workload, dsn: str, preload: bool, *,
          python: str | None = None, base_env: dict[str, str] | None = None,
          argv: list[str] | None = None, cwd: str | None = None, keep_cmd_args: bool = False,
-         thresholds: Thresholds | None = None, routes: list[route_phase.Route] | None = None,
+         thresholds: Thresholds | None = None, routes_timeout_s: float | None = None,
          timeout_s: float | None = None, go_wait_s: float = 0.0) -> Boot:
-    """Start gunicorn for ``run_build`` (same arguments); its workers boot and wait for go.
+    """Start gunicorn with the probe in every worker; its workers boot and wait for go.
+
+    ``build_env`` goes on top of our environment, or of ``base_env`` with ``python`` (a
+    version matrix's isolated interpreter, whose ``PYTHONPATH`` holds only the worker
+    shim). ``argv``, ``cwd`` and ``keep_cmd_args`` run the user's own app and gunicorn
+    config instead of the harness app (``run --app``: ``app/gunicorn_app.py`` builds the
+    command line, and ``GUNICORN_CMD_ARGS`` applies as in their deployment). ``thresholds``
+    go to the workers so they stop repeating a measurement whose verdict is already
+    decided. ``routes_timeout_s``: the workers stay for the route phase, this long at most
+    (None: no routes). ``timeout_s``: gunicorn's worker timeout when ``argv`` sets its own
+    (the user's config: the evidence of a WORKER TIMEOUT quotes the timeout that applied).
 
     ``go_wait_s``: how long before its turn it is started (``Session.boot_ahead``: every
     build of a run boots at once, before any is measured): the workers wait that much
@@ -121,9 +184,8 @@ def boot(build_env: dict[str, str], workload: Workload, dsn: str, preload: bool,
                                                  go_wait_s=go_wait_s)),
             PYTHONUNBUFFERED="1",
         )
-        if routes:  # the workers stay for the route phase, this long at most
-            env["GEVENTPROBE_ROUTES_TIMEOUT_S"] = str(
-                route_phase.worker_timeout_s(routes, workload.http_timeout_s))
+        if routes_timeout_s:  # the workers stay for the route phase, this long at most
+            env["GEVENTPROBE_ROUTES_TIMEOUT_S"] = str(routes_timeout_s)
         # A hub blocked for a whole window must not get the worker killed by the master
         # (unless the profile sets the timeout, as a deployment's gunicorn --timeout would).
         timeout = workload.worker_timeout_s or int(30 + workload.blocked_seconds())
@@ -135,112 +197,18 @@ def boot(build_env: dict[str, str], workload: Workload, dsn: str, preload: bool,
         children.remove_temp_dir(run_dir)
         raise
     return Boot(proc=proc, run_dir=run_dir, log_path=log_path, started=started,
-                timeout=timeout if argv is None or timeout_s is None else timeout_s)
+                timeout=timeout if argv is None or timeout_s is None else timeout_s,
+                preload=preload, users_app=argv is not None)
 
 
 def discard(booted: Boot) -> None:
-    """Stop a gunicorn ``boot`` started that ``run_build`` never took over (the run ended
+    """Stop a gunicorn ``boot`` started that ``run_workers`` never took over (the run ended
     before its turn), and remove its run dir."""
     if booted.done:
         return
     booted.done = True
     children.stop(booted.proc, signal.SIGINT, timeout=10)
     children.remove_temp_dir(booted.run_dir)
-
-
-def run_build(build_env: dict[str, str], workload: Workload, dsn: str, preload: bool, *,
-              python: str | None = None, base_env: dict[str, str] | None = None,
-              argv: list[str] | None = None, cwd: str | None = None,
-              keep_cmd_args: bool = False, thresholds: Thresholds | None = None,
-              routes: list[route_phase.Route] | None = None,
-              timeout_s: float | None = None, booted: Boot | None = None) -> WorkersRun:
-    """Run the probe once under gunicorn with ``build_env`` on top of our environment.
-
-    ``python`` and ``base_env`` run it in another environment instead (a version
-    matrix's isolated one, whose ``PYTHONPATH`` holds only the worker shim).
-    ``argv``, ``cwd`` and ``keep_cmd_args`` run the user's own app and gunicorn config
-    instead of the harness app (``run --app``: ``app/gunicorn_app.py`` builds the command
-    line, and ``GUNICORN_CMD_ARGS`` applies as in their deployment). ``thresholds`` go to
-    the workers so they stop repeating a measurement whose verdict is already decided.
-    ``routes``: the user's routes to drive after the request phase (``app/routes.py``).
-    ``timeout_s``: gunicorn's worker timeout when ``argv`` sets its own (the user's config:
-    the evidence of a WORKER TIMEOUT quotes the timeout that really applied).
-    ``booted``: the gunicorn ``boot`` started for it ahead of its turn (the same arguments);
-    None: it is started now.
-    """
-    run = WorkersRun()
-    started = time.monotonic()
-    if booted is None:
-        booted = boot(build_env, workload, dsn, preload, python=python, base_env=base_env,
-                      argv=argv, cwd=cwd, keep_cmd_args=keep_cmd_args, thresholds=thresholds,
-                      routes=routes, timeout_s=timeout_s)
-    booted.done = True
-    proc, run_dir, log_path = booted.proc, booted.run_dir, booted.log_path
-    run.timeout_s = booted.timeout
-    # Workers gunicorn killed for WORKER TIMEOUT before the route phase: the driver probe's
-    # (and the request phase's) business; during a route, that route's (``routes.py``).
-    before_routes: list[int] | None = None
-    try:
-        with _owned(proc):
-            ready = _wait_for(run_dir, "ready", workload.workers, workload.boot_timeout_s, proc)
-            # What the boot cost this row: ~0 when it booted ahead, with the others.
-            run.timings["boot"] = time.monotonic() - started
-            if ready is None:
-                _raise_app_error(run_dir, preload)
-                if argv is not None:  # the user's app, imported the way they deploy it
-                    _raise_still_importing(run_dir, proc, workload.boot_timeout_s, preload)
-                early = read_records(run_dir, "result")
-                if early:  # the probe failed before it got ready: its own words say why
-                    run.results = list(early.values())
-                else:
-                    run.error = _failure(proc, log_path, "gunicorn workers did not get ready",
-                                         workload.boot_timeout_s)
-                return run
-            pids = sorted(ready)
-            run.ready_facts = next((r.facts for r in ready.values() if r.facts), {})
-            # The previous build's gunicorn exited while this one booted: it is gone before
-            # anything is measured here.
-            reaping = time.monotonic()
-            finish_previous()
-            run.timings["reap previous"] = time.monotonic() - reaping
-            probing = time.monotonic()
-            with CpuSampler(pids) as sampler:
-                # The workers take turns in the connect phase in this order (probe.py).
-                say_go(run_dir, pids)
-                results = _wait_for(run_dir, "result", workload.workers,
-                                    workload.probe_timeout_s(), proc, pids)
-            run.cpu = sampler
-            run.timings["probe"] = time.monotonic() - probing
-            # A worker blocked by its driver still wakes for every reply from the server.
-            run.not_running = sampler.not_running(max(5.0, 2 * workload.wait_seconds + 2))
-            if results is None:
-                results = {p: d for p, d in read_records(run_dir, "result").items()
-                           if p in pids}
-                run.error = _failure(proc, log_path, "the probe did not finish in every worker",
-                                     workload.probe_timeout_s(), pids, results)
-            run.results = [results[p] for p in sorted(results)]
-            spec = _load_spec(workload, ready)
-            if spec is not None and run.error is None and run.results and \
-                    not any(r.error for r in run.results):
-                loading = time.monotonic()
-                run.requests = _drive_requests(run_dir, spec, workload, proc)
-                run.timings["requests"] = time.monotonic() - loading
-            if routes and run.error is None and run.results and \
-                    not any(r.error for r in run.results):
-                before_routes = _timed_out_pids(log_path)
-                routing = time.monotonic()
-                run.routes = _drive_routes(run_dir, routes, workload, proc, pids, ready, dsn,
-                                           log_path)
-                run.routes.timeout_s = run.timeout_s
-                run.timings["routes"] = time.monotonic() - routing
-            _quick_stop(proc, run_dir, harness=argv is None)
-    finally:
-        run.log_tail = _log_tail(log_path)
-        run.timed_out_pids = (_timed_out_pids(log_path) if before_routes is None
-                              else before_routes)
-        if not any(run_dir == d for _, d in _exiting):
-            children.remove_temp_dir(run_dir)
-    return run
 
 
 # gunicorns whose figures are all in and that were told to stop, still exiting, with their
@@ -303,76 +271,6 @@ def _quick_stop(proc, run_dir: str, harness: bool) -> None:
         with contextlib.suppress(psutil.Error):
             worker.kill()
     _exiting.append((proc, run_dir))
-
-
-def _drive_requests(run_dir: str, spec: LoadSpec, workload: Workload, proc) -> RequestFigures:
-    """The request phase, after the verdict's windows: the workers keep their greenlets
-    waiting on the server while we send open-loop requests at their probe route."""
-    with OpenLoopLoad(spec) as load:
-        with open(os.path.join(run_dir, "http-go"), "w"):
-            pass
-        load.start()
-        end = time.monotonic() + workload.http_seconds
-        while time.monotonic() < end and proc.poll() is None:
-            children.check_guards()
-            time.sleep(0.05)
-        # A blocked hub answers late: wait for what is in flight (bounded per request).
-        return load.stop(grace_s=workload.http_timeout_s, guard=children.check_guards)
-
-
-def _drive_routes(run_dir: str, routes: list, workload: Workload, proc, pids: list[int],
-                  ready: dict[int, Ready], dsn: str, log_path: str) -> route_phase.RoutesRun:
-    """The route phase, after the request phase, in the same workers (``routes.py``)."""
-    started = time.monotonic()
-    out = route_phase.RoutesRun(server_port=route_phase.server_port(dsn), asked=list(routes))
-    port = ready_port(ready)
-    with route_phase.phase_files(run_dir):
-        # Each worker hands over once its request phase is over.
-        wait = workload.http_seconds + workload.http_timeout_s + 30
-        got = _wait_for(run_dir, "route-ready", len(pids), wait, proc, pids)
-        if got is None or port is None:
-            out.error = _failure(proc, log_path, "the workers did not get ready for the routes",
-                                 wait, pids, got)
-            return out
-        try:
-            out.routes = route_phase.drive(
-                routes, port=port, pids=pids, concurrency=workload.route_concurrency,
-                timeout_s=workload.http_timeout_s, log_path=log_path, dsn=dsn,
-                guard=children.check_guards, alive=lambda: proc.poll() is None,
-                run_dir=run_dir, clock=lambda: cpu.clocks(pids))
-        except route_phase.GunicornGone as gone_:
-            # Its workers go with it: what they answered since says nothing about the app.
-            out.routes, out.stopped = gone_.args[0], True
-            out.error = _failure(proc, log_path, "the route phase was cut short", 0)
-            out.seconds = round(time.monotonic() - started, 3)
-            return out
-    reports = _wait_for(run_dir, "routes", len(pids), 30, proc, pids)
-    if reports is None:
-        reports = read_records(run_dir, "routes")
-        out.error = _failure(proc, log_path, "a worker did not report its route phase", 30,
-                             pids, reports)
-    # Workers gunicorn started meanwhile in place of killed ones watched the later routes.
-    late = sorted(p for p in read_records(run_dir, "route-ready") if p not in pids)
-    if late:
-        reports = {**reports, **(_wait_for(run_dir, "routes", len(late), 5, proc, late)
-                                 or read_records(run_dir, "routes"))}
-    out.pids = pids
-    out.workers = {p: reports[p] for p in sorted(reports) if p in pids or p in late}
-    out.seconds = round(time.monotonic() - started, 3)
-    return out
-
-
-def _load_spec(workload: Workload, ready: dict[int, Ready]) -> LoadSpec | None:
-    """The HTTP load for this run: at the port(s) the workers reported, at the profile's rate."""
-    ports = tuple(sorted({r.port for r in ready.values() if r.port is not None}))
-    if workload.http_rate <= 0 or not ports:
-        return None
-    query = (f"SELECT pg_sleep({workload.http_query_ms / 1000:g})" if workload.http_query_ms > 0
-             else "SELECT 1")
-    return LoadSpec(ports=ports, path=PROBE_ROUTE, rate=workload.http_rate,
-                    max_requests=workload.http_max_requests,
-                    max_seconds=workload.http_seconds, timeout_s=workload.http_timeout_s,
-                    query=query)
 
 
 def app_error(errors: dict[int, AppError], preload: bool) -> AppError | None:

@@ -1,11 +1,10 @@
 """The parent's side of the run directory, the files it exchanges with the probed workers.
 
-A run of probed workers (gunicorn's today, ``gunicorn_workers.py``; a celery worker's
-next) shares one protocol with them: a private run directory (``GEVENTPROBE_RUN_DIR``) in
-which each worker writes its typed records (``worker/record.py``) and the parent writes
-``go``. This module reads and waits for those records, refusing any the workers wrote in
-another record version (one line, exit 2), and holds ``WorkersRun``: what one run
-produced, which ``core/judge.py`` turns into a verdict.
+Every run of probed workers (a WSGI server's, ``app/wsgi_run.py``; a celery worker's,
+``kinds/celery/workers.py``) shares one protocol with them: a private run directory
+(``GEVENTPROBE_RUN_DIR``) in which each worker writes its typed records
+(``worker/record.py``) and the parent writes ``go``. This module reads and waits for those
+records, refusing any the workers wrote in another record version (one line, exit 2).
 """
 
 from __future__ import annotations
@@ -15,54 +14,14 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import psutil
 
 from geventprobe import files
 from geventprobe.errors import ProbeError
 from geventprobe.processes import children
-from geventprobe.processes.cpu import CpuSampler
-from geventprobe.record import RequestFigures
 from geventprobe.worker import record
-from geventprobe.worker.record import ProbeResult, Ready
-
-if TYPE_CHECKING:
-    from geventprobe.app.routes import RoutesRun
-
-
-@dataclass
-class WorkersRun:
-    """What one run of probed workers produced: their own records and the parent's samples."""
-
-    results: list[ProbeResult] = field(default_factory=list)
-    """Each worker's ``result-<pid>.json``, by pid."""
-    cpu: CpuSampler | None = None
-    error: str | None = None
-    """Why the run did not produce every worker's result (None: it did)."""
-    log_tail: list[str] = field(default_factory=list)
-    timed_out_pids: list[int] = field(default_factory=list)
-    """Workers the master killed for a blocked hub (gunicorn's "WORKER TIMEOUT")."""
-    timeout_s: int = 0
-    """The master's worker timeout for this run (gunicorn's ``--timeout``)."""
-    ready_facts: dict = field(default_factory=dict)
-    """A worker's facts from its ready file: all there is when no worker got to report."""
-    requests: RequestFigures | None = None
-    """The HTTP load's figures (None when the profile turned it off)."""
-    timings: dict[str, float] = field(default_factory=dict)
-    """Seconds spent in each step seen from here: ``boot`` (the previous build's workers
-    exit meanwhile), ``reap previous``, ``probe``, ``requests``, ``routes``."""
-    not_running: dict[int, str] = field(default_factory=dict)
-    """Workers that did not run for part of the probe (stopped, or off every CPU), by pid,
-    with what was seen: their figures say nothing about the driver."""
-    routes: RoutesRun | None = None
-    """``run --app --route``: the route phase (None without routes)."""
-
-    @property
-    def worker_timeouts(self) -> int:
-        """How many workers the master killed for a blocked hub."""
-        return len(self.timed_out_pids)
+from geventprobe.worker.record import Ready
 
 
 def read_records(run_dir: str, prefix: str, parsed: dict[str, object] | None = None
