@@ -557,3 +557,20 @@ def test_an_unwritable_step_summary_does_not_fail_the_run(monkeypatch, tmp_path,
         (DATA / "golden" / "default.md").read_text()
     assert "warning: cannot append to $GITHUB_STEP_SUMMARY /nonexistent/dir/summary.md" \
         in capsys.readouterr().err
+
+
+def test_the_exit_code_is_a_slot_of_the_document_not_words_of_the_verdict():
+    """An output file that cannot be written makes a run exit 2: the report says exit 2
+    beside the verdict the run found, and the record's words stay as the core built them.
+    A record written before the verdict was kept apart shows its summary as it is."""
+    old = load.load(str(DATA / "run-default.json"))
+    assert old.verdict == "" and old.summary.endswith("; exit 0")
+    assert run.document(old).verdict_line == old.summary  # no "; exit 0; exit 0"
+    words = old.summary.rsplit("; exit ", 1)[0]
+    live = dataclasses.replace(old, verdict=words)
+    assert run.document(live).verdict_line == old.summary
+    failed = run.document(live, exit_code=2)
+    assert failed.verdict == words and failed.verdict_line == f"{words}; exit 2"
+    assert failed.failed and not run.document(live).failed
+    assert Markdown().render(failed).count("; exit 2") == 1
+    assert live.summary.endswith("; exit 0") and live.exit_code == 0

@@ -668,7 +668,12 @@ class RunResult:
     server: dict
     builds: list[BuildResult]
     summary: str
+    """The verdict sentence and the exit code, in one line: ``<verdict>; exit N``."""
     exit_code: int
+    verdict: str = ""
+    """The verdict sentence alone, in the words of what was probed; the report sets the exit
+    code beside it (``summary`` joins them). Empty in a record written before it was kept
+    apart (an older geventprobe, same schema): the report then shows ``summary``."""
     notes: list[str] = field(default_factory=list)
     """Warnings a reader must see (unstable figures, missing controls...)."""
     calibration: Calibration | None = None

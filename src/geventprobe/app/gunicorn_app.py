@@ -382,7 +382,7 @@ def _check_request_lines(routes: Sequence[Route], limit: int) -> None:
 
 def summary(app_name: str, rows: list[BuildResult], code: int,
             calibration: Calibration | None) -> str:
-    """The one-line summary of an ``--app`` run, in the app's words (the drivers' summary,
+    """The verdict sentence of an ``--app`` run, in the app's words (the drivers' summary,
     ``rules.summary``, when the app's row has none of its own: UNAVAILABLE, INCONCLUSIVE)."""
     app = next((b for b in rows if b.build == app_name), None)
     if app is None:
@@ -411,7 +411,7 @@ def summary(app_name: str, rows: list[BuildResult], code: int,
         text += "; routes: " + ", ".join(_route_words(r) for r in app.routes)
     if calibration is not None and not calibration.passed:
         text = f"INCONCLUSIVE: calibration failed: {calibration.reason}; {text}"
-    return f"{text}; exit {code}"
+    return text
 
 
 def _route_words(route) -> str:

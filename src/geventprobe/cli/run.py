@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import re
 import sys
 
 import click
@@ -26,7 +24,6 @@ from geventprobe.cli.common import (
 from geventprobe.core import plan as plans
 from geventprobe.errors import ProbeError
 from geventprobe.processes.preflight import CONNECTION_CAP, DEFAULT_TIME_LIMIT_S
-from geventprobe.record import RunResult
 from geventprobe.report import json_format
 from geventprobe.report import run as run_report
 from geventprobe.report.formats import Terminal
@@ -159,9 +156,9 @@ def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path
                     written.append(path)
         except ProbeError as exc:
             failed = exc
-            shown = with_exit_code(result, exc.exit_code)
         Terminal(console if to_stdout else report_console()).show(
-            run_report.document(shown) if failed else doc, verbose)
+            run_report.document(result, exit_code=failed.exit_code) if failed else doc,
+            verbose)
         for path in written:
             if not files.is_stdout(path):
                 say(f"geventprobe: wrote {path}")
@@ -169,10 +166,3 @@ def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path
         if failed is not None:
             raise failed
     sys.exit(result.exit_code)
-
-
-def with_exit_code(result: RunResult, code: int) -> RunResult:
-    """``result`` as the terminal shows it when the run exits ``code`` for another reason than
-    its verdicts (an output file that could not be written): the headline's exit code too."""
-    return dataclasses.replace(result, exit_code=code,
-                               summary=re.sub(r"; exit \d+$", f"; exit {code}", result.summary))

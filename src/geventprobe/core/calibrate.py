@@ -247,9 +247,9 @@ class CalibrationOnly:
 
     def headline(self, rows: list[BuildResult], code: int,
                  calibration: Calibration | None) -> str:
-        """``calibration: <its reason>; exit N``."""
+        """``calibration: <its reason>``."""
         reason = calibration.reason if calibration is not None else "did not run"
-        return f"calibration: {reason}; exit {code}"
+        return f"calibration: {reason}"
 
     def app_record(self) -> dict | None:
         """None: no deployment of the user's."""

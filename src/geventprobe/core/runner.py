@@ -44,6 +44,7 @@ def run(plan: RunPlan, listener: Listener | None = None) -> RunResult:
             session.timings["calibration"] = time.monotonic() - mark
         probed = target.probe(session, listener)
     rows, code, inconclusive = rules.settle(probed.rows, plan.fail_on, calibration)
+    verdict = target.headline(rows, code, calibration)
     return RunResult(
         schema_version=SCHEMA_VERSION,
         tool_version=__version__,
@@ -57,8 +58,9 @@ def run(plan: RunPlan, listener: Listener | None = None) -> RunResult:
         environment=environment.collect(),
         server=dataclasses.asdict(session.server_info),
         builds=rows,
-        summary=target.headline(rows, code, calibration),
+        summary=f"{verdict}; exit {code}",
         exit_code=code,
+        verdict=verdict,
         # A killed watchdog (replaced meanwhile) is the run's business too.
         notes=probed.notes + inconclusive + children.take_notices(),
         calibration=calibration,

@@ -95,7 +95,8 @@ class Target(Protocol):
 
     def headline(self, rows: list[BuildResult], code: int,
                  calibration: Calibration | None) -> str:
-        """The one-line summary of the settled rows (``RunResult.summary``)."""
+        """The verdict sentence of the settled rows (``RunResult.verdict``), without the exit
+        code: that is a slot of its own (``code`` may change the words, as --fail-on does)."""
 
     def app_record(self) -> dict | None:
         """``RunResult.app``: the user's deployment as probed; None for the built-in harness."""

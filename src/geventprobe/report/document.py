@@ -182,7 +182,7 @@ class Document:
 
     headline: str
     verdict: str | None
-    """One sentence: what the run found and its exit code (the terminal's last line)."""
+    """One sentence: what the run found (the terminal's last line, with ``exit_code``)."""
     findings: str | None = None
     """One paragraph: the verdict's evidence, its cause, whether the detector was live, the
     setup (the text and reference formats)."""
@@ -197,6 +197,17 @@ class Document:
     failed: bool = False
     """The report found a fault or could not judge: a format that colours the verdict colours
     it as bad."""
+    exit_code: int | None = None
+    """The exit code the command ends with, said after the verdict; None when the verdict
+    says it itself. Its own slot: an output file that cannot be written makes a run exit 2
+    whatever its verdicts, and the report says so without rewording the verdict."""
+
+    @property
+    def verdict_line(self) -> str | None:
+        """The verdict sentence as every format prints it: ``<verdict>; exit N``."""
+        if self.verdict is None or self.exit_code is None:
+            return self.verdict
+        return f"{self.verdict}; exit {self.exit_code}"
 
 
 def view(verbose: bool, reference: bool = False) -> frozenset[str]:

@@ -33,7 +33,7 @@ def step_summary(doc: Document, budget: int = STEP_SUMMARY_LIMIT) -> str:
         doc, body=[*table, Paragraph(SHORTENED)], appendix=[], footer=None))
     if len(short.encode()) <= budget:
         return short
-    lines = [f"## {doc.headline}", "", *[t for t in (doc.verdict, doc.findings) if t]]
+    lines = [f"## {doc.headline}", "", *[t for t in (doc.verdict_line, doc.findings) if t]]
     data = "\n".join(lines).encode()[:max(0, budget)]
     return data.decode(errors="ignore")
 

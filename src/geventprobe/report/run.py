@@ -282,12 +282,19 @@ def body(result: RunResult) -> list[Block]:
     return out
 
 
-def document(result: RunResult) -> Document:
-    """What ``geventprobe run`` (or ``calibrate``) reports, once, for every format."""
+def document(result: RunResult, exit_code: int | None = None) -> Document:
+    """What ``geventprobe run`` (or ``calibrate``) reports, once, for every format.
+
+    ``exit_code``: what the command exits with when that is not the run's own (an output
+    file that could not be written: 2); None: the run's.
+    """
     result = load.normalize(result)
+    code = result.exit_code if exit_code is None else exit_code
     faults = any(b.verdict in (Verdict.BLOCKING, Verdict.BUSY_WAIT, Verdict.ERROR)
-                 and not b.baseline for b in result.builds) or result.exit_code != 0
-    return Document(headline=headline(result), verdict=result.summary,
+                 and not b.baseline for b in result.builds) or code != 0
+    # A record written before the verdict was kept apart has it only in ``summary``.
+    verdict, shown_code = (result.verdict, code) if result.verdict else (result.summary, None)
+    return Document(headline=headline(result), verdict=verdict,
                     findings=findings.paragraph(result), body=body(result),
                     appendix=setup.appendix(result), footer=setup.footer(result),
-                    failed=faults)
+                    failed=faults, exit_code=shown_code)

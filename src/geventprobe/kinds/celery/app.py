@@ -409,7 +409,7 @@ def judge(subject: CeleryApp, run: CeleryRun, workload: Workload, t: Thresholds,
 
 def summary(name: str, rows: list[BuildResult], code: int,
             calibration: Calibration | None) -> str:
-    """The one-line summary of a ``--celery`` run, in the worker's words."""
+    """The verdict sentence of a ``--celery`` run, in the worker's words."""
     row = next((b for b in rows if b.build == name), None)
     if row is None:
         return rules.summary(rows, code)
@@ -439,4 +439,4 @@ def summary(name: str, rows: list[BuildResult], code: int,
             for t in users)
     if calibration is not None and not calibration.passed:
         text = f"INCONCLUSIVE: calibration failed: {calibration.reason}; {text}"
-    return f"{text}; exit {code}"
+    return text

@@ -123,7 +123,7 @@ class Html(Format):
     def render(self, doc: Document, verbose: bool = False) -> str:
         verdict = []
         if doc.verdict:
-            verdict.append(f"<strong>{inline(doc.verdict)}</strong>")
+            verdict.append(f"<strong>{inline(doc.verdict_line)}</strong>")
         if doc.findings:
             verdict.append(inline(doc.findings))
         body = [f"<h1>{inline(doc.headline)}</h1>"]
@@ -133,7 +133,7 @@ class Html(Format):
         body += self.blocks(doc.body) + self.blocks(doc.appendix)
         if doc.footer:
             body.append(f"<footer><hr>{inline(doc.footer)}</footer>")
-        title = html.escape(f"geventprobe report: {doc.verdict or doc.headline}")
+        title = html.escape(f"geventprobe report: {doc.verdict_line or doc.headline}")
         return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
                 "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
                 f"<title>{title}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"

@@ -71,7 +71,7 @@ class Markdown(Format):
     def render(self, doc: Document, verbose: bool = False) -> str:
         out = [f"## {doc.headline}", ""]
         if doc.verdict:
-            out += [f"**{doc.verdict}**", ""]
+            out += [f"**{doc.verdict_line}**", ""]
         if doc.findings:
             out += [doc.findings, ""]
         out += self.blocks(doc.body)

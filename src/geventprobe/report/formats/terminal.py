@@ -30,7 +30,7 @@ class Terminal(Format):
         draw.paragraph(Paragraph(doc.headline, style="strong"), c)
         draw.blocks(doc.body, c, view(verbose), verbose)
         if doc.verdict:
-            draw.paragraph(Paragraph(doc.verdict, style=doc.verdict_style), c)
+            draw.paragraph(Paragraph(doc.verdict_line, style=doc.verdict_style), c)
 
     def render(self, doc: Document, verbose: bool = False) -> str:
         """The document as the console would print it (with its colour codes, if any)."""

@@ -51,7 +51,7 @@ class Text(Format):
         draw.paragraph(Paragraph(doc.headline, style="strong"), console)
         draw.blocks(doc.body, console, levels, verbose)
         if doc.verdict:
-            draw.paragraph(Paragraph(doc.verdict), console)
+            draw.paragraph(Paragraph(doc.verdict_line), console)
         # rich pads every line to the console width: a file wants no trailing blanks.
         out = [line.rstrip() for line in buffer.getvalue().rstrip("\n").splitlines()]
         if doc.findings:
