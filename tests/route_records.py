@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from geventprobe.app import gunicorn_app
 from geventprobe.app.routes import RouteRun, RoutesRun, WarmUp, parse_route
 from geventprobe.core.known_errors import Deployment
 from geventprobe.worker import record
@@ -37,7 +38,10 @@ def load(path: Path) -> tuple[RoutesRun, Deployment]:
     workers = {int(pid): record.load(RoutePhase, dict(w, version=record.RECORD_VERSION),
                                      path.name)
                for pid, w in data["workers"].items()}
-    d = data["deployment"]
-    deployment = Deployment(**dict(d, driver_blocking=tuple(d["driver_blocking"])
+    d = dict(data["deployment"])
+    # Recorded when the deployment named its kind; every recording is of gunicorn.
+    assert d.pop("kind", "gunicorn") == "gunicorn"
+    deployment = Deployment(**dict(d, **gunicorn_app.DEPLOYMENT_WORDS,
+                                   driver_blocking=tuple(d["driver_blocking"])
                                    if d["driver_blocking"] else None))
     return RoutesRun(routes=routes, workers=workers), deployment

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from geventprobe.app import gunicorn_app
 from geventprobe.core import known_errors, tracebacks
 from geventprobe.core.known_errors import Deployment
+from geventprobe.kinds.celery import task_rules
 
 DATA = Path(__file__).parent / "data" / "causes"
 ROOT = "/work/wt/causes/examples/"  # where the example apps ran when the logs were taken
@@ -118,7 +120,8 @@ def test_direct_errors_are_known():
 
 
 def test_pool_timeout_cause_names_the_users_line_and_the_load():
-    d = Deployment(concurrency=10, connections=2, root=ROOT + "pool_timeout")
+    d = Deployment(concurrency=10, connections=2, root=ROOT + "pool_timeout",
+                   **gunicorn_app.DEPLOYMENT_WORDS)
     out = known_errors.explain(_main("pool_timeout.log"), d)
     assert out.cause.startswith("psycopg_pool.PoolTimeout: couldn't get a connection")
     assert "at app.py:29 in application" in out.cause
@@ -153,7 +156,8 @@ def test_a_connection_made_in_the_master_only_when_preloaded():
 
 
 def test_celery_words():
-    out = known_errors.explain(_main("pool_timeout.log"), Deployment(kind="celery"))
+    out = known_errors.explain(_main("pool_timeout.log"),
+                               Deployment(**task_rules.DEPLOYMENT_WORDS))
     assert "celery's -c" in out.fix and "worker_connections" not in out.fix
     assert "tasks waited" in out.cause
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from geventprobe.core import waits
+from geventprobe.kinds.celery import task_rules
 
 RECORDS = Path(__file__).parent / "data" / "causes" / "records"
 
@@ -92,7 +93,8 @@ def test_nothing_seen_nothing_said():
 
 def test_celery_words():
     _, _, found = _load("small_pool")
-    f = waits.classify(found, concurrency=8, kind="celery")
+    f = waits.classify(found, concurrency=8, setting=task_rules.DEPLOYMENT_WORDS[
+        "concurrency_setting"], unit=task_rules.DEPLOYMENT_WORDS["unit"])
     assert "celery's -c" in f.fix and "tasks" in f.cause and "worker_connections" not in f.fix
 
 

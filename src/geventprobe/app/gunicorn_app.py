@@ -52,6 +52,11 @@ from geventprobe.worker.record import GunicornSettings
 WRAPPER_CONFIG = "python:geventprobe.worker.app_conf"
 _APP_SPEC = re.compile(r"^[A-Za-z_][\w.]*(:.+)?$")
 
+DEPLOYMENT_WORDS = {"concurrency_setting": "gunicorn's worker_connections (1000 by default)",
+                    "unit": "request"}
+"""How the causes of a route name the setting that bounds a gunicorn worker's concurrency,
+and what one of its greenlets serves (``core/known_errors.Deployment``)."""
+
 
 @dataclass(frozen=True)
 class AppRequest:
@@ -132,7 +137,7 @@ class GunicornApp:
         relative to it), and the driver's own cause when its facts say it waits in C."""
         first = run.results[0] if run.results else None
         facts = (first.facts_after or first.facts) if first is not None else run.ready_facts
-        return Deployment(preload=self.preload, kind="gunicorn", root=self.cwd,
+        return Deployment(preload=self.preload, **DEPLOYMENT_WORDS, root=self.cwd,
                           driver_blocking=causes.driver_blocking(facts or {}, self.preload))
 
     # -- as the run's target

@@ -3,8 +3,9 @@
 Each row was seen in a real worker's log (the example apps of docs/causes.md, measured by
 hand) and reads an exception (``core.tracebacks.LoggedError``) against the deployment it
 happened in (``Deployment``): the fix never names what this deployment does not do —
-"preload" only when the app was preloaded, gunicorn's ``worker_connections`` only for
-gunicorn, celery's ``-c`` only for celery.
+"preload" only when the app was preloaded, and the setting that bounds a worker's
+concurrency in the words of the kind of worker that runs it (gunicorn's
+``worker_connections``, celery's ``-c``: each kind fills ``Deployment`` in).
 
 Pure functions: ``explain(error, deployment)`` → ``ErrorCause``. An error no row knows
 gets its own line and the user's frame as the cause, and a fix that says so.
@@ -25,8 +26,11 @@ class Deployment:
 
     preload: bool = False
     """The app is imported in the master before fork (gunicorn ``--preload``)."""
-    kind: str = "gunicorn"
-    """``gunicorn`` or ``celery``: whose setting bounds a worker's concurrency."""
+    concurrency_setting: str = "the setting that bounds how many requests a worker serves at once"
+    """The setting that bounds how much one worker runs at once, in its kind's words
+    (``gunicorn's worker_connections (1000 by default)``, ``celery's -c/--concurrency``)."""
+    unit: str = "request"
+    """What one greenlet serves, in its kind's words: a request, a task."""
     concurrency: int | None = None
     """Requests (tasks) the busiest worker served at once during the burst."""
     connections: int | None = None
@@ -37,16 +41,6 @@ class Deployment:
     """(cause, fix) of the driver's own BLOCKING verdict when the workers' facts say it
     waits in C without yielding (``core/causes.py``): a stall in a database call is that."""
 
-    @property
-    def concurrency_setting(self) -> str:
-        """The setting that bounds how much one worker runs at once."""
-        return ("celery's -c/--concurrency" if self.kind == "celery"
-                else "gunicorn's worker_connections (1000 by default)")
-
-    @property
-    def unit(self) -> str:
-        """What one greenlet serves: a request or a task."""
-        return "task" if self.kind == "celery" else "request"
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,8 @@ def serialized(workers: dict, window: tuple[float, float], deployment: Deploymen
                ) -> waits.WaitFinding | None:
     """Where the requests of the burst (``window``: its due time and end) waited."""
     return waits.classify(waits.read(workers, window), concurrency=deployment.concurrency,
-                          connections=deployment.connections, kind=deployment.kind)
+                          connections=deployment.connections,
+                          setting=deployment.concurrency_setting, unit=deployment.unit)
 
 
 def _bindings_of(report) -> list:
@@ -151,7 +152,7 @@ def for_serialized(workers: dict, window: tuple[float, float], d: Deployment) ->
     """Why the requests (tasks) waited on each other while the hub ran on time."""
     seen = waits.read(workers, window)
     found = waits.classify(seen, concurrency=d.concurrency, connections=d.connections,
-                           kind=d.kind)
+                           setting=d.concurrency_setting, unit=d.unit)
     if found is not None:
         sites = tuple(_wait(s) for s in seen.sites if s.seen >= 2)[:_MAX_WAITS]
         return Explained(kind=found.kind, cause=found.cause, fix=found.fix, waited_at=sites)

@@ -179,26 +179,21 @@ def _pool_knob(site: WaitSite) -> str:
     return "the pool's size"
 
 
-def _setting(kind: str) -> str:
-    return ("celery's -c/--concurrency" if kind == "celery"
-            else "gunicorn's worker_connections (1000 by default)")
-
-
 def classify(waits: Waits, *, concurrency: int | None = None, connections: int | None = None,
-             kind: str = "gunicorn", min_seen: int = 2) -> WaitFinding | None:
+             setting: str = "the setting that bounds how many requests a worker serves at once",
+             unit: str = "request", min_seen: int = 2) -> WaitFinding | None:
     """The cause of a SERIALIZED route from where its requests waited; None when no site
     was seen in at least ``min_seen`` samples (nothing to say from this evidence).
 
     ``concurrency``: requests the busiest worker served at once (C); ``connections``: the
     server connections it held (N for a pool when no request was seen working beside the
-    waiting ones); ``kind``: ``gunicorn`` or
-    ``celery`` (whose setting bounds a worker's concurrency).
+    waiting ones); ``setting`` and ``unit``: the setting that bounds a worker's concurrency
+    and what a greenlet serves, in the words of the kind of worker (``Deployment``).
     """
     sites = [s for s in waits.sites if s.seen >= min_seen]
     if not sites:
         return None
     site = sites[0]
-    unit = "task" if kind == "celery" else "request"
     c = concurrency
     what = {"pool": "for a connection from the pool", "connection": "for the connection's lock",
             "lock": "for the lock"}.get(site.kind, "")
@@ -216,14 +211,14 @@ def classify(waits: Waits, *, concurrency: int | None = None, connections: int |
             kind="pool", site=site, holders=n, concurrency=c,
             cause=f"{load}: {waited}",
             fix=(f"size the pool ({_pool_knob(site)}) to the {unit}s a worker serves at once"
-                 + (f" ({c})" if c else "") + f", or lower {_setting(kind)} to the pool's size"))
+                 + (f" ({c})" if c else "") + f", or lower {setting} to the pool's size"))
     if site.kind == "connection":
         return WaitFinding(
             kind="shared-connection", site=site, holders=1, concurrency=c,
             cause=(f"one connection shared by {c} concurrent {unit}s: {waited}" if c else
                    f"one connection shared between greenlets: {waited}"),
             fix=(f"give each {unit} (greenlet) its own connection: a pool sized to "
-                 f"{_setting(kind)}, or a connection per {unit}"))
+                 f"{setting}, or a connection per {unit}"))
     if site.kind == "lock":
         holders = max(site.working, 1)
         return WaitFinding(

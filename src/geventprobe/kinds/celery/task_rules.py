@@ -60,6 +60,10 @@ from geventprobe.worker.celery_probe import PROBE_TASK
 from geventprobe.worker.monitor import is_user_code, short
 from geventprobe.worker.record import Running
 
+DEPLOYMENT_WORDS = {"concurrency_setting": "celery's -c/--concurrency", "unit": "task"}
+"""How the causes of a task name the setting that bounds a celery worker's concurrency,
+and what one of its greenlets serves (``core/known_errors.Deployment``)."""
+
 #: Ticks due this long after a batch's last task still count (a hub held by the last task
 #: reports its lag when it runs again).
 _TAIL_S = 0.05
@@ -485,7 +489,8 @@ def _words(verdict: Verdict, rules: Sequence[Evidence], batches: Sequence[Batch]
     if verdict is Verdict.SERIALIZED:
         # The routes' causes, in a task's words (issue 20): the worker samples no parked
         # greenlets, so the connections it held for the tasks at once decide.
-        d = Deployment(kind="celery", concurrency=size, connections=batches[-1].connections)
+        d = Deployment(**DEPLOYMENT_WORDS, concurrency=size,
+                       connections=batches[-1].connections)
         found = route_causes.for_serialized({}, (0.0, 0.0), d)
         return found.cause, found.fix, first_text
     cause, advice = celery_causes.explain(verdict, facts, {e.rule for e in rules if e.fired},
