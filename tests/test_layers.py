@@ -3,7 +3,8 @@
 - nothing in ``processes/`` (starting and reaping processes, the embedded servers, the
   CPU sampler, the run directory) imports a kind of worker (``kinds/``) or the user's app
   (``app/``);
-- ``core/`` and ``report/`` import no kind's module.
+- ``core/`` and ``report/`` import no kind's module (only the registry, ``kinds``, and
+  ``kinds/interface.py``), and branch on no kind's name.
 
 The seam is being built in steps: the imports still crossing a layer are listed below by
 module, and each list may only shrink: a listed import that is gone fails the test too,
@@ -72,9 +73,14 @@ def test_processes_import_no_kind_and_no_app_beyond_the_listed_ones():
     assert found == PROCESSES_STILL_IMPORTING_APP
 
 
+# What core/ and report/ may import of kinds/: the registry and the interface, not a kind.
+REGISTRY = {"geventprobe.kinds", "geventprobe.kinds.interface"}
+
+
 def test_core_and_report_import_no_kind_beyond_the_listed_ones():
     found = _only_modules({**crossings("core", ("geventprobe.kinds",)),
                            **crossings("report", ("geventprobe.kinds",))})
+    found = {path: names - REGISTRY for path, names in found.items() if names - REGISTRY}
     assert found == CORE_REPORT_STILL_IMPORTING_A_KIND
 
 
@@ -85,3 +91,26 @@ def test_the_reader_sees_imports_inside_functions_and_type_checking(tmp_path):
                       "def f():\n    from geventprobe.kinds.celery import app\n")
     assert {"geventprobe.kinds.celery.workers", "geventprobe.kinds.celery.app"} \
         <= imports_of(source)
+
+
+KIND_NAMES = {"celery", "gunicorn", "uwsgi"}
+
+
+def branches_on_a_kind_name(layer: str) -> list[str]:
+    """Every comparison in ``layer``'s code with a kind's name on one side
+    (``kind == "celery"``, ``"celery" in facts``): where a kind was joined by a branch."""
+    found = []
+    for path in sorted((PACKAGE / layer).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Compare) and any(
+                    isinstance(side, ast.Constant) and side.value in KIND_NAMES
+                    for side in (node.left, *node.comparators)):
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    return found
+
+
+def test_core_and_report_branch_on_no_kind_name():
+    # A kind's words and sections come from the kind (the Deployment it fills in, its
+    # KindReport found by the name its run records), never from a test on its name here.
+    assert branches_on_a_kind_name("core") == []
+    assert branches_on_a_kind_name("report") == []

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from geventprobe import files
+from geventprobe import files, kinds
 from geventprobe.cli.common import (
     check_writable,
     debug_option,
@@ -18,7 +18,7 @@ from geventprobe.cli.common import (
 from geventprobe.dsn import scrub_result
 from geventprobe.errors import ProbeError
 from geventprobe.record import RunResult
-from geventprobe.report import charts, job_summary, json_format, load, run, tasks
+from geventprobe.report import charts, job_summary, json_format, load, run
 from geventprobe.report.document import Charts, Document
 from geventprobe.report.formats import FORMATS, Markdown
 
@@ -68,12 +68,9 @@ def render(result: RunResult, fmt: str, verbose: bool = False) -> str | bytes:
 
 def _no_charts(result: RunResult) -> str:
     """Why a saved run has nothing to chart, in the line ``--format png`` exits 2 with."""
-    if tasks.is_celery(result):
-        # A celery worker's record keeps its tasks' figures (queue, run, hub lag per batch),
-        # not the per-worker hub-lag timeline and SELECT 1 spread a chart draws.
-        return ("a celery run has no charts yet (its record keeps each task's queue and run "
-                "times, not the hub-lag timeline a chart draws): render it with --format "
-                "html, markdown or text")
+    kind = kinds.report_of(result)
+    if kind is not None:
+        return kind.no_charts
     if not result.builds:
         return ("this run probed no build (geventprobe calibrate): it has no charts; render "
                 "it with --format html, markdown or text")

@@ -1,6 +1,31 @@
-"""The kinds of workers geventprobe probes, each in a package of its own.
+"""The kinds of workers geventprobe probes, each in a package of its own, and their registry.
 
 A kind owns how it is asked for and planned, how its workers are started, what they
-report, how it is judged and its causes and fixes in its own words. ``celery`` (a
-``celery -P gevent`` worker and its tasks) is the first moved here.
+report, how it is judged, its causes and fixes in its own words, and the sections it adds
+to the report (``interface.KindReport``). ``celery`` (a ``celery -P gevent`` worker and its
+tasks) is the first moved here; the WSGI runs (the driver builds, a gunicorn app) are the
+report's built-in sections until they move too.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from geventprobe.kinds.interface import KindReport
+    from geventprobe.record import RunResult
+
+# The kind's name, as its run records it in ``RunResult.app["kind"]`` -> its report module
+# (which holds ``SECTIONS``, a ``KindReport``). One line per kind.
+_REPORTS = {
+    "celery": "geventprobe.kinds.celery.report",
+}
+
+
+def report_of(result: RunResult | None) -> KindReport | None:
+    """The sections of the kind of worker ``result`` probed; None for the report's built-in
+    ones (the driver builds, a gunicorn app) and for a kind this release does not know."""
+    name = ((result.app or {}).get("kind") if result is not None else None) or ""
+    module = _REPORTS.get(name)
+    return importlib.import_module(module).SECTIONS if module else None

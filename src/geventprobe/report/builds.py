@@ -1,5 +1,5 @@
-"""One build's details: why it got its verdict and the fix, then its routes (or the tasks of a
-celery worker: ``report/tasks.py``), as document blocks.
+"""One build's details: why it got its verdict and the fix, then its routes (or what its kind
+of worker adds: ``kinds.interface.KindReport.details``), as document blocks.
 
 The one place a build's or a route's explanation is written: the terminal shows the
 lines that fired, Markdown and HTML every rule (``not fired`` ones at ``REFERENCE``).
@@ -8,6 +8,7 @@ lines that fired, Markdown and HTML every rule (``not fired`` ones at ``REFERENC
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from geventprobe.record import BuildResult, RouteResult, RouteWait, Verdict
 from geventprobe.report.cells import (
@@ -30,6 +31,9 @@ from geventprobe.report.document import (
     Paragraph,
     Table,
 )
+
+if TYPE_CHECKING:
+    from geventprobe.kinds.interface import KindReport
 
 
 def explanation(b: BuildResult, detail: str = SUMMARY, kills: bool = True) -> list[Block]:
@@ -64,8 +68,9 @@ def wanted(b: BuildResult) -> bool:
     return b.verdict is not Verdict.OK or bool(b.routes or b.blocked_by or b.tasks)
 
 
-def details(b: BuildResult) -> list[Block]:
-    """Everything the report says about one build below the verdict table.
+def details(b: BuildResult, kind: KindReport | None = None) -> list[Block]:
+    """Everything the report says about one build below the verdict table (and what its
+    kind of worker adds: ``KindReport.details``, a celery worker's tasks).
 
     A baseline that got its known class is its heading alone in the terminal (its
     evidence, cause and fix with ``-v``): the user has nothing to do about it. A baseline
@@ -94,7 +99,8 @@ def details(b: BuildResult) -> list[Block]:
     if b.routes:
         out.append(route_table(b.routes))
         out += route_details(b.routes)
-    out += tasks(b)
+    if kind is not None:
+        out += kind.details(b)
     return out
 
 
@@ -173,21 +179,3 @@ def route_details(routes: Sequence[RouteResult]) -> list[Block]:
         out += [Paragraph(blocked_line(s), lead="who blocked:", indent=1) for s in r.blocked_by]
         out += [Paragraph(n, lead="note:", indent=1) for n in notes]
     return out
-
-
-# ---------------------------------------------------------------- tasks (run --celery)
-
-
-def tasks(b: BuildResult) -> list[Block]:
-    """A celery worker's tasks: where a stalled worker was held, then a table (the probe task
-    first) and each task that is not OK, as ``route_table`` and ``route_details`` do for a
-    gunicorn app's routes."""
-    if not b.tasks:
-        return []
-    from geventprobe.report import tasks as task_report
-
-    probe = task_report.probe_task(b)
-    out: list[Block] = task_report.stall_lines(probe) if probe is not None else []
-    if any(t.alone is not None or t.at_once is not None for t in b.tasks):
-        out.append(task_report.task_table(b.tasks))  # not a row of dashes for a stall
-    return out + task_report.task_details(b.tasks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from geventprobe import kinds
 from geventprobe.core.rules import baseline_mismatches
 from geventprobe.record import BuildResult, RunResult, Verdict
 from geventprobe.report.cells import label, names, num
@@ -103,10 +104,9 @@ def paragraph(result: RunResult) -> str | None:
     """
     if not result.builds:
         return None
-    from geventprobe.report import tasks
-
-    if tasks.is_celery(result):
-        return tasks.findings(result)
+    kind = kinds.report_of(result)
+    if kind is not None:
+        return kind.findings(result)
     app = bool(result.app)
     # Who is judged: psycopg 3 builds beside their baselines, or the user's app.
     subject = "Your app" if app else "psycopg 3"

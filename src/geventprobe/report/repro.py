@@ -28,6 +28,7 @@ import shlex
 import textwrap
 from dataclasses import dataclass
 
+from geventprobe import kinds
 from geventprobe.record import BuildResult, RunResult, Verdict
 from geventprobe.report.cells import label
 
@@ -139,8 +140,9 @@ def wanted(build: BuildResult) -> bool:
 def reproduction(build: BuildResult, result: RunResult | None = None) -> Reproduction:
     """The harness's reproduction of ``build`` (a built-in build, your app, your worker)."""
     facts = build.facts or {}
-    if "celery" in facts:
-        return _celery(build, result)
+    kind = kinds.report_of(result)
+    if kind is not None:
+        return kind.reproduction(build, result)
     if facts.get("mode") == "app":
         return _app(build, result)
     return _driver(build, result)
@@ -262,7 +264,7 @@ def _needs(driver: str, facts: dict, pg: dict) -> str:
     return "pip install " + " ".join(pins)
 
 
-def _which(items, verdict_of) -> tuple[object | None, Verdict | None]:
+def first_not_ok(items, verdict_of) -> tuple[object | None, Verdict | None]:
     """The first item that is not OK, else the first item."""
     for item in items:
         if verdict_of(item) in _NOT_OK:
@@ -270,7 +272,7 @@ def _which(items, verdict_of) -> tuple[object | None, Verdict | None]:
     return (items[0], verdict_of(items[0])) if items else (None, None)
 
 
-def _shown(build: BuildResult, found: Verdict | None) -> Verdict:
+def shown_verdict(build: BuildResult, found: Verdict | None) -> Verdict:
     """A route's or task's class when it is not OK, else the subject's."""
     return found if found in _NOT_OK else build.verdict
 
@@ -278,7 +280,7 @@ def _shown(build: BuildResult, found: Verdict | None) -> Verdict:
 def _app(build: BuildResult, result: RunResult | None) -> Reproduction:
     """Your app, your gunicorn config, one worker, the route that showed the class."""
     app = (result.app if result else None) or {}
-    route, found = _which(build.routes, lambda r: r.verdict)
+    route, found = first_not_ok(build.routes, lambda r: r.verdict)
     gunicorn = ["gunicorn", "-k", "gevent", "-w", "1", *_config(app)]
     if app.get("preload"):
         gunicorn.append("--preload")
@@ -286,7 +288,7 @@ def _app(build: BuildResult, result: RunResult | None) -> Reproduction:
     command = " ".join(["python", HARNESS, ".", shlex.quote(shlex.join(
         [*gunicorn, app.get("app") or build.build])), "--request", shlex.quote(request),
         "-n", str(route.concurrency if route else 16)])
-    verdict = _shown(build, found)
+    verdict = shown_verdict(build, found)
     which = (f"route {request}" if route else
              "a route of yours that queries the database (name it in --request)")
     return Reproduction(build.build, verdict, ".", (), "pip install gunicorn gevent  # and "
@@ -309,25 +311,3 @@ def _config(app: dict) -> list[str]:
     if here:
         return [] if name == "gunicorn.conf.py" else ["-c", name]
     return ["-c", config]
-
-
-def _celery(build: BuildResult, result: RunResult | None) -> Reproduction:
-    """Your celery worker, started as geventprobe started it, the task that showed the class."""
-    app = (result.app if result else None) or {}
-    task, found = _which([t for t in build.tasks if not t.probe], lambda t: t.verdict)
-    # A worker that never ran the probe task never got yours: the record still names them.
-    names = [task.task] if task else [c.split("(")[0] for c in app.get("tasks") or []]
-    parts = ["python", HARNESS, ".", shlex.quote(app.get("command") or build.build),
-             "--task", names[0] if names else "your.task"]
-    argv = list(result.command) if result else []
-    for flag, harness_flag in (("--task-args", "--args"), ("--task-kwargs", "--kwargs")):
-        if names and flag in argv[:-1]:
-            parts += [harness_flag, shlex.quote(argv[argv.index(flag) + 1])]
-    parts += ["-n", str(task.concurrency if task else app.get("concurrency") or 16)]
-    verdict = _shown(build, found)
-    which = (f"task {names[0]}" if names else
-             "a task of yours that queries (name it in --task)")
-    return Reproduction(build.build, verdict, ".", (), "pip install 'celery[redis]' gevent  "
-                        "# and your app's requirements, and redis-server", " ".join(parts),
-                        f"Your celery worker, {which}, started as geventprobe started it, run "
-                        f"from its directory: the harness should print {verdict.value}.")

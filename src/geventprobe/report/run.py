@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import re
 
+from geventprobe import kinds
 from geventprobe.record import RunResult, Verdict
-from geventprobe.report import builds, calibration, findings, load, setup, tasks
+from geventprobe.report import builds, calibration, findings, load, setup
 from geventprobe.report.cells import (
     deciding,
     driver_version,
@@ -58,8 +59,9 @@ def headline(result: RunResult) -> str:
     controls."""
     if result.calibration is not None and not result.builds:
         return CALIBRATE
-    if tasks.is_celery(result):
-        return tasks.HEADLINE
+    kind = kinds.report_of(result)
+    if kind is not None:
+        return kind.headline
     return APP if result.app else DRIVERS
 
 
@@ -247,14 +249,14 @@ def body(result: RunResult) -> list[Block]:
     """Everything below the headline, in the order every format shows it."""
     if result.calibration is not None and not result.builds:  # `geventprobe calibrate`
         return [calibration.table(result.calibration, title=None)]
-    celery = tasks.is_celery(result)  # a celery worker's row has tasks, not wait windows
-    out: list[Block] = tasks.deployment(result) if celery else app_lines(result)
+    kind = kinds.report_of(result)  # a kind of worker's own sections, else the WSGI ones
+    out: list[Block] = kind.deployment(result) if kind else app_lines(result)
     if result.calibration is not None:
         cal = result.calibration
         out += [calibration.table(cal),
                 Paragraph(calibration.outcome(cal), style=calibration.style(cal))]
-    out.append(tasks.worker_table(result) if celery else verdict_table(result))
-    text = tasks.legend(result) if celery else legend(result)
+    out.append(kind.table(result) if kind else verdict_table(result))
+    text = kind.legend(result) if kind else legend(result)
     if text:
         out.append(Paragraph(text, style="dim", detail=VERBOSE))
     if result.proxy is not None:
@@ -264,7 +266,7 @@ def body(result: RunResult) -> list[Block]:
     charts = _charts(result)
     if charts.builds:
         out += [Heading("Charts", level=2, detail=REFERENCE), charts]
-    per_build = [block for b in result.builds for block in builds.details(b)]
+    per_build = [block for b in result.builds for block in builds.details(b, kind)]
     if per_build:
         title = ("Causes and fixes" if any(builds.wanted(b) for b in result.builds)
                  else "Connect phase")

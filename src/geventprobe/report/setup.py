@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import shlex
 
+from geventprobe import kinds
 from geventprobe.record import BuildResult, RunResult
-from geventprobe.report import calibration, repro, tasks
+from geventprobe.report import calibration, repro
 from geventprobe.report.cells import VERDICT_STYLE, label, yes_no
 from geventprobe.report.document import (
     REFERENCE,
@@ -24,8 +25,10 @@ from geventprobe.report.document import (
 
 
 def worker_facts(result: RunResult) -> Facts:
-    """The facts that decide a wait function, as each build's workers reported them."""
+    """The facts that decide a wait function, as each build's workers reported them (and the
+    rows a kind of worker adds: ``KindReport.facts_rows``)."""
     builds = [b for b in result.builds if b.facts]
+    kind = kinds.report_of(result)
 
     def pg(b, key):
         return (b.facts.get("psycopg") or {}).get(key)
@@ -43,23 +46,6 @@ def worker_facts(result: RunResult) -> Facts:
 
     def patched_at_import(b):
         return yes_no((b.facts.get("driver_import") or {}).get("select_patched"))
-
-    def celery(b, *keys):  # run --celery: what the worker said about itself as celery
-        value = b.facts.get("celery")
-        for key in keys:
-            value = (value or {}).get(key)
-        return value
-
-    def celery_import(b):
-        if "celery" not in b.facts:
-            return None
-        return (b.facts.get("driver_import") or {}).get("where")
-
-    def patch_all(b):
-        if "celery" not in b.facts:
-            return None
-        found = [p for p in b.facts.get("patches") or () if p.get("what") == "patch_all"]
-        return found[0].get("where") if found else "never"
 
     spec = [
         ("psycopg `__version__`", lambda b: pg(b, "version")),
@@ -80,14 +66,8 @@ def worker_facts(result: RunResult) -> Facts:
         ("`is_module_patched(\"socket\")`", lambda b: yes_no(b.facts.get("socket_patched"))),
         ("gevent", lambda b: b.facts.get("gevent")),
         ("greenlet", lambda b: b.facts.get("greenlet")),
-        ("gunicorn", lambda b: None if "celery" in b.facts else b.facts.get("gunicorn")),
-        ("celery", lambda b: celery(b, "versions", "celery")),
-        ("celery pool", lambda b: celery(b, "pool")),
-        ("celery concurrency", lambda b: celery(b, "concurrency")),
-        ("driver imported", celery_import),
-        ("gevent `monkey.patch_all()` called", patch_all),
-        ("`worker_process_init` receivers (never sent under -P gevent)",
-         lambda b: ", ".join(b.facts.get("worker_process_init_receivers") or []) or None),
+        *(kind.facts_rows if kind is not None else
+          [("gunicorn", lambda b: b.facts.get("gunicorn"))]),
         ("worker class", lambda b: b.facts.get("worker_class")),
         ("Python", lambda b: b.facts.get("python")),
         ("import error", lambda b: b.facts.get("import_error")),
@@ -182,10 +162,10 @@ def appendix(result: RunResult) -> list[Part]:
     if result.calibration is None:
         out.append(Part("Calibration", [Paragraph(calibration.outcome(None))]))
     facts = worker_facts(result)
+    kind = kinds.report_of(result)
     if facts.rows:
         out.append(Part("Environment inside the workers", [
-            Paragraph("What the celery worker reported about itself once it was ready, and "
-                      "again after its tasks ran." if tasks.is_celery(result) else
+            Paragraph(kind.facts_intro if kind is not None else
                       "What each build's gunicorn gevent workers reported about themselves, "
                       "after the worker had booted.", detail=REFERENCE), facts]))
     out += [Part("PostgreSQL server", [server_pairs(result)]),

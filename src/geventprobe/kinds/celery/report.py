@@ -1,8 +1,10 @@
 """A celery worker's report (``run --celery``): the worker's row, its tasks, their details.
 
-Read by ``report/run.py`` (the headline, the deployment, the verdict table, the findings)
-and ``report/builds.py`` (the task table and each task's details under the worker's
-explanation): the one place the words and figures of tasks are chosen. Queue time and
+``SECTIONS`` is the celery kind's ``KindReport`` (``kinds/interface.py``): the report
+(``report/run.py``, ``builds.py``, ``setup.py``, ``repro.py``) finds it by the kind's name
+in the record (``kinds.report_of``) and reads the headline, the deployment, the verdict
+table, the findings, the tasks under the worker's explanation, its facts and its
+reproduction from it: the one place the words and figures of tasks are chosen. Queue time and
 run time are shown apart, with celery's own runtime beside ours: where they disagree is
 the point (a blocked pool shows only as queue time, while celery, and Flower, report
 every task as quick).
@@ -10,9 +12,11 @@ every task as quick).
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 
 from geventprobe.record import BuildResult, RunResult, TaskBatch, TaskResult, Verdict
+from geventprobe.report import repro
 from geventprobe.report.cells import (
     VERDICT_STYLE,
     blocked_line,
@@ -39,11 +43,6 @@ from geventprobe.report.document import (
 HEADLINE = "geventprobe: your celery worker under -P gevent"
 STACK_FRAMES = 6
 """Frames of a stalled worker's main thread shown (innermost last); the JSON has them all."""
-
-
-def is_celery(result: RunResult) -> bool:
-    """A run of ``--celery`` / ``--celery-cmd``."""
-    return bool(result.app) and result.app.get("kind") == "celery"
 
 
 def probe_task(b: BuildResult) -> TaskResult | None:
@@ -269,3 +268,84 @@ def findings(result: RunResult) -> str | None:
             out.append(f"**Task {task.task} is {task.verdict.value}**"
                        + (f": {task.cause}." if task.cause else "."))
     return " ".join(out) or None
+
+
+def _reproduction(build: BuildResult, result: RunResult | None) -> repro.Reproduction:
+    """Your celery worker, started as geventprobe started it, the task that showed the class."""
+    app = (result.app if result else None) or {}
+    task, found = repro.first_not_ok([t for t in build.tasks if not t.probe], lambda t: t.verdict)
+    # A worker that never ran the probe task never got yours: the record still names them.
+    names = [task.task] if task else [c.split("(")[0] for c in app.get("tasks") or []]
+    parts = ["python", repro.HARNESS, ".", shlex.quote(app.get("command") or build.build),
+             "--task", names[0] if names else "your.task"]
+    argv = list(result.command) if result else []
+    for flag, harness_flag in (("--task-args", "--args"), ("--task-kwargs", "--kwargs")):
+        if names and flag in argv[:-1]:
+            parts += [harness_flag, shlex.quote(argv[argv.index(flag) + 1])]
+    parts += ["-n", str(task.concurrency if task else app.get("concurrency") or 16)]
+    verdict = repro.shown_verdict(build, found)
+    which = (f"task {names[0]}" if names else
+             "a task of yours that queries (name it in --task)")
+    return repro.Reproduction(build.build, verdict, ".", (), "pip install 'celery[redis]' gevent  "
+                        "# and your app's requirements, and redis-server", " ".join(parts),
+                        f"Your celery worker, {which}, started as geventprobe started it, run "
+                        f"from its directory: the harness should print {verdict.value}.")
+
+
+def details(b: BuildResult) -> list[Block]:
+    """A celery worker's tasks: where a stalled worker was held, then a table (the probe task
+    first) and each task that is not OK, as ``route_table`` and ``route_details`` do for a
+    gunicorn app's routes."""
+    if not b.tasks:
+        return []
+    probe = probe_task(b)
+    out: list[Block] = stall_lines(probe) if probe is not None else []
+    if any(t.alone is not None or t.at_once is not None for t in b.tasks):
+        out.append(task_table(b.tasks))  # not a row of dashes for a stall
+    return out + task_details(b.tasks)
+
+
+def _celery(b: BuildResult, *keys):
+    """What the worker said about itself as celery (``facts["celery"]``), by keys."""
+    value = b.facts.get("celery")
+    for key in keys:
+        value = (value or {}).get(key)
+    return value
+
+
+def _patch_all(b: BuildResult):
+    found = [p for p in b.facts.get("patches") or () if p.get("what") == "patch_all"]
+    return found[0].get("where") if found else "never"
+
+
+class _Sections:
+    """The celery kind's sections of the report document (``KindReport``)."""
+
+    headline = HEADLINE
+    facts_intro = ("What the celery worker reported about itself once it was ready, and again "
+                   "after its tasks ran.")
+    # A celery worker's record keeps its tasks' figures (queue, run, hub lag per batch), not
+    # the per-worker hub-lag timeline and SELECT 1 spread a chart draws.
+    no_charts = ("a celery run has no charts yet (its record keeps each task's queue and run "
+                 "times, not the hub-lag timeline a chart draws): render it with --format "
+                 "html, markdown or text")
+    facts_rows = (
+        ("celery", lambda b: _celery(b, "versions", "celery")),
+        ("celery pool", lambda b: _celery(b, "pool")),
+        ("celery concurrency", lambda b: _celery(b, "concurrency")),
+        ("driver imported", lambda b: (b.facts.get("driver_import") or {}).get("where")
+         if "celery" in b.facts else None),
+        ("gevent `monkey.patch_all()` called",
+         lambda b: _patch_all(b) if "celery" in b.facts else None),
+        ("`worker_process_init` receivers (never sent under -P gevent)",
+         lambda b: ", ".join(b.facts.get("worker_process_init_receivers") or []) or None),
+    )
+    deployment = staticmethod(deployment)
+    table = staticmethod(worker_table)
+    legend = staticmethod(legend)
+    findings = staticmethod(findings)
+    details = staticmethod(details)
+    reproduction = staticmethod(_reproduction)
+
+
+SECTIONS = _Sections()
