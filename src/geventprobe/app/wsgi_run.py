@@ -114,7 +114,6 @@ class WorkersRun:
         return len(self.timed_out_pids)
 
 
-
 def run_workers(server: WsgiServer, workload: Workload, dsn: str, *,
                 routes: list[route_phase.Route] | None = None,
                 started: float | None = None) -> WorkersRun:
@@ -130,8 +129,8 @@ def run_workers(server: WsgiServer, workload: Workload, dsn: str, *,
     server.done = True
     run_dir = server.run_dir
     run.timeout_s = server.timeout
-    # Workers gunicorn killed for WORKER TIMEOUT before the route phase: the driver probe's
-    # (and the request phase's) business; during a route, that route's (``routes.py``).
+    # Workers the server killed for its worker timeout before the route phase: the driver
+    # probe's (and the request phase's) business; during a route, that route's (routes.py).
     before_routes: list[int] | None = None
     try:
         with server.owned():
