@@ -574,3 +574,16 @@ def test_the_exit_code_is_a_slot_of_the_document_not_words_of_the_verdict():
     assert failed.failed and not run.document(live).failed
     assert Markdown().render(failed).count("; exit 2") == 1
     assert live.summary.endswith("; exit 0") and live.exit_code == 0
+
+
+def test_a_saved_run_of_a_kind_this_release_does_not_know_is_refused_in_one_line():
+    """Its sections would be drawn with another kind's words (a WSGI run's): refused when
+    loaded, naming the kind and what to do; the kinds it knows load as before."""
+    raw = json.loads((DATA / "run-celery.json").read_text())
+    assert load.from_dict(raw).app["kind"] == "celery"
+    raw["app"]["kind"] = "dramatiq"
+    with pytest.raises(ProbeError) as err:
+        load.from_dict(raw, "saved.json")
+    assert str(err.value).startswith("saved.json is a run of a kind of worker this "
+                                     "geventprobe does not know ('dramatiq'): render it with")
+    assert "\n" not in str(err.value)

@@ -23,9 +23,15 @@ _REPORTS = {
 }
 
 
+def known(name: str | None) -> bool:
+    """Whether this release renders a run of the kind ``name`` (None, "": the WSGI runs)."""
+    return not name or name in _REPORTS
+
+
 def report_of(result: RunResult | None) -> KindReport | None:
     """The sections of the kind of worker ``result`` probed; None for the report's built-in
-    ones (the driver builds, a gunicorn app) and for a kind this release does not know."""
+    ones (the driver builds, a gunicorn app). A saved run of a kind this release does not
+    know is refused when it is loaded (``report/load.py``)."""
     name = ((result.app or {}).get("kind") if result is not None else None) or ""
     module = _REPORTS.get(name)
     return importlib.import_module(module).SECTIONS if module else None

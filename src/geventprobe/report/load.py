@@ -19,7 +19,7 @@ import json
 import math
 from enum import Enum
 
-from geventprobe import record
+from geventprobe import kinds, record
 from geventprobe.errors import ProbeError
 from geventprobe.record import SCHEMA_VERSION, RunResult
 from geventprobe.report import json_format
@@ -168,6 +168,12 @@ def from_dict(data: dict, source: str = "the result") -> RunResult:
         raise ProbeError(
             f"{source} has schema_version {version!r}; this geventprobe reads version "
             f"{SCHEMA_VERSION}: render it with the geventprobe release that wrote it "
+            f"(tool_version {data.get('tool_version', 'unknown')})")
+    kind = (data.get("app") or {}).get("kind") if isinstance(data.get("app"), dict) else None
+    if not kinds.known(kind):  # its sections would be drawn in another kind's words
+        raise ProbeError(
+            f"{source} is a run of a kind of worker this geventprobe does not know "
+            f"({kind!r}): render it with the geventprobe release that wrote it "
             f"(tool_version {data.get('tool_version', 'unknown')})")
     try:
         return _build(RunResult, data, "result")
