@@ -304,20 +304,6 @@ class Answer:
         return self.status != "ok"
 
 
-def started_thread(target, *args) -> threading.Thread:
-    """A daemon thread, started with SIGINT and SIGTERM blocked in it: the kernel gives a
-    process's signal to any thread that does not block it, and Python runs the handler only
-    in the main thread, so a Ctrl-C taken by a sending thread waited, unseen, until the main
-    thread next ran Python (after the whole burst: seen once in a test, exit 1, not 130)."""
-    thread = threading.Thread(target=target, args=args, daemon=True)
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        thread.start()  # the thread keeps the mask it was started with
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-    return thread
-
-
 def http(port: int, method: str, path: str, timeout: float) -> Answer:
     """One request on a connection of its own, timed until the whole answer is in."""
     t0 = time.monotonic()
@@ -367,7 +353,9 @@ class HttpServer:
             go.wait()
             out[i] = http(self.port, self.method, self.path, self.timeout)
 
-        threads = [started_thread(send, i) for i in range(n)]
+        threads = [threading.Thread(target=send, args=(i,), daemon=True) for i in range(n)]
+        for t in threads:
+            t.start()
         for t in threads:
             t.join()
         return out
@@ -411,7 +399,8 @@ class CeleryWorker:
         """It answered a ping (then its events are switched on), or it logged "ready." and
         has answered no ping for 3 s since: a worker whose hub never runs (measured)."""
         if self.receiver is None:
-            self.receiver = started_thread(self._listen)
+            self.receiver = threading.Thread(target=self._listen, daemon=True)
+            self.receiver.start()
         try:
             answered = self.app.control.ping(timeout=0.5, limit=1, connection=self.conn)
         except Exception as exc:  # celery's client itself: not the worker's doing
@@ -573,9 +562,10 @@ def measure(target, n: int, session: int) -> Figures:
             pings.append(target.ping())
             done.wait(0.01)
 
+    watch = threading.Thread(target=pinger, daemon=True)
     with Cpu(session) as cpu:
         t0 = time.monotonic()
-        watch = started_thread(pinger)
+        watch.start()
         burst = target.many(n)
         f.wall_s = time.monotonic() - t0
     done.set()

@@ -62,9 +62,12 @@ class Harness:
         env["TMPDIR"] = self.tmp
         if dsn:
             env["DATABASE_URL"] = dsn
+        # As from a terminal: a test runner started in the background ignores SIGINT, and
+        # its children would inherit that (the Ctrl-C test then saw exit 1, not 130).
         self.proc = subprocess.Popen([sys.executable, str(HARNESS), *args, "--json", self.out],
                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+                                     text=True, preexec_fn=lambda: signal.signal(
+                                         signal.SIGINT, signal.SIG_DFL))
 
     def wait(self, timeout: float = 180) -> Harness:
         self.stdout, self.stderr = self.proc.communicate(timeout=timeout)
