@@ -22,7 +22,6 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "geventprobe"
 PROCESSES_STILL_IMPORTING_APP: dict[str, set[str]] = {}
 CORE_REPORT_STILL_IMPORTING_A_KIND = {
     "core/plan.py": {"geventprobe.kinds.celery.app"},
-    "core/target.py": {"geventprobe.kinds.celery.workers"},
 }
 
 

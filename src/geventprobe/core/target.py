@@ -31,17 +31,14 @@ from typing import TYPE_CHECKING, Protocol
 from geventprobe.record import BuildResult, Calibration, MatrixEnv
 
 if TYPE_CHECKING:
-    from typing import Union
-
-    from geventprobe.app.wsgi_run import WorkersRun
     from geventprobe.core.builds import Build
     from geventprobe.core.progress import Listener
     from geventprobe.core.session import Session
-    from geventprobe.kinds.celery.workers import CeleryRun
     from geventprobe.settings import Thresholds, Workload
 
-    Launched = Union[WorkersRun, CeleryRun]
-    """What a subject's ``launch`` returns: its kind's records, read by its own ``judge``."""
+Launched = object
+"""What a subject's ``launch`` returns: its kind's records (a ``WorkersRun``, a
+``CeleryRun``...), which only its own ``judge`` reads: the core passes them on unread."""
 
 
 class Subject(Protocol):
