@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from geventprobe import api, files
+from geventprobe import api, files, kinds
 from geventprobe.cli import report as report_cli
 from geventprobe.cli.common import (
     ProgressListener,
@@ -115,7 +115,7 @@ def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path
                 calibrate, verbose, debug, psycopg_text, gevent_text, markdown_path, redact_hosts,
                 allow_many_connections, time_limit, app, gunicorn_config, chdir, route_texts,
                 route_excludes, celery, celery_cmd, broker, task_names, task_args, task_kwargs,
-                profile_name, fail_on_text):
+                profile_name, fail_on_text, **kind_options):
     """Probe each driver build inside real gunicorn gevent workers and judge it
     (or your gunicorn app with --app, your celery worker with --celery).
 
@@ -135,7 +135,8 @@ def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path
             routes=tuple(route_texts), route_exclude=tuple(route_excludes),
             profile=profile_name, fail_on=fail_on_text,
             celery=celery, celery_cmd=celery_cmd, broker=broker, tasks=tuple(task_names),
-            task_args=tuple(task_args), task_kwargs=tuple(task_kwargs)))
+            task_args=tuple(task_args), task_kwargs=tuple(task_kwargs),
+            options=kind_options))
         files.check_outputs([("--json", json_path), ("--markdown", markdown_path)])
         warn_secret_argv(dsn)
         warn_secret_argv(broker, "broker", "GEVENTPROBE_BROKER")
@@ -166,3 +167,8 @@ def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path
         if failed is not None:
             raise failed
     sys.exit(result.exit_code)
+
+
+# The flags each kind of worker declares for itself (``--uwsgi``...), after ours in --help.
+for _option in reversed(kinds.options()):
+    run_command = _option(run_command)

@@ -11,11 +11,10 @@ each (exit 2), before anything is started. The plan is frozen: nothing changes i
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
-from geventprobe import settings
+from geventprobe import kinds, settings
 from geventprobe.app import gunicorn_app
 from geventprobe.app.routes import AUTO, parse_routes
 from geventprobe.core.builds import Build, parse_builds
@@ -25,9 +24,6 @@ from geventprobe.core.target import Target
 from geventprobe.errors import ProbeError
 from geventprobe.settings import ProjectSettings, RunPlan
 from geventprobe.versions import matrix
-
-if TYPE_CHECKING:
-    from geventprobe.kinds.celery import app as celery_app
 
 
 @dataclass(frozen=True)
@@ -70,6 +66,9 @@ class RunRequest:
     task_args: tuple[str, ...] = ()
     """``--task-args`` JSON texts (one for all tasks, or one per task)."""
     task_kwargs: tuple[str, ...] = ()
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The flags a kind of worker declares for itself (``kinds.options``), by name: how a
+    kind that plans its own runs (``kinds.plan``) is asked for."""
 
 
 def for_run(request: RunRequest, project: ProjectSettings | None = None) -> RunPlan:
@@ -79,8 +78,9 @@ def for_run(request: RunRequest, project: ProjectSettings | None = None) -> RunP
     profile = settings.profile_for(request.profile, request.config_path, project,
                                    workers=request.workers, greenlets=request.greenlets,
                                    rtt_ms=request.rtt_ms, dsn=request.dsn)
-    celery = _celery(request, project, profile.workload.greenlets)
-    app = _app(request, project) if celery is None else None
+    # A kind of worker that plans its own run (a celery worker...), when its flags ask for it.
+    kind = kinds.plan(request, project, profile)
+    app = _app(request, project) if kind is None else None
     builds, named = parse_builds(request.builds if request.builds is not None
                                  else project.builds)
     calibrate = request.calibrate or profile.calibrate
@@ -88,10 +88,9 @@ def for_run(request: RunRequest, project: ProjectSettings | None = None) -> RunP
                if request.fail_on is not None else profile.fail_on)
     sets = matrix.requested(request.psycopg, request.gevent)
     target: Target
-    if celery is not None:  # one worker process; no HTTP route in a celery worker
-        profile = dataclasses.replace(profile, workload=dataclasses.replace(
-            profile.workload, workers=1, http_rate=0.0))
-        preload, target = False, celery
+    if kind is not None:  # its workload as the kind shapes it (one celery worker...)
+        profile = dataclasses.replace(profile, workload=kind.workload)
+        preload, target = False, kind.target
     elif app is not None:  # their workers, as their config says (or --workers)
         profile = dataclasses.replace(profile, workload=dataclasses.replace(
             profile.workload, workers=app.workers))
@@ -109,70 +108,6 @@ def for_run(request: RunRequest, project: ProjectSettings | None = None) -> RunP
                    command=request.command, calibrate=calibrate, fail_on=fail_on,
                    time_limit_s=request.time_limit_s,
                    allow_many_connections=request.allow_many_connections)
-
-
-def _celery(request: RunRequest, project: ProjectSettings, greenlets: int
-            ) -> celery_app.CeleryApp | None:
-    """``--celery APP`` / ``--celery-cmd`` (or ``celery`` / ``celery_cmd`` in pyproject): the
-    user's celery worker; else None. Every flag that cannot go with it is refused here."""
-    # Given, even empty: an unset $VAR in CI gives --celery-cmd "", which must be refused,
-    # never turn the run into one of the built-in builds.
-    asked = request.celery is not None or request.celery_cmd is not None
-    if request.celery is not None and request.celery_cmd is not None:
-        raise ProbeError("--celery and --celery-cmd both say how to start the worker: give "
-                         "one (--celery APP: `celery -A APP worker -P gevent`; --celery-cmd: "
-                         "your own command)")
-    if not asked and (request.tasks or request.task_args or request.task_kwargs
-                      or request.broker) and not (project.celery or project.celery_cmd):
-        flag = ("--task" if request.tasks else "--task-args" if request.task_args else
-                "--task-kwargs" if request.task_kwargs else "--broker")
-        raise ProbeError(f"{flag} goes with a celery worker: add --celery APP (or --celery-cmd "
-                         "\"COMMAND\"), e.g. --celery proj --task proj.tasks.charge")
-    builds_asked = request.builds is not None or bool(request.psycopg or request.gevent)
-    if asked:
-        if request.app:
-            raise ProbeError("--celery probes a celery worker and --app a gunicorn app: run "
-                             "them one at a time")
-        if builds_asked:
-            raise ProbeError("--celery probes the driver your worker imports: drop --builds, "
-                             "--psycopg and --gevent (or drop --celery to probe the built-in "
-                             "builds)")
-    elif request.app or builds_asked or not (project.celery or project.celery_cmd):
-        return None  # the command line asked for something else: the project's worker waits
-    if request.routes or request.route_exclude:
-        raise ProbeError("--route drives a route of a gunicorn app: a celery worker's are its "
-                         "tasks: use --task NAME")
-    if request.gunicorn_config:
-        raise ProbeError("--gunicorn-config goes with --app: a celery worker reads its own "
-                         "settings (drop --gunicorn-config)")
-    if request.preload:
-        raise ProbeError("--preload is gunicorn's: a celery -P gevent worker is one process "
-                         "with no master (drop --preload)")
-    if request.workers is not None:
-        raise ProbeError("--workers is gunicorn's: a celery -P gevent worker is one process "
-                         "(drop --workers; --greenlets sets how many tasks run at once)")
-    if asked:
-        app, command = request.celery, request.celery_cmd
-    elif project.celery and project.celery_cmd:
-        raise ProbeError(f"{project.source}: celery and celery_cmd both say how to start the "
-                         "worker: keep one")
-    else:
-        app, command = project.celery, project.celery_cmd
-    if request.tasks:  # the command line's tasks replace the project's
-        names, args, kwargs = (list(request.tasks), list(request.task_args),
-                               list(request.task_kwargs))
-    else:
-        names = [name for name, _, _ in project.tasks]
-        args = list(request.task_args) or [json.dumps(a) for _, a, _ in project.tasks]
-        kwargs = list(request.task_kwargs) or [json.dumps(k) for _, _, k in project.tasks]
-    # Imported here: a run that probes no celery worker does without it (0.1 s at start).
-    from geventprobe.kinds.celery import app as celery_app
-
-    tasks = celery_app.parse_tasks(names, args, kwargs)
-    return celery_app.plan(celery_app.CeleryRequest(
-        app=app, command=command, chdir=request.chdir or project.chdir,
-        broker=request.broker, tasks=tasks, greenlets=request.greenlets,
-        default_greenlets=greenlets))
 
 
 def _app(request: RunRequest, project: ProjectSettings) -> gunicorn_app.GunicornApp | None:

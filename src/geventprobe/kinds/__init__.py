@@ -13,14 +13,40 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from geventprobe.kinds.interface import KindReport
+    from geventprobe.core.plan import RunRequest
+    from geventprobe.kinds.interface import KindPlan, KindReport
     from geventprobe.record import RunResult
+    from geventprobe.settings import Profile, ProjectSettings
 
 # The kind's name, as its run records it in ``RunResult.app["kind"]`` -> its report module
 # (which holds ``SECTIONS``, a ``KindReport``). One line per kind.
 _REPORTS = {
     "celery": "geventprobe.kinds.celery.report",
 }
+
+
+# The kinds that plan their own runs, in the order they are asked: each planner module holds
+# ``OPTIONS`` (its flags, click options of ``geventprobe run``) and ``plan``. One line per kind.
+_PLANNERS = (
+    "geventprobe.kinds.celery.plan",
+)
+
+
+def options() -> list:
+    """The flags every kind declares for ``geventprobe run`` (click options); their values
+    reach the planners in ``RunRequest.options``."""
+    return [option for name in _PLANNERS for option in importlib.import_module(name).OPTIONS]
+
+
+def plan(request: RunRequest, project: ProjectSettings, profile: Profile) -> KindPlan | None:
+    """The plan of the first kind the request asks for; None: the WSGI runs (the driver
+    builds, a gunicorn app), which ``core/plan.py`` plans itself. A kind refuses the flags
+    that cannot go with it (``ProbeError``, one line)."""
+    for name in _PLANNERS:
+        found = importlib.import_module(name).plan(request, project, profile)
+        if found is not None:
+            return found
+    return None
 
 
 def known(name: str | None) -> bool:

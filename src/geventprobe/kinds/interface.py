@@ -1,4 +1,6 @@
-"""What a kind of worker gives the report: the sections it adds to the one document.
+"""What a kind of worker gives the plan and the report: its target, and its sections.
+
+A kind that plans its own runs returns a ``KindPlan`` from its planner (``kinds.plan``).
 
 The report layer (``report/``) holds the words of the WSGI runs it was first written for
 (the driver builds, a gunicorn app); any other kind of worker brings its own sections,
@@ -10,12 +12,25 @@ run of any kind. ``kinds/celery/report.py`` is one.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from geventprobe.core.target import Target
     from geventprobe.record import BuildResult, RunResult
     from geventprobe.report.document import Block, Table
     from geventprobe.report.repro import Reproduction
+    from geventprobe.settings import Workload
+
+
+@dataclass(frozen=True)
+class KindPlan:
+    """What a kind's planner (``kinds.plan``) makes of a request that asks for it."""
+
+    target: Target
+    """The run's target, and its subject(s) (``core/target.py``)."""
+    workload: Workload
+    """The profile's workload as this kind shapes it (a celery worker is one process)."""
 
 
 class KindReport(Protocol):
