@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 
-from geventprobe.app.gunicorn_app import conninfo_to_uri
+from geventprobe.dsn import conninfo_to_uri
 from geventprobe.kinds.celery.workers import make_boot_dir, worker_environ
 from geventprobe.processes import children
 from geventprobe.processes.broker import broker as run_broker

@@ -239,7 +239,7 @@ def test_examples_are_documented():
 
 
 def test_conninfo_becomes_the_uri_apps_read():
-    from geventprobe.app.gunicorn_app import conninfo_to_uri
+    from geventprobe.dsn import conninfo_to_uri
 
     assert conninfo_to_uri("host=127.0.0.1 port=5433 user=geventprobe dbname=postgres") == \
         "postgresql://geventprobe@127.0.0.1:5433/postgres"

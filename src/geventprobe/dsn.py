@@ -262,3 +262,23 @@ def scrub_result(result: T, *, hosts: bool = False) -> T:
         for arg in getattr(result, "command", None) or []:
             names += hosts_in(arg)
     return scrub(result, hosts=hosts, names=names)
+
+
+def conninfo_to_uri(dsn: str) -> str:
+    """A simple ``key=value`` conninfo as a ``postgresql://`` URI (as most apps read it)."""
+    if "://" in dsn:
+        return dsn
+    from urllib.parse import quote
+
+    parts = dict(re.findall(r"(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", dsn))
+    parts = {k: v.strip("'") for k, v in parts.items()}
+    user = quote(parts.pop("user", ""), safe="")
+    password = parts.pop("password", None)
+    host = parts.pop("host", "")
+    port = parts.pop("port", "")
+    dbname = quote(parts.pop("dbname", ""), safe="")
+    auth = f"{user}:{quote(password, safe='')}@" if password else (f"{user}@" if user else "")
+    netloc = (f"[{host}]" if ":" in host else quote(host, safe="/")) + (f":{port}" if port
+                                                                          else "")
+    query = "&".join(f"{k}={quote(v, safe='')}" for k, v in parts.items())
+    return f"postgresql://{auth}{netloc}/{dbname}" + (f"?{query}" if query else "")

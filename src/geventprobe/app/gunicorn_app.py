@@ -41,7 +41,7 @@ from geventprobe.core.known_errors import Deployment
 from geventprobe.core.progress import Listener
 from geventprobe.core.session import Session
 from geventprobe.core.target import Probed
-from geventprobe.dsn import redact
+from geventprobe.dsn import conninfo_to_uri, redact
 from geventprobe.errors import ProbeError
 from geventprobe.processes import children, gunicorn_workers
 from geventprobe.record import BuildResult, Calibration, Verdict
@@ -169,26 +169,6 @@ class GunicornApp:
     def app_record(self) -> dict | None:
         """The deployment as probed (``RunResult.app``)."""
         return self.deployment
-
-
-def conninfo_to_uri(dsn: str) -> str:
-    """A simple ``key=value`` conninfo as a ``postgresql://`` URI (as most apps read it)."""
-    if "://" in dsn:
-        return dsn
-    from urllib.parse import quote
-
-    parts = dict(re.findall(r"(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", dsn))
-    parts = {k: v.strip("'") for k, v in parts.items()}
-    user = quote(parts.pop("user", ""), safe="")
-    password = parts.pop("password", None)
-    host = parts.pop("host", "")
-    port = parts.pop("port", "")
-    dbname = quote(parts.pop("dbname", ""), safe="")
-    auth = f"{user}:{quote(password, safe='')}@" if password else (f"{user}@" if user else "")
-    netloc = (f"[{host}]" if ":" in host else quote(host, safe="/")) + (f":{port}" if port
-                                                                          else "")
-    query = "&".join(f"{k}={quote(v, safe='')}" for k, v in parts.items())
-    return f"postgresql://{auth}{netloc}/{dbname}" + (f"?{query}" if query else "")
 
 
 def shown_cmd_args(text: str | None) -> str | None:
@@ -386,19 +366,20 @@ def _check_request_lines(routes: Sequence[Route], limit: int) -> None:
 
 
 def summary(app_name: str, rows: list[BuildResult], code: int,
-            calibration: Calibration | None) -> str:
-    """The verdict sentence of an ``--app`` run, in the app's words (the drivers' summary,
-    ``rules.summary``, when the app's row has none of its own: UNAVAILABLE, INCONCLUSIVE)."""
+            calibration: Calibration | None, where: str = "under this gunicorn config") -> str:
+    """The verdict sentence of an app's run, in the app's words (the drivers' summary,
+    ``rules.summary``, when the app's row has none of its own: UNAVAILABLE, INCONCLUSIVE);
+    ``where``: the server's words for the deployment (a uWSGI app's own)."""
     app = next((b for b in rows if b.build == app_name), None)
     if app is None:
         return rules.summary(rows, code)
     driver = app.facts.get("driver")
     version = (app.facts.get(driver) or {}).get("version") if driver else None
     if app.verdict is Verdict.OK:
-        text = (f"your app {app.build} cooperates with gevent under this gunicorn config"
+        text = (f"your app {app.build} cooperates with gevent {where}"
                 + (f" ({driver} {version})" if driver else ""))
     elif app.verdict in (Verdict.BLOCKING, Verdict.BUSY_WAIT):
-        text = f"your app {app.build} is {app.verdict} under this gunicorn config"
+        text = f"your app {app.build} is {app.verdict} {where}"
         if app.cause:
             text += f": {app.cause}"
         if code == 0:

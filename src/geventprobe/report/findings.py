@@ -49,8 +49,9 @@ def _requests_felt(bad: Sequence[BuildResult], ok: Sequence[BuildResult]) -> str
     return text + ")"
 
 
-def setup(result: RunResult) -> str:
-    """The versions that matter, as the workers reported them (the parent's as a fallback)."""
+def setup(result: RunResult, servers: tuple[str, ...] = ("gunicorn",)) -> str:
+    """The versions that matter, as the workers reported them (the parent's as a fallback);
+    ``servers``: the server packages to name (a uWSGI run names its own)."""
     facts = next((b.facts for b in result.builds if b.facts.get("psycopg")), None) or \
         next((b.facts for b in result.builds if b.facts), {})
     pkgs = (result.environment or {}).get("packages") or {}
@@ -64,7 +65,7 @@ def setup(result: RunResult) -> str:
     psycopg = seen(lambda f: (f.get("psycopg") or {}).get("version")) or pkgs.get("psycopg")
     if psycopg:
         parts.append(f"psycopg {psycopg}")
-    for name in ("gevent", "greenlet", "gunicorn"):
+    for name in ("gevent", "greenlet", *servers):
         version = seen(lambda f, name=name: f.get(name)) or pkgs.get(name)
         if version:
             parts.append(f"{name} {version}")
@@ -107,10 +108,19 @@ def paragraph(result: RunResult) -> str | None:
     kind = kinds.report_of(result)
     if kind is not None:
         return kind.findings(result)
+    return wsgi(result)
+
+
+def wsgi(result: RunResult, where: str | None = None, servers: tuple[str, ...] = ("gunicorn",)
+         ) -> str:
+    """The paragraph of a run of WSGI workers: the driver builds, or the user's app under
+    gunicorn, or, in the server's words (``where``: ``under your uWSGI configuration``; its
+    packages named in the setup, ``servers``), under another WSGI server."""
     app = bool(result.app)
     # Who is judged: psycopg 3 builds beside their baselines, or the user's app.
     subject = "Your app" if app else "psycopg 3"
-    where = "under your gunicorn config" if app else "inside real gunicorn gevent workers"
+    where = where or ("under your gunicorn config" if app else
+                      "inside real gunicorn gevent workers")
     tested = [b for b in result.builds if not b.baseline and b.verdict is not Verdict.UNAVAILABLE]
     blocking = [b for b in tested if b.verdict is Verdict.BLOCKING]
     busy = [b for b in tested if b.verdict is Verdict.BUSY_WAIT]
@@ -189,7 +199,7 @@ def paragraph(result: RunResult) -> str | None:
             + "), so the detector saw what it should.")
     elif not baselines:
         out.append("No baseline ran, so nothing in this run shows the detector was live.")
-    text = setup(result)
+    text = setup(result, servers)
     if text:
         out.append(f"Setup: {text}" + ("; gunicorn `--preload`." if result.preload else "."))
     return " ".join(out)

@@ -564,7 +564,7 @@ def worker_environ(base: dict[str, str], *, run_dir: str, boot: str, queue: str,
                    broker_url: str, dsn: str, workload: dict,
                    result_backend: str | None = None) -> dict[str, str]:
     """The worker's environment: theirs, plus ours (never a secret on a command line)."""
-    from geventprobe.app.gunicorn_app import conninfo_to_uri
+    from geventprobe.dsn import conninfo_to_uri
 
     env = dict(base)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (boot, base.get("PYTHONPATH")) if p)
