@@ -215,7 +215,7 @@ def _serialized(run: RouteRun, burst_p90_ms: float | None, lone_ms: float | None
     ), raw
 
 
-def _warm_up(run: RouteRun, workers: dict[int, RoutePhase], events: list,
+def _warm_up(run: RouteRun, workers: dict[int, RoutePhase], events: list, starts: str,
              t: Thresholds) -> RouteWarmUp | None:
     """What the warm-up before the lone request saw: the workers' first requests of the
     route. A stall of ``route_hub_lag_ms`` or more is a note, with who blocked."""
@@ -231,8 +231,7 @@ def _warm_up(run: RouteRun, workers: dict[int, RoutePhase], events: list,
         how = ("Django imports the URLconf on a worker's first request: import it as the "
                "worker starts (in wsgi.py, after get_wsgi_application(): "
                "django.urls.get_resolver().url_patterns)" if django else
-               "Do that work as the worker starts, before it serves (at import in the module "
-               "gunicorn loads, or in gunicorn's post_worker_init hook)")
+               f"Do that work as the worker starts, before it serves ({starts})")
         note = (f"each worker's first requests of the route (the warm-up before the "
                 f"measurement, {w.requests} requests) stalled its hub {lag_ms:.0f} ms{who}. "
                 "Each worker's first users wait that long after every deploy or restart. "
@@ -359,7 +358,7 @@ def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds,
         error_at=explained.error_at if explained else None,
         waited_at=list(explained.waited_at) if explained else [],
         note=None if verdict is Verdict.ERROR else _note(run), body_bytes=run.body_bytes,
-        cpu=cpu, warm_up=_warm_up(run, workers, events, t))
+        cpu=cpu, warm_up=_warm_up(run, workers, events, d.worker_starts, t))
 
 
 def _unmeasured(route: str, cause: str) -> RouteResult:

@@ -31,6 +31,9 @@ class Deployment:
     (``gunicorn's worker_connections (1000 by default)``, ``celery's -c/--concurrency``)."""
     unit: str = "request"
     """What one greenlet serves, in its kind's words: a request, a task."""
+    worker_starts: str = ("at import in the module gunicorn loads, or in gunicorn's "
+                          "post_worker_init hook")
+    """Where a worker does its work before it serves, in its kind's words."""
     concurrency: int | None = None
     """Requests (tasks) the busiest worker served at once during the burst."""
     connections: int | None = None

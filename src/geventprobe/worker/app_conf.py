@@ -22,7 +22,6 @@ _watch.install()
 
 import os as _os  # noqa: E402
 import sys as _sys  # noqa: E402
-import traceback as _traceback  # noqa: E402
 
 from geventprobe.worker import record as _record  # noqa: E402
 
@@ -98,19 +97,7 @@ def _write(name: str, rec) -> None:
 
 
 def _error_record(exc: BaseException, where: str) -> _record.AppError:
-    """The app's own error, and the innermost frame of it that is not gunicorn's or ours."""
-    frames = _traceback.extract_tb(exc.__traceback__)
-    origin = None
-    ours = _os.path.dirname(_os.path.abspath(__file__))
-    for fr in reversed(frames):
-        if fr.filename.startswith(ours) or "/gunicorn/" in fr.filename:
-            continue
-        if not fr.filename.startswith("<frozen"):
-            origin = f"{_watch._short(fr.filename)}, line {fr.lineno}"
-        break
-    lines = str(exc).strip().splitlines()
-    message = f"{type(exc).__name__}: {lines[-1]}" if lines else type(exc).__name__
-    return _record.AppError(pid=_os.getpid(), where=where, error=message, origin=origin)
+    return _watch.error_record(exc, where, "/gunicorn/")
 
 
 USER_CONFIG = _locate()

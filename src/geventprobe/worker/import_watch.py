@@ -45,6 +45,9 @@ PHASES = {
     "post_fork": "in the worker's post_fork hook, before gevent patched the worker",
     "worker": "in the worker, while it loaded the app after gevent had patched it",
     "post_worker_init": "in the worker's post_worker_init hook",
+    "uwsgi-master": "in the uWSGI master, while it loaded the app, before any worker was forked",
+    "uwsgi-worker": "in the uWSGI worker, while it loaded the app (lazy-apps)",
+    "uwsgi-after-load": "after uWSGI loaded the app (in a post-fork function, or on a request)",
     "probe": "by geventprobe in the worker after patching (the app had not imported a driver "
              "by then; it would have imported it the same way on its first request)",
 }
@@ -221,3 +224,23 @@ def facts(preload: bool) -> dict:
     if event:
         out["driver_import"]["where"] = where(event, preload)
     return out
+
+
+def error_record(exc: BaseException, where: str, server: str):
+    """The app's own error as an ``AppError``, with the innermost frame of it that is neither
+    the server's (``server``: a path fragment, ``/gunicorn/``) nor geventprobe's."""
+    import traceback
+
+    from geventprobe.worker import record
+
+    origin = None
+    ours = os.path.dirname(os.path.abspath(__file__))
+    for fr in reversed(traceback.extract_tb(exc.__traceback__)):
+        if fr.filename.startswith(ours) or server in fr.filename:
+            continue
+        if not fr.filename.startswith("<frozen"):
+            origin = f"{_short(fr.filename)}, line {fr.lineno}"
+        break
+    lines = str(exc).strip().splitlines()
+    message = f"{type(exc).__name__}: {lines[-1]}" if lines else type(exc).__name__
+    return record.AppError(pid=os.getpid(), where=where, error=message, origin=origin)
