@@ -169,10 +169,9 @@ def test_every_case_is_complete(example, c):
     assert c["expect"] in h.CLASSES
     assert ("request" in c) != ("task" in c), "an HTTP request or a celery task"
     assert c["command"] and isinstance(c["n"], int)
-    if c["geventprobe"] is None:  # geventprobe has no uWSGI kind yet (issue 26)
-        assert c["command"].startswith("uwsgi "), c
-    else:
-        assert c["geventprobe"][0] in ("--app", "--celery", "--celery-cmd")
+    assert c["geventprobe"][0] in ("--app", "--celery", "--celery-cmd", "--uwsgi-cmd")
+    if c["geventprobe"][0] == "--uwsgi-cmd":  # the same command as the harness's
+        assert c["geventprobe"][1] == c["command"], c
     assert h.load_case(str(EXAMPLES / example), c.get("name")) == c
 
 

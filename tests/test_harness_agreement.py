@@ -44,9 +44,6 @@ def test_the_harness_agrees(example, c, pg):
 
 @pytest.mark.parametrize("example, c", CASES, ids=[case_id(e, c) for e, c in CASES])
 def test_geventprobe_agrees(example, c, pg, run_cli, tmp_path):
-    if c["geventprobe"] is None:
-        pytest.skip("geventprobe cannot start uWSGI yet (issue 26): the harness alone shows "
-                    "this example's class")
     out = tmp_path / "r.json"
     # `python worker.py` is this venv's python, as a user's shell in it would find it
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"

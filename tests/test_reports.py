@@ -26,6 +26,10 @@ run-celery-ok and run-celery-blocking (issue 25, for compare's golden) are `geve
 --celery tasks --chdir examples/celery/psycopg3_cli` and `.../psycopg2_plain`, each with
 `--task tasks.query --task-kwargs '{"seconds": 0.2}'`, on 2026-12-04 (psycopg 3.3.9, psycopg2
 2.9.13, celery 5.7.0, redis 7.0.15); the worktree's path in them rewritten to /srv/geventprobe.
+run-uwsgi and run-uwsgi-ok (issue 26) are `geventprobe run --uwsgi-cmd "uwsgi --master
+--processes 2 --gevent 17 --gevent-monkey-patch --wsgi-file app.py" --route /query` in
+examples/uwsgi/psycopg3_top (BLOCKING, and its route) and the same with
+--gevent-early-monkey-patch (OK), pyuwsgi 2.0.30, psycopg 3.3.9; paths as above.
 """
 
 from __future__ import annotations

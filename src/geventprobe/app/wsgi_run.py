@@ -221,6 +221,9 @@ def _drive_routes(server: WsgiServer, routes: list, workload: Workload, pids: li
     out = route_phase.RoutesRun(server_port=route_phase.server_port(dsn), asked=list(routes))
     run_dir = server.run_dir
     port = ready_port(ready)
+    # The request phase's answers are all in: the workers may close its connections now.
+    with open(os.path.join(run_dir, route_phase.ROUTES_GO), "w"):
+        pass
     with route_phase.phase_files(run_dir):
         # Each worker hands over once its request phase is over.
         wait = workload.http_seconds + workload.http_timeout_s + 30

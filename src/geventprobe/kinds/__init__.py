@@ -22,12 +22,14 @@ if TYPE_CHECKING:
 # (which holds ``SECTIONS``, a ``KindReport``). One line per kind.
 _REPORTS = {
     "celery": "geventprobe.kinds.celery.report",
+    "uwsgi": "geventprobe.kinds.uwsgi.report",
 }
 
 
 # The kinds that plan their own runs, in the order they are asked: each planner module holds
 # ``OPTIONS`` (its flags, click options of ``geventprobe run``) and ``plan``. One line per kind.
 _PLANNERS = (
+    "geventprobe.kinds.uwsgi.plan",
     "geventprobe.kinds.celery.plan",
 )
 

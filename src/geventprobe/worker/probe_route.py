@@ -143,6 +143,13 @@ def route_phase(run_dir: str, heartbeat, monitor, timeout_s: float, write) -> No
     from geventprobe.worker import record
 
     pid = os.getpid()
+    stop = os.path.join(run_dir, "routes-stop")
+    deadline = time.monotonic() + timeout_s
+    # The parent's load may still wait for answers queued behind a blocked hub: they take the
+    # probe route's connections until it says the route phase begins (``routes-go``).
+    go = os.path.join(run_dir, "routes-go")
+    while not os.path.exists(go) and not os.path.exists(stop) and time.monotonic() < deadline:
+        gevent.sleep(0.01)
     _close_pool()
     from geventprobe.worker import parked
 
@@ -157,8 +164,6 @@ def route_phase(run_dir: str, heartbeat, monitor, timeout_s: float, write) -> No
     _state["phase"] = (heartbeat, monitor, write)
     try:
         write(f"route-ready-{pid}.json", record.RouteReady(pid=pid))
-        stop = os.path.join(run_dir, "routes-stop")
-        deadline = time.monotonic() + timeout_s
         while not os.path.exists(stop) and time.monotonic() < deadline:
             gevent.sleep(0.01)
     finally:

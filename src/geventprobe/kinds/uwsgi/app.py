@@ -1,0 +1,226 @@
+"""``geventprobe run --uwsgi APP`` / ``--uwsgi-cmd``: the user's app under their uWSGI.
+
+``plan`` resolves their configuration the way uWSGI does (``config.resolve``) and keeps all
+of it but the few changes the probe needs (``config.for_probe``, each recorded). The
+result, a ``UwsgiApp``, is the run's target and its one subject (``core/target.py``):
+``launch`` starts their uWSGI with the probe's hook imported first and their app wrapped
+(``server.boot``; ``worker/uwsgi_hook.py``, ``worker/uwsgi_app.py``) and runs the same
+phases as a gunicorn worker (``app/wsgi_run.run_workers``); ``judge`` is the core's, then
+the driver's cause and fix in uWSGI's words (``causes.py``) and the routes' verdicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from geventprobe.app import gunicorn_app, route_rules
+from geventprobe.app.routes import Route
+from geventprobe.app.wsgi_run import WorkersRun, routes_timeout_s, run_workers
+from geventprobe.core import judge
+from geventprobe.core.builds import Build
+from geventprobe.core.known_errors import Deployment
+from geventprobe.core.progress import Listener
+from geventprobe.core.session import Session
+from geventprobe.core.target import Probed
+from geventprobe.dsn import conninfo_to_uri, redact
+from geventprobe.errors import ProbeError
+from geventprobe.kinds.uwsgi import causes, config, server
+from geventprobe.record import BuildResult, Calibration, Verdict
+from geventprobe.settings import Thresholds, Workload
+
+WORDS = {"concurrency_setting": "uWSGI's --gevent N (the async cores of each worker)",
+         "unit": "request",
+         "worker_starts": "at import in the module uWSGI loads, or in a uwsgidecorators.postfork "
+                          "function"}
+"""How the causes of a route name the setting that bounds a uWSGI worker's concurrency
+(``core/known_errors.Deployment``)."""
+
+
+@dataclass(frozen=True)
+class UwsgiRequest:
+    """What the user asked for, not yet checked."""
+
+    app: str | None = None
+    """``--uwsgi``: ``MODULE:CALLABLE`` or a WSGI file, under uWSGI's defaults."""
+    command: str | None = None
+    """``--uwsgi-cmd``: their own command (``uwsgi --ini uwsgi.ini``)."""
+    chdir: str | None = None
+    workers: int | None = None
+    greenlets: int = 16
+    routes: tuple[Route, ...] = ()
+    dsn: str | None = None
+
+
+@dataclass(frozen=True)
+class UwsgiApp:
+    """The user's app under their uWSGI: the run's target and its one subject."""
+
+    build: Build
+    program: list[str]
+    """The uWSGI program their command names (``uwsgi``, ``/opt/bin/uwsgi``)."""
+    conf: config.ForProbe
+    cwd: str
+    deployment: dict
+    routes: tuple[Route, ...] = ()
+    preload: bool = True
+    """The app is loaded in the master before the fork (no ``lazy-apps``)."""
+
+    @property
+    def workers(self) -> int:
+        return self.conf.processes
+
+    def launch(self, session: Session, workload: Workload) -> WorkersRun:
+        """Their uWSGI, their options, our probe in every worker."""
+        env = dict(self.build.env, GEVENTPROBE_BUILD=self.build.name)
+        if not os.environ.get("DATABASE_URL") and session.dsn:
+            env["DATABASE_URL"] = conninfo_to_uri(session.dsn)
+        started = time.monotonic()
+        routes = list(self.routes)
+        booted = server.boot(self.program, self.conf.ini, self.conf.app, env, workload,
+                             session.dsn, cwd=self.cwd, harakiri=self.conf.harakiri,
+                             lazy_apps=self.conf.lazy_apps,
+                             thresholds=session.plan.thresholds,
+                             routes_timeout_s=routes_timeout_s(routes, workload))
+        return run_workers(booted, workload, session.dsn, routes=routes, started=started)
+
+    def judge(self, run: WorkersRun, workload: Workload, thresholds: Thresholds,
+              started: float) -> BuildResult:
+        """The core's verdict; the driver's cause and fix in uWSGI's words; the routes."""
+        row = judge.judge(self, run, workload, thresholds, started,
+                          routes=lambda r: route_rules.judge_all(r.routes, thresholds,
+                                                                 self.deployment_of(r)))
+        return self.restate(row)
+
+    def restate(self, row: BuildResult) -> BuildResult:
+        """A BLOCKING row's cause and fix, and harakiri's evidence, in uWSGI's words."""
+        if row.verdict is not Verdict.BLOCKING:
+            return row
+        options = self.conf.options
+        # The core's evidence of a killed worker is worded for gunicorn's WORKER TIMEOUT.
+        evidence = [dataclasses.replace(e, text=e.text.replace("gunicorn killed", "uWSGI "
+                                                               "killed")
+                                        .replace("(WORKER TIMEOUT)", "(HARAKIRI)")
+                                        .replace("--timeout", "harakiri"))
+                    if e.rule == "worker-timeout" else e for e in row.evidence]
+        fired = {e.phase for e in row.evidence if e.fired}
+        if any(e.rule == "worker-timeout" and e.fired for e in row.evidence):
+            found = causes.harakiri(row.facts, options, self.conf.harakiri)
+        elif "waits" not in fired and "connect" in fired:
+            found = causes.connect_blocking(row.facts, options)
+        else:
+            found = causes.driver_blocking(row.facts, options)
+        if found is None:
+            return dataclasses.replace(row, evidence=evidence)
+        return dataclasses.replace(row, cause=found[0], advice=found[1], evidence=evidence)
+
+    def deployment_of(self, run: WorkersRun) -> Deployment:
+        """What the routes' causes depend on, in uWSGI's words."""
+        first = run.results[0] if run.results else None
+        facts = (first.facts_after or first.facts) if first is not None else run.ready_facts
+        return Deployment(preload=self.preload, **WORDS, root=self.cwd,
+                          driver_blocking=causes.driver_blocking(facts or {},
+                                                                 self.conf.options))
+
+    # -- as the run's target
+
+    def steps(self) -> int:
+        return 1
+
+    def prepare(self, listener: Listener) -> UwsgiApp:
+        return self
+
+    def imports(self) -> Sequence[Build]:
+        return []
+
+    def probe(self, session: Session, listener: Listener) -> Probed:
+        listener.build_started(self.build.name, 0, 1)
+        result = session.probe(self, label=self.build.name)
+        listener.build_finished(result)
+        return Probed([result])
+
+    def headline(self, rows: list[BuildResult], code: int,
+                 calibration: Calibration | None) -> str:
+        return gunicorn_app.summary(self.build.name, rows, code, calibration,
+                                    where="under this uWSGI configuration")
+
+    def app_record(self) -> dict | None:
+        return self.deployment
+
+
+def _program() -> str:
+    """``uwsgi`` as the user would run it: on PATH, or beside this Python (a venv's)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "uwsgi")
+    found = shutil.which("uwsgi") or (beside if os.access(beside, os.X_OK) else None)
+    if found is None:
+        raise ProbeError("uWSGI is not installed here: pip install \"geventprobe[uwsgi]\" (it "
+                         "brings pyuwsgi), or put uwsgi on PATH, or name it in --uwsgi-cmd")
+    return found
+
+
+def _command(request: UwsgiRequest) -> list[str]:
+    """The command whose configuration is probed: theirs, or uWSGI's defaults for an app."""
+    if request.command is not None:
+        try:
+            argv = shlex.split(request.command)
+        except ValueError as exc:
+            raise ProbeError(f"cannot read --uwsgi-cmd: {exc}: quote it as you would in a "
+                             "shell, e.g. --uwsgi-cmd \"uwsgi --ini uwsgi.ini\"") from None
+        if not argv:
+            raise ProbeError("--uwsgi-cmd is empty: give the command that starts your uWSGI, "
+                             "e.g. --uwsgi-cmd \"uwsgi --ini uwsgi.ini\"")
+        if os.path.basename(argv[0]) in ("uwsgi", "pyuwsgi") and "/" not in argv[0]:
+            argv[0] = _program()
+        return argv
+    app = request.app or ""
+    loader = ("--wsgi-file" if app.endswith(".py") or os.sep in app else "--module")
+    if loader == "--module" and not re.match(r"^[A-Za-z_][\w.]*(:.+)?$", app):
+        raise ProbeError(f"--uwsgi {app!r} is neither MODULE:CALLABLE nor a .py file: pass "
+                         "what you give uWSGI, e.g. --uwsgi myproject.wsgi:application")
+    return [_program(), "--master", "--processes", str(request.workers or 1),
+            "--gevent", str(request.greenlets), loader, app]
+
+
+def plan(request: UwsgiRequest) -> UwsgiApp:
+    """Resolve their uWSGI configuration and build the run's."""
+    cwd = os.path.abspath(request.chdir or os.getcwd())
+    if not os.path.isdir(cwd):
+        raise ProbeError(f"--chdir {request.chdir} is not a directory: pass your project's "
+                         "directory (where you run uWSGI)")
+    argv = _command(request)
+    env = dict(os.environ)
+    if request.dsn and not env.get("DATABASE_URL"):
+        env["DATABASE_URL"] = conninfo_to_uri(request.dsn)
+    found = config.resolve(argv, cwd, env)
+    probe = config.for_probe(found, cwd=cwd, workers=request.workers,
+                             greenlets=request.greenlets)
+    shown = (redact(request.command) if request.command is not None
+             else f"uwsgi {probe.shown_app} (uWSGI's defaults)")
+    deployment = {
+        "kind": "uwsgi",
+        "app": probe.shown_app,
+        "command": shown,
+        "chdir": cwd,
+        "processes": probe.processes,
+        "gevent": probe.gevent,
+        "patch": probe.options["patch"],
+        "lazy_apps": probe.lazy_apps,
+        "enable_threads": probe.options["enable_threads"],
+        "harakiri": probe.options["harakiri"],
+        "imports": probe.options["imports"],
+        "overrides": probe.overrides,
+        "routes": [str(r) for r in request.routes],
+    }
+    name = request.app or probe.shown_app.split(" = ", 1)[1]
+    build = Build(name=name, baseline=False, expected=None, env={},
+                  description=f"your app {name} under uWSGI ({shown})")
+    return UwsgiApp(build=build, program=[argv[0]], conf=probe, cwd=cwd,
+                    deployment=deployment, routes=request.routes,
+                    preload=not probe.lazy_apps)

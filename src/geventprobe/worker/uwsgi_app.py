@@ -1,0 +1,69 @@
+"""The WSGI app uWSGI loads for ``geventprobe run --uwsgi``: the user's own, wrapped.
+
+geventprobe starts uWSGI with ``module = geventprobe.worker.uwsgi_app:application`` in place
+of the user's ``module``/``wsgi-file`` (``kinds/uwsgi/config.py``), so this module is
+imported exactly where and when uWSGI would have imported theirs: in the master before the
+fork, or in each worker with ``lazy-apps``, before or after gevent patched as their patch
+flags say. It imports their app the way uWSGI's loaders do (a module's callable, or a file
+run as module ``uwsgi_file_<path>``) and wraps it with the probe's route
+(``probe_route.wrap``: ``/__geventprobe__`` and the route phase's notes); every other
+request goes to their app untouched. An app that fails to load is written down in its own
+words (``app-error-<pid>.json``) before uWSGI gives up on it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+import sys
+
+from geventprobe.worker import import_watch, probe_route, record
+
+
+def _load():
+    """Their callable, from ``GEVENTPROBE_UWSGI_APP`` (``module:callable`` or
+    ``file:PATH:callable``), as uWSGI's module or file loader would find it."""
+    spec = os.environ["GEVENTPROBE_UWSGI_APP"]
+    kind, _, rest = spec.partition(":")
+    if kind == "file":
+        path, _, name = rest.rpartition(":")
+        # uWSGI's file loader: module uwsgi_file_<path with every non-word character as _>.
+        module_name = "uwsgi_file_" + re.sub(r"[^\w]", "_", path)
+        loader = importlib.util.spec_from_file_location(module_name, path)
+        if loader is None:
+            raise ImportError(f"cannot load {path!r} as Python")
+        module = importlib.util.module_from_spec(loader)
+        sys.modules[module_name] = module
+        loader.loader.exec_module(module)
+    else:
+        module_name, name = kind, rest
+        module = importlib.import_module(module_name)
+    found = getattr(module, name, None)
+    if found is None:
+        raise AttributeError(f"module {module_name!r} has no callable {name!r}")
+    if not callable(found):
+        raise TypeError(f"{module_name}.{name} is not callable")
+    return found
+
+
+def _loaded():
+    master = os.getpid() == import_watch.master_pid
+    import_watch.set_phase("uwsgi-master" if master else "uwsgi-worker")
+    try:
+        return _load()
+    except BaseException as exc:
+        run_dir = os.environ.get("GEVENTPROBE_RUN_DIR")
+        if run_dir:
+            where = ("while the uWSGI master loaded the app" if master else
+                     "while the uWSGI worker loaded the app (lazy-apps)")
+            record.write(os.path.join(run_dir, f"app-error-{os.getpid()}.json"),
+                         import_watch.error_record(exc, where, "/uwsgi"))
+        raise
+    finally:
+        import_watch.snapshot("uwsgi-load")
+        import_watch.set_phase("uwsgi-after-load")
+
+
+application = probe_route.wrap(_loaded())
