@@ -93,6 +93,24 @@ def test_uwsgi_app_under_uwsgis_defaults_patches_nothing(run_cli, pg_dsn, tmp_pa
     assert result["app"]["processes"] == 2 and len(build["workers"]) == 2
 
 
+def test_lazy_apps_loads_in_the_worker_and_still_blocks(run_cli, pg_dsn, tmp_path):
+    """``--lazy-apps`` loads the app (a module this time) in each worker, after the fork but
+    still before ``--gevent-monkey-patch`` patches it: BLOCKING, and the cause says where.
+    (uWSGI imports the probe's hook in each worker then: its workers once never got ready.)"""
+    out = tmp_path / "r.json"
+    proc = run_cli("run", "--profile", "quick", "--json", str(out), "--uwsgi-cmd",
+                   "uwsgi --master --processes 2 --gevent 17 --gevent-monkey-patch --lazy-apps "
+                   "--module app:application", cwd=str(EXAMPLES / "uwsgi" / "psycopg3_top"),
+                   env=_env(pg_dsn))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    (build,) = result["builds"]
+    assert build["verdict"] == "BLOCKING" and len(build["workers"]) == 2
+    assert "in the uWSGI worker, while it loaded the app (lazy-apps), by app.py:8" in \
+        build["cause"], build["cause"]
+    assert result["app"]["lazy_apps"] is True and result["app"]["app"] == "module = app:application"
+
+
 def _one_line_exit_2(proc) -> str:
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout

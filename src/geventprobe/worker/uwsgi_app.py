@@ -49,7 +49,9 @@ def _load():
 
 
 def _loaded():
-    master = os.getpid() == import_watch.master_pid
+    import uwsgi
+
+    master = uwsgi.worker_id() == 0
     import_watch.set_phase("uwsgi-master" if master else "uwsgi-worker")
     try:
         return _load()

@@ -15,12 +15,16 @@ from __future__ import annotations
 from geventprobe.worker import import_watch as _watch
 
 _watch.install()
-_watch.set_phase("uwsgi-master")
 
 import os  # noqa: E402
 
 import uwsgi  # noqa: E402
 from uwsgidecorators import postfork  # noqa: E402
+
+# With lazy-apps uWSGI imports this in each worker, after the fork, as it loads the app
+# there (measured: the post-fork functions have run by then, so ours would never run).
+_IN_WORKER = uwsgi.worker_id() > 0
+_watch.set_phase("uwsgi-worker" if _IN_WORKER else "uwsgi-master")
 
 
 class _Worker:
@@ -78,14 +82,16 @@ def _option(name: str):
     return True if value == "true" else value
 
 
-@postfork
 def _start() -> None:
     """In each worker, before the loop engine runs: the probe's greenlet, run once it does."""
-    if os.getpid() == _watch.master_pid:  # no master (a single process): nothing forked
-        return
     import gevent
 
     from geventprobe.worker import probe
 
-    worker = _Worker()
-    gevent.spawn(probe.run, _UwsgiApp(), worker)
+    gevent.spawn(probe.run, _UwsgiApp(), _Worker())
+
+
+if _IN_WORKER:
+    _start()
+else:
+    postfork(_start)

@@ -98,6 +98,9 @@ def resolve(argv: list[str], cwd: str, env: dict[str, str], timeout: float = 30.
             raise ProbeError(f"cannot start {argv[0]!r}: no such program: install uWSGI "
                              "(pip install \"geventprobe[uwsgi]\", or pyuwsgi) or give its "
                              "path in --uwsgi-cmd") from None
+        except PermissionError:
+            raise ProbeError(f"cannot start {argv[0]!r}: it is not executable: give the "
+                             "uWSGI program in --uwsgi-cmd, or chmod +x it") from None
         with children.running(proc, signal.SIGKILL, timeout=1):
             code = children.wait(proc, timeout)
         with open(log, errors="replace") as f:
