@@ -111,6 +111,68 @@ def test_lazy_apps_loads_in_the_worker_and_still_blocks(run_cli, pg_dsn, tmp_pat
     assert result["app"]["lazy_apps"] is True and result["app"]["app"] == "module = app:application"
 
 
+def test_their_ini_runs_on_loopback_with_their_settings_and_no_secret_shows(
+        run_cli, pg_dsn, tmp_path):
+    """``uwsgi --ini uwsgi.ini``, as most deployments start it: their public socket, stats
+    server and recycling are replaced (each said), the rest applies (2 processes, their
+    patch flag), and a password in the ini reaches no output and no command line."""
+    app = (EXAMPLES / "uwsgi" / "psycopg3_top" / "app.py").read_text()
+    (tmp_path / "app.py").write_text(app)
+    (tmp_path / "uwsgi.ini").write_text(
+        "[uwsgi]\nhttp-socket = 0.0.0.0:8000\nstats = 127.0.0.1:9191\nmaster = true\n"
+        "processes = 2\ngevent = 17\ngevent-early-monkey-patch = true\n"
+        "module = app:application\nmax-requests = 100\n"
+        "env = REPORTING_URL=postgresql://app:hunter2secret@10.0.0.9/reports\n")
+    out = tmp_path / "r.json"
+    proc = run_cli("run", "--profile", "quick", "--json", str(out), "--markdown",
+                   str(tmp_path / "r.md"), "--uwsgi-cmd", "uwsgi --ini uwsgi.ini",
+                   cwd=str(tmp_path), env=_env(pg_dsn))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    (build,) = result["builds"]
+    assert build["verdict"] == "OK" and len(build["workers"]) == 2
+    overrides = " ".join(result["app"]["overrides"])
+    for said in ("no http-socket (yours: 0.0.0.0:8000)", "no stats (yours: 127.0.0.1:9191)",
+                 "no max-requests (yours: 100)"):
+        assert said in overrides, overrides
+    everything = proc.stdout + proc.stderr + out.read_text() + (tmp_path / "r.md").read_text()
+    assert "hunter2secret" not in everything
+    assert result["app"]["patch"] == "--gevent-early-monkey-patch"
+
+
+def test_from_pytest_through_the_fixture(pg_dsn, probe_tmp, tmp_path):
+    """The plugin's ``geventprobe.uwsgi(...)`` (``probe_uwsgi``): the usual flag fails the
+    test with the verdict, the cause and the fix; the early flag passes."""
+    here = EXAMPLES / "uwsgi" / "psycopg3_top"
+    (tmp_path / "test_gevent.py").write_text(f"""
+BASE = "uwsgi --master --processes 1 --gevent 17 --wsgi-file app.py "
+
+
+def test_usual_flag(geventprobe):
+    result = geventprobe.uwsgi(command=BASE + "--gevent-monkey-patch", chdir={str(here)!r},
+                               routes="/query")
+    assert result.ok, result.explain()
+
+
+def test_early_flag(geventprobe):
+    result = geventprobe.uwsgi(command=BASE + "--gevent-early-monkey-patch",
+                               chdir={str(here)!r})
+    assert result.ok, result.explain()
+""")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "GEVENTPROBE"))}
+    env.update(_env(pg_dsn), TMPDIR=probe_tmp)
+    env.pop("GEVENTPROBE_DSN")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-c", str(tmp_path / "pytest.ini"), "-p",
+         "no:cacheprovider", "--geventprobe-profile", "quick", "--geventprobe-dsn", pg_dsn,
+         str(tmp_path / "test_gevent.py")], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=300)
+    text = proc.stdout
+    assert proc.returncode == 1 and "1 failed, 1 passed" in text, text + proc.stderr
+    assert "app.py: BLOCKING" in text and "use --gevent-early-monkey-patch" in text, text
+
+
 def _one_line_exit_2(proc) -> str:
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout

@@ -2,19 +2,20 @@
 
 Kept import-free on purpose: gunicorn loads ``geventprobe.worker`` in the
 master, and nothing there may import a driver or patch anything by accident. The Python
-API (``probe_drivers``, ``probe_app``, ``probe_celery``, ``ProbeError``, ``RunResult``,
-``Verdict``) is imported on first use, by ``__getattr__``.
+API (``probe_drivers``, ``probe_app``, ``probe_celery``, ``probe_uwsgi``, ``ProbeError``,
+``RunResult``, ``Verdict``) is imported on first use, by ``__getattr__``.
 """
 
 __version__ = "0.1.0"
 
 _API = {"probe_drivers": "geventprobe.api", "probe_app": "geventprobe.api",
-        "probe_celery": "geventprobe.api", "ProbeError": "geventprobe.errors",
+        "probe_celery": "geventprobe.api", "probe_uwsgi": "geventprobe.api",
+        "ProbeError": "geventprobe.errors",
         "RunResult": "geventprobe.record", "Verdict": "geventprobe.record"}
 """The Python API (docs/pytest.md), imported on first use: ``geventprobe.probe_app(...)``."""
 
 __all__ = ["ProbeError", "RunResult", "Verdict", "__version__", "probe_app", "probe_celery",
-           "probe_drivers"]
+           "probe_drivers", "probe_uwsgi"]
 
 
 def __getattr__(name: str):

@@ -90,6 +90,9 @@ def as_command(request: plans.RunRequest, redact_hosts: bool = False) -> list[st
                         ("--fail-on", r.fail_on)):
         if value is not None:
             argv += [flag, str(value)]
+    # A kind's own flags (``kinds.options``): --uwsgi, --uwsgi-cmd...
+    argv += [w for name, value in r.options.items() if value is not None
+             for w in ("--" + name.replace("_", "-"), str(value))]
     argv += [w for route in r.routes for w in ("--route", route)]
     argv += [w for pattern in r.route_exclude for w in ("--route-exclude", pattern)]
     argv += [w for task in r.tasks for w in ("--task", task)]
@@ -314,3 +317,33 @@ def _tasks(tasks: Sequence[Task]) -> tuple[tuple[str, ...], tuple[str, ...], tup
     if not any(a != "[]" for a in args) and not any(k != "{}" for k in kwargs):
         return tuple(names), (), ()
     return tuple(names), tuple(args), tuple(kwargs)
+
+
+def probe_uwsgi(app: str | None = None, *, command: str | None = None,
+                routes: str | Sequence[str] = (), chdir: str | None = None,
+                workers: int | None = None, greenlets: int | None = None,
+                dsn: str | None = None, rtt_ms: float | None = None,
+                profile: str | None = None, config_path: str | None = None,
+                calibrate: bool = False, fail_on: Sequence[str] | None = None,
+                time_limit_s: float = DEFAULT_TIME_LIMIT_S,
+                allow_many_connections: bool = False, redact_hosts: bool = False,
+                listener: Listener | None = None) -> RunResult:
+    """Probe YOUR app under uWSGI's gevent loop (``geventprobe run --uwsgi`` /
+    ``--uwsgi-cmd``).
+
+    ``app``: ``MODULE:CALLABLE`` or a WSGI file, under uWSGI's defaults (no patch flag), or
+    ``command``: your own way of starting it (``"uwsgi --ini uwsgi.ini"``: your patch flag,
+    lazy-apps and imports apply). ``routes``: ``"/items"``, ``"POST /login"`` or a list of
+    them. ``chdir``: your project's directory [the current one] (docs/uwsgi.md).
+    """
+    _check_common(workers, greenlets, rtt_ms, time_limit_s, dsn)
+    if app is None and command is None:
+        raise ProbeError("probe_uwsgi needs your app: app=\"myproject.wsgi:application\" "
+                         "(under uWSGI's defaults) or command=\"uwsgi --ini uwsgi.ini\"")
+    return run(plans.RunRequest(
+        command=[], workers=workers, greenlets=greenlets, dsn=dsn, rtt_ms=rtt_ms,
+        config_path=config_path, calibrate=calibrate,
+        allow_many_connections=allow_many_connections, time_limit_s=time_limit_s,
+        chdir=_path(chdir), routes=_texts(routes, "routes"), profile=profile,
+        fail_on=_csv(fail_on, "fail_on"), options={"uwsgi": app, "uwsgi_cmd": command}),
+        listener, redact_hosts=redact_hosts)

@@ -12,8 +12,9 @@ A test asks for the ``geventprobe`` fixture and calls the Python API through it:
   pytest-xdist worker process), started the first time a test uses it, or the user's
   server: ``--geventprobe-dsn``, else ``GEVENTPROBE_DSN``, else the ``geventprobe_dsn`` ini
   key.
-- ``geventprobe`` (function scope): ``app(...)``, ``celery(...)``, ``drivers(...)`` run
-  ``probe_app``, ``probe_celery``, ``probe_drivers`` against that server with the
+- ``geventprobe`` (function scope): ``app(...)``, ``celery(...)``, ``uwsgi(...)``,
+  ``drivers(...)`` run ``probe_app``, ``probe_celery``, ``probe_uwsgi``, ``probe_drivers``
+  against that server with the
   session's settings (``--geventprobe-profile/-workers/-greenlets`` and their ini keys),
   then a ``@pytest.mark.geventprobe(...)`` marker's, then the call's own; each probe's
   record goes to ``--geventprobe-json DIR`` / ``--geventprobe-markdown DIR`` and one line
@@ -183,6 +184,16 @@ class GeventProbe:
         settings = self._settings(settings, workers=False)
         settings.setdefault("chdir", str(self._request.config.rootpath))
         return self._record(api.probe_celery, app, **settings)
+
+    def uwsgi(self, app: str | None = None, **settings):
+        """``geventprobe.probe_uwsgi(app, ...)``: your app under uWSGI's gevent loop
+        (``command="uwsgi --ini uwsgi.ini"``: started your way); ``chdir`` defaults to
+        pytest's rootdir."""
+        from geventprobe import api
+
+        settings = self._settings(settings)
+        settings.setdefault("chdir", str(self._request.config.rootpath))
+        return self._record(api.probe_uwsgi, app, **settings)
 
     def drivers(self, **settings):
         """``geventprobe.probe_drivers(...)``: the built-in driver builds."""
