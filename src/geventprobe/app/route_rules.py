@@ -277,11 +277,11 @@ def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds,
     if run.timed_out:
         pids = ", ".join(str(p) for p in run.timed_out)
         limit = f"your timeout {timeout_s:g} s" if timeout_s else "its timeout"
+        kills = (deployment or Deployment()).kills.format(pids=pids)
         rules.append(Evidence(
             rule="route-worker-timeout", value=float(len(run.timed_out)), threshold=1.0,
             fired=True, phase="route",
-            text=(f"gunicorn killed worker {pids} (WORKER TIMEOUT) during this route: its hub "
-                  f"did not run for longer than {limit}")))
+            text=(f"{kills} during this route: its hub did not run for longer than {limit}")))
     if not_served is not None:
         rules.append(Evidence(rule="route-not-served", value=float(run.lone_status),
                               threshold=400.0, fired=True, phase="route", text=not_served[0]))
@@ -313,8 +313,8 @@ def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds,
     if "route-worker-timeout" in fired:
         verdict = Verdict.BLOCKING
         limit = f" ({timeout_s:g} s)" if timeout_s else ""
-        head = (f"the hub was blocked longer than gunicorn's timeout{limit}, so gunicorn "
-                "killed the worker and dropped its requests")
+        head = (f"the hub was blocked longer than {d.timeout}{limit}, so "
+                f"{d.kills.split(' killed', 1)[0]} killed the worker and dropped its requests")
         explained = route_causes.for_blocking(stacks, workers, d, lag_ms)
         # Who blocked, when caught, and its fix; the head says what gunicorn did about it.
         cause = head + explained.cause.partition(" during the burst")[2] if stacks else head

@@ -34,6 +34,24 @@ class Deployment:
     worker_starts: str = ("at import in the module gunicorn loads, or in gunicorn's "
                           "post_worker_init hook")
     """Where a worker does its work before it serves, in its kind's words."""
+    master: str = "the gunicorn master"
+    """The process that loads the app before the fork, in its kind's words."""
+    preloaded: str = "preload_app imported the app"
+    """Why the app was loaded in that master."""
+    unpreload: str = "drop preload_app"
+    """The fix that stops the master loading the app before the workers patch."""
+    patched: str = "the gevent worker patched threading"
+    """When a worker patches, in its kind's words."""
+    early_code: str = "the gunicorn config or a post_fork hook"
+    """Code of the user's that runs before a worker patches."""
+    fork_hook: str = "post_fork"
+    """The hook that runs in each worker after the fork."""
+    opened_in_worker: str = "post_worker_init"
+    """The hook in which a worker, patched, opens what it needs before it serves."""
+    kills: str = "gunicorn killed worker {pids} (WORKER TIMEOUT)"
+    """The server's kill of a worker whose hub stayed blocked (``{pids}``)."""
+    timeout: str = "gunicorn's timeout"
+    """That kill's limit, by name."""
     concurrency: int | None = None
     """Requests (tasks) the busiest worker served at once during the burst."""
     connections: int | None = None
@@ -135,26 +153,26 @@ def _queuepool_timeout(e: LoggedError, d: Deployment) -> tuple[str, str]:
 
 def _django_thread(e: LoggedError, d: Deployment) -> tuple[str, str]:
     if d.preload:
-        return ("Django's database connection object was made in the gunicorn master "
-                "(preload_app imported the app, and something touched django.db.connection at "
-                "import) before the gevent worker patched threading: in the worker every "
+        return (f"Django's database connection object was made in {d.master} "
+                f"({d.preloaded}, and something touched django.db.connection at "
+                f"import) before {d.patched}: in the worker every "
                 "greenlet is another thread, and Django refuses to share it",
                 "do not touch the database at import (module-level queries, "
-                "connection.vendor, a check at start-up), or drop preload_app, or call "
-                "django.db.connections.close_all() in post_fork")
+                f"connection.vendor, a check at start-up), or {d.unpreload}, or call "
+                f"django.db.connections.close_all() in {d.fork_hook}")
     return ("Django's database connection object was made in one thread and used in another: "
-            "made before gevent patched threading (in the gunicorn config or a post_fork "
-            "hook?), or kept in a global shared by greenlets",
+            f"made before gevent patched threading (in {d.early_code}?), or kept in a global "
+            "shared by greenlets",
             "let Django open its connections in the request (django.db.connection), and do not "
-            "touch the database in the gunicorn config or its hooks before the worker patched")
+            f"touch the database in {d.early_code} before the worker patched")
 
 
 def _master_connection(e: LoggedError, d: Deployment) -> tuple[str, str]:
-    return (f"a connection made in the gunicorn master and inherited by every worker{_at(e, d)}: "
+    return (f"a connection made in {d.master} and inherited by every worker{_at(e, d)}: "
             "the workers talk to one server backend over one socket, and their queries and "
-            "answers cross (preload_app imported the app, which connected at import)",
+            f"answers cross ({d.preloaded}, which connected at import)",
             "open connections in each worker, never at import: in the first request, or in "
-            "post_worker_init; or close the master's in post_fork; or drop preload_app")
+            f"{d.opened_in_worker}; or close the master's in {d.fork_hook}; or {d.unpreload}")
 
 
 def _protocol_confused(e: LoggedError, d: Deployment) -> tuple[str, str]:
@@ -172,9 +190,9 @@ def _too_many_clients(e: LoggedError, d: Deployment) -> tuple[str, str]:
 
 def _loop_exit(e: LoggedError, d: Deployment) -> tuple[str, str]:
     where = ("a lock, queue or connection made in the master before the workers patched "
-             "(preload_app)" if d.preload else
-             "a lock, queue or connection made before gevent patched (in the gunicorn "
-             "config or a post_fork hook), or a greenlet waiting on itself")
+             f"({d.preloaded})" if d.preload else
+             f"a lock, queue or connection made before gevent patched (in {d.early_code}), "
+             "or a greenlet waiting on itself")
     return (f"a greenlet waited on something nothing in this worker will ever wake{_at(e, d)}: "
             f"{where}",
             "make locks, queues and connections after gevent patched: in the app's module "
