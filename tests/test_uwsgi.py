@@ -173,6 +173,25 @@ def test_early_flag(geventprobe):
     assert "app.py: BLOCKING" in text and "use --gevent-early-monkey-patch" in text, text
 
 
+def test_an_unmodified_django_project_fails_under_the_usual_flag(run_cli, pg_dsn, tmp_path):
+    """examples/django_default under ``--gevent-monkey-patch``: the master loads the app
+    before the workers patch threading, Django's connection object is the master thread's,
+    and every request fails (the plain harness: 16 of 16 answered nothing, OK with
+    ``--gevent-early-monkey-patch``). The cause says so in uWSGI's words."""
+    out = tmp_path / "r.json"
+    proc = run_cli("run", "--profile", "quick", "--json", str(out), "--uwsgi-cmd",
+                   "uwsgi --master --processes 1 --gevent 17 --gevent-monkey-patch "
+                   "--module mysite.wsgi:application", "--route", "/health/",
+                   cwd=str(EXAMPLES / "django_default"), env=_env(pg_dsn))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    (build,) = json.loads(out.read_text())["builds"]
+    (route,) = build["routes"]
+    assert route["verdict"] == "FAILING", route
+    assert "made in the uWSGI master" in route["cause"], route["cause"]
+    assert "use --gevent-early-monkey-patch" in route["advice"], route["advice"]
+    assert "gunicorn" not in route["cause"] + route["advice"]
+
+
 def _one_line_exit_2(proc) -> str:
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout

@@ -39,7 +39,18 @@ from geventprobe.settings import Thresholds, Workload
 WORDS = {"concurrency_setting": "uWSGI's --gevent N (the async cores of each worker)",
          "unit": "request",
          "worker_starts": "at import in the module uWSGI loads, or in a uwsgidecorators.postfork "
-                          "function"}
+                          "function",
+         "master": "the uWSGI master",
+         "preloaded": "uWSGI loads the app there unless lazy-apps is set",
+         "unpreload": "use --gevent-early-monkey-patch (uWSGI then patches before it loads the "
+                      "app)",
+         "patched": "--gevent-monkey-patch patched the worker",
+         "early_code": "an --import module or a postfork function",
+         "fork_hook": "a uwsgidecorators.postfork function",
+         "opened_in_worker": "a uwsgidecorators.postfork function (with "
+                             "--gevent-early-monkey-patch: patched by then)",
+         "kills": "uWSGI's harakiri killed worker {pids}",
+         "timeout": "uWSGI's harakiri"}
 """How the causes of a route name the setting that bounds a uWSGI worker's concurrency
 (``core/known_errors.Deployment``)."""
 
