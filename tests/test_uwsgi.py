@@ -230,13 +230,28 @@ def test_an_app_that_fails_to_load_says_why(run_cli, pg_dsn, tmp_path):
     assert "uWSGI master" in line
 
 
-def test_kill_9_leaves_no_uwsgi_and_no_temp_dir(pg_dsn, tmp_path, probe_tmp):
-    """geventprobe SIGKILLed mid-run: its watchdog stops uWSGI and removes the run dir."""
+def test_an_app_whose_import_never_ends_is_named_not_waited_for(run_cli, pg_dsn, tmp_path):
+    """The master imports the app and never finishes: after the profile's boot timeout, one
+    line names the import, exit 2, and uWSGI is stopped (the fixture checks)."""
+    (tmp_path / "slow.py").write_text("import time\ntime.sleep(3600)\n")
+    (tmp_path / "short.toml").write_text("[workload]\nboot_timeout_s = 4\n")
+    proc = run_cli("run", "--profile", "quick", "--config", str(tmp_path / "short.toml"),
+                   "--uwsgi", "slow.py", cwd=str(tmp_path), env=_env(pg_dsn))
+    line = _one_line_exit_2(proc)
+    assert "your app was still importing in the uWSGI master" in line, line
+    assert "boot_timeout_s" in line
+
+
+def test_kill_9_leaves_no_uwsgi_no_server_and_no_temp_dir(tmp_path, probe_tmp):
+    """geventprobe SIGKILLed mid-run: its watchdog stops uWSGI and the embedded PostgreSQL
+    and removes their directories (each process checked by pid)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "GEVENTPROBE"))}
+    env.update(PATH=_env("")["PATH"], TMPDIR=probe_tmp)
     proc = subprocess.Popen(
         [sys.executable, "-m", "geventprobe", "run", "--profile", "quick", "--uwsgi-cmd",
          "uwsgi --master --processes 2 --gevent 17 --gevent-monkey-patch --wsgi-file app.py"],
         cwd=str(EXAMPLES / "uwsgi" / "psycopg3_top"), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, env={**os.environ, **_env(pg_dsn), "TMPDIR": probe_tmp})
+        stderr=subprocess.DEVNULL, env=env)
     try:
         seen: list[psutil.Process] = []
         deadline = time.monotonic() + 60
@@ -247,10 +262,15 @@ def test_kill_9_leaves_no_uwsgi_and_no_temp_dir(pg_dsn, tmp_path, probe_tmp):
                         probe_tmp)]
             time.sleep(0.1)
         assert len(seen) >= 3, "uWSGI's master and 2 workers never showed up"
+        # Before the next scan: psutil's process_iter replaces the .info of the same objects.
         dirs = {p.info["environ"]["GEVENTPROBE_RUN_DIR"] for p in seen}
+        servers = [p for p in psutil.process_iter(["cmdline"])
+                   if "postgres" in " ".join(p.info["cmdline"] or [])
+                   and probe_tmp in " ".join(p.info["cmdline"] or [])]
+        assert servers, "the embedded PostgreSQL was not found under the run's TMPDIR"
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        _gone, alive = psutil.wait_procs(seen, timeout=20)
+        _gone, alive = psutil.wait_procs(seen + servers, timeout=20)
         assert not alive, [p.pid for p in alive]
         deadline = time.monotonic() + 10
         while any(os.path.exists(d) for d in dirs) and time.monotonic() < deadline:

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import signal
+import time
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -88,6 +89,19 @@ class Server:
             origin = f" ({e.origin})" if e.origin else ""
             raise ProbeError(f"your app failed to load {e.where}: {redact(e.error)}{origin}: fix "
                              "it, then check that plain uWSGI starts it")
+        ready = read_records(self.run_dir, "ready")
+        importing = [r for r in read_records(self.run_dir, "importing").values()
+                     if r.pid not in ready and not gone(r.pid)]
+        if importing and self.proc.poll() is None:
+            first = min(importing, key=lambda r: r.t)
+            where = "master" if first.pid == self.proc.pid else f"worker {first.pid}"
+            raise ProbeError(
+                f"your app was still importing in the uWSGI {where} "
+                f"{time.monotonic() - first.t:.0f} s after it started, longer than the "
+                f"{boot_timeout:g} s the workers have to get ready: if it is meant to take that "
+                "long, raise boot_timeout_s in a profile ([workload] boot_timeout_s = 300, "
+                "--config FILE); otherwise find what the import waits for (a connection or a "
+                "network call made at import time)")
         if self.proc.poll() is not None:
             raise ProbeError(f"uWSGI exited at once "
                              f"({children.describe_exit(self.proc.returncode)}): "
