@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from geventprobe.app.wsgi_run import WorkersRun
 from geventprobe.core import blocked, causes, metrics, rules
+from geventprobe.core.known_errors import Deployment
 from geventprobe.core.target import Subject
 from geventprobe.dsn import redact
 from geventprobe.record import BuildResult, Evidence, RouteResult, Verdict
@@ -38,15 +39,16 @@ def _error(subject: Subject, error: str, facts: dict, run: WorkersRun, started: 
                 duration_s=time.monotonic() - started)
 
 
-def _worker_timeout(subject: Subject, run: WorkersRun, facts: dict, started: float
-                    ) -> BuildResult:
-    """gunicorn killed a worker for WORKER TIMEOUT: its hub did not run for longer than
-    --timeout. That is gunicorn's own evidence of a blocked hub, not a failure of the probe."""
+def _worker_timeout(subject: Subject, run: WorkersRun, facts: dict, started: float,
+                    words: Deployment) -> BuildResult:
+    """The server killed a worker for its worker timeout (gunicorn's WORKER TIMEOUT): its hub
+    did not run for longer than the timeout. That is the server's own evidence of a blocked
+    hub, not a failure of the probe (``words``: the server's, gunicorn's by default)."""
     pids = ", ".join(str(p) for p in run.timed_out_pids)
     rule = Evidence(
         rule="worker-timeout", value=float(len(run.timed_out_pids)), threshold=1.0, fired=True,
-        text=(f"gunicorn killed worker {pids} (WORKER TIMEOUT): its hub did not run for longer "
-              f"than --timeout {run.timeout_s} s"))
+        text=(f"{words.kills.format(pids=pids)}: its hub did not run for longer "
+              f"than {words.timeout_flag} {run.timeout_s:g} s"))
     cause, advice = causes.worker_timeout(facts, subject.preload)
     return _row(subject, verdict=Verdict.BLOCKING, cause=cause, advice=advice, evidence=[rule],
                 facts=facts, metrics=None, workers=[], worker_timeouts=run.worker_timeouts,
@@ -54,12 +56,13 @@ def _worker_timeout(subject: Subject, run: WorkersRun, facts: dict, started: flo
 
 
 def judge(subject: Subject, run: WorkersRun, workload: Workload, thresholds: Thresholds,
-          started: float, routes: Callable[[WorkersRun], list[RouteResult]] | None = None
-          ) -> BuildResult:
+          started: float, routes: Callable[[WorkersRun], list[RouteResult]] | None = None,
+          words: Deployment | None = None) -> BuildResult:
     """The row of ``subject``: its verdict, why, the fix, and every figure it rests on.
 
     ``routes``: judges the subject's own route phase (an app's ``--route``), once the
-    workers' own figures are in."""
+    workers' own figures are in. ``words``: the server's words for its evidence (gunicorn's
+    when None)."""
     reports = run.results
     facts = reports[0].facts if reports else {}
     if run.not_running:  # before any verdict: a stopped worker's lag is not the driver's
@@ -67,7 +70,8 @@ def judge(subject: Subject, run: WorkersRun, workload: Workload, thresholds: Thr
         return _error(subject, f"worker {pid} did not run during the probe: it was {seen}, so "
                       "its figures say nothing about the driver", facts, run, started)
     if run.timed_out_pids:
-        return _worker_timeout(subject, run, facts or run.ready_facts, started)
+        return _worker_timeout(subject, run, facts or run.ready_facts, started,
+                               words or Deployment())
     failed = [r for r in reports if r.error]
     if failed:
         return _error(subject, redact(failed[0].error), facts, run, started)

@@ -52,6 +52,8 @@ class Deployment:
     """The server's kill of a worker whose hub stayed blocked (``{pids}``)."""
     timeout: str = "gunicorn's timeout"
     """That kill's limit, by name."""
+    timeout_flag: str = "--timeout"
+    """That limit as the user sets it."""
     concurrency: int | None = None
     """Requests (tasks) the busiest worker served at once during the burst."""
     connections: int | None = None
