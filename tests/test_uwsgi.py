@@ -280,3 +280,26 @@ def test_kill_9_leaves_no_uwsgi_no_server_and_no_temp_dir(tmp_path, probe_tmp):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_harakiri_kill_is_evidence_in_uwsgis_words():
+    """A worker harakiri killed is BLOCKING evidence, in uWSGI's words (recorded figures:
+    the log's HARAKIRI pids of a run)."""
+    from types import SimpleNamespace
+
+    from geventprobe import settings
+    from geventprobe.app.wsgi_run import WorkersRun
+    from geventprobe.core import judge
+    from geventprobe.core.builds import Build
+    from geventprobe.core.known_errors import Deployment
+    from geventprobe.kinds.uwsgi.app import WORDS
+
+    profile = settings.load_profile(None)
+    subject = SimpleNamespace(build=Build(name="app.py", baseline=False, expected=None, env={},
+                                          description="your app app.py"), preload=True)
+    run = WorkersRun(timed_out_pids=[24383, 24444], timeout_s=3)
+    row = judge.judge(subject, run, profile.workload, profile.thresholds, time.monotonic(),
+                      words=Deployment(**WORDS))
+    assert row.verdict.value == "BLOCKING"
+    assert row.evidence[0].text == ("uWSGI's harakiri killed worker 24383, 24444: its hub did "
+                                    "not run for longer than harakiri 3 s")

@@ -50,7 +50,8 @@ WORDS = {"concurrency_setting": "uWSGI's --gevent N (the async cores of each wor
          "opened_in_worker": "a uwsgidecorators.postfork function (with "
                              "--gevent-early-monkey-patch: patched by then)",
          "kills": "uWSGI's harakiri killed worker {pids}",
-         "timeout": "uWSGI's harakiri"}
+         "timeout": "uWSGI's harakiri",
+         "timeout_flag": "harakiri"}
 """How the causes of a route name the setting that bounds a uWSGI worker's concurrency
 (``core/known_errors.Deployment``)."""
 
@@ -107,20 +108,15 @@ class UwsgiApp:
         """The core's verdict; the driver's cause and fix in uWSGI's words; the routes."""
         row = judge.judge(self, run, workload, thresholds, started,
                           routes=lambda r: route_rules.judge_all(r.routes, thresholds,
-                                                                 self.deployment_of(r)))
+                                                                 self.deployment_of(r)),
+                          words=Deployment(**WORDS))
         return self.restate(row)
 
     def restate(self, row: BuildResult) -> BuildResult:
-        """A BLOCKING row's cause and fix, and harakiri's evidence, in uWSGI's words."""
+        """A BLOCKING row's cause and fix in uWSGI's words (the core's speak gunicorn's)."""
         if row.verdict is not Verdict.BLOCKING:
             return row
         options = self.conf.options
-        # The core's evidence of a killed worker is worded for gunicorn's WORKER TIMEOUT.
-        evidence = [dataclasses.replace(e, text=e.text.replace("gunicorn killed", "uWSGI "
-                                                               "killed")
-                                        .replace("(WORKER TIMEOUT)", "(HARAKIRI)")
-                                        .replace("--timeout", "harakiri"))
-                    if e.rule == "worker-timeout" else e for e in row.evidence]
         fired = {e.phase for e in row.evidence if e.fired}
         if any(e.rule == "worker-timeout" and e.fired for e in row.evidence):
             found = causes.harakiri(row.facts, options, self.conf.harakiri)
@@ -129,8 +125,8 @@ class UwsgiApp:
         else:
             found = causes.driver_blocking(row.facts, options)
         if found is None:
-            return dataclasses.replace(row, evidence=evidence)
-        return dataclasses.replace(row, cause=found[0], advice=found[1], evidence=evidence)
+            return row
+        return dataclasses.replace(row, cause=found[0], advice=found[1])
 
     def deployment_of(self, run: WorkersRun) -> Deployment:
         """What the routes' causes depend on, in uWSGI's words."""
