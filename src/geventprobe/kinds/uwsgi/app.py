@@ -35,6 +35,7 @@ from geventprobe.errors import ProbeError
 from geventprobe.kinds.uwsgi import causes, config, server
 from geventprobe.record import BuildResult, Calibration, Verdict
 from geventprobe.settings import Thresholds, Workload
+from geventprobe.versions import venvs
 
 WORDS = {"concurrency_setting": "uWSGI's --gevent N (the async cores of each worker)",
          "unit": "request",
@@ -96,12 +97,19 @@ class UwsgiApp:
             env["DATABASE_URL"] = conninfo_to_uri(session.dsn)
         started = time.monotonic()
         routes = list(self.routes)
-        booted = server.boot(self.program, self.conf.ini, self.conf.app, env, workload,
-                             session.dsn, cwd=self.cwd, harakiri=self.conf.harakiri,
-                             lazy_apps=self.conf.lazy_apps,
-                             thresholds=session.plan.thresholds,
-                             routes_timeout_s=routes_timeout_s(routes, workload))
-        return run_workers(booted, workload, session.dsn, routes=routes, started=started)
+        # The uWSGI of their environment may run another Python than ours (geventprobe
+        # installed with pipx, uWSGI in their project's venv): the probe's in-worker code
+        # reaches it through a shim on PYTHONPATH that holds that package alone (measured:
+        # without it, "No module named 'geventprobe'" and uWSGI exits).
+        with venvs.worker_shim() as shim:
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (shim, os.environ.get("PYTHONPATH")) if p)
+            booted = server.boot(self.program, self.conf.ini, self.conf.app, env, workload,
+                                 session.dsn, cwd=self.cwd, harakiri=self.conf.harakiri,
+                                 lazy_apps=self.conf.lazy_apps,
+                                 thresholds=session.plan.thresholds,
+                                 routes_timeout_s=routes_timeout_s(routes, workload))
+            return run_workers(booted, workload, session.dsn, routes=routes, started=started)
 
     def judge(self, run: WorkersRun, workload: Workload, thresholds: Thresholds,
               started: float) -> BuildResult:
