@@ -34,13 +34,11 @@ from dataclasses import dataclass, field
 
 from geventprobe.app import route_finder, route_rules
 from geventprobe.app.routes import Route
-from geventprobe.app.wsgi_run import WorkersRun, routes_timeout_s, run_workers
+from geventprobe.app.wsgi_run import AppTarget, WorkersRun, routes_timeout_s, run_workers
 from geventprobe.core import causes, judge, rules
 from geventprobe.core.builds import Build
 from geventprobe.core.known_errors import Deployment
-from geventprobe.core.progress import Listener
 from geventprobe.core.session import Session
-from geventprobe.core.target import Probed
 from geventprobe.dsn import conninfo_to_uri, redact
 from geventprobe.errors import ProbeError
 from geventprobe.processes import children, gunicorn_workers
@@ -85,7 +83,7 @@ class AppRequest:
 
 
 @dataclass(frozen=True)
-class GunicornApp:
+class GunicornApp(AppTarget):
     """The user's app under their gunicorn config: the run's target and its one subject."""
 
     build: Build
@@ -142,33 +140,10 @@ class GunicornApp:
 
     # -- as the run's target
 
-    def steps(self) -> int:
-        """One row: the app."""
-        return 1
-
-    def prepare(self, listener: Listener) -> GunicornApp:
-        """Itself: ``plan()`` read their settings already."""
-        return self
-
-    def imports(self) -> Sequence[Build]:
-        """None: their app imports what it imports, in their workers."""
-        return []
-
-    def probe(self, session: Session, listener: Listener) -> Probed:
-        """Their app, as one row."""
-        listener.build_started(self.build.name, 0, 1)
-        result = session.probe(self, label=self.build.name)
-        listener.build_finished(result)
-        return Probed([result])
-
     def headline(self, rows: list[BuildResult], code: int,
                  calibration: Calibration | None) -> str:
         """The summary in the app's words (``summary``)."""
         return summary(self.build.name, rows, code, calibration)
-
-    def app_record(self) -> dict | None:
-        """The deployment as probed (``RunResult.app``)."""
-        return self.deployment
 
 
 def shown_cmd_args(text: str | None) -> str | None:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from geventprobe.app import routes as route_phase
 from geventprobe.app.http_load import LoadSpec, OpenLoopLoad
@@ -26,6 +27,12 @@ from geventprobe.record import RequestFigures
 from geventprobe.settings import Workload
 from geventprobe.worker.probe_route import PATH as PROBE_ROUTE
 from geventprobe.worker.record import ProbeResult, Ready
+
+if TYPE_CHECKING:
+    from geventprobe.core.builds import Build
+    from geventprobe.core.progress import Listener
+    from geventprobe.core.session import Session
+    from geventprobe.core.target import Probed
 
 
 class WsgiServer(Protocol):
@@ -79,6 +86,37 @@ class WsgiServer(Protocol):
 
     def release(self) -> None:
         """Remove its run dir, unless it still exits in it."""
+
+
+class AppTarget:
+    """The target side of a user's WSGI app (``core/target.py``): the app is the run's one
+    subject and one row (a ``GunicornApp``, a ``UwsgiApp``: frozen dataclasses with
+    ``build`` and ``deployment``)."""
+
+    def steps(self) -> int:
+        """One row: the app."""
+        return 1
+
+    def prepare(self, listener: Listener) -> AppTarget:
+        """Itself: its ``plan`` read the settings already."""
+        return self
+
+    def imports(self) -> Sequence[Build]:
+        """None: the app imports what it imports, in its workers."""
+        return []
+
+    def probe(self, session: Session, listener: Listener) -> Probed:
+        """The app, as one row."""
+        from geventprobe.core.target import Probed
+
+        listener.build_started(self.build.name, 0, 1)
+        result = session.probe(self, label=self.build.name)
+        listener.build_finished(result)
+        return Probed([result])
+
+    def app_record(self) -> dict | None:
+        """The deployment as probed (``RunResult.app``)."""
+        return self.deployment
 
 
 @dataclass

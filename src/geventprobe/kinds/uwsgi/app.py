@@ -18,18 +18,15 @@ import shlex
 import shutil
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from geventprobe.app import gunicorn_app, route_rules
 from geventprobe.app.routes import Route
-from geventprobe.app.wsgi_run import WorkersRun, routes_timeout_s, run_workers
+from geventprobe.app.wsgi_run import AppTarget, WorkersRun, routes_timeout_s, run_workers
 from geventprobe.core import judge
 from geventprobe.core.builds import Build
 from geventprobe.core.known_errors import Deployment
-from geventprobe.core.progress import Listener
 from geventprobe.core.session import Session
-from geventprobe.core.target import Probed
 from geventprobe.dsn import conninfo_to_uri, redact
 from geventprobe.errors import ProbeError
 from geventprobe.kinds.uwsgi import causes, config, server
@@ -73,7 +70,7 @@ class UwsgiRequest:
 
 
 @dataclass(frozen=True)
-class UwsgiApp:
+class UwsgiApp(AppTarget):
     """The user's app under their uWSGI: the run's target and its one subject."""
 
     build: Build
@@ -146,28 +143,11 @@ class UwsgiApp:
 
     # -- as the run's target
 
-    def steps(self) -> int:
-        return 1
-
-    def prepare(self, listener: Listener) -> UwsgiApp:
-        return self
-
-    def imports(self) -> Sequence[Build]:
-        return []
-
-    def probe(self, session: Session, listener: Listener) -> Probed:
-        listener.build_started(self.build.name, 0, 1)
-        result = session.probe(self, label=self.build.name)
-        listener.build_finished(result)
-        return Probed([result])
-
     def headline(self, rows: list[BuildResult], code: int,
                  calibration: Calibration | None) -> str:
+        """The summary in the app's words, uWSGI's for the deployment."""
         return gunicorn_app.summary(self.build.name, rows, code, calibration,
                                     where="under this uWSGI configuration")
-
-    def app_record(self) -> dict | None:
-        return self.deployment
 
 
 def _program() -> str:
