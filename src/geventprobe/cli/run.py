@@ -117,7 +117,8 @@ def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path
                 route_excludes, celery, celery_cmd, broker, task_names, task_args, task_kwargs,
                 profile_name, fail_on_text, **kind_options):
     """Probe each driver build inside real gunicorn gevent workers and judge it
-    (or your gunicorn app with --app, your celery worker with --celery).
+    (or your gunicorn app with --app, your celery worker with --celery, your app
+    under uWSGI with --uwsgi or --uwsgi-cmd).
 
     Exit 0: every psycopg 3 build cooperates. 1: one BLOCKS or BUSY-WAITs, or a
     --route or --task is BLOCKING, BUSY-WAIT, SERIALIZED or FAILING. 2:
@@ -170,5 +171,5 @@ def run_command(workers, greenlets, builds_text, dsn, rtt_ms, preload, json_path
 
 
 # The flags each kind of worker declares for itself (``--uwsgi``...), after ours in --help.
-for _option in reversed(kinds.options()):
+for _option in kinds.options():
     run_command = _option(run_command)
