@@ -282,3 +282,13 @@ def conninfo_to_uri(dsn: str) -> str:
                                                                           else "")
     query = "&".join(f"{k}={quote(v, safe='')}" for k, v in parts.items())
     return f"postgresql://{auth}{netloc}/{dbname}" + (f"?{query}" if query else "")
+
+
+def database_url(dsn: str | None, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """``{"DATABASE_URL": ...}`` for the server at ``dsn``, for an app started against it: the
+    variable most apps read, unless ``environ`` (ours by default) sets it already; empty then,
+    or without a ``dsn``."""
+    environ = os.environ if environ is None else environ
+    if not dsn or environ.get("DATABASE_URL"):
+        return {}
+    return {"DATABASE_URL": conninfo_to_uri(dsn)}

@@ -39,7 +39,7 @@ from geventprobe.core import causes, judge, rules
 from geventprobe.core.builds import Build
 from geventprobe.core.known_errors import Deployment
 from geventprobe.core.session import Session
-from geventprobe.dsn import conninfo_to_uri, redact
+from geventprobe.dsn import database_url, redact
 from geventprobe.errors import ProbeError
 from geventprobe.processes import children, gunicorn_workers
 from geventprobe.record import BuildResult, Calibration, Verdict
@@ -48,7 +48,8 @@ from geventprobe.worker import record
 from geventprobe.worker.record import GunicornSettings
 
 WRAPPER_CONFIG = "python:geventprobe.worker.app_conf"
-_APP_SPEC = re.compile(r"^[A-Za-z_][\w.]*(:.+)?$")
+APP_SPEC = re.compile(r"^[A-Za-z_][\w.]*(:.+)?$")
+"""``MODULE:CALLABLE`` (or a module alone), as gunicorn and uWSGI take an app."""
 
 DEPLOYMENT_WORDS = {"concurrency_setting": "gunicorn's worker_connections (1000 by default)",
                     "unit": "request"}
@@ -102,11 +103,8 @@ class GunicornApp(AppTarget):
 
     def env(self, dsn: str) -> dict[str, str]:
         """Environment of their gunicorn, on top of ours, for a server at ``dsn``."""
-        env = dict(self.base_env)
         # Their app needs a database too: the usual variable, unless they set it already.
-        if not os.environ.get("DATABASE_URL") and dsn:
-            env["DATABASE_URL"] = conninfo_to_uri(dsn)
-        return env
+        return dict(self.base_env, **database_url(dsn))
 
     # -- as the run's subject
 
@@ -176,7 +174,7 @@ def _shown(path: str) -> str:
 
 def _check(request: AppRequest) -> tuple[str, str | None, str | None]:
     """(chdir, config for gunicorn, config as shown): refuse bad paths and specs."""
-    if not _APP_SPEC.match(request.app):
+    if not APP_SPEC.match(request.app):
         raise ProbeError(f"--app {request.app!r} is not MODULE:CALLABLE: pass what you give "
                          "gunicorn, e.g. --app myproject.wsgi:application")
     chdir = os.path.abspath(request.chdir or os.getcwd())
@@ -288,9 +286,7 @@ def plan(request: AppRequest) -> GunicornApp:
                          "or pass --workers N")
     routes, found = tuple(request.routes), None
     if request.auto_routes:  # the app imported once, in a child, as gunicorn will import it
-        found_env = dict(env)
-        if request.dsn and not os.environ.get("DATABASE_URL"):
-            found_env["DATABASE_URL"] = conninfo_to_uri(request.dsn)
+        found_env = dict(env, **database_url(request.dsn))
         found = route_finder.find([*args, request.app], chdir, found_env,
                                   request.inspect_timeout_s, request.route_exclude,
                                   server_known=bool(request.dsn))

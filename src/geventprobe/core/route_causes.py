@@ -94,6 +94,11 @@ def serialized(workers: dict, window: tuple[float, float], deployment: Deploymen
                           setting=deployment.concurrency_setting, unit=deployment.unit)
 
 
+def _bindings(workers: dict) -> list[early_bindings.Binding]:
+    """Every worker's bindings made before patching, once each."""
+    return early_bindings.parse(b for report in workers.values() for b in _bindings_of(report))
+
+
 def _bindings_of(report) -> list:
     value = (report.get("bindings") if isinstance(report, dict)
              else getattr(report, "bindings", None))
@@ -104,8 +109,7 @@ def _early_local(workers: dict) -> early_bindings.Binding | None:
     """A ``threading.local`` of the app's made before patching: one object for every
     greenlet of the worker (measured under uWSGI's --gevent-monkey-patch: a connection kept
     in it served 16 requests one at a time, 3.23 s against 0.23 s once made after)."""
-    found = [b for b in early_bindings.parse(b for report in workers.values()
-                                             for b in _bindings_of(report))
+    found = [b for b in _bindings(workers)
              if b.original == "threading.local" and b.kind == "instance"]
     return found[0] if found else None
 
@@ -114,8 +118,7 @@ def blocking(stacks: Iterable[BlockedStack], workers: dict, deployment: Deployme
              ) -> early_bindings.BindingCause | None:
     """The cause when a stall of the burst was a call through a binding made before
     patching (``stacks``: the counted stacks, most frequent first)."""
-    bindings = early_bindings.parse(b for report in workers.values()
-                                    for b in _bindings_of(report))
+    bindings = _bindings(workers)
     if not bindings:
         return None
     for stack in stacks:

@@ -27,21 +27,19 @@ import psutil
 from geventprobe.dsn import redact
 from geventprobe.errors import ProbeError
 from geventprobe.processes import children
-from geventprobe.processes.run_dir import gone, read_records
+from geventprobe.processes.run_dir import (
+    gone,
+    log_tail,
+    read_records,
+    slow_import_fix,
+    still_importing,
+)
 from geventprobe.processes.run_dir import wait_for as _wait_records
 from geventprobe.settings import Thresholds, Workload
 from geventprobe.worker.record import AppError
 
 HARNESS_CONFIG = "python:geventprobe.worker.harness_conf"
 HARNESS_APP = "geventprobe.worker.harness_app:application"
-
-
-def _log_tail(path: str, lines: int = 30) -> list[str]:
-    try:
-        with open(path, errors="replace") as f:
-            return [redact(ln.rstrip()) for ln in f.readlines()[-lines:]]
-    except OSError:
-        return []
 
 
 def _explain_exit(log: list[str], fallback: bool = True) -> str | None:
@@ -126,7 +124,7 @@ class Boot:
         return sorted({int(m.group(1)) for line in lines for m in _TIMEOUT_LINE.finditer(line)})
 
     def log_tail(self) -> list[str]:
-        return _log_tail(self.log_path)
+        return log_tail(self.log_path)
 
     @contextlib.contextmanager
     def owned(self):
@@ -328,14 +326,9 @@ def _raise_still_importing(run_dir: str, proc, timeout: float, preload: bool) ->
     the boot timeout ran out: say so, and which setting gives it more time (exit 2)."""
     if proc.poll() is not None:
         return
-    ready = read_records(run_dir, "ready")
-    importing = [r for r in read_records(run_dir, "importing").values()
-                 if r.pid not in ready and not gone(r.pid)]
-    fix = (f"if it is meant to take that long, raise boot_timeout_s (now {timeout:g} s) in a "
-           "profile ([workload] boot_timeout_s = 300, --config FILE); otherwise find what the "
-           "import waits for (a connection or a network call made at import time)")
-    if importing:
-        first = min(importing, key=lambda r: r.t)
+    fix = slow_import_fix(timeout)
+    first = still_importing(run_dir)
+    if first is not None:
         raise ProbeError(f"your app was still importing in gunicorn worker {first.pid} "
                          f"{time.monotonic() - first.t:.0f} s after it started, longer than "
                          f"the {timeout:g} s the workers have to get ready: {fix}")
@@ -350,7 +343,7 @@ def _raise_still_importing(run_dir: str, proc, timeout: float, preload: bool) ->
 
 def _failure(proc, log_path: str, what: str, timeout: float,
              pids: list[int] | None = None, reported: dict | None = None) -> str:
-    log = _log_tail(log_path)
+    log = log_tail(log_path)
     if proc.poll() is not None:
         if proc.returncode < 0:
             # A signal from outside: its log only says what it did before, never why.
@@ -388,7 +381,7 @@ def _worker_exit(log_path: str, pid: int, wait: float = 2.0) -> str:
     deadline = time.monotonic() + wait
     needle = f"pid:{pid})"
     while True:
-        lines = [ln.strip() for ln in _log_tail(log_path, 200) if needle in ln]
+        lines = [ln.strip() for ln in log_tail(log_path, 200) if needle in ln]
         if lines or time.monotonic() > deadline:
             break
         time.sleep(0.05)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import psutil
 
 from geventprobe import files
+from geventprobe.dsn import redact
 from geventprobe.errors import ProbeError
 from geventprobe.processes import children
 from geventprobe.worker import record
@@ -48,6 +49,31 @@ def read_records(run_dir: str, prefix: str, parsed: dict[str, object] | None = N
                 parsed[path] = rec
         found[rec.pid] = rec
     return found
+
+
+def log_tail(path: str, lines: int = 30) -> list[str]:
+    """The last ``lines`` lines of a server's log, each redacted (none if it is unreadable)."""
+    try:
+        with open(path, errors="replace") as f:
+            return [redact(ln.rstrip()) for ln in f.readlines()[-lines:]]
+    except OSError:
+        return []
+
+
+def still_importing(run_dir: str) -> record.Importing | None:
+    """The first process still importing the user's app (``importing-<pid>.json`` written,
+    no ``ready`` yet, still alive); None when none is."""
+    ready = read_records(run_dir, "ready")
+    importing = [r for r in read_records(run_dir, "importing").values()
+                 if r.pid not in ready and not gone(r.pid)]
+    return min(importing, key=lambda r: r.t) if importing else None
+
+
+def slow_import_fix(timeout: float) -> str:
+    """What to do when the app's import outlasted the workers' boot timeout."""
+    return (f"if it is meant to take that long, raise boot_timeout_s (now {timeout:g} s) in a "
+            "profile ([workload] boot_timeout_s = 300, --config FILE); otherwise find what the "
+            "import waits for (a connection or a network call made at import time)")
 
 
 def gone(pid: int) -> bool:

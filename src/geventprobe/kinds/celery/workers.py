@@ -564,7 +564,7 @@ def worker_environ(base: dict[str, str], *, run_dir: str, boot: str, queue: str,
                    broker_url: str, dsn: str, workload: dict,
                    result_backend: str | None = None) -> dict[str, str]:
     """The worker's environment: theirs, plus ours (never a secret on a command line)."""
-    from geventprobe.dsn import conninfo_to_uri
+    from geventprobe.dsn import database_url
 
     env = dict(base)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (boot, base.get("PYTHONPATH")) if p)
@@ -585,8 +585,7 @@ def worker_environ(base: dict[str, str], *, run_dir: str, boot: str, queue: str,
         "PYTHONUNBUFFERED": "1",
         **settings,
     })
-    if not base.get("DATABASE_URL") and dsn:
-        env["DATABASE_URL"] = conninfo_to_uri(dsn)
+    env.update(database_url(dsn, base))
     return env
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -27,7 +26,7 @@ from geventprobe.core import judge
 from geventprobe.core.builds import Build
 from geventprobe.core.known_errors import Deployment
 from geventprobe.core.session import Session
-from geventprobe.dsn import conninfo_to_uri, redact
+from geventprobe.dsn import database_url, redact
 from geventprobe.errors import ProbeError
 from geventprobe.kinds.uwsgi import causes, config, server
 from geventprobe.record import BuildResult, Calibration, Verdict
@@ -89,9 +88,8 @@ class UwsgiApp(AppTarget):
 
     def launch(self, session: Session, workload: Workload) -> WorkersRun:
         """Their uWSGI, their options, our probe in every worker."""
-        env = dict(self.build.env, GEVENTPROBE_BUILD=self.build.name)
-        if not os.environ.get("DATABASE_URL") and session.dsn:
-            env["DATABASE_URL"] = conninfo_to_uri(session.dsn)
+        env = dict(self.build.env, GEVENTPROBE_BUILD=self.build.name,
+                   **database_url(session.dsn))
         started = time.monotonic()
         routes = list(self.routes)
         # The uWSGI of their environment may run another Python than ours (geventprobe
@@ -103,7 +101,6 @@ class UwsgiApp(AppTarget):
                 p for p in (shim, os.environ.get("PYTHONPATH")) if p)
             booted = server.boot(self.program, self.conf.ini, self.conf.app, env, workload,
                                  session.dsn, cwd=self.cwd, harakiri=self.conf.harakiri,
-                                 lazy_apps=self.conf.lazy_apps,
                                  thresholds=session.plan.thresholds,
                                  routes_timeout_s=routes_timeout_s(routes, workload))
             return run_workers(booted, workload, session.dsn, routes=routes, started=started)
@@ -176,7 +173,7 @@ def _command(request: UwsgiRequest) -> list[str]:
         return argv
     app = request.app or ""
     loader = ("--wsgi-file" if app.endswith(".py") or os.sep in app else "--module")
-    if loader == "--module" and not re.match(r"^[A-Za-z_][\w.]*(:.+)?$", app):
+    if loader == "--module" and not gunicorn_app.APP_SPEC.match(app):
         raise ProbeError(f"--uwsgi {app!r} is neither MODULE:CALLABLE nor a .py file: pass "
                          "what you give uWSGI, e.g. --uwsgi myproject.wsgi:application")
     return [_program(), "--master", "--processes", str(request.workers or 1),
@@ -190,9 +187,7 @@ def plan(request: UwsgiRequest) -> UwsgiApp:
         raise ProbeError(f"--chdir {request.chdir} is not a directory: pass your project's "
                          "directory (where you run uWSGI)")
     argv = _command(request)
-    env = dict(os.environ)
-    if request.dsn and not env.get("DATABASE_URL"):
-        env["DATABASE_URL"] = conninfo_to_uri(request.dsn)
+    env = dict(os.environ, **database_url(request.dsn))
     found = config.resolve(argv, cwd, env)
     probe = config.for_probe(found, cwd=cwd, workers=request.workers,
                              greenlets=request.greenlets)

@@ -43,6 +43,10 @@ _RECYCLING = {"max-requests", "max-requests-delta", "reload-on-rss", "reload-on-
 _CONFIG_FILES = {"ini", "xml", "yaml", "yml", "json", "js", "inherit", "include",
                  "show-config"}
 _APP = {"module", "wsgi", "wsgi-file", "file", "callable", "w"}
+_DROPPED = _SOCKETS | _THEIR_SYSTEM | _RECYCLING
+"""Theirs, replaced or left out, each said in the report."""
+_REPLACED = _DROPPED | _CONFIG_FILES | _APP
+"""Theirs that the probe's ini does not carry over."""
 _REFUSED = {"mount": "mounts several apps", "emperor": "runs an Emperor of other instances",
             "paste": "loads a Paste app", "pecan": "loads a Pecan app",
             "eval": "evaluates its app from a string", "pyrun": "runs a script, not a server"}
@@ -76,13 +80,17 @@ class ForProbe:
     """Their app as they gave it (``module = myapp:app``)."""
     processes: int
     gevent: int
-    lazy_apps: bool
     harakiri: float
     """Their harakiri (uWSGI's worker timeout), s; 0: none."""
     overrides: list[str] = field(default_factory=list)
     """What geventprobe changed, and why, in uWSGI's words."""
     options: dict = field(default_factory=dict)
     """The options the report shows (the patch flags, lazy-apps...)."""
+
+    @property
+    def lazy_apps(self) -> bool:
+        """``lazy-apps``: each worker loads the app, after the fork."""
+        return bool(self.options.get("lazy_apps"))
 
 
 def resolve(argv: list[str], cwd: str, env: dict[str, str], timeout: float = 30.0
@@ -141,8 +149,8 @@ def for_probe(found: Resolved, *, cwd: str, workers: int | None, greenlets: int)
     kept: list[tuple[str, str]] = [("import", HOOK_MODULE)]
     dropped: dict[str, str] = {}
     for key, value in found.options:
-        if key in _SOCKETS | _THEIR_SYSTEM | _RECYCLING | _CONFIG_FILES | _APP:
-            if key in _SOCKETS | _THEIR_SYSTEM | _RECYCLING:
+        if key in _REPLACED:
+            if key in _DROPPED:
                 dropped.setdefault(key, value)
             continue
         if key in ("processes", "workers") and workers is not None:
@@ -161,8 +169,8 @@ def for_probe(found: Resolved, *, cwd: str, workers: int | None, greenlets: int)
     if not found.flag("master"):
         kept.append(("master", "true"))
         overrides.append("master on (yours: off): the probe runs in forked workers")
-    gevent = found.get("gevent") or found.get("async")
-    if not found.get("gevent"):
+    gevent = found.get("gevent")
+    if not gevent:
         kept.append(("gevent", str(greenlets)))
         overrides.append(f"gevent {greenlets} (yours: none): the probe measures uWSGI's gevent "
                          "loop")
@@ -186,7 +194,7 @@ def for_probe(found: Resolved, *, cwd: str, workers: int | None, greenlets: int)
                                                                 "python-import")]}
     ini = "[uwsgi]\n" + "".join(f"{k} = {v}\n" for k, v in kept)
     return ForProbe(ini=ini, app=app, shown_app=shown, processes=processes,
-                    gevent=int(gevent), lazy_apps=options["lazy_apps"], harakiri=harakiri,
+                    gevent=int(gevent), harakiri=harakiri,
                     overrides=overrides, options=options)
 
 

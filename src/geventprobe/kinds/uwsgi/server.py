@@ -23,7 +23,13 @@ from typing import ClassVar
 from geventprobe.dsn import redact
 from geventprobe.errors import ProbeError
 from geventprobe.processes import children
-from geventprobe.processes.run_dir import gone, read_records
+from geventprobe.processes.run_dir import (
+    gone,
+    log_tail,
+    read_records,
+    slow_import_fix,
+    still_importing,
+)
 from geventprobe.processes.run_dir import wait_for as _wait_records
 from geventprobe.settings import Thresholds, Workload
 
@@ -31,14 +37,6 @@ from geventprobe.settings import Thresholds, Workload
 _HARAKIRI = re.compile(r"HARAKIRI ON WORKER \d+ \(pid: (\d+)")
 # Lines of uWSGI's log that tell why it stopped, most telling first.
 _TELLING = ("Error", "error", "Exception", "unable to", "no app loaded", "!!!", "invalid")
-
-
-def _log_tail(path: str, lines: int = 40) -> list[str]:
-    try:
-        with open(path, errors="replace") as f:
-            return [redact(ln.rstrip()) for ln in f.readlines()[-lines:]]
-    except OSError:
-        return []
 
 
 @dataclass
@@ -51,7 +49,6 @@ class Server:
     log_path: str
     timeout: float
     """Their harakiri, s (0: none)."""
-    lazy_apps: bool = False
     done: bool = False
 
     def running(self) -> bool:
@@ -67,7 +64,7 @@ class Server:
     def failure(self, what: str, timeout: float, pids: list[int] | None = None,
                 reported: dict | None = None) -> str:
         """Why ``what`` did not happen, in uWSGI's words."""
-        log = _log_tail(self.log_path)
+        log = log_tail(self.log_path, 40)
         if self.proc.poll() is not None:
             return (f"{what}: the uWSGI master (pid {self.proc.pid}) "
                     f"{children.describe_exit(self.proc.returncode)}: {_telling(log)}")
@@ -89,23 +86,18 @@ class Server:
             origin = f" ({e.origin})" if e.origin else ""
             raise ProbeError(f"your app failed to load {e.where}: {redact(e.error)}{origin}: fix "
                              "it, then check that plain uWSGI starts it")
-        ready = read_records(self.run_dir, "ready")
-        importing = [r for r in read_records(self.run_dir, "importing").values()
-                     if r.pid not in ready and not gone(r.pid)]
-        if importing and self.proc.poll() is None:
-            first = min(importing, key=lambda r: r.t)
+        first = still_importing(self.run_dir)
+        if first is not None and self.proc.poll() is None:
             where = "master" if first.pid == self.proc.pid else f"worker {first.pid}"
             raise ProbeError(
                 f"your app was still importing in the uWSGI {where} "
                 f"{time.monotonic() - first.t:.0f} s after it started, longer than the "
-                f"{boot_timeout:g} s the workers have to get ready: if it is meant to take that "
-                "long, raise boot_timeout_s in a profile ([workload] boot_timeout_s = 300, "
-                "--config FILE); otherwise find what the import waits for (a connection or a "
-                "network call made at import time)")
+                f"{boot_timeout:g} s the workers have to get ready: "
+                f"{slow_import_fix(boot_timeout)}")
         if self.proc.poll() is not None:
             raise ProbeError(f"uWSGI exited at once "
                              f"({children.describe_exit(self.proc.returncode)}): "
-                             f"{_telling(_log_tail(self.log_path))}: check that plain uWSGI "
+                             f"{_telling(log_tail(self.log_path, 40))}: check that plain uWSGI "
                              "starts your app with the same options")
 
     def timed_out_pids(self) -> list[int]:
@@ -121,7 +113,7 @@ class Server:
         return sorted({int(m.group(1)) for line in lines for m in _HARAKIRI.finditer(line)})
 
     def log_tail(self) -> list[str]:
-        return _log_tail(self.log_path)
+        return log_tail(self.log_path, 40)
 
     @contextlib.contextmanager
     def owned(self):
@@ -153,7 +145,7 @@ def _telling(log: list[str]) -> str:
 
 
 def boot(uwsgi: list[str], ini: str, app: str, env: dict[str, str], workload: Workload,
-         dsn: str, *, cwd: str, harakiri: float, lazy_apps: bool,
+         dsn: str, *, cwd: str, harakiri: float,
          thresholds: Thresholds | None = None, routes_timeout_s: float | None = None
          ) -> Server:
     """Start uWSGI (``uwsgi``: the program, as their command names it) with ``ini`` and the
@@ -178,5 +170,4 @@ def boot(uwsgi: list[str], ini: str, app: str, env: dict[str, str], workload: Wo
     except BaseException:
         children.remove_temp_dir(run_dir)
         raise
-    return Server(proc=proc, run_dir=run_dir, log_path=log_path, timeout=harakiri,
-                  lazy_apps=lazy_apps)
+    return Server(proc=proc, run_dir=run_dir, log_path=log_path, timeout=harakiri)
