@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from geventprobe import kinds
 from geventprobe.errors import ProbeError
 from geventprobe.record import BuildResult, RunResult, Verdict
 
@@ -269,8 +270,9 @@ def _summary(builds: list[BuildChange], refused: str | None, forced: bool) -> st
 
 def _kind(r: RunResult) -> str:
     """What a run probed, in words."""
-    if (r.app or {}).get("kind") == "celery":
-        return "a celery worker"
+    kind = kinds.report_of(r)
+    if kind is not None:
+        return kind.probed
     return "a gunicorn app" if r.app else "the built-in driver builds"
 
 

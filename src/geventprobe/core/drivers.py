@@ -69,6 +69,11 @@ class HarnessBuild:
         """The workers' figures through the verdict rules (the harness app has no routes)."""
         return judge.judge(self, run, workload, thresholds, started)
 
+    def discard(self) -> None:
+        """Stop its gunicorn, started ahead, unmeasured (its build turned out not to import)."""
+        if self.booted is not None:
+            gunicorn_workers.discard(self.booted)
+
 
 def boot_ahead(session: Session, subjects: Sequence[HarnessBuild], workload: Workload
                ) -> list[HarnessBuild]:
@@ -136,12 +141,11 @@ class DriverBuilds:
         """Each build that imports, under gunicorn; the others as UNAVAILABLE rows."""
         # Every build boots while the import checks finish: one that turns out not to
         # import is stopped unmeasured.
-        subjects = boot_ahead(session, [HarnessBuild(b, session.plan.preload)
-                                        for b in self.builds], session.plan.workload)
+        subjects = self.subjects(session)
         available = session.available()
         for subject in subjects:
             if not available[subject.build.name].ok:
-                gunicorn_workers.discard(subject.booted)
+                subject.discard()
         if self.named:
             require(available, self.builds)
         runnable = [b for b in self.builds if available[b.name].ok]
@@ -159,6 +163,11 @@ class DriverBuilds:
             notes.append("no live positive control: the psycopg2 baseline is unavailable, so "
                          "this run cannot show that the detector sees a blocked hub")
         return Probed(with_ratios(rows), notes)
+
+    def subjects(self, session: Session) -> list[HarnessBuild]:
+        """Every build under gunicorn with the harness app, each gunicorn started now."""
+        return boot_ahead(session, [HarnessBuild(b, session.plan.preload) for b in self.builds],
+                          session.plan.workload)
 
     def headline(self, rows: list[BuildResult], code: int,
                  calibration: Calibration | None) -> str:

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from geventprobe.settings import Profile, ProjectSettings
 
 # The kind's name, as its run records it in ``RunResult.app["kind"]`` -> its report module
-# (which holds ``SECTIONS``, a ``KindReport``). One line per kind.
+# (which holds ``SECTIONS``, a ``KindReport``; ``module:NAME``: another of its objects). One
+# line per kind of run.
 _REPORTS = {
     "celery": "geventprobe.kinds.celery.report",
     "uwsgi": "geventprobe.kinds.uwsgi.report",
@@ -61,5 +62,8 @@ def report_of(result: RunResult | None) -> KindReport | None:
     ones (the driver builds, a gunicorn app). A saved run of a kind this release does not
     know is refused when it is loaded (``report/load.py``)."""
     name = ((result.app or {}).get("kind") if result is not None else None) or ""
-    module = _REPORTS.get(name)
-    return importlib.import_module(module).SECTIONS if module else None
+    found = _REPORTS.get(name)
+    if not found:
+        return None
+    module, _, attr = found.partition(":")
+    return getattr(importlib.import_module(module), attr or "SECTIONS")

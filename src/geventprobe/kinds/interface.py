@@ -38,6 +38,8 @@ class KindReport(Protocol):
 
     headline: str
     """The report's headline (``geventprobe: your celery worker under -P gevent``)."""
+    probed: str
+    """What a run of this kind probed, in a few words (``a celery worker``)."""
     facts_intro: str
     """What the table of the workers' facts holds, in a sentence."""
     no_charts: str

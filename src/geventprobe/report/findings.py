@@ -111,12 +111,13 @@ def paragraph(result: RunResult) -> str | None:
     return wsgi(result)
 
 
-def wsgi(result: RunResult, where: str | None = None, servers: tuple[str, ...] = ("gunicorn",)
-         ) -> str:
+def wsgi(result: RunResult, where: str | None = None, servers: tuple[str, ...] = ("gunicorn",),
+         drivers: bool | None = None) -> str:
     """The paragraph of a run of WSGI workers: the driver builds, or the user's app under
     gunicorn, or, in the server's words (``where``: ``under your uWSGI configuration``; its
-    packages named in the setup, ``servers``), under another WSGI server."""
-    app = bool(result.app)
+    packages named in the setup, ``servers``), under another WSGI server (``drivers``: the
+    built-in builds; None: unless the run probed an app)."""
+    app = bool(result.app) if drivers is None else not drivers
     # Who is judged: psycopg 3 builds beside their baselines, or the user's app.
     subject = "Your app" if app else "psycopg 3"
     where = where or ("under your gunicorn config" if app else

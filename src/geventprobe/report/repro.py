@@ -137,6 +137,25 @@ def wanted(build: BuildResult) -> bool:
     return build.verdict in (Verdict.BLOCKING, Verdict.BUSY_WAIT)
 
 
+@dataclass(frozen=True)
+class PlainServer:
+    """How a built-in build's reproduction starts its one-file app under a plain server
+    other than gunicorn (a kind brings its own: ``kinds/uwsgi/report.py``)."""
+
+    name: str
+    """The server's name (``uWSGI``)."""
+    argv: tuple[str, ...]
+    """The server's command, one worker, up to the app (``uwsgi --master ... --gevent 16``)."""
+    app: tuple[str, ...]
+    """How it names the app (``--module app:application``)."""
+    words: str
+    """The server in a few words (``one plain uWSGI gevent worker``)."""
+    imported: str
+    """How that server's flags had the driver imported, as the workers reported it."""
+    pip: str
+    """Its pin for the ``pip install`` line (``"pyuwsgi==2.0.30"``)."""
+
+
 def reproduction(build: BuildResult, result: RunResult | None = None) -> Reproduction:
     """The harness's reproduction of ``build`` (a built-in build, your app, your worker)."""
     facts = build.facts or {}
@@ -145,7 +164,7 @@ def reproduction(build: BuildResult, result: RunResult | None = None) -> Reprodu
         return kind.reproduction(build, result)
     if facts.get("mode") == "app":
         return _app(build, result)
-    return _driver(build, result)
+    return driver(build, result)
 
 
 def _directory(build: BuildResult) -> str:
@@ -153,8 +172,10 @@ def _directory(build: BuildResult) -> str:
     return "repro_" + re.sub(r"[^\w.-]+", "_", label(build)).strip("_")
 
 
-def _driver(build: BuildResult, result: RunResult | None) -> Reproduction:
-    """A one-file app with the build's setup, under plain gunicorn, G requests at once."""
+def driver(build: BuildResult, result: RunResult | None, server: PlainServer | None = None
+           ) -> Reproduction:
+    """A one-file app with the build's setup, under plain gunicorn (or ``server``), G requests
+    at once."""
     facts = build.facts or {}
     driver = facts.get("driver") or ("psycopg2" if build.build.startswith("psycopg2")
                                      else "psycopg")
@@ -199,7 +220,10 @@ def _driver(build: BuildResult, result: RunResult | None) -> Reproduction:
             comments.append(f"The workers used wait function {wait}, which is not psycopg's "
                             "own: assign it to psycopg.waiting.wait to reproduce them.")
         query = _PSYCOPG_QUERY
-    if in_master:
+    if server is not None:  # its flags decide when the app's top-level import runs
+        gunicorn = [*server.argv]
+        setup.append(server.imported)
+    elif in_master:
         gunicorn.append("--preload")
         setup.append(f"{driver} imported in the gunicorn master, before gevent patched "
                      "(--preload)")
@@ -212,12 +236,13 @@ def _driver(build: BuildResult, result: RunResult | None) -> Reproduction:
         setup.append(f"{driver} imported in the worker before gevent patched")
     else:
         setup.append(f"{driver} imported after gevent patched (gunicorn's gevent worker)")
-    if facts.get("select_patched") is False:
+    if facts.get("select_patched") is False and server is None:
         comments.append("The workers ran with select left unpatched (patch_all(select=False)), "
                         "which gunicorn's gevent worker does not do: patch the same way to "
                         "reproduce them.")
     doc = [f'"""Build {build.build} ({driver} {pg.get("version") or ""}'.rstrip()
-           + f"): {build.verdict.value} in geventprobe's gunicorn gevent workers."]
+           + f"): {build.verdict.value} in geventprobe's "
+           + ("gunicorn" if server is None else server.name) + " gevent workers."]
     seen = ([f"In its workers {m.greenlets} concurrent pg_sleep({m.wait_seconds:g}) took "
              f"{m.wait_factor:.2f}x one sleep, the hub was late by up to "
              f"{m.max_hub_lag_ms:,.1f} ms"
@@ -229,13 +254,18 @@ def _driver(build: BuildResult, result: RunResult | None) -> Reproduction:
     doc.append('"""')
     app = "\n".join(doc) + _APP.format(imports=imports, w=w, route=ROUTE, query=query)
     directory = _directory(build)
+    app_args = ["app:application"] if server is None else list(server.app)
     command = " ".join([*prefix, "python", HARNESS, directory,
-                        shlex.quote(shlex.join([*gunicorn, "app:application"])),
+                        shlex.quote(shlex.join([*gunicorn, *app_args])),
                         "--request", shlex.quote(f"GET {ROUTE}"), "-n", str(n)])
-    says = (f"{n} requests at once, each waiting {w:g} s on the server, in one plain gunicorn "
-            "gevent worker set up as the probed workers were. " + _expect(build))
+    words = "one plain gunicorn gevent worker" if server is None else server.words
+    says = (f"{n} requests at once, each waiting {w:g} s on the server, in {words} set up as "
+            "the probed workers were. " + _expect(build))
+    needs = _needs(driver, facts, pg)
+    if server is not None:
+        needs = re.sub(r' "gunicorn[^"]*"', " " + server.pip, needs)
     return Reproduction(build.build, build.verdict, directory, (("app.py", app), *files),
-                        _needs(driver, facts, pg), command, says)
+                        needs, command, says)
 
 
 def _expect(build: BuildResult) -> str:

@@ -40,9 +40,10 @@ def worker_facts(result: RunResult) -> Facts:
         return (b.facts.get("env") or {}).get(key)
 
     def imported(b):
-        if "driver_imported_in_master" not in b.facts:
+        in_master = b.facts.get("driver_imported_in_master")
+        if in_master is None:  # not said (a uWSGI worker says where in "driver imported")
             return None
-        return "gunicorn master" if b.facts["driver_imported_in_master"] else "worker"
+        return "gunicorn master" if in_master else "worker"
 
     def patched_at_import(b):
         return yes_no((b.facts.get("driver_import") or {}).get("select_patched"))

@@ -62,9 +62,12 @@ def _short(path: str) -> str:
     """A path the user recognises: relative to the working dir, or from site-packages on."""
     if not path or path.startswith("<"):
         return path
-    for marker in ("site-packages/", "dist-packages/"):
+    # geventprobe's worker package copied for another Python (``venvs.worker_shim``): its
+    # temp dir's name changes every run and tells nothing.
+    for marker in ("site-packages/", "dist-packages/", "/geventprobe-shim-"):
         if marker in path:
-            return path.split(marker, 1)[1]
+            rest = path.split(marker, 1)[1]
+            return rest.split("/", 1)[1] if marker.startswith("/") else rest
     if "/lib/python3" in path:  # the standard library: python3.11/importlib/__init__.py
         return "python3" + path.split("/lib/python3", 1)[1]
     try:
@@ -75,7 +78,10 @@ def _short(path: str) -> str:
 
 
 def _is_library(path: str) -> bool:
-    return any(m in path for m in ("site-packages/", "dist-packages/", "/lib/python3"))
+    # A console script in a bin/ directory (pyuwsgi's ``bin/uwsgi``) is a package's entry
+    # point, not the user's code.
+    return any(m in path for m in ("site-packages/", "dist-packages/", "/lib/python3")) or \
+        os.path.basename(os.path.dirname(path)) == "bin"
 
 
 def _importers(limit: int = 6) -> list[tuple[str, bool]]:

@@ -322,6 +322,7 @@ class _Sections:
     """The celery kind's sections of the report document (``KindReport``)."""
 
     headline = HEADLINE
+    probed = "a celery worker"
     facts_intro = ("What the celery worker reported about itself once it was ready, and again "
                    "after its tasks ran.")
     # A celery worker's record keeps its tasks' figures (queue, run, hub lag per batch), not

@@ -85,6 +85,7 @@ class _Sections:
     """The uWSGI kind's sections of the report document (``KindReport``)."""
 
     headline = HEADLINE
+    probed = "a uWSGI app"
     facts_intro = ("What each uWSGI gevent worker reported about itself once its gevent loop "
                    "ran.")
     no_charts = ("no build of this run has figures to chart (the app's workers did not report "
