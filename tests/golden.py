@@ -38,7 +38,7 @@ DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden"
 RECORDS = ["default", "preload", "busy-wait", "preload-http", "matrix", "app-routes",
            "calibrate", "app-causes", "celery", "celery-stall", "app-auto",
-           "app-cpu", "uwsgi", "uwsgi-ok"]
+           "app-cpu", "uwsgi", "uwsgi-ok", "uwsgi-builds"]
 """tests/data/run-<name>.json"""
 COMPARES = {"preload-default": ("preload", "default", False),
             "default-preload": ("default", "preload", False),

@@ -54,6 +54,8 @@ def test_the_api_is_imported_on_first_use_only():
     (lambda: geventprobe.probe_app("app:app", route_exclude=["/admin/*"]),
      ["--app", "app:app", "--route-exclude", "/admin/*"]),
     (lambda: geventprobe.probe_drivers(builds=["nope"]), ["--builds", "nope"]),
+    (lambda: geventprobe.probe_drivers(server="uwsgi", psycopg=["3.3.9"]),
+     ["--server", "uwsgi", "--psycopg", "3.3.9"]),
     (lambda: geventprobe.probe_celery("proj", tasks=["not a name!"]),
      ["--celery", "proj", "--task", "not a name!"]),
 ])

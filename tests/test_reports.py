@@ -30,6 +30,9 @@ run-uwsgi and run-uwsgi-ok (issue 26) are `geventprobe run --uwsgi-cmd "uwsgi --
 --processes 2 --gevent 17 --gevent-monkey-patch --wsgi-file app.py" --route /query` in
 examples/uwsgi/psycopg3_top (BLOCKING, and its route) and the same with
 --gevent-early-monkey-patch (OK), pyuwsgi 2.0.30, psycopg 3.3.9; paths as above.
+run-uwsgi-builds is `geventprobe run --server uwsgi --uwsgi-cmd "uwsgi --master --processes 2
+--gevent 16 --gevent-monkey-patch"` on 2026-12-05: the five builds under uWSGI's usual flag
+(psycopg 3's three BLOCKING, psycogreen OK, psycopg2 BLOCKING).
 """
 
 from __future__ import annotations

@@ -195,6 +195,70 @@ def test_an_unmodified_django_project_fails_under_the_usual_flag(run_cli, pg_dsn
     assert "gunicorn" not in route["cause"] + route["advice"]
 
 
+def test_the_driver_builds_under_uwsgi(run_cli, pg_dsn, tmp_path, schema):
+    """``run --server uwsgi``: the five builds under uWSGI with the patch before the app loads
+    (``--gevent-early-monkey-patch``): psycopg 3's builds and psycogreen cooperate, psycopg2
+    alone blocks (its known class), exit 0; the report speaks of uWSGI, never gunicorn."""
+    import jsonschema
+
+    out = tmp_path / "r.json"
+    proc = run_cli("run", "--profile", "quick", "--server", "uwsgi", "--workers", "2",
+                   "--json", str(out), cwd=str(tmp_path), env=_env(pg_dsn))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    jsonschema.validate(result, schema)
+    verdicts = {b["build"]: b["verdict"] for b in result["builds"]}
+    assert verdicts == {"binary": "OK", "c": "OK", "python": "OK", "psycopg2-green": "OK",
+                        "psycopg2": "BLOCKING"}, proc.stdout
+    assert result["app"]["kind"] == "uwsgi-builds"
+    assert result["app"]["patch"] == "--gevent-early-monkey-patch"
+    assert all(len(b["workers"]) == 2 for b in result["builds"])
+    assert all(b["facts"]["uwsgi"]["version"] for b in result["builds"])
+    assert "PostgreSQL drivers under uWSGI --gevent" in proc.stdout
+    assert "gunicorn" not in proc.stdout, proc.stdout
+
+
+def test_the_driver_builds_under_their_usual_flag(run_cli, pg_dsn, tmp_path):
+    """``--server uwsgi --uwsgi-cmd "uwsgi --gevent-monkey-patch"``: the same builds under the
+    flag most configurations copy: psycopg 3 is imported by the app before uWSGI patches, so
+    it blocks (the cause and fix in uWSGI's words); psycogreen still cooperates; exit 1."""
+    out = tmp_path / "r.json"
+    proc = run_cli("run", "--profile", "quick", "--server", "uwsgi", "--uwsgi-cmd",
+                   "uwsgi --master --processes 2 --gevent 16 --gevent-monkey-patch",
+                   "--builds", "binary,psycopg2-green,psycopg2", "--json", str(out),
+                   cwd=str(tmp_path), env=_env(pg_dsn))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    rows = {b["build"]: b for b in result["builds"]}
+    assert {k: b["verdict"] for k, b in rows.items()} == {
+        "binary": "BLOCKING", "psycopg2-green": "OK", "psycopg2": "BLOCKING"}, proc.stdout
+    binary = rows["binary"]
+    assert "--gevent-monkey-patch patches each worker" in binary["cause"], binary["cause"]
+    assert "by geventprobe/worker/harness_app.py" in binary["cause"], binary["cause"]
+    assert "use --gevent-early-monkey-patch" in binary["advice"]
+    assert result["app"]["how"] == "command" and result["app"]["processes"] == 2
+
+
+def test_a_plain_run_checks_the_uwsgi_app_pyproject_names(run_cli, pg_dsn, tmp_path):
+    """``uwsgi-cmd`` and ``routes`` in ``[tool.geventprobe]``: a plain ``geventprobe run`` in
+    the project checks the uWSGI app (its route too), as a CI step would."""
+    import shutil
+
+    project = tmp_path / "project"
+    shutil.copytree(EXAMPLES / "uwsgi" / "psycopg3_top", project)
+    (project / "pyproject.toml").write_text(
+        '[tool.geventprobe]\nuwsgi-cmd = "uwsgi --master --processes 1 --gevent 17 '
+        '--gevent-monkey-patch --wsgi-file app.py"\nroutes = ["/query"]\n')
+    out = tmp_path / "r.json"
+    proc = run_cli("run", "--profile", "quick", "--json", str(out), cwd=str(project),
+                   env=_env(pg_dsn))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    (build,) = result["builds"]
+    assert result["app"]["kind"] == "uwsgi" and build["verdict"] == "BLOCKING"
+    assert [r["route"] for r in build["routes"]] == ["GET /query"]
+
+
 def _one_line_exit_2(proc) -> str:
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
@@ -212,8 +276,16 @@ def _one_line_exit_2(proc) -> str:
     (["--uwsgi", "app.py", "--uwsgi-cmd", "uwsgi"], "give one"),
     (["--uwsgi", "app.py", "--preload"], "--preload is gunicorn's"),
     (["--uwsgi", "app.py", "--route", "auto"], "under uWSGI name them"),
+    (["--server", "uwsgi", "--uwsgi", "app.py"], "--server picks the server"),
+    (["--server", "uwsgi", "--uwsgi-cmd", "uwsgi --module app:application"],
+     "runs the built-in builds as the app"),
+    (["--server", "uwsgi", "--psycopg", "3.3.9"], "run a version matrix under gunicorn"),
+    (["--server", "uwsgi", "--route", "/x"], "the built-in builds have none"),
+    (["--server", "uwsgi", "--calibrate"], "runs its controls under gunicorn"),
+    (["--server", "gunicorn", "--uwsgi-cmd", "uwsgi"], "drop one"),
 ], ids=["missing-uwsgi", "bad-option", "no-app", "mount", "with-app", "both", "preload",
-        "route-auto"])
+        "route-auto", "server-with-app", "server-cmd-with-app", "server-matrix",
+        "server-route", "server-calibrate", "gunicorn-with-cmd"])
 def test_bad_input_is_one_line(run_cli, tmp_path, args, words):
     proc = run_cli("run", *args, cwd=str(EXAMPLES / "uwsgi" / "psycopg3_top"),
                    env={"GEVENTPROBE_DSN": "host=127.0.0.1 port=1 user=x dbname=x",

@@ -116,13 +116,16 @@ def probe_drivers(*, builds: Sequence[str] | None = None, workers: int | None = 
                   gevent: Sequence[str] | None = None, fail_on: Sequence[str] | None = None,
                   time_limit_s: float = DEFAULT_TIME_LIMIT_S,
                   allow_many_connections: bool = False, redact_hosts: bool = False,
+                  server: str | None = None, uwsgi_command: str | None = None,
                   listener: Listener | None = None) -> RunResult:
     """Probe the built-in driver builds in real gunicorn gevent workers
-    (``geventprobe run``).
+    (``geventprobe run``), or uWSGI's (``server="uwsgi"``: ``run --server uwsgi``).
 
     ``builds``: names among binary, c, python, psycopg2-green, psycopg2 [all];
-    ``psycopg``/``gevent``: release versions for a version matrix. The other settings are
-    those of every ``probe_*`` function (docs/pytest.md).
+    ``psycopg``/``gevent``: release versions for a version matrix; ``uwsgi_command``: the
+    uWSGI flags the builds run under with ``server="uwsgi"`` (``"uwsgi --gevent-monkey-patch"``;
+    ``--uwsgi-cmd``). The other settings are those of every ``probe_*`` function
+    (docs/pytest.md).
     """
     _check_common(workers, greenlets, rtt_ms, time_limit_s, dsn)
     return run(plans.RunRequest(
@@ -130,7 +133,8 @@ def probe_drivers(*, builds: Sequence[str] | None = None, workers: int | None = 
         dsn=dsn, rtt_ms=rtt_ms, preload=preload, config_path=config_path,
         calibrate=calibrate, psycopg=_csv(psycopg, "psycopg"), gevent=_csv(gevent, "gevent"),
         allow_many_connections=allow_many_connections, time_limit_s=time_limit_s,
-        profile=profile, fail_on=_csv(fail_on, "fail_on")),
+        profile=profile, fail_on=_csv(fail_on, "fail_on"),
+        options={"server": server, "uwsgi_cmd": uwsgi_command}),
         listener, redact_hosts=redact_hosts)
 
 

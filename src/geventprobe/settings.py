@@ -395,6 +395,8 @@ _KEYS: dict[str, type | tuple] = {
     "routes": list,
     "celery": str,
     "celery_cmd": str,
+    "uwsgi": str,
+    "uwsgi_cmd": str,
     "tasks": list,
 }
 _TABLES = ("workload", "thresholds")
@@ -420,6 +422,10 @@ class ProjectSettings:
     """``APP`` for ``run --celery``."""
     celery_cmd: str | None = None
     """The command that starts the worker, for ``run --celery-cmd``."""
+    uwsgi: str | None = None
+    """``APP`` for ``run --uwsgi``."""
+    uwsgi_cmd: str | None = None
+    """The command that starts uWSGI, for ``run --uwsgi-cmd``."""
     tasks: tuple = ()
     """``--task`` for ``run --celery``: ``(name, args, kwargs)`` each, from ``tasks =
     ["proj.tasks.charge", {name = "proj.tasks.send", args = [1], kwargs = {}}]``."""

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 _REPORTS = {
     "celery": "geventprobe.kinds.celery.report",
     "uwsgi": "geventprobe.kinds.uwsgi.report",
+    "uwsgi-builds": "geventprobe.kinds.uwsgi.report:BUILDS",
 }
 
 

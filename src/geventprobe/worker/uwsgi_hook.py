@@ -37,27 +37,32 @@ class _Worker:
         self.sockets = [socket.socket(fileno=os.dup(fd))] if fd is not None else []
 
 
+def _uwsgi_facts() -> dict:
+    """uWSGI's own words for the deployment: its version and the options that decide it."""
+    lazy = bool(_option("lazy-apps") or _option("lazy"))
+    return {"worker_class": f"uWSGI gevent loop ({_option('gevent')} cores)",
+            "uwsgi": {"version": _text(uwsgi.version),
+                      "gevent": _option("gevent"),
+                      "monkey_patch": bool(_option("gevent-monkey-patch")),
+                      "early_monkey_patch": bool(_option("gevent-early-monkey-patch")),
+                      "lazy_apps": lazy,
+                      "enable_threads": bool(_option("enable-threads")),
+                      "processes": _option("processes") or _option("workers")}}
+
+
 class _UwsgiApp:
     """The user's app under uWSGI (``probe``'s source): who imported the driver, when, and
     the uWSGI options that decide it."""
 
     def import_facts(self, worker=None) -> dict:
         """How the driver got imported, and uWSGI's own words for the deployment."""
-        lazy = bool(_option("lazy-apps") or _option("lazy"))
+        facts = _uwsgi_facts()
+        lazy = facts["uwsgi"]["lazy_apps"]
         out = _watch.facts(not lazy)
         # The report's row of it names gunicorn's master: "driver imported" says where.
         out["driver_imported_in_master"] = None
-        out.update(
-            build=os.environ.get("GEVENTPROBE_BUILD", "app"), import_error=None, mode="app",
-            preload=not lazy, gunicorn=None,
-            worker_class=f"uWSGI gevent loop ({_option('gevent')} cores)",
-            uwsgi={"version": _text(uwsgi.version),
-                   "gevent": _option("gevent"),
-                   "monkey_patch": bool(_option("gevent-monkey-patch")),
-                   "early_monkey_patch": bool(_option("gevent-early-monkey-patch")),
-                   "lazy_apps": lazy,
-                   "enable_threads": bool(_option("enable-threads")),
-                   "processes": _option("processes") or _option("workers")})
+        out.update(build=os.environ.get("GEVENTPROBE_BUILD", "app"), import_error=None,
+                   mode="app", preload=not lazy, gunicorn=None, **facts)
         return out
 
     def driver(self):
@@ -67,6 +72,35 @@ class _UwsgiApp:
 
     def set_up(self) -> None:
         """Nothing: the user's app and options have set everything up already."""
+
+
+class _UwsgiHarness:
+    """A built-in build under uWSGI (``run --server uwsgi``): the harness app, loaded where
+    uWSGI loads an app, with the build's once-per-worker set-up (psycogreen, a control)."""
+
+    def import_facts(self, worker=None) -> dict:
+        """Which build, how its driver got imported (seen by ``import_watch``), uWSGI's words."""
+        from geventprobe.worker import probe
+
+        facts = _uwsgi_facts()
+        harness = probe.HARNESS.import_facts()
+        out = _watch.facts(not facts["uwsgi"]["lazy_apps"])
+        out.update(build=harness["build"], import_error=harness["import_error"],
+                   driver_imported_in_master=None,  # "driver imported" says where
+                   gunicorn=None, **facts)
+        return out
+
+    def driver(self):
+        """(driver module, import error) of the build."""
+        from geventprobe.worker import probe
+
+        return probe.HARNESS.driver()
+
+    def set_up(self) -> None:
+        """The build's set-up, as under gunicorn."""
+        from geventprobe.worker import probe
+
+        probe.HARNESS.set_up()
 
 
 def _text(value) -> str | None:
@@ -88,7 +122,16 @@ def _start() -> None:
 
     from geventprobe.worker import probe
 
-    gevent.spawn(probe.run, _UwsgiApp(), _Worker())
+    source = (_UwsgiHarness() if os.environ.get("GEVENTPROBE_UWSGI_SOURCE") == "harness"
+              else _UwsgiApp())
+
+    def run():
+        # In the greenlet, once the loop runs: the app is loaded and the worker patched by
+        # then, so a set-up that imports the driver (a control) does not move its import.
+        source.set_up()
+        probe.run(source, _Worker())
+
+    gevent.spawn(run)
 
 
 if _IN_WORKER:

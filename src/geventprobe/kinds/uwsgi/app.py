@@ -88,22 +88,8 @@ class UwsgiApp(AppTarget):
 
     def launch(self, session: Session, workload: Workload) -> WorkersRun:
         """Their uWSGI, their options, our probe in every worker."""
-        env = dict(self.build.env, GEVENTPROBE_BUILD=self.build.name,
-                   **database_url(session.dsn))
-        started = time.monotonic()
-        routes = list(self.routes)
-        # The uWSGI of their environment may run another Python than ours (geventprobe
-        # installed with pipx, uWSGI in their project's venv): the probe's in-worker code
-        # reaches it through a shim on PYTHONPATH that holds that package alone (measured:
-        # without it, "No module named 'geventprobe'" and uWSGI exits).
-        with venvs.worker_shim() as shim:
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (shim, os.environ.get("PYTHONPATH")) if p)
-            booted = server.boot(self.program, self.conf.ini, self.conf.app, env, workload,
-                                 session.dsn, cwd=self.cwd, harakiri=self.conf.harakiri,
-                                 thresholds=session.plan.thresholds,
-                                 routes_timeout_s=routes_timeout_s(routes, workload))
-            return run_workers(booted, workload, session.dsn, routes=routes, started=started)
+        env = dict(self.build.env, GEVENTPROBE_BUILD=self.build.name)
+        return launch(self.program, self.conf, self.cwd, env, session, workload, self.routes)
 
     def judge(self, run: WorkersRun, workload: Workload, thresholds: Thresholds,
               started: float) -> BuildResult:
@@ -112,23 +98,7 @@ class UwsgiApp(AppTarget):
                           routes=lambda r: route_rules.judge_all(r.routes, thresholds,
                                                                  self.deployment_of(r)),
                           words=Deployment(**WORDS))
-        return self.restate(row)
-
-    def restate(self, row: BuildResult) -> BuildResult:
-        """A BLOCKING row's cause and fix in uWSGI's words (the core's speak gunicorn's)."""
-        if row.verdict is not Verdict.BLOCKING:
-            return row
-        options = self.conf.options
-        fired = {e.phase for e in row.evidence if e.fired}
-        if any(e.rule == "worker-timeout" and e.fired for e in row.evidence):
-            found = causes.harakiri(row.facts, options, self.conf.harakiri)
-        elif "waits" not in fired and "connect" in fired:
-            found = causes.connect_blocking(row.facts, options)
-        else:
-            found = causes.driver_blocking(row.facts, options)
-        if found is None:
-            return row
-        return dataclasses.replace(row, cause=found[0], advice=found[1])
+        return restate(row, self.conf)
 
     def deployment_of(self, run: WorkersRun) -> Deployment:
         """What the routes' causes depend on, in uWSGI's words."""
@@ -147,7 +117,40 @@ class UwsgiApp(AppTarget):
                                     where="under this uWSGI configuration")
 
 
-def _program() -> str:
+def launch(program: list[str], conf: config.ForProbe, cwd: str, env: dict, session: Session,
+           workload: Workload, routes: tuple[Route, ...] = ()) -> WorkersRun:
+    """uWSGI as ``conf`` says, the probe in every worker, driven through the run's phases."""
+    env = dict(env, **database_url(session.dsn))
+    started = time.monotonic()
+    # The uWSGI of their environment may run another Python than ours (geventprobe
+    # installed with pipx, uWSGI in their project's venv): the probe's in-worker code
+    # reaches it through a shim on PYTHONPATH that holds that package alone (measured:
+    # without it, "No module named 'geventprobe'" and uWSGI exits).
+    with venvs.worker_shim() as shim:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, os.environ.get("PYTHONPATH")) if p)
+        booted = server.boot(program, conf.ini, conf.app, env, workload, session.dsn, cwd=cwd,
+                             harakiri=conf.harakiri, thresholds=session.plan.thresholds,
+                             routes_timeout_s=routes_timeout_s(list(routes), workload))
+        return run_workers(booted, workload, session.dsn, routes=list(routes), started=started)
+
+
+def restate(row: BuildResult, conf: config.ForProbe) -> BuildResult:
+    """A BLOCKING row's cause and fix in uWSGI's words (the core's speak gunicorn's)."""
+    if row.verdict is not Verdict.BLOCKING:
+        return row
+    fired = {e.phase for e in row.evidence if e.fired}
+    if any(e.rule == "worker-timeout" and e.fired for e in row.evidence):
+        found = causes.harakiri(row.facts, conf.options, conf.harakiri)
+    elif "waits" not in fired and "connect" in fired:
+        found = causes.connect_blocking(row.facts, conf.options)
+    else:
+        found = causes.driver_blocking(row.facts, conf.options)
+    if found is None:
+        return row
+    return dataclasses.replace(row, cause=found[0], advice=found[1])
+
+
+def program() -> str:
     """``uwsgi`` as the user would run it: on PATH, or beside this Python (a venv's)."""
     beside = os.path.join(os.path.dirname(sys.executable), "uwsgi")
     found = shutil.which("uwsgi") or (beside if os.access(beside, os.X_OK) else None)
@@ -157,26 +160,31 @@ def _program() -> str:
     return found
 
 
+def command_argv(command: str) -> list[str]:
+    """``--uwsgi-cmd`` as an argv, its ``uwsgi`` found as the user would run it."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise ProbeError(f"cannot read --uwsgi-cmd: {exc}: quote it as you would in a "
+                         "shell, e.g. --uwsgi-cmd \"uwsgi --ini uwsgi.ini\"") from None
+    if not argv:
+        raise ProbeError("--uwsgi-cmd is empty: give the command that starts your uWSGI, "
+                         "e.g. --uwsgi-cmd \"uwsgi --ini uwsgi.ini\"")
+    if os.path.basename(argv[0]) in ("uwsgi", "pyuwsgi") and "/" not in argv[0]:
+        argv[0] = program()
+    return argv
+
+
 def _command(request: UwsgiRequest) -> list[str]:
     """The command whose configuration is probed: theirs, or uWSGI's defaults for an app."""
     if request.command is not None:
-        try:
-            argv = shlex.split(request.command)
-        except ValueError as exc:
-            raise ProbeError(f"cannot read --uwsgi-cmd: {exc}: quote it as you would in a "
-                             "shell, e.g. --uwsgi-cmd \"uwsgi --ini uwsgi.ini\"") from None
-        if not argv:
-            raise ProbeError("--uwsgi-cmd is empty: give the command that starts your uWSGI, "
-                             "e.g. --uwsgi-cmd \"uwsgi --ini uwsgi.ini\"")
-        if os.path.basename(argv[0]) in ("uwsgi", "pyuwsgi") and "/" not in argv[0]:
-            argv[0] = _program()
-        return argv
+        return command_argv(request.command)
     app = request.app or ""
     loader = ("--wsgi-file" if app.endswith(".py") or os.sep in app else "--module")
     if loader == "--module" and not gunicorn_app.APP_SPEC.match(app):
         raise ProbeError(f"--uwsgi {app!r} is neither MODULE:CALLABLE nor a .py file: pass "
                          "what you give uWSGI, e.g. --uwsgi myproject.wsgi:application")
-    return [_program(), "--master", "--processes", str(request.workers or 1),
+    return [program(), "--master", "--processes", str(request.workers or 1),
             "--gevent", str(request.greenlets), loader, app]
 
 

@@ -136,15 +136,17 @@ def resolve(argv: list[str], cwd: str, env: dict[str, str], timeout: float = 30.
     return Resolved([(k, v) for k, v in options if k != "show-config"])
 
 
-def for_probe(found: Resolved, *, cwd: str, workers: int | None, greenlets: int) -> ForProbe:
+def for_probe(found: Resolved, *, cwd: str, workers: int | None, greenlets: int,
+              app: tuple[str, str] | None = None) -> ForProbe:
     """Their options with geventprobe's changes, each said (``ForProbe.overrides``); ``cwd``:
-    where uWSGI starts (their ``chdir`` applies on top)."""
+    where uWSGI starts (their ``chdir`` applies on top); ``app``: (the app for
+    ``worker/uwsgi_app.py``, as shown) in place of theirs (the built-in harness)."""
     for key, why in _REFUSED.items():
         if found.get(key) is not None:
             raise ProbeError(f"your uWSGI configuration {why} ({key} = {redact(found.get(key))}): "
                              "geventprobe probes one WSGI app: give it as module = ... or "
                              "wsgi-file = ... (--uwsgi-cmd), or --uwsgi MODULE:CALLABLE")
-    app, shown = _their_app(found, os.path.join(cwd, found.get("chdir") or ""))
+    app, shown = app or _their_app(found, os.path.join(cwd, found.get("chdir") or ""))
     overrides = ["http-socket 127.0.0.1:0: a free loopback port, for the probe's requests"]
     kept: list[tuple[str, str]] = [("import", HOOK_MODULE)]
     dropped: dict[str, str] = {}
@@ -196,6 +198,14 @@ def for_probe(found: Resolved, *, cwd: str, workers: int | None, greenlets: int)
     return ForProbe(ini=ini, app=app, shown_app=shown, processes=processes,
                     gevent=int(gevent), harakiri=harakiri,
                     overrides=overrides, options=options)
+
+
+def loaded_app(found: Resolved) -> str | None:
+    """The app their configuration loads, as they gave it (None: it loads none)."""
+    for key in ("module", "wsgi", "w", "wsgi-file", "file"):
+        if found.get(key):
+            return f"{key} = {found.get(key)}"
+    return None
 
 
 def _their_app(found: Resolved, cwd: str) -> tuple[str, str]:

@@ -28,6 +28,10 @@ OPTIONS = [
                  help="Probe YOUR app started YOUR way, e.g. \"uwsgi --ini uwsgi.ini\": its "
                       "patch flags, lazy-apps and imports apply; geventprobe binds loopback "
                       "only."),
+    click.option("--server", "server", type=click.Choice(["gunicorn", "uwsgi"]), default=None,
+                 help="The WSGI server the built-in driver builds run under: gunicorn "
+                      "(default) or uwsgi (`--gevent-early-monkey-patch`, or your flags in "
+                      "--uwsgi-cmd without an app)."),
 ]
 
 # Flags of other kinds of run, and why each cannot go with a uWSGI app.
@@ -51,10 +55,34 @@ _OTHERS = (
 
 
 def plan(request: RunRequest, project: ProjectSettings, profile: Profile) -> KindPlan | None:
-    """The user's uWSGI app when ``--uwsgi`` or ``--uwsgi-cmd`` asks for it; else None."""
+    """The user's uWSGI app when ``--uwsgi`` or ``--uwsgi-cmd`` (or ``uwsgi``/``uwsgi_cmd`` in
+    pyproject) asks for it, the driver builds under uWSGI for ``--server uwsgi``; else None."""
     app, command = request.options.get("uwsgi"), request.options.get("uwsgi_cmd")
-    if app is None and command is None:
+    server = request.options.get("server")
+    asked = app is not None or command is not None
+    if server not in (None, "gunicorn", "uwsgi"):
+        raise ProbeError(f"unknown server {server!r}: choose gunicorn or uwsgi")
+    if server is not None and (request.app or request.celery is not None
+                               or request.celery_cmd is not None or app is not None):
+        raise ProbeError("--server picks the server the built-in driver builds run under: "
+                         "drop it (--app runs your app under gunicorn, --uwsgi under uWSGI, "
+                         "--celery in a celery worker)")
+    if server == "gunicorn":
+        if command is not None:
+            raise ProbeError("--server gunicorn and --uwsgi-cmd: the builds run under one "
+                             "server: drop one")
         return None
+    if server == "uwsgi":
+        return _builds(request, project, profile, command)
+    builds_asked = request.builds is not None or bool(request.psycopg or request.gevent)
+    if not asked:
+        if (request.app or request.celery is not None or request.celery_cmd is not None
+                or builds_asked or not (project.uwsgi or project.uwsgi_cmd)):
+            return None  # the command line asked for something else: the project's waits
+        if project.uwsgi and project.uwsgi_cmd:
+            raise ProbeError(f"{project.source}: uwsgi and uwsgi_cmd both say how to start "
+                             "uWSGI: keep one")
+        app, command = project.uwsgi, project.uwsgi_cmd
     if app is not None and command is not None:
         raise ProbeError("--uwsgi and --uwsgi-cmd both say how to start uWSGI: give one "
                          "(--uwsgi APP: uWSGI's defaults; --uwsgi-cmd: your own command)")
@@ -67,7 +95,7 @@ def plan(request: RunRequest, project: ProjectSettings, profile: Profile) -> Kin
     if request.tasks or request.broker:
         raise ProbeError("--task and --broker go with a celery worker (--celery): a uWSGI "
                          "app's are its routes: use --route PATH")
-    texts = request.routes or ()
+    texts = request.routes or (project.routes if not asked else ())
     if any(str(t).strip().lower() == AUTO for t in texts) or request.route_exclude:
         raise ProbeError("--route auto finds routes through gunicorn's loading of your app: "
                          "under uWSGI name them, e.g. --route /login --route /orders")
@@ -78,3 +106,33 @@ def plan(request: RunRequest, project: ProjectSettings, profile: Profile) -> Kin
         workers=request.workers, greenlets=profile.workload.greenlets,
         routes=tuple(parse_routes(list(texts))), dsn=request.dsn))
     return KindPlan(target, dataclasses.replace(profile.workload, workers=target.workers))
+
+
+def _builds(request: RunRequest, project: ProjectSettings, profile: Profile,
+            command: str | None) -> KindPlan:
+    """``--server uwsgi``: the built-in builds under uWSGI (our flags, or ``--uwsgi-cmd``)."""
+    if request.psycopg or request.gevent:
+        raise ProbeError("--psycopg/--gevent run a version matrix under gunicorn: drop "
+                         "--server uwsgi (or the versions)")
+    if request.preload:
+        raise ProbeError("--preload is gunicorn's: under uWSGI the app is loaded in the master "
+                         "unless lazy-apps is set (--uwsgi-cmd \"uwsgi --lazy-apps\")")
+    if request.routes or request.route_exclude or request.tasks or request.broker:
+        raise ProbeError("--route and --task drive your app's routes and tasks: the built-in "
+                         "builds have none (drop them, or probe your app with --uwsgi)")
+    if request.gunicorn_config:
+        raise ProbeError("--gunicorn-config goes with --app: uWSGI reads its own options "
+                         "(--uwsgi-cmd \"uwsgi --ini FILE\")")
+    if request.calibrate or profile.calibrate:
+        raise ProbeError("--calibrate runs its controls under gunicorn: run `geventprobe "
+                         "calibrate` on its own, then --server uwsgi without it")
+    from geventprobe.core.builds import parse_builds
+    from geventprobe.kinds.uwsgi import builds
+
+    chosen, named = parse_builds(request.builds if request.builds is not None
+                                 else project.builds)
+    # Our flags run the profile's workers; a command of theirs its own processes (or --workers).
+    workers = request.workers if command is not None else profile.workload.workers
+    target = builds.plan(chosen, named, command=command, chdir=request.chdir, workers=workers,
+                         greenlets=profile.workload.greenlets)
+    return KindPlan(target, dataclasses.replace(profile.workload, workers=target.conf.processes))

@@ -18,6 +18,7 @@ from geventprobe.report import run as wsgi_run
 from geventprobe.report.document import Block, Paragraph
 
 HEADLINE = "geventprobe: your app under uWSGI --gevent"
+BUILDS_HEADLINE = "geventprobe: PostgreSQL drivers under uWSGI --gevent"
 
 
 def deployment(result: RunResult) -> list[Block]:
@@ -77,6 +78,49 @@ def _reproduction(build: BuildResult, result: RunResult | None) -> repro.Reprodu
         f" run from your app's directory: the harness should print {verdict.value}.")
 
 
+def builds_deployment(result: RunResult) -> list[Block]:
+    """The uWSGI configuration the built-in builds ran under, and what geventprobe changed."""
+    a = result.app or {}
+    out: list[Block] = [Paragraph(str(a.get("command")), lead="uWSGI:")]
+    if a.get("how") == "command":  # theirs: what uWSGI made of it
+        out.append(Paragraph(f"{a.get('processes')} processes; gevent {a.get('gevent')}; patch "
+                             f"flag {a.get('patch')}; lazy-apps "
+                             f"{'on' if a.get('lazy_apps') else 'off'}", indent=1))
+    out += [Paragraph(f"geventprobe set {o}", style="dim", indent=1)
+            for o in a.get("overrides") or []
+            if not o.startswith(("http-socket", "need-app"))]
+    return out
+
+
+def builds_findings(result: RunResult) -> str | None:
+    """The drivers' paragraph, in uWSGI's words."""
+    patch = (result.app or {}).get("patch") or "none"
+    text = wsgi_findings.wsgi(
+        result, where=f"inside real uWSGI gevent workers (patch flag {patch})", servers=(),
+        drivers=True)
+    version = next((_uwsgi(b, "version") for b in result.builds if _uwsgi(b, "version")), None)
+    return text + (f" uWSGI {version}." if version else "")
+
+
+def _builds_reproduction(build: BuildResult, result: RunResult | None) -> repro.Reproduction:
+    """The build's one-file app under plain uWSGI, one process, the run's patch flag."""
+    a = (result.app if result else None) or {}
+    # One async core more than the requests: the harness pings the hub beside them.
+    gevent = str(int(a.get("gevent") or 16) + 1)
+    flags = ["uwsgi", "--master", "--processes", "1", "--gevent", gevent]
+    patch = a.get("patch") or "none"
+    if patch != "none":
+        flags.append(patch)
+    if a.get("lazy_apps"):
+        flags.append("--lazy-apps")
+    version = _uwsgi(build, "version")
+    return repro.driver(build, result, repro.PlainServer(
+        name="uWSGI", argv=tuple(flags), app=("--module", "app:application"),
+        words="one plain uWSGI gevent worker",
+        imported=f"the driver imported at the app's top, loaded as uWSGI loads it ({patch})",
+        pip=f'"pyuwsgi=={version}"' if version else '"pyuwsgi"'))
+
+
 def _uwsgi(b: BuildResult, key: str):
     return (b.facts.get("uwsgi") or {}).get(key)
 
@@ -109,3 +153,20 @@ class _Sections:
 
 
 SECTIONS = _Sections()
+
+
+class _BuildsSections(_Sections):
+    """The driver builds under uWSGI (``run --server uwsgi``): the WSGI builds' table, uWSGI's
+    configuration and words."""
+
+    headline = BUILDS_HEADLINE
+    probed = "the built-in driver builds under uWSGI"
+    facts_intro = ("What each build's uWSGI gevent workers reported about themselves once "
+                   "their gevent loop ran.")
+    no_charts = "no build of this run has figures to chart"
+    deployment = staticmethod(builds_deployment)
+    findings = staticmethod(builds_findings)
+    reproduction = staticmethod(_builds_reproduction)
+
+
+BUILDS = _BuildsSections()
