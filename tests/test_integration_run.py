@@ -23,6 +23,41 @@ def load(path) -> dict:
         return json.load(f)
 
 
+def _hidden(tmp_path) -> dict:
+    """An environment where psycopg's C build and psycogreen fail to import, as they do
+    where they are not installed (a package of the same name, first on the path, raises)."""
+    for name in ("psycopg_c", "psycogreen"):
+        (tmp_path / "hide" / name).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "hide" / name / "__init__.py").write_text(
+            f"raise ImportError('not installed here: {name}')\n")
+    return {"PYTHONPATH": str(tmp_path / "hide")}
+
+
+def test_a_build_that_does_not_import_is_unavailable_with_its_install_line(
+        run_cli, tmp_path, schema):
+    """The builds' workers say which driver imports (no import check of its own): a build
+    whose driver does not import is UNAVAILABLE with the reason and the install command,
+    and the others are measured; named with --builds, it is refused in one line."""
+    out = tmp_path / "r.json"
+    proc = run_cli("run", *SMALL, "--json", str(out), env=_hidden(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = load(out)
+    jsonschema.validate(result, schema)
+    builds = by_build(result)
+    assert builds["c"]["verdict"] == "UNAVAILABLE"
+    assert "not installed here: psycopg_c" in builds["c"]["cause"]
+    version = builds["binary"]["facts"]["psycopg"]["version"]
+    assert builds["c"]["install"].endswith(f'pip install "psycopg[c]=={version}"')
+    assert builds["psycopg2-green"]["verdict"] == "UNAVAILABLE"
+    assert "not installed here: psycogreen" in builds["psycopg2-green"]["cause"]
+    assert builds["psycopg2-green"]["install"] == "pip install psycopg2-binary psycogreen"
+    assert builds["binary"]["verdict"] == "OK" and builds["psycopg2"]["verdict"] == "BLOCKING"
+    proc = run_cli("run", *SMALL, "--builds", "c,psycopg2", env=_hidden(tmp_path))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "geventprobe: error: build c is not available (ImportError: " in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_default_builds(run_cli, tmp_path, schema):
     out = tmp_path / "r.json"
     proc = run_cli("run", *SMALL, "--json", str(out))

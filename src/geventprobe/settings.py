@@ -78,7 +78,7 @@ class Workload:
     http_rate: float = 100.0
     """HTTP requests per second the parent sends at the workers' probe route, open loop,
     in the request phase after the verdict's windows (0: no request phase)."""
-    http_seconds: float = 0.25
+    http_seconds: float = 0.15
     """Length of the request phase (the probe's greenlets keep waiting on the server)."""
     http_query_ms: float = 10.0
     """Each request runs ``SELECT pg_sleep(http_query_ms / 1000)`` (0: ``SELECT 1``)."""

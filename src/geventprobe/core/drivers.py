@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 
 from geventprobe.app.wsgi_run import WorkersRun, run_workers
 from geventprobe.core import judge, metrics, rules
-from geventprobe.core.builds import Availability, Build
+from geventprobe.core.builds import Availability, Build, install_command
 from geventprobe.core.progress import Listener
 from geventprobe.core.session import Session, require
 from geventprobe.core.target import Probed
-from geventprobe.processes import gunicorn_workers
+from geventprobe.processes import children, gunicorn_workers
+from geventprobe.processes.run_dir import read_records
 from geventprobe.record import BuildResult, Calibration, Verdict
 from geventprobe.settings import Thresholds, Workload
 
@@ -68,6 +69,25 @@ class HarnessBuild:
               started: float) -> BuildResult:
         """The workers' figures through the verdict rules (the harness app has no routes)."""
         return judge.judge(self, run, workload, thresholds, started)
+
+    def availability(self, session: Session) -> Availability:
+        """Whether its build's driver imports, as its gunicorn's first worker found when it
+        loaded the harness app (its ready record, or the result of a probe that could not
+        start). A gunicorn that gives no answer is left to its turn, which says why."""
+        name, booted = self.build.name, self.booted
+        deadline = time.monotonic() + session.plan.workload.boot_timeout_s
+        while booted is not None and booted.running() and time.monotonic() < deadline:
+            records = [*read_records(booted.run_dir, "ready").values(),
+                       *read_records(booted.run_dir, "result").values()]
+            if records:
+                error = (records[0].facts or {}).get("import_error")
+                if error:
+                    reason = error.strip().splitlines()[0]  # as psycopg words it first
+                    return Availability(name, False, None, reason, install_command(name))
+                return Availability(name, True, None, None, None)
+            children.check_guards()
+            time.sleep(0.01)
+        return Availability(name, True, None, None, None)
 
     def discard(self) -> None:
         """Stop its gunicorn, started ahead, unmeasured (its build turned out not to import)."""
@@ -134,15 +154,24 @@ class DriverBuilds:
         return self
 
     def imports(self) -> Sequence[Build]:
-        """Every build: checked in our environment while the server starts."""
-        return list(self.builds)
+        """None to check apart: every build's workers boot at once and say whether its
+        driver imports (``availability``)."""
+        return []
+
+    def availability(self, session: Session, subjects: Sequence[HarnessBuild]
+                     ) -> dict[str, Availability]:
+        """Whether each build imports here, as its booted workers found."""
+        mark = time.monotonic()
+        found = {s.build.name: s.availability(session) for s in subjects}
+        session.timings["boots"] = time.monotonic() - mark
+        return found
 
     def probe(self, session: Session, listener: Listener) -> Probed:
         """Each build that imports, under gunicorn; the others as UNAVAILABLE rows."""
         # Every build boots while the import checks finish: one that turns out not to
         # import is stopped unmeasured.
         subjects = self.subjects(session)
-        available = session.available()
+        available = self.availability(session, subjects)
         for subject in subjects:
             if not available[subject.build.name].ok:
                 subject.discard()

@@ -39,6 +39,11 @@ try:
     if BUILD.startswith("psycopg2"):
         import psycopg2 as driver
         import psycopg2.extensions  # noqa: F401
+
+        if BUILD == "psycopg2-green":
+            # Imported here, not patched (each worker does that): a missing psycogreen is
+            # this build's import error, which tells the parent the build is unavailable.
+            import psycogreen.gevent  # noqa: F401
     else:
         import psycopg as driver  # noqa: F401
 except Exception as exc:  # the probe reports it; a crash here would only say "failed to boot"

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from geventprobe.app.wsgi_run import WorkersRun
 from geventprobe.core import judge
-from geventprobe.core.builds import Build
+from geventprobe.core.builds import Availability, Build
 from geventprobe.core.drivers import DriverBuilds
 from geventprobe.core.known_errors import Deployment
 from geventprobe.core.session import Session
@@ -78,6 +79,16 @@ class UwsgiBuilds(DriverBuilds):
     """The uWSGI command the builds run under, as shown (their --uwsgi-cmd, or ours)."""
     theirs: bool = False
     """The command is the user's (``--uwsgi-cmd``)."""
+
+    def imports(self) -> Sequence[Build]:
+        """Every build, checked in our environment while the server starts: its uWSGI starts
+        only in its turn."""
+        return list(self.builds)
+
+    def availability(self, session: Session, subjects: Sequence[UwsgiBuild]
+                     ) -> dict[str, Availability]:
+        """The import checks' answers."""
+        return session.available()
 
     def subjects(self, session: Session) -> list[UwsgiBuild]:
         """Every build under this uWSGI configuration."""
