@@ -689,8 +689,10 @@ class RunResult:
     """``--rtt``: the delay proxy the workers reached the server through; None without."""
     timings: dict[str, float] = field(default_factory=dict)
     """Where the run's time went, seconds: ``server`` (from the start until the server was
-    ready; the import checks run meanwhile), ``imports`` (waited for them after that),
-    ``calibration``, then ``build <name>`` for each build (its phases are in its ``timings``)."""
+    ready), ``boots`` (the built-in builds: until every build's workers had said whether
+    its driver imports) or ``imports`` (a target whose builds are checked apart: waited
+    for the checks after the server was up), ``calibration``, then ``build <name>`` for
+    each build (its phases are in its ``timings``)."""
 
     def __repr__(self) -> str:
         # Short: pytest prints it beside a failed ``assert result.ok`` (explain() has the rest).

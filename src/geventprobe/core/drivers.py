@@ -168,8 +168,8 @@ class DriverBuilds:
 
     def probe(self, session: Session, listener: Listener) -> Probed:
         """Each build that imports, under gunicorn; the others as UNAVAILABLE rows."""
-        # Every build boots while the import checks finish: one that turns out not to
-        # import is stopped unmeasured.
+        # Every build boots at once; one whose workers say its driver does not import is
+        # stopped unmeasured.
         subjects = self.subjects(session)
         available = self.availability(session, subjects)
         for subject in subjects:

@@ -2,7 +2,9 @@
 
 A ``Session`` is entered once per run (``core/runner.run``; ``versions/bisect.run`` keeps
 one across its probes): pre-flight checks, then the embedded server or the user's (and
-the delay proxy in front of it), while the builds' import checks run; the run's time
+the delay proxy in front of it), then the import checks of the builds a target asks for
+(``Target.imports``: the calibration controls', a version matrix's; the built-in builds'
+own workers say it themselves, ``core/drivers.py``); the run's time
 limit is enforced from then on. ``probe`` runs one subject against it and judges it.
 Every process and temp dir is owned by a context manager, so it is stopped, reaped and
 removed however the run ends. No printing: progress goes to the listener.
