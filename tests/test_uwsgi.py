@@ -195,6 +195,30 @@ def test_an_unmodified_django_project_fails_under_the_usual_flag(run_cli, pg_dsn
     assert "gunicorn" not in route["cause"] + route["advice"]
 
 
+def test_route_auto_finds_a_django_projects_routes_as_uwsgi_loads_it(run_cli, pg_dsn, tmp_path,
+                                                                    schema):
+    """``--route auto`` under uWSGI: the routes of examples/django_default are listed in a
+    child that imports the app as uWSGI does (its module, its directory), the admin's are
+    excluded, the rest probed under the early patch flag: OK, exit 0."""
+    import jsonschema
+
+    out = tmp_path / "r.json"
+    proc = run_cli("run", "--profile", "quick", "--json", str(out), "--uwsgi-cmd",
+                   "uwsgi --master --processes 1 --gevent 17 --gevent-early-monkey-patch "
+                   "--module mysite.wsgi:application", "--route", "auto",
+                   "--route-exclude", "/admin/*", cwd=str(EXAMPLES / "django_default"),
+                   env=_env(pg_dsn))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    jsonschema.validate(result, schema)
+    found = result["app"]["routes_found"]
+    assert found["framework"] == "django" and found["found"] == ["GET /health/"], found
+    assert "GET /admin/" in found["excluded"] or "/admin/" in found["excluded"], found
+    (build,) = result["builds"]
+    assert [(r["route"], r["verdict"]) for r in build["routes"]] == [("GET /health/", "OK")]
+    assert "routes found in the Django URLconf" in proc.stdout, proc.stdout
+
+
 def test_the_driver_builds_under_uwsgi(run_cli, pg_dsn, tmp_path, schema):
     """``run --server uwsgi``: the five builds under uWSGI with the patch before the app loads
     (``--gevent-early-monkey-patch``): psycopg 3's builds and psycogreen cooperate, psycopg2
@@ -275,7 +299,9 @@ def _one_line_exit_2(proc) -> str:
     (["--uwsgi", "app.py", "--app", "app:application"], "run them one at a time"),
     (["--uwsgi", "app.py", "--uwsgi-cmd", "uwsgi"], "give one"),
     (["--uwsgi", "app.py", "--preload"], "--preload is gunicorn's"),
-    (["--uwsgi", "app.py", "--route", "auto"], "under uWSGI name them"),
+    (["--uwsgi", "app.py", "--route-exclude", "/admin/*"], "add --route auto"),
+    (["--uwsgi", "app.py", "--route", "auto"], "--route auto lists the routes of a Django or "
+                                              "Flask app"),
     (["--server", "uwsgi", "--uwsgi", "app.py"], "--server picks the server"),
     (["--server", "uwsgi", "--uwsgi-cmd", "uwsgi --module app:application"],
      "runs the built-in builds as the app"),
@@ -284,8 +310,9 @@ def _one_line_exit_2(proc) -> str:
     (["--server", "uwsgi", "--calibrate"], "runs its controls under gunicorn"),
     (["--server", "gunicorn", "--uwsgi-cmd", "uwsgi"], "drop one"),
 ], ids=["missing-uwsgi", "bad-option", "no-app", "mount", "with-app", "both", "preload",
-        "route-auto", "server-with-app", "server-cmd-with-app", "server-matrix",
-        "server-route", "server-calibrate", "gunicorn-with-cmd"])
+        "exclude-without-auto", "route-auto-plain-wsgi", "server-with-app",
+        "server-cmd-with-app", "server-matrix", "server-route", "server-calibrate",
+        "gunicorn-with-cmd"])
 def test_bad_input_is_one_line(run_cli, tmp_path, args, words):
     proc = run_cli("run", *args, cwd=str(EXAMPLES / "uwsgi" / "psycopg3_top"),
                    env={"GEVENTPROBE_DSN": "host=127.0.0.1 port=1 user=x dbname=x",

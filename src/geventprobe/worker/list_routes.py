@@ -4,9 +4,10 @@
 throwaway child, in the user's working directory and environment: gunicorn loads their
 configuration (``app_conf.py``: config file, ``GUNICORN_CMD_ARGS``, our command line),
 applies its ``raw_env`` and ``pythonpath`` as its master would, then imports the app the
-way gunicorn does (``WSGIApplication.load``). Nothing is patched and nothing is served:
-the child only reads the routes off the callable and writes them, or the user's own error,
-to OUT.json (a ``record.AppRoutes``):
+way gunicorn does (``WSGIApplication.load``); ``-- --wsgi SPEC [PYTHONPATH...]`` imports
+an app the way uWSGI does (``wsgi_load``; its ``env`` options are the child's environment).
+Nothing is patched and nothing is served: the child only reads the routes off the callable
+and writes them, or the user's own error, to OUT.json (a ``record.AppRoutes``):
 
 - Django (a ``WSGIHandler``): every pattern of the URLconf (``get_resolver()``), includes
   walked, each with the parameters its path needs and, for a class-based view, the methods
@@ -151,12 +152,31 @@ def find(argv: list[str]) -> AppRoutes:
     cfg = wsgi.cfg
     for key, value in (cfg.env or {}).items():  # raw_env, as gunicorn's master sets it
         os.environ[key] = value
-    for path in reversed((cfg.pythonpath or "").split(",")):
+    _on_path((cfg.pythonpath or "").split(","))
+    return _routes_of(wsgi.load, wsgi.app_uri, out)
+
+
+def find_wsgi(spec: str, paths: list[str]) -> AppRoutes:
+    """The routes of the app uWSGI would load from ``spec`` (``wsgi_load``), ``paths``
+    (its ``pythonpath``) first on the path; its ``env`` is this process's already."""
+    from geventprobe.worker import wsgi_load
+
+    _on_path(paths)
+    shown = spec.split(":", 1)[1] if spec.startswith("file:") else spec
+    return _routes_of(lambda: wsgi_load.load(spec), shown, io.StringIO())
+
+
+def _on_path(paths: list[str]) -> None:
+    for path in reversed(paths):
         if path.strip() and os.path.abspath(path.strip()) not in sys.path:
             sys.path.insert(0, os.path.abspath(path.strip()))
+
+
+def _routes_of(load, uri: str, out: io.StringIO) -> AppRoutes:
+    """Import the app with ``load`` and list what its framework declares."""
     try:
         with contextlib.redirect_stderr(out), contextlib.redirect_stdout(out):
-            app = wsgi.load()
+            app = load()
     except BaseException as exc:
         where = _origin(exc)
         return AppRoutes(ok=False, stage="import",
@@ -168,7 +188,7 @@ def find(argv: list[str]) -> AppRoutes:
         what = ("a plain WSGI function" if inspect.isfunction(app)
                 else f"a {shown} object")
         return AppRoutes(ok=False, stage="framework", callable_type=shown,
-                         error=f"{wsgi.app_uri} is {what}, neither Django nor Flask")
+                         error=f"{uri} is {what}, neither Django nor Flask")
     framework, holder = found
     try:
         with contextlib.redirect_stderr(out), contextlib.redirect_stdout(out):
@@ -184,7 +204,8 @@ def main() -> None:
     path = sys.argv[1]
     args = sys.argv[3:] if sys.argv[2:3] == ["--"] else sys.argv[2:]
     try:
-        result = find(args)
+        # ``--wsgi SPEC [PATH...]``: an app named as uWSGI names it; else gunicorn's argv.
+        result = find_wsgi(args[1], args[2:]) if args[:1] == ["--wsgi"] else find(args)
     except BaseException as exc:  # never a traceback: the parent shows one line
         result = AppRoutes(ok=False, stage="list", error=_message(exc))
     record.write(path, result)

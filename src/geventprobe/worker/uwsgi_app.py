@@ -13,39 +13,15 @@ words (``app-error-<pid>.json``) before uWSGI gives up on it.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
-import re
-import sys
 
-from geventprobe.worker import import_watch, probe_route, record
+from geventprobe.worker import import_watch, probe_route, record, wsgi_load
 
 
 def _load():
     """Their callable, from ``GEVENTPROBE_UWSGI_APP`` (``module:callable`` or
     ``file:PATH:callable``), as uWSGI's module or file loader would find it."""
-    spec = os.environ["GEVENTPROBE_UWSGI_APP"]
-    kind, _, rest = spec.partition(":")
-    if kind == "file":
-        path, _, name = rest.rpartition(":")
-        # uWSGI's file loader: module uwsgi_file_<path with every non-word character as _>.
-        module_name = "uwsgi_file_" + re.sub(r"[^\w]", "_", path)
-        loader = importlib.util.spec_from_file_location(module_name, path)
-        if loader is None:
-            raise ImportError(f"cannot load {path!r} as Python")
-        module = importlib.util.module_from_spec(loader)
-        sys.modules[module_name] = module
-        loader.loader.exec_module(module)
-    else:
-        module_name, name = kind, rest
-        module = importlib.import_module(module_name)
-    found = getattr(module, name, None)
-    if found is None:
-        raise AttributeError(f"module {module_name!r} has no callable {name!r}")
-    if not callable(found):
-        raise TypeError(f"{module_name}.{name} is not callable")
-    return found
+    return wsgi_load.load(os.environ["GEVENTPROBE_UWSGI_APP"])
 
 
 def _loaded():

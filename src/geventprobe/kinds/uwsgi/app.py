@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from geventprobe.app import gunicorn_app, route_rules
+from geventprobe.app import gunicorn_app, route_finder, route_rules
 from geventprobe.app.routes import Route
 from geventprobe.app.wsgi_run import AppTarget, WorkersRun, routes_timeout_s, run_workers
 from geventprobe.core import judge
@@ -65,7 +65,12 @@ class UwsgiRequest:
     workers: int | None = None
     greenlets: int = 16
     routes: tuple[Route, ...] = ()
+    auto_routes: bool = False
+    """``--route auto``: also the app's parameterless GET routes (``route_finder.py``)."""
+    route_exclude: tuple[str, ...] = ()
     dsn: str | None = None
+    inspect_timeout_s: float = 60.0
+    """How long importing the app to list its routes may take."""
 
 
 @dataclass(frozen=True)
@@ -201,6 +206,10 @@ def plan(request: UwsgiRequest) -> UwsgiApp:
                              greenlets=request.greenlets)
     shown = (redact(request.command) if request.command is not None
              else f"uwsgi {probe.shown_app} (uWSGI's defaults)")
+    routes, found_routes = request.routes, None
+    if request.auto_routes:  # the app imported once, in a child, as uWSGI will import it
+        found_routes = _found_routes(request, found, probe, cwd, env)
+        routes = tuple(dict.fromkeys([*found_routes.routes, *routes]))
     deployment = {
         "kind": "uwsgi",
         "app": probe.shown_app,
@@ -214,11 +223,28 @@ def plan(request: UwsgiRequest) -> UwsgiApp:
         "harakiri": probe.options["harakiri"],
         "imports": probe.options["imports"],
         "overrides": probe.overrides,
-        "routes": [str(r) for r in request.routes],
+        "routes": [str(r) for r in routes],
     }
+    if found_routes is not None:
+        deployment["routes_found"] = found_routes.record()
     name = request.app or probe.shown_app.split(" = ", 1)[1]
     build = Build(name=name, baseline=False, expected=None, env={},
                   description=f"your app {name} under uWSGI ({shown})")
     return UwsgiApp(build=build, program=[argv[0]], conf=probe, cwd=cwd,
-                    deployment=deployment, routes=request.routes,
-                    preload=not probe.lazy_apps)
+                    deployment=deployment, routes=routes, preload=not probe.lazy_apps)
+
+
+def _found_routes(request: UwsgiRequest, found: config.Resolved, probe: config.ForProbe,
+                  cwd: str, env: dict) -> route_finder.Found:
+    """``--route auto``: their app's routes, listed in a child that imports it the way their
+    uWSGI will: from their ``chdir``, with their ``env`` and ``pythonpath`` options."""
+    their_env = dict(env)
+    for key, value in found.options:
+        if key == "env" and "=" in value:
+            name, _, text = value.partition("=")
+            their_env[name] = text
+    paths = [v for k, v in found.options if k in ("pythonpath", "python-path", "pp")]
+    return route_finder.find(["--wsgi", probe.app, *paths],
+                             os.path.join(cwd, found.get("chdir") or ""), their_env,
+                             request.inspect_timeout_s, request.route_exclude,
+                             server_known=bool(request.dsn))

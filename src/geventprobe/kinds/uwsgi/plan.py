@@ -96,15 +96,17 @@ def plan(request: RunRequest, project: ProjectSettings, profile: Profile) -> Kin
         raise ProbeError("--task and --broker go with a celery worker (--celery): a uWSGI "
                          "app's are its routes: use --route PATH")
     texts = request.routes or (project.routes if not asked else ())
-    if any(str(t).strip().lower() == AUTO for t in texts) or request.route_exclude:
-        raise ProbeError("--route auto finds routes through gunicorn's loading of your app: "
-                         "under uWSGI name them, e.g. --route /login --route /orders")
+    auto = any(str(t).strip().lower() == AUTO for t in texts)
+    if request.route_exclude and not auto:
+        raise ProbeError("--route-exclude drops routes that --route auto found: add --route "
+                         "auto (or leave out the --route you do not want)")
     from geventprobe.kinds.uwsgi import app as uwsgi_app
 
     target = uwsgi_app.plan(uwsgi_app.UwsgiRequest(
         app=app, command=command, chdir=request.chdir or project.chdir,
         workers=request.workers, greenlets=profile.workload.greenlets,
-        routes=tuple(parse_routes(list(texts))), dsn=request.dsn))
+        routes=tuple(parse_routes([t for t in texts if str(t).strip().lower() != AUTO])),
+        auto_routes=auto, route_exclude=tuple(request.route_exclude), dsn=request.dsn))
     return KindPlan(target, dataclasses.replace(profile.workload, workers=target.workers))
 
 

@@ -31,6 +31,8 @@ def deployment(result: RunResult) -> list[Block]:
                   f"{'on' if a.get('lazy_apps') else 'off'}; harakiri "
                   f"{a.get('harakiri') or 'off'}; imports: "
                   f"{', '.join(a.get('imports') or []) or 'none'}", indent=1)]
+    if a.get("routes_found"):
+        out.append(Paragraph(wsgi_run.found_routes(a["routes_found"], result), indent=1))
     out += [Paragraph(f"geventprobe set {o}", style="dim", indent=1)
             for o in a.get("overrides") or []]
     return out
