@@ -164,7 +164,7 @@ def reproduction(build: BuildResult, result: RunResult | None = None) -> Reprodu
         return kind.reproduction(build, result)
     if facts.get("mode") == "app":
         return _app(build, result)
-    return driver(build, result)
+    return build_reproduction(build, result)
 
 
 def _directory(build: BuildResult) -> str:
@@ -172,8 +172,8 @@ def _directory(build: BuildResult) -> str:
     return "repro_" + re.sub(r"[^\w.-]+", "_", label(build)).strip("_")
 
 
-def driver(build: BuildResult, result: RunResult | None, server: PlainServer | None = None
-           ) -> Reproduction:
+def build_reproduction(build: BuildResult, result: RunResult | None,
+                       server: PlainServer | None = None) -> Reproduction:
     """A one-file app with the build's setup, under plain gunicorn (or ``server``), G requests
     at once."""
     facts = build.facts or {}
@@ -261,11 +261,9 @@ def driver(build: BuildResult, result: RunResult | None, server: PlainServer | N
     words = "one plain gunicorn gevent worker" if server is None else server.words
     says = (f"{n} requests at once, each waiting {w:g} s on the server, in {words} set up as "
             "the probed workers were. " + _expect(build))
-    needs = _needs(driver, facts, pg)
-    if server is not None:
-        needs = re.sub(r' "gunicorn[^"]*"', " " + server.pip, needs)
     return Reproduction(build.build, build.verdict, directory, (("app.py", app), *files),
-                        needs, command, says)
+                        _needs(driver, facts, pg, server.pip if server else None), command,
+                        says)
 
 
 def _expect(build: BuildResult) -> str:
@@ -279,7 +277,9 @@ def _expect(build: BuildResult) -> str:
     return f"The harness should print {build.verdict.value}."
 
 
-def _needs(driver: str, facts: dict, pg: dict) -> str:
+def _needs(driver: str, facts: dict, pg: dict, server_pin: str | None = None) -> str:
+    """The ``pip install`` line: the driver, gevent and the server (``server_pin``: another
+    server's than gunicorn), at the versions the workers reported."""
     version = pg.get("version")
     if driver == "psycopg":
         extra = {"binary": "[binary]", "c": "[c]"}.get(pg.get("impl") or "", "")
@@ -290,7 +290,8 @@ def _needs(driver: str, facts: dict, pg: dict) -> str:
             pins.append(f'"psycogreen=={facts["psycogreen"]}"' if facts.get("psycogreen")
                         else '"psycogreen"')
     pins.append(f'"gevent=={facts["gevent"]}"' if facts.get("gevent") else '"gevent"')
-    pins.append(f'"gunicorn=={facts["gunicorn"]}"' if facts.get("gunicorn") else '"gunicorn"')
+    pins.append(server_pin or (f'"gunicorn=={facts["gunicorn"]}"' if facts.get("gunicorn")
+                               else '"gunicorn"'))
     return "pip install " + " ".join(pins)
 
 

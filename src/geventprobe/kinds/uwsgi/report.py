@@ -116,7 +116,7 @@ def _builds_reproduction(build: BuildResult, result: RunResult | None) -> repro.
     if a.get("lazy_apps"):
         flags.append("--lazy-apps")
     version = _uwsgi(build, "version")
-    return repro.driver(build, result, repro.PlainServer(
+    return repro.build_reproduction(build, result, repro.PlainServer(
         name="uWSGI", argv=tuple(flags), app=("--module", "app:application"),
         words="one plain uWSGI gevent worker",
         imported=f"the driver imported at the app's top, loaded as uWSGI loads it ({patch})",
