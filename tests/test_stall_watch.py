@@ -76,10 +76,14 @@ def test_without_the_watch_the_monitor_alone_sees_nothing():
 
 
 def test_a_stall_the_monitor_sees_is_counted_once():
+    """A GIL-releasing call the monitor sees is not counted again from the alarm's sighting of
+    it: in the same run, no event of the alarm's is left beside the monitor's. (The test
+    compared two runs' counts before: their stalls differ on a loaded machine, 3 against 7
+    sightings were seen, and it failed once for that alone.)"""
     code = "import hashlib\nhashlib.pbkdf2_hmac('sha256', b'x', b'y', 1000000)\n"
-    alone, both = _run(code, watch="0"), _run(code)
-    assert alone, "the monitor sees a GIL-releasing call"
-    assert len(both) <= len(alone) + 1  # the alarm's sightings of it were merged away
+    both = _run(code)
+    assert any(e["source"] == "monitor" for e in both), "the monitor sees a GIL-releasing call"
+    assert [e for e in both if e["source"] == "alarm"] == []
 
 
 def test_merge_counts_each_stall_once_and_drops_the_handlers_own_traces():
