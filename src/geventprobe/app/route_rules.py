@@ -216,16 +216,18 @@ def _serialized(run: RouteRun, burst_p90_ms: float | None, lone_ms: float | None
 
 
 def _warm_up(run: RouteRun, workers: dict[int, RoutePhase], events: list, starts: str,
-             t: Thresholds) -> RouteWarmUp | None:
+             t: Thresholds, blocking: bool = False) -> RouteWarmUp | None:
     """What the warm-up before the lone request saw: the workers' first requests of the
-    route. A stall of ``route_hub_lag_ms`` or more is a note, with who blocked."""
+    route. A stall of ``route_hub_lag_ms`` or more is a note, with who blocked, unless the
+    route is BLOCKING (``blocking``): then every request stalls the hub, not the first
+    ones only, and the note's fix (do it as the worker starts) would be a wrong one."""
     w = run.warm_up
     if w is None:
         return None
     lag_ms = _max_lag_ms(workers, w.t0, w.t1)
     stacks = blocked.stacks(events, f"warm-up {run.route}", (w.t0, w.t1 + _TAIL_S))
     note = None
-    if lag_ms >= t.route_hub_lag_ms:
+    if lag_ms >= t.route_hub_lag_ms and not blocking:
         who = f": {blocked.in_words(stacks[0])}" if stacks else ""
         django = any("django/urls/" in f for s in stacks[:1] for f in s.frames)
         how = ("Django imports the URLconf on a worker's first request: import it as the "
@@ -358,7 +360,8 @@ def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds,
         error_at=explained.error_at if explained else None,
         waited_at=list(explained.waited_at) if explained else [],
         note=None if verdict is Verdict.ERROR else _note(run), body_bytes=run.body_bytes,
-        cpu=cpu, warm_up=_warm_up(run, workers, events, d.worker_starts, t))
+        cpu=cpu, warm_up=_warm_up(run, workers, events, d.worker_starts, t,
+                                  blocking=verdict is Verdict.BLOCKING))
 
 
 def _unmeasured(route: str, cause: str) -> RouteResult:
