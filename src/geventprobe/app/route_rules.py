@@ -316,7 +316,7 @@ def judge(run: RouteRun, workers: dict[int, RoutePhase], t: Thresholds,
         verdict = Verdict.BLOCKING
         limit = f" ({timeout_s:g} s)" if timeout_s else ""
         head = (f"the hub was blocked longer than {d.timeout}{limit}, so "
-                f"{d.kills.split(' killed', 1)[0]} killed the worker and dropped its requests")
+                f"{d.killer} killed the worker and dropped its requests")
         explained = route_causes.for_blocking(stacks, workers, d, lag_ms)
         # Who blocked, when caught, and its fix; the head says what gunicorn did about it.
         cause = head + explained.cause.partition(" during the burst")[2] if stacks else head

@@ -506,13 +506,6 @@ def phase_files(run_dir: str):
             pass
 
 
-ROUTES_GO = "routes-go"
-"""Written once the request phase's load has stopped (every answer in): a worker closes the
-probe route's connections then, not when its own request phase ends. A blocked hub answers
-the queued requests after that, and would have answered them 503 (measured: 25 of 26 under
-uWSGI with --gevent-monkey-patch)."""
-
-
 def worker_timeout_s(routes: list[Route], timeout_s: float) -> float:
     """How long a worker waits in the route phase before it reports anyway."""
     return 60.0 + len(routes) * (2 * timeout_s + 2.0)

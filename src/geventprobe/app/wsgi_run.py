@@ -26,6 +26,7 @@ from geventprobe.processes.run_dir import read_records, ready_port, say_go
 from geventprobe.record import RequestFigures
 from geventprobe.settings import Workload
 from geventprobe.worker.probe_route import PATH as PROBE_ROUTE
+from geventprobe.worker.probe_route import ROUTES_GO
 from geventprobe.worker.record import ProbeResult, Ready
 
 if TYPE_CHECKING:
@@ -260,7 +261,7 @@ def _drive_routes(server: WsgiServer, routes: list, workload: Workload, pids: li
     run_dir = server.run_dir
     port = ready_port(ready)
     # The request phase's answers are all in: the workers may close its connections now.
-    with open(os.path.join(run_dir, route_phase.ROUTES_GO), "w"):
+    with open(os.path.join(run_dir, ROUTES_GO), "w"):
         pass
     with route_phase.phase_files(run_dir):
         # Each worker hands over once its request phase is over.

@@ -21,7 +21,7 @@ from geventprobe.core.builds import Availability, Build, install_command
 from geventprobe.core.progress import Listener
 from geventprobe.core.session import Session, require
 from geventprobe.core.target import Probed
-from geventprobe.processes import children, gunicorn_workers
+from geventprobe.processes import gunicorn_workers
 from geventprobe.processes.run_dir import read_records
 from geventprobe.record import BuildResult, Calibration, Verdict
 from geventprobe.settings import Thresholds, Workload
@@ -75,18 +75,14 @@ class HarnessBuild:
         loaded the harness app (its ready record, or the result of a probe that could not
         start). A gunicorn that gives no answer is left to its turn, which says why."""
         name, booted = self.build.name, self.booted
-        deadline = time.monotonic() + session.plan.workload.boot_timeout_s
-        while booted is not None and booted.running() and time.monotonic() < deadline:
-            records = [*read_records(booted.run_dir, "ready").values(),
-                       *read_records(booted.run_dir, "result").values()]
-            if records:
-                error = (records[0].facts or {}).get("import_error")
-                if error:
-                    reason = error.strip().splitlines()[0]  # as psycopg words it first
-                    return Availability(name, False, None, reason, install_command(name))
-                return Availability(name, True, None, None, None)
-            children.check_guards()
-            time.sleep(0.01)
+        if booted is not None:
+            # None when a worker gave up before getting ready: its result says why.
+            ready = booted.wait_for("ready", 1, session.plan.workload.boot_timeout_s)
+            records = list((ready or read_records(booted.run_dir, "result")).values())
+            error = (records[0].facts or {}).get("import_error") if records else None
+            if error:
+                reason = error.strip().splitlines()[0]  # as psycopg words it first
+                return Availability(name, False, None, reason, install_command(name))
         return Availability(name, True, None, None, None)
 
     def discard(self) -> None:

@@ -48,6 +48,8 @@ class Deployment:
     """The hook that runs in each worker after the fork."""
     opened_in_worker: str = "post_worker_init"
     """The hook in which a worker, patched, opens what it needs before it serves."""
+    killer: str = "gunicorn"
+    """Who kills a worker whose hub stayed blocked, in its kind's words."""
     kills: str = "gunicorn killed worker {pids} (WORKER TIMEOUT)"
     """The server's kill of a worker whose hub stayed blocked (``{pids}``)."""
     timeout: str = "gunicorn's timeout"

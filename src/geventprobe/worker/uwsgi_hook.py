@@ -50,19 +50,25 @@ def _uwsgi_facts() -> dict:
                       "processes": _option("processes") or _option("workers")}}
 
 
+def _watched_facts() -> dict:
+    """What ``import_watch`` saw of the driver's import, in uWSGI's words: the driver was
+    imported in the master unless lazy-apps is set ("driver imported" says where, not the
+    gunicorn master's row)."""
+    facts = _uwsgi_facts()
+    out = _watch.facts(not facts["uwsgi"]["lazy_apps"])
+    out.update(driver_imported_in_master=None, gunicorn=None, **facts)
+    return out
+
+
 class _UwsgiApp:
     """The user's app under uWSGI (``probe``'s source): who imported the driver, when, and
     the uWSGI options that decide it."""
 
     def import_facts(self, worker=None) -> dict:
         """How the driver got imported, and uWSGI's own words for the deployment."""
-        facts = _uwsgi_facts()
-        lazy = facts["uwsgi"]["lazy_apps"]
-        out = _watch.facts(not lazy)
-        # The report's row of it names gunicorn's master: "driver imported" says where.
-        out["driver_imported_in_master"] = None
+        out = _watched_facts()
         out.update(build=os.environ.get("GEVENTPROBE_BUILD", "app"), import_error=None,
-                   mode="app", preload=not lazy, gunicorn=None, **facts)
+                   mode="app", preload=not out["uwsgi"]["lazy_apps"])
         return out
 
     def driver(self):
@@ -82,12 +88,9 @@ class _UwsgiHarness:
         """Which build, how its driver got imported (seen by ``import_watch``), uWSGI's words."""
         from geventprobe.worker import probe
 
-        facts = _uwsgi_facts()
         harness = probe.HARNESS.import_facts()
-        out = _watch.facts(not facts["uwsgi"]["lazy_apps"])
-        out.update(build=harness["build"], import_error=harness["import_error"],
-                   driver_imported_in_master=None,  # "driver imported" says where
-                   gunicorn=None, **facts)
+        out = _watched_facts()
+        out.update(build=harness["build"], import_error=harness["import_error"])
         return out
 
     def driver(self):

@@ -46,6 +46,7 @@ WORDS = {"concurrency_setting": "uWSGI's --gevent N (the async cores of each wor
          "fork_hook": "a uwsgidecorators.postfork function",
          "opened_in_worker": "a uwsgidecorators.postfork function (with "
                              "--gevent-early-monkey-patch: patched by then)",
+         "killer": "uWSGI's harakiri",
          "kills": "uWSGI's harakiri killed worker {pids}",
          "timeout": "uWSGI's harakiri",
          "timeout_flag": "harakiri"}
@@ -84,8 +85,11 @@ class UwsgiApp(AppTarget):
     cwd: str
     deployment: dict
     routes: tuple[Route, ...] = ()
-    preload: bool = True
-    """The app is loaded in the master before the fork (no ``lazy-apps``)."""
+
+    @property
+    def preload(self) -> bool:
+        """The app is loaded in the master before the fork (no ``lazy-apps``)."""
+        return not self.conf.lazy_apps
 
     @property
     def workers(self) -> int:
@@ -215,14 +219,8 @@ def plan(request: UwsgiRequest) -> UwsgiApp:
         "app": probe.shown_app,
         "command": shown,
         "chdir": cwd,
-        "processes": probe.processes,
-        "gevent": probe.gevent,
-        "patch": probe.options["patch"],
-        "lazy_apps": probe.lazy_apps,
-        "enable_threads": probe.options["enable_threads"],
+        **probe.record(),
         "harakiri": probe.options["harakiri"],
-        "imports": probe.options["imports"],
-        "overrides": probe.overrides,
         "routes": [str(r) for r in routes],
     }
     if found_routes is not None:
@@ -231,7 +229,7 @@ def plan(request: UwsgiRequest) -> UwsgiApp:
     build = Build(name=name, baseline=False, expected=None, env={},
                   description=f"your app {name} under uWSGI ({shown})")
     return UwsgiApp(build=build, program=[argv[0]], conf=probe, cwd=cwd,
-                    deployment=deployment, routes=routes, preload=not probe.lazy_apps)
+                    deployment=deployment, routes=routes)
 
 
 def _found_routes(request: UwsgiRequest, found: config.Resolved, probe: config.ForProbe,

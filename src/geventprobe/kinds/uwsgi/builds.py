@@ -43,8 +43,6 @@ class UwsgiBuild:
     program: list[str]
     conf: config.ForProbe
     cwd: str
-    extra_env: dict = field(default_factory=dict)
-    """A calibration control's set-up (unused yet: ``--calibrate`` runs under gunicorn)."""
 
     @property
     def preload(self) -> bool:
@@ -54,7 +52,7 @@ class UwsgiBuild:
     def launch(self, session: Session, workload: Workload) -> WorkersRun:
         """uWSGI with the harness app for this build; the workers' records."""
         env = dict(self.build.env, GEVENTPROBE_BUILD=self.build.name,
-                   GEVENTPROBE_UWSGI_SOURCE="harness", **self.extra_env)
+                   GEVENTPROBE_UWSGI_SOURCE="harness")
         return uwsgi_app.launch(self.program, self.conf, self.cwd, env, session, workload)
 
     def judge(self, run: WorkersRun, workload: Workload, thresholds: Thresholds,
@@ -96,13 +94,9 @@ class UwsgiBuilds(DriverBuilds):
 
     def app_record(self) -> dict:
         """The uWSGI configuration the builds ran under (the report's deployment lines)."""
-        conf = self.conf
         return {"kind": "uwsgi-builds", "command": self.command,
                 "how": "command" if self.theirs else "flags", "chdir": self.cwd,
-                "processes": conf.processes, "gevent": conf.gevent,
-                "patch": conf.options["patch"], "lazy_apps": conf.lazy_apps,
-                "enable_threads": conf.options["enable_threads"],
-                "imports": conf.options["imports"], "overrides": conf.overrides}
+                **self.conf.record()}
 
 
 def plan(builds: list[Build], named: bool, *, command: str | None, chdir: str | None,

@@ -92,6 +92,14 @@ class ForProbe:
         """``lazy-apps``: each worker loads the app, after the fork."""
         return bool(self.options.get("lazy_apps"))
 
+    def record(self) -> dict:
+        """What a run records of it (``RunResult.app``): what decides the import order and
+        what geventprobe changed."""
+        return {"processes": self.processes, "gevent": self.gevent,
+                "patch": self.options["patch"], "lazy_apps": self.lazy_apps,
+                "enable_threads": self.options["enable_threads"],
+                "imports": self.options["imports"], "overrides": self.overrides}
+
 
 def resolve(argv: list[str], cwd: str, env: dict[str, str], timeout: float = 30.0
             ) -> Resolved:

@@ -40,9 +40,26 @@ def deployment(result: RunResult) -> list[Block]:
 
 def findings(result: RunResult) -> str | None:
     """The WSGI paragraph in uWSGI's words, with uWSGI's version in the setup."""
-    text = wsgi_findings.wsgi(result, where="under your uWSGI configuration", servers=())
+    return _with_version(wsgi_findings.wsgi(result, where="under your uWSGI configuration",
+                                            servers=()), result)
+
+
+def _with_version(text: str, result: RunResult) -> str:
+    """``text`` and the uWSGI version its workers reported (the setup names no server)."""
     version = next((_uwsgi(b, "version") for b in result.builds if _uwsgi(b, "version")), None)
     return text + (f" uWSGI {version}." if version else "")
+
+
+def _plain_uwsgi(a: dict, gevent: int) -> list[str]:
+    """``uwsgi`` as the reproduction starts it: one process, ``gevent`` async cores, the
+    patch flag and lazy-apps of the run (``a``: its deployment record)."""
+    flags = ["uwsgi", "--master", "--processes", "1", "--gevent", str(gevent)]
+    patch = a.get("patch")
+    if patch and patch != "none":
+        flags.append(patch)
+    if a.get("lazy_apps"):
+        flags.append("--lazy-apps")
+    return flags
 
 
 def details(b: BuildResult) -> list[Block]:
@@ -57,18 +74,13 @@ def _reproduction(build: BuildResult, result: RunResult | None) -> repro.Reprodu
     route, found = repro.first_not_ok(build.routes, lambda r: r.verdict)
     gevent = int(a.get("gevent") or 16)
     n = min(route.concurrency if route else 16, max(1, gevent - 1))
-    patch = a.get("patch")
-    flags = ["--master", "--processes", "1", "--gevent", str(gevent)]
-    if patch and patch != "none":
-        flags.append(patch)
-    if a.get("lazy_apps"):
-        flags.append("--lazy-apps")
+    flags = _plain_uwsgi(a, gevent)
     for name in a.get("imports") or []:
         flags += ["--import", name]
     loader, _, target = str(a.get("app") or build.build).partition(" = ")
     flags += [f"--{loader}" if target else "--module", target or build.build]
     request = route.route if route else "GET /a-route-of-yours-that-queries"
-    command = " ".join(["python", repro.HARNESS, ".", shlex.quote(shlex.join(["uwsgi", *flags])),
+    command = " ".join(["python", repro.HARNESS, ".", shlex.quote(shlex.join(flags)),
                         "--request", shlex.quote(request), "-n", str(n)])
     verdict = repro.shown_verdict(build, found)
     which = (f"route {request}" if route else
@@ -97,24 +109,17 @@ def builds_deployment(result: RunResult) -> list[Block]:
 def builds_findings(result: RunResult) -> str | None:
     """The drivers' paragraph, in uWSGI's words."""
     patch = (result.app or {}).get("patch") or "none"
-    text = wsgi_findings.wsgi(
+    return _with_version(wsgi_findings.wsgi(
         result, where=f"inside real uWSGI gevent workers (patch flag {patch})", servers=(),
-        drivers=True)
-    version = next((_uwsgi(b, "version") for b in result.builds if _uwsgi(b, "version")), None)
-    return text + (f" uWSGI {version}." if version else "")
+        drivers=True), result)
 
 
 def _builds_reproduction(build: BuildResult, result: RunResult | None) -> repro.Reproduction:
     """The build's one-file app under plain uWSGI, one process, the run's patch flag."""
     a = (result.app if result else None) or {}
     # One async core more than the requests: the harness pings the hub beside them.
-    gevent = str(int(a.get("gevent") or 16) + 1)
-    flags = ["uwsgi", "--master", "--processes", "1", "--gevent", gevent]
+    flags = _plain_uwsgi(a, int(a.get("gevent") or 16) + 1)
     patch = a.get("patch") or "none"
-    if patch != "none":
-        flags.append(patch)
-    if a.get("lazy_apps"):
-        flags.append("--lazy-apps")
     version = _uwsgi(build, "version")
     return repro.build_reproduction(build, result, repro.PlainServer(
         name="uWSGI", argv=tuple(flags), app=("--module", "app:application"),
