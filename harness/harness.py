@@ -200,7 +200,9 @@ def start_postgres(started: Started, max_connections: int) -> str:
             [os.path.join(bindir, "postgres"), "-D", data, "-p", str(port),
              "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={root}",
              "-c", f"max_connections={max_connections}", "-c", "fsync=off",
-             "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
+             "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+             # Shared memory segments in the data dir: a killed server leaves none in /dev/shm.
+             "-c", "dynamic_shared_memory_type=mmap"],
             env=env, cwd=root, stdout=out, stderr=out, **ids)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and server.poll() is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -36,15 +37,34 @@ def _tmpdir(proc: psutil.Process) -> str | None:
         return None
 
 
+def temp_parent() -> str:
+    """Where a test's TMPDIR goes: where geventprobe puts its temp dirs when none is named
+    (``children.temp_root``: memory, when it has room), else /tmp."""
+    from geventprobe.processes import children
+
+    env = {k: os.environ.pop(k) for k in ("TMPDIR", "TEMP", "TMP") if k in os.environ}
+    try:
+        return children.temp_root()
+    finally:
+        os.environ.update(env)
+
+
+def pg_shared_memory() -> set[str]:
+    """PostgreSQL's dynamic shared memory segments in /dev/shm (``PostgreSQL.<n>``): a
+    server of ours must leave none behind, however it was stopped."""
+    return set(glob.glob("/dev/shm/PostgreSQL.*"))
+
+
 @pytest.fixture
 def probe_tmp():
     """A TMPDIR for one geventprobe process; afterwards nothing may be left in it or running."""
-    # Under /tmp and world-traversable: as root the embedded server runs as another user.
-    path = tempfile.mkdtemp(prefix="gp-test-", dir="/tmp")
+    # World-traversable: as root the embedded server runs as another user.
+    path = tempfile.mkdtemp(prefix="gp-test-", dir=temp_parent())
     os.chmod(path, 0o755)
     before_harness = {p.pid for p in our_processes("geventprobe.worker")}
+    before_shm = pg_shared_memory()
     yield path
-    leftovers = os.listdir(path)
+    leftovers = os.listdir(path) + sorted(pg_shared_memory() - before_shm)
     # Only harness processes of THIS run (they inherit its TMPDIR): other test runs on the
     # same machine start and reap their own meanwhile.
     running = our_processes(path) + [p for p in our_processes("geventprobe.worker")

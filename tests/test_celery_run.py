@@ -34,6 +34,7 @@ from pathlib import Path
 import jsonschema
 import psutil
 import pytest
+from conftest import temp_parent
 from manifests import expect
 
 pytestmark = pytest.mark.integration
@@ -68,7 +69,7 @@ class Run:
     """One ``geventprobe run`` in a TMPDIR of its own, its outputs and what it left."""
 
     def __init__(self, *args: str, env: dict | None = None, wait: bool = True):
-        self.tmp = tempfile.mkdtemp(prefix="gp-test-celery-", dir="/tmp")
+        self.tmp = tempfile.mkdtemp(prefix="gp-test-celery-", dir=temp_parent())
         os.chmod(self.tmp, 0o755)  # as root, PostgreSQL runs as another user
         self.out = tempfile.mkdtemp(prefix="gp-test-celery-out-", dir="/tmp")
         self.json = os.path.join(self.out, "run.json")

@@ -23,6 +23,7 @@ import time
 
 import psutil
 import pytest
+from conftest import temp_parent
 from manifests import EXAMPLES, HARNESS, case
 
 from geventprobe.processes.postgres import SUPERUSER, EmbeddedPostgres
@@ -54,7 +55,7 @@ class Harness:
     """``python harness/harness.py ARGS`` in a TMPDIR of its own, its figures as JSON."""
 
     def __init__(self, *args: str, dsn: str | None = None):
-        self.tmp = tempfile.mkdtemp(prefix="gp-test-harness-", dir="/tmp")
+        self.tmp = tempfile.mkdtemp(prefix="gp-test-harness-", dir=temp_parent())
         os.chmod(self.tmp, 0o755)  # as root, PostgreSQL runs as another user
         self.out = os.path.join(tempfile.mkdtemp(prefix="gp-test-harness-out-"), "f.json")
         env = {k: v for k, v in os.environ.items()

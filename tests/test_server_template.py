@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import tempfile
 
 import psycopg
 import pytest
 
 from geventprobe.cache_dir import CACHE_ENV
+from geventprobe.processes import children
 from geventprobe.processes.postgres import EmbeddedPostgres
 
 
@@ -47,3 +51,36 @@ def test_a_server_with_a_password_runs_initdb(cache):
     with EmbeddedPostgres(max_connections=20, password="s3cret") as pg:
         assert not pg.from_template
     assert not (cache / "pgdata").exists()
+
+
+def _no_temp_dir_named(monkeypatch) -> None:
+    for name in ("TMPDIR", "TEMP", "TMP"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", None)  # tempfile caches what it found
+
+
+def test_temp_dirs_go_to_memory_unless_the_user_names_one(monkeypatch, tmp_path):
+    _no_temp_dir_named(monkeypatch)
+    roomy = os.path.isdir(children.MEMORY_DIR) and \
+        shutil.disk_usage(children.MEMORY_DIR).free >= children.MEMORY_ROOM
+    assert children.temp_root() == (children.MEMORY_DIR if roomy else tempfile.gettempdir())
+    monkeypatch.setattr(children, "MEMORY_ROOM", 1 << 62)  # more than any machine has
+    assert children.temp_root() == tempfile.gettempdir() != children.MEMORY_DIR
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    assert children.temp_root() == str(tmp_path)
+
+
+def test_the_cluster_lives_in_memory_and_leaves_nothing_there(monkeypatch, cache):
+    if not os.path.isdir(children.MEMORY_DIR) or \
+            shutil.disk_usage(children.MEMORY_DIR).free < children.MEMORY_ROOM:
+        pytest.skip(f"{children.MEMORY_DIR} is missing or has under 1 GiB free here: the "
+                    "cluster goes to the system temp dir (tested by every other run)")
+    _no_temp_dir_named(monkeypatch)
+    before = set(os.listdir(children.MEMORY_DIR))
+    with EmbeddedPostgres(max_connections=20) as pg:
+        assert pg.root.startswith(children.MEMORY_DIR + "/") and _answers(pg)
+        # Killed, it can clean nothing up: what it had in shared memory was in its data dir.
+        os.kill(pg.proc.pid, signal.SIGKILL)
+        pg.proc.wait()
+    assert set(os.listdir(children.MEMORY_DIR)) - before == set()

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 
 from geventprobe.errors import ProbeError
+from geventprobe.processes import children
 from geventprobe.processes.server import ServerInfo, parse_dsn
 from geventprobe.settings import Workload
 
@@ -93,7 +94,7 @@ def check_temp_dir() -> str:
     if wanted and not os.path.isdir(wanted):
         raise ProbeError(f"TMPDIR={wanted} is not a directory: set TMPDIR to a writable "
                          "directory, or unset it")
-    target = wanted or tempfile.gettempdir()
+    target = children.temp_root()
     try:
         os.rmdir(tempfile.mkdtemp(prefix="geventprobe-check-", dir=target))
     except OSError as exc:
