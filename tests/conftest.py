@@ -110,9 +110,23 @@ def env_cache():
     Shared by the session's tests, so one test reuses the environments another made;
     removed at the end of the session.
     """
-    path = tempfile.mkdtemp(prefix="gp-test-envs-", dir="/tmp")
+    path = tempfile.mkdtemp(prefix="gp-test-envs-", dir=temp_parent())
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+def pytest_configure(config):
+    """The session's ``tmp_path`` dirs where geventprobe puts its own temp dirs (memory, when
+    it has room; ``temp_parent``), unless ``--basetemp`` says where; removed at the end."""
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        config._gp_basetemp = config.option.basetemp = tempfile.mkdtemp(
+            prefix="gp-pytest-", dir=temp_parent())
+
+
+def pytest_unconfigure(config):
+    path = getattr(config, "_gp_basetemp", None)
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- the slow tier

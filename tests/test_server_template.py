@@ -66,9 +66,10 @@ def test_temp_dirs_go_to_memory_unless_the_user_names_one(monkeypatch, tmp_path)
     assert children.temp_root() == (children.MEMORY_DIR if roomy else tempfile.gettempdir())
     monkeypatch.setattr(children, "MEMORY_ROOM", 1 << 62)  # more than any machine has
     assert children.temp_root() == tempfile.gettempdir() != children.MEMORY_DIR
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
-    monkeypatch.setattr(tempfile, "tempdir", None)
+    monkeypatch.setenv("TMP", str(tmp_path))
     assert children.temp_root() == str(tmp_path)
+    monkeypatch.setenv("TMPDIR", "/proc")  # named, so used (and refused), not skipped
+    assert children.temp_root() == "/proc"
 
 
 def test_the_cluster_lives_in_memory_and_leaves_nothing_there(monkeypatch, cache):

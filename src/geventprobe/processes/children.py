@@ -280,9 +280,10 @@ MEMORY_ROOM = 1 << 30
 
 
 def temp_root() -> str:
-    """Where geventprobe's temp dirs go: the one the user named (``TMPDIR``, ``TEMP`` or
-    ``TMP``, as Python's ``tempfile`` reads them); else ``/dev/shm`` when it is a writable
-    directory with 1 GiB free; else the system's (``/tmp``).
+    """Where geventprobe's temp dirs go: the one the user named (``TMPDIR``, else ``TEMP``,
+    else ``TMP``: as named, even when it cannot be written, which is then refused, never
+    silently replaced as Python's ``tempfile`` would); else ``/dev/shm`` when it is a
+    writable directory with 1 GiB free; else the system's (``/tmp``).
 
     Everything in them lives for one run (the throwaway cluster, the workers' run dirs), so
     memory is the right place. Measured on this project's 2-core VM, whose ``/tmp`` is ext4
@@ -290,8 +291,9 @@ def temp_root() -> str:
     ``/dev/shm``), so copying the kept cluster's 966 files took 0.3-0.5 s of system time,
     0.06 s into memory (docs/safety.md).
     """
-    if any(os.environ.get(name) for name in ("TMPDIR", "TEMP", "TMP")):
-        return tempfile.gettempdir()
+    named = next((os.environ[n] for n in ("TMPDIR", "TEMP", "TMP") if os.environ.get(n)), None)
+    if named:
+        return os.path.abspath(named)
     try:
         st = os.statvfs(MEMORY_DIR)
         if st.f_bavail * st.f_frsize >= MEMORY_ROOM and os.access(MEMORY_DIR, os.W_OK | os.X_OK):
