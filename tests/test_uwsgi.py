@@ -267,6 +267,29 @@ def test_the_driver_builds_under_their_usual_flag(run_cli, pg_dsn, tmp_path):
     assert result["app"]["how"] == "command" and result["app"]["processes"] == 2
 
 
+def test_a_build_that_does_not_import_where_uwsgi_runs_is_unavailable(run_cli, pg_dsn,
+                                                                     tmp_path):
+    """Every build's uWSGI boots ahead, and its first worker says whether the driver imports
+    in the Python uWSGI runs, with the paths their command adds: psycopg's C build hidden
+    from it there (``--pythonpath``), not from us, is UNAVAILABLE with the reason and the
+    install command; the others are measured. (When the builds were checked in our own
+    interpreter instead, c passed that check, and its workers then failed: an ERROR row.)"""
+    hide = tmp_path / "hide" / "psycopg_c"
+    hide.mkdir(parents=True)
+    (hide / "__init__.py").write_text("raise ImportError('not installed here: psycopg_c')\n")
+    out = tmp_path / "r.json"
+    proc = run_cli("run", "--profile", "quick", "--server", "uwsgi", "--uwsgi-cmd",
+                   "uwsgi --master --processes 1 --gevent 16 --gevent-early-monkey-patch "
+                   f"--pythonpath {hide.parent}", "--json", str(out),
+                   cwd=str(tmp_path), env=_env(pg_dsn))
+    rows = {b["build"]: b for b in json.loads(out.read_text())["builds"]}
+    assert rows["c"]["verdict"] == "UNAVAILABLE", proc.stdout + proc.stderr
+    assert "not installed here: psycopg_c" in rows["c"]["cause"]
+    assert rows["c"]["install"].endswith('pip install "psycopg[c]=='
+                                         f'{rows["binary"]["facts"]["psycopg"]["version"]}"')
+    assert rows["binary"]["verdict"] == "OK" and proc.returncode == 0, proc.stdout
+
+
 def test_a_plain_run_checks_the_uwsgi_app_pyproject_names(run_cli, pg_dsn, tmp_path):
     """``uwsgi-cmd`` and ``routes`` in ``[tool.geventprobe]``: a plain ``geventprobe run`` in
     the project checks the uWSGI app (its route too), as a CI step would."""

@@ -71,19 +71,8 @@ class HarnessBuild:
         return judge.judge(self, run, workload, thresholds, started)
 
     def availability(self, session: Session) -> Availability:
-        """Whether its build's driver imports, as its gunicorn's first worker found when it
-        loaded the harness app (its ready record, or the result of a probe that could not
-        start). A gunicorn that gives no answer is left to its turn, which says why."""
-        name, booted = self.build.name, self.booted
-        if booted is not None:
-            # None when a worker gave up before getting ready: its result says why.
-            ready = booted.wait_for("ready", 1, session.plan.workload.boot_timeout_s)
-            records = list((ready or read_records(booted.run_dir, "result")).values())
-            error = (records[0].facts or {}).get("import_error") if records else None
-            if error:
-                reason = error.strip().splitlines()[0]  # as psycopg words it first
-                return Availability(name, False, None, reason, install_command(name))
-        return Availability(name, True, None, None, None)
+        """Whether its build's driver imports (``booted_availability``)."""
+        return booted_availability(self.build.name, self.booted, session)
 
     def discard(self) -> None:
         """Stop its gunicorn, started ahead, unmeasured (its build turned out not to import)."""
@@ -91,10 +80,26 @@ class HarnessBuild:
             gunicorn_workers.discard(self.booted)
 
 
-def boot_ahead(session: Session, subjects: Sequence[HarnessBuild], workload: Workload
-               ) -> list[HarnessBuild]:
-    """Start every subject's gunicorn now, so that they boot together before any of them is
-    measured, and each is ready when its turn comes; the subjects, each with its gunicorn.
+def booted_availability(name: str, booted, session: Session) -> Availability:
+    """Whether build ``name``'s driver imports, as the first worker of its server, started
+    ahead (``booted``: a gunicorn or a uWSGI), found when it loaded the harness app: its ready
+    record, or the result of a probe that could not start. A server that gives no answer
+    (or none started ahead) is left to its turn, which says why."""
+    if booted is not None:
+        # None when a worker gave up before getting ready: its result says why.
+        ready = booted.wait_for("ready", 1, session.plan.workload.boot_timeout_s)
+        records = list((ready or read_records(booted.run_dir, "result")).values())
+        error = (records[0].facts or {}).get("import_error") if records else None
+        if error:
+            reason = error.strip().splitlines()[0]  # as psycopg words it first
+            return Availability(name, False, None, reason, install_command(name))
+    return Availability(name, True, None, None, None)
+
+
+def boot_ahead(session: Session, subjects: Sequence, workload: Workload) -> list:
+    """Start every subject's server now (a ``HarnessBuild``'s gunicorn, a ``UwsgiBuild``'s
+    uWSGI: each has ``boot``), so that they boot together before any of them is measured,
+    and each is ready when its turn comes; the subjects, each with its server.
 
     Booting is the costliest thing a build does that measures nothing (measured: 0.5-0.7 s
     and 0.7 s of CPU for 4 workers, a build after the other); done at once for all, it keeps

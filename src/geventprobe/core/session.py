@@ -76,6 +76,11 @@ class Session:
     def __exit__(self, *exc_info) -> None:
         self._stack.close()
 
+    def enter(self, manager):
+        """Enter the context manager ``manager`` until the session ends (before the server
+        stops); what it gave."""
+        return self._stack.enter_context(manager)
+
     def at_close(self, callback, *args) -> None:
         """Call ``callback(*args)`` when the session ends, however it ends (before the server
         stops): what a subject started ahead of its turn is stopped even if it never ran."""

@@ -129,18 +129,28 @@ class UwsgiApp(AppTarget):
 def launch(program: list[str], conf: config.ForProbe, cwd: str, env: dict, session: Session,
            workload: Workload, routes: tuple[Route, ...] = ()) -> WorkersRun:
     """uWSGI as ``conf`` says, the probe in every worker, driven through the run's phases."""
-    env = dict(env, **database_url(session.dsn))
     started = time.monotonic()
+    booted = boot(program, conf, cwd, env, session, workload, routes)
+    return run_workers(booted, workload, session.dsn, routes=list(routes), started=started)
+
+
+def boot(program: list[str], conf: config.ForProbe, cwd: str, env: dict, session: Session,
+         workload: Workload, routes: tuple[Route, ...] = (), go_wait_s: float = 0.0
+         ) -> server.Server:
+    """uWSGI started as ``conf`` says, its workers booting, to be told go within
+    ``go_wait_s`` (``server.boot``)."""
+    env = dict(env, **database_url(session.dsn))
     # The uWSGI of their environment may run another Python than ours (geventprobe
     # installed with pipx, uWSGI in their project's venv): the probe's in-worker code
     # reaches it through a shim on PYTHONPATH that holds that package alone (measured:
-    # without it, "No module named 'geventprobe'" and uWSGI exits).
-    with venvs.worker_shim() as shim:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, os.environ.get("PYTHONPATH")) if p)
-        booted = server.boot(program, conf.ini, conf.app, env, workload, session.dsn, cwd=cwd,
-                             harakiri=conf.harakiri, thresholds=session.plan.thresholds,
-                             routes_timeout_s=routes_timeout_s(list(routes), workload))
-        return run_workers(booted, workload, session.dsn, routes=list(routes), started=started)
+    # without it, "No module named 'geventprobe'" and uWSGI exits). It stays until the
+    # session ends: a uWSGI booted ahead imports from it in its turn.
+    shim = session.enter(venvs.worker_shim())
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, os.environ.get("PYTHONPATH")) if p)
+    return server.boot(program, conf.ini, conf.app, env, workload, session.dsn, cwd=cwd,
+                       harakiri=conf.harakiri, thresholds=session.plan.thresholds,
+                       routes_timeout_s=routes_timeout_s(list(routes), workload),
+                       go_wait_s=go_wait_s)
 
 
 def restate(row: BuildResult, conf: config.ForProbe) -> BuildResult:

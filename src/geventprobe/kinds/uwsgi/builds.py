@@ -7,27 +7,29 @@ class under uWSGI is its flags: by default ``--master --processes W --gevent G
 --gevent-early-monkey-patch`` (the patch before the app loads, the setting under which a
 driver can cooperate); with ``--uwsgi-cmd "uwsgi --gevent-monkey-patch"`` the user's own
 (their ini or flags, without an app: the harness is the app), so the table answers "which
-driver builds cooperate under MY uWSGI flags". Each uWSGI boots in its build's turn (gunicorn's
-builds boot ahead, all at once; uWSGI's have not been measured that way yet).
+driver builds cooperate under MY uWSGI flags". Every build's uWSGI boots at once, before any is
+measured, as gunicorn's do (``drivers.boot_ahead``); its first worker says whether the
+build's driver imports in the Python that uWSGI runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
-from collections.abc import Sequence
+import time
 from dataclasses import dataclass, field
 
-from geventprobe.app.wsgi_run import WorkersRun
+from geventprobe.app.wsgi_run import WorkersRun, run_workers
 from geventprobe.core import judge
 from geventprobe.core.builds import Availability, Build
-from geventprobe.core.drivers import DriverBuilds
+from geventprobe.core.drivers import DriverBuilds, boot_ahead, booted_availability
 from geventprobe.core.known_errors import Deployment
 from geventprobe.core.session import Session
 from geventprobe.dsn import redact
 from geventprobe.errors import ProbeError
 from geventprobe.kinds.uwsgi import app as uwsgi_app
-from geventprobe.kinds.uwsgi import config
+from geventprobe.kinds.uwsgi import config, server
 from geventprobe.record import BuildResult
 from geventprobe.settings import Thresholds, Workload
 
@@ -43,17 +45,35 @@ class UwsgiBuild:
     program: list[str]
     conf: config.ForProbe
     cwd: str
+    booted: server.Server | None = None
+    """Its uWSGI, started ahead of its turn (``boot_ahead``); None: started at launch."""
 
     @property
     def preload(self) -> bool:
         """The harness app is loaded in the master before the fork (no ``lazy-apps``)."""
         return not self.conf.lazy_apps
 
+    def _env(self) -> dict:
+        return dict(self.build.env, GEVENTPROBE_BUILD=self.build.name,
+                    GEVENTPROBE_UWSGI_SOURCE="harness")
+
     def launch(self, session: Session, workload: Workload) -> WorkersRun:
         """uWSGI with the harness app for this build; the workers' records."""
-        env = dict(self.build.env, GEVENTPROBE_BUILD=self.build.name,
-                   GEVENTPROBE_UWSGI_SOURCE="harness")
-        return uwsgi_app.launch(self.program, self.conf, self.cwd, env, session, workload)
+        started = time.monotonic()
+        booted = self.booted or uwsgi_app.boot(self.program, self.conf, self.cwd, self._env(),
+                                               session, workload)
+        return run_workers(booted, workload, session.dsn, started=started)
+
+    def boot(self, session: Session, workload: Workload, go_wait_s: float) -> UwsgiBuild:
+        """Itself with its uWSGI started now, to be measured in ``go_wait_s`` at most."""
+        booted = uwsgi_app.boot(self.program, self.conf, self.cwd, self._env(), session,
+                                workload, go_wait_s=go_wait_s)
+        session.at_close(booted.discard)
+        return dataclasses.replace(self, booted=booted)
+
+    def availability(self, session: Session) -> Availability:
+        """Whether its build's driver imports where uWSGI runs (``booted_availability``)."""
+        return booted_availability(self.build.name, self.booted, session)
 
     def judge(self, run: WorkersRun, workload: Workload, thresholds: Thresholds,
               started: float) -> BuildResult:
@@ -63,7 +83,9 @@ class UwsgiBuild:
         return uwsgi_app.restate(row, self.conf)
 
     def discard(self) -> None:
-        """Nothing: its uWSGI starts in its turn."""
+        """Stop its uWSGI, started ahead, unmeasured (its build turned out not to import)."""
+        if self.booted is not None:
+            self.booted.discard()
 
 
 @dataclass(frozen=True)
@@ -78,19 +100,10 @@ class UwsgiBuilds(DriverBuilds):
     theirs: bool = False
     """The command is the user's (``--uwsgi-cmd``)."""
 
-    def imports(self) -> Sequence[Build]:
-        """Every build, checked in our environment while the server starts: its uWSGI starts
-        only in its turn."""
-        return list(self.builds)
-
-    def availability(self, session: Session, subjects: Sequence[UwsgiBuild]
-                     ) -> dict[str, Availability]:
-        """The import checks' answers."""
-        return session.available()
-
     def subjects(self, session: Session) -> list[UwsgiBuild]:
-        """Every build under this uWSGI configuration."""
-        return [UwsgiBuild(b, self.program, self.conf, self.cwd) for b in self.builds]
+        """Every build under this uWSGI configuration, each uWSGI started now."""
+        return boot_ahead(session, [UwsgiBuild(b, self.program, self.conf, self.cwd)
+                                    for b in self.builds], session.plan.workload)
 
     def app_record(self) -> dict:
         """The uWSGI configuration the builds ran under (the report's deployment lines)."""
