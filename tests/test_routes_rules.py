@@ -380,6 +380,20 @@ def test_a_call_that_keeps_the_gil_gets_a_fix_without_threads():
     assert "regular expression" in r.advice
 
 
+def test_monitor_sightings_between_gil_holding_calls_do_not_outvote_the_alarm():
+    # Three 0.2 s regex calls in a row hold the hub 0.6 s: the monitor thread gets the GIL
+    # between two calls and sees the hub still held, in the same frame. Its sightings say
+    # nothing about the GIL; only the alarm's judge it. The old rule (a majority of every
+    # sighting) said "released" once a suite run's monitor saw the stack as often as the
+    # alarm did (tests/test_stall_watch.py: 5 sightings, not GIL-held, 2026-12-05).
+    events = [BlockedEvent(t=T0 + 0.2 * i, s=0.2, frames=REGEX, user=1, source="alarm",
+                           gil_held=True) for i in range(2)]
+    events += [BlockedEvent(t=T0 + 0.05 + 0.2 * i, s=0.05, frames=REGEX, user=1)
+               for i in range(3)]
+    (stack,) = blocked.stacks(events, "t")
+    assert stack.count == 5 and stack.gil_held
+
+
 def test_a_call_the_monitor_saw_released_the_gil():
     events = [BlockedEvent(t=T0 + 0.1 * i, s=0.1, frames=REGEX, user=1) for i in range(5)]
     r = _blocking(events)

@@ -5,8 +5,8 @@ found the hub blocked, the time, how long it had been blocked and the hub thread
 stack (a ``worker/record.py`` ``BlockedEvent``). Here identical stacks are counted
 together, within a phase's time window, and the innermost frame of the user's own code
 is marked. The stall watch's alarms (``worker/stall_watch.py``) arrive as the same events;
-when most sightings of a stack found the GIL held, the call kept it
-(``BlockedStack.gil_held``).
+when most of the alarm's sightings of a stack found the GIL held, the call kept it
+(``BlockedStack.gil_held``; the monitor's cannot tell).
 """
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ from geventprobe.worker.record import BlockedEvent
 
 MAX_STACKS = 5
 """Stacks kept per phase, most frequent first: the rest is noise around the same cause."""
+
+
+def _mostly_held(alarms: list[BlockedEvent]) -> bool:
+    return 2 * sum(e.gil_held for e in alarms) > len(alarms)
 
 
 def stacks(events: Iterable[BlockedEvent], phase: str,
@@ -43,8 +47,9 @@ def stacks(events: Iterable[BlockedEvent], phase: str,
             else None,
             innermost=redact(frames[-1]),
             # The monitor thread may catch a GIL-holding call now and then (while the
-            # alarm's handler runs Python and hands the GIL over): most sightings decide.
-            gil_held=2 * sum(e.gil_held for e in seen) > len(seen),
+            # alarm's handler runs Python and hands the GIL over, or between two calls):
+            # its sightings say nothing of the GIL. Most of the alarm's decide.
+            gil_held=_mostly_held([e for e in seen if e.source == "alarm"]),
         ))
     out.sort(key=lambda s: (-s.count, s.frames))
     return out[:MAX_STACKS]
