@@ -31,6 +31,8 @@ import psutil
 import timing_lock
 import tree_cpu
 
+from geventprobe.processes.children import temp_root
+
 
 def _rusage_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -90,7 +92,9 @@ def main() -> None:
     by_kind: dict[str, list[float]] = {}
     by_phase: dict[str, dict[str, list[float]]] = {}
     for i in range(args.runs):
-        with tempfile.TemporaryDirectory() as tmp, timing_lock.held(args.lock):
+        # The run's own TMPDIR (its run dirs are what --cpu watches), where geventprobe puts
+        # its temp dirs when none is named: in memory when it has room (children.temp_root).
+        with tempfile.TemporaryDirectory(dir=temp_root()) as tmp, timing_lock.held(args.lock):
             out = os.path.join(tmp, "r.json")
             private = os.path.join(tmp, "tmp")
             os.mkdir(private)
