@@ -297,10 +297,13 @@ def test_the_dsns_own_connect_timeout_bounds_the_wait(run_cli, silent_port):
 # of geventprobe runs (~50 ms here, longer on a loaded machine), is Python's own
 # KeyboardInterrupt (docs/bad-input.md).
 @pytest.mark.parametrize("delay", [0.15, 0.3])
-def test_ctrl_c_while_starting_is_one_line(probe_tmp, delay):
-    # Before the command's own signal handling exists (imports take a few hundred ms).
+def test_ctrl_c_while_starting_is_one_line(probe_tmp, silent_port, delay):
+    # Before the command's own signal handling exists (imports take a few hundred ms), or
+    # while it waits for the server's first answer. Not a port that refuses: the whole run
+    # then ended in 0.35 s once geventprobe's modules were compiled, and a Ctrl-C at 0.3 s
+    # came as the interpreter was exiting after the error line (killed by SIGINT, -2).
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "GEVENTPROBE"))}
-    env.update(TMPDIR=probe_tmp, GEVENTPROBE_DSN=f"host=127.0.0.1 port={free_port()}")
+    env.update(TMPDIR=probe_tmp, GEVENTPROBE_DSN=f"host=127.0.0.1 port={silent_port}")
     # As from a terminal: a test runner started in the background ignores SIGINT, and its
     # children would inherit that.
     proc = subprocess.Popen([sys.executable, "-m", "geventprobe", "run", "--builds", "binary"],
