@@ -151,3 +151,17 @@ def test_connect_rounds_stop_once_a_majority_decided_the_median():
     assert not mixed.connect_decided([[1.0, 1.06], [2.0, 2.06]], 3)  # one each way: go on
     # Windows too short to judge are not counted.
     assert not _rules([(1.002, 0.009)]).connect_decided([[1.0, 1.01], [2.0, 2.01]], 3)
+
+
+def test_one_cooperating_round_of_two_decides_when_no_second_could_pass_the_limit():
+    # Of two rounds the median is their mean, and a share stays under SHARE_CEILING: a first
+    # round at 0.3 keeps the mean under 0.85 whatever the second does; 0.6 does not.
+    from geventprobe.worker.probe import SHARE_CEILING
+
+    assert (0.3 + SHARE_CEILING) / 2 < T.connect_stall_share < (0.6 + SHARE_CEILING) / 2
+    assert _rules([(1.002, 0.03)]).connect_decided([[1.0, 1.1]], 2)
+    assert not _rules([(1.002, 0.06)]).connect_decided([[1.0, 1.1]], 2)
+    # A stalled first round cannot decide BLOCKING alone: a second at 0 would pull it under.
+    assert not _rules([(1.002, 0.097)]).connect_decided([[1.0, 1.1]], 2)
+    # A first window too short to judge decides nothing.
+    assert not _rules([(1.002, 0.003)]).connect_decided([[1.0, 1.01]], 2)

@@ -22,6 +22,7 @@ import glob
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 import traceback
@@ -354,13 +355,20 @@ def _request_phase(driver: Driver, cursors: list, workload: dict) -> None:
     gevent.joinall([gevent.spawn(in_flight, c) for c in cursors])
 
 
+SHARE_CEILING = 1.2
+"""The most a connect window's stall share can be: the tick due at its start fires once the
+last connect is done, about the whole window (0.96-0.99 measured on stalled workers), plus
+the few ms the hub may take to run it after the window."""
+
+
 class Rules:
     """The parent's verdict rules, so a worker stops repeating a measurement once more rounds
     cannot change its verdict (the thresholds come in ``GEVENTPROBE_WORKLOAD``).
 
     Each rule reads either a maximum (hub lag: one window past the limit decides it) or a
-    median over the rounds (wait factor, connect stall share: a majority of rounds on one
-    side decides it). Without thresholds every round runs.
+    median over the rounds (wait factor: a majority of rounds on one side decides it;
+    connect stall share: decided once no shares the rounds still to come could give would
+    move the median across the limit). Without thresholds every round runs.
     """
 
     def __init__(self, workload: dict, heartbeat: Heartbeat):
@@ -376,19 +384,23 @@ class Rules:
         hb = self.heartbeat
         return max((lag for due, lag in zip(hb.expected, hb.lag) if a <= due <= b), default=0.0)
 
-    @staticmethod
-    def _majority(flags: list[bool], rounds: int) -> bool:
-        need = rounds // 2 + 1
-        return sum(flags) >= need or sum(not f for f in flags) >= need
-
     def connect_decided(self, windows: list[list[float]], rounds: int) -> bool:
         """The connect-stall rule (a worker's median share over its rounds) is decided."""
         if not self.t:
             return False
         least = float(self.t["connect_min_window_ms"]) / 1000
+        limit = float(self.t["connect_stall_share"])
         shares = [self._lag(win) / (win[1] - win[0]) for win in windows
                   if win[1] - win[0] >= least and win[1] > win[0]]
-        return self._majority([s >= self.t["connect_stall_share"] for s in shares], rounds)
+        if not shares:
+            return False
+        # The rounds to come may each be judged or too short to count, at any share between
+        # 0 and the ceiling: the median is monotonic in each, so the extremes bound it.
+        sides = set()
+        for more in range(max(0, rounds - len(windows)) + 1):
+            for share in (0.0, SHARE_CEILING):
+                sides.add(statistics.median(shares + [share] * more) >= limit)
+        return len(sides) == 1
 
     def call_off_after(self) -> tuple[float, float] | None:
         """(seconds into a wait window, hub stall in seconds) past which both BLOCKING rules
