@@ -156,6 +156,20 @@ def test_missing_wheel_makes_only_its_extra_unavailable(cache):
 
 
 @pytest.mark.integration
+def test_wheel_extras_install_with_the_core_in_one_call(cache):
+    # Each installer call costs pip about a second even from its cache: the core and the
+    # extras that come as wheels go in one; psycopg's c build (compiled) would go alone.
+    seen: list[str] = []
+    env = venvs.ensure(venvs.EnvSpec("packaging and psycogreen", ("packaging",),
+                                     (("green", ("psycogreen",)),)), seen.append)
+    assert env.error is None and env.missing == {} and "psycogreen" in env.installed
+    installs = [line for line in seen if ": installing " in line]
+    assert installs == ["packaging and psycogreen: installing packaging psycogreen"], seen
+    assert venvs._compiles("psycopg-c==3.1.12") and venvs._compiles("psycopg[c]")
+    assert not venvs._compiles("psycopg-binary==3.1.12")
+
+
+@pytest.mark.integration
 def test_core_that_does_not_install_leaves_nothing_behind(cache):
     env = _make(venvs.EnvSpec("no such release", ("packaging==0.0.0.1",)))
     assert env.path is None and "packaging==0.0.0.1" in env.error

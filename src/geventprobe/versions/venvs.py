@@ -370,6 +370,11 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _compiles(requirement: str) -> bool:
+    """psycopg's c build (``psycopg-c``, ``psycopg[c]``): compiled from source, minutes."""
+    return re.match(r"psycopg(-c|\[c\])(?![\w.-])", requirement.strip()) is not None
+
+
 def _create(spec: EnvSpec, root: Path, final: Path, installer: str, progress: Progress,
             timeout: float) -> str | None:
     """Build the environment with its core packages into ``final``; the error, or None."""
@@ -380,16 +385,27 @@ def _create(spec: EnvSpec, root: Path, final: Path, installer: str, progress: Pr
         code, out = _run(_create_argv(installer, str(building)), timeout=120)
         if code != 0:
             return installer_reason(out, installer)
-        progress(f"{spec.label}: installing {' '.join(spec.core)}")
-        code, out = _run(_install_argv(installer, str(env_python(building)), spec.core),
-                         timeout)
+        python = str(env_python(building))
+        # The core and the extras that install from wheels in one installer call (each call
+        # costs pip 1.0-1.3 s here even from its cache); if that fails, the core alone, and
+        # each extra on its own afterwards (``ensure``), so that the failure is named.
+        together = [name for name, reqs in spec.extras if not any(map(_compiles, reqs))]
+        requirements = spec.core + tuple(r for name, reqs in spec.extras if name in together
+                                         for r in reqs)
+        progress(f"{spec.label}: installing {' '.join(requirements)}")
+        code, out = _run(_install_argv(installer, python, requirements), timeout)
+        if code != 0 and together and code is not None:
+            together = []
+            progress(f"{spec.label}: installing {' '.join(spec.core)}")
+            code, out = _run(_install_argv(installer, python, spec.core), timeout)
         if code is None:
             return f"{installer} did not finish within {timeout:.0f} s"
         if code != 0:
             return installer_reason(out, installer, spec.core)
         _write_manifest(building, {
             "layout": LAYOUT, "key": spec.key(), "label": spec.label, "core": list(spec.core),
-            "extras": {name: list(reqs) for name, reqs in spec.extras}, "extras_ok": [],
+            "extras": {name: list(reqs) for name, reqs in spec.extras},
+            "extras_ok": sorted(together),
             "missing": {}, "python": interpreter(), "installer": installer,
             "created_at": _now(), "last_used": _now(), "installed": {},
         })
