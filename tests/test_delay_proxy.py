@@ -470,7 +470,9 @@ def test_a_killed_proxy_stops_the_run_with_one_line(probe_tmp, tmp_path):
                      if "geventprobe.processes.delay_proxy" in " ".join(p.info["cmdline"] or [])]
             time.sleep(0.1)
         assert proxy, "the run never started its proxy"
-        time.sleep(1.0)  # gunicorn is starting, or the probe runs: mid-run either way
+        # At once: gunicorn is starting. (1 s later, once the connect phase stopped after one
+        # round when it decided, the kill came as the request phase ended: exit 0 with two
+        # request errors, until the run looked at its guards after the request phase.)
         proxy[0].kill()
         out, err = run.communicate(timeout=120)
     finally:

@@ -250,7 +250,11 @@ def _drive_requests(server: WsgiServer, spec: LoadSpec, workload: Workload) -> R
             children.check_guards()
             time.sleep(0.05)
         # A blocked hub answers late: wait for what is in flight (bounded per request).
-        return load.stop(grace_s=workload.http_timeout_s, guard=children.check_guards)
+        figures = load.stop(grace_s=workload.http_timeout_s, guard=children.check_guards)
+    # Errors from a process of ours that died meanwhile (the --rtt proxy, the server) are
+    # not the app's: the run stops on it rather than report them as the requests' figures.
+    children.check_guards()
+    return figures
 
 
 def _drive_routes(server: WsgiServer, routes: list, workload: Workload, pids: list[int],
