@@ -323,3 +323,19 @@ def test_gunicorn_cmd_args_are_recorded_without_secrets():
     for secret in ("abc", "xyz", "=t ", "pw"):
         assert secret not in shown
     assert "--workers 3" in shown and "SECRET_KEY=***" in shown and "0.0.0.0:8000" in shown
+
+
+def test_the_users_exit_hooks_run_when_the_probe_stops_gunicorn(run_cli, pg_dsn, tmp_path):
+    # Once every figure is in, the workers are killed and gunicorn is told to quit once it
+    # has reaped them (no replacement is started): the user's child_exit still runs for each
+    # worker, and gunicorn's own quit path, with the user's on_exit, for the master.
+    calls = tmp_path / "calls"
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text(
+        'worker_class = "gevent"\nworkers = 2\n'
+        f'def child_exit(server, worker):\n    open({str(calls)!r}, "a").write("child_exit\\n")\n'
+        f'def on_exit(server):\n    open({str(calls)!r}, "a").write("on_exit\\n")\n')
+    proc = run_app(run_cli, pg_dsn, tmp_path / "r.json", "--app", APP, "--chdir",
+                   str(EXAMPLES / "pool_app"), "--gunicorn-config", str(config))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert calls.read_text().splitlines() == ["child_exit", "child_exit", "on_exit"]

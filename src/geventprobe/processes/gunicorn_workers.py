@@ -282,14 +282,34 @@ def _quick_stop(proc, run_dir: str, harness: bool) -> None:
         workers = psutil.Process(proc.pid).children()
         with open(os.path.join(run_dir, "stop"), "w"):  # only its existence counts
             pass
-        if not harness:
-            proc.send_signal(signal.SIGINT)
     except (psutil.Error, ProcessLookupError, OSError):
         return
     for worker in workers:
         with contextlib.suppress(psutil.Error):
             worker.kill()
+    if not harness:
+        # Once it has reaped them (no replacement: ``app_conf.child_exit``), so that its stop
+        # loop finds none left to wait for.
+        _reaped(proc, workers, timeout=1.0)
+        with contextlib.suppress(ProcessLookupError, OSError):
+            proc.send_signal(signal.SIGINT)
     _exiting.append((proc, run_dir))
+
+
+def _reaped(master, workers: list[psutil.Process], timeout: float) -> None:
+    """Wait until ``master`` has reaped ``workers`` (or exited), at most ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and master.poll() is None:
+        if not any(_unreaped(w) for w in workers):
+            return
+        time.sleep(0.002)
+
+
+def _unreaped(worker: psutil.Process) -> bool:
+    try:
+        return worker.is_running()  # a zombie still is: its parent has not reaped it
+    except psutil.Error:
+        return False
 
 
 def app_error(errors: dict[int, AppError], preload: bool) -> AppError | None:

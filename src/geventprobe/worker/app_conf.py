@@ -27,7 +27,7 @@ from geventprobe.worker import record as _record  # noqa: E402
 
 # The hooks we chain, with the arity gunicorn requires of each.
 _HOOKS = {"on_starting": 1, "when_ready": 1, "pre_fork": 2, "post_fork": 2, "post_worker_init": 1,
-          "worker_abort": 1}
+          "worker_abort": 1, "child_exit": 2}
 
 
 def _locate() -> str | None:
@@ -203,6 +203,19 @@ def worker_abort(worker):
         from geventprobe.worker import probe_route
 
         probe_route.on_abort()
+
+
+def child_exit(server, worker):
+    """Master, a worker reaped: the user's hook; then, once the parent said stop (``stop`` in
+    the run dir: every figure is in, it kills the workers next), no worker is started in its
+    place. gunicorn's own quit (SIGINT, sent once they are reaped) then has none left to wait
+    for: its stop loop sleeps 0.1 s at a time while any is."""
+    hook = _user_hooks.get("child_exit")
+    if hook is not None:
+        hook(server, worker)
+    run_dir = _os.environ.get("GEVENTPROBE_RUN_DIR")
+    if run_dir and _os.path.exists(_os.path.join(run_dir, "stop")):
+        server.num_workers = 0
 
 
 def _master_excepthook(exc_type, exc, tb):
