@@ -211,11 +211,13 @@ def child_exit(server, worker):
     place. gunicorn's own quit (SIGINT, sent once they are reaped) then has none left to wait
     for: its stop loop sleeps 0.1 s at a time while any is."""
     hook = _user_hooks.get("child_exit")
-    if hook is not None:
-        hook(server, worker)
-    run_dir = _os.environ.get("GEVENTPROBE_RUN_DIR")
-    if run_dir and _os.path.exists(_os.path.join(run_dir, "stop")):
-        server.num_workers = 0
+    try:
+        if hook is not None:
+            hook(server, worker)
+    finally:  # even if the user's hook raised: a replacement would boot the app again
+        run_dir = _os.environ.get("GEVENTPROBE_RUN_DIR")
+        if run_dir and _os.path.exists(_os.path.join(run_dir, "stop")):
+            server.num_workers = 0
 
 
 def _master_excepthook(exc_type, exc, tb):
