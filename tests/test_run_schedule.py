@@ -116,4 +116,4 @@ def test_the_harness_master_leaves_once_its_workers_are_killed(probe_tmp, monkey
             assert f.read().count("Booting worker") == 2
     finally:
         gunicorn_workers.finish_previous()
-        gunicorn_workers.discard(booted)
+        booted.discard()

@@ -62,7 +62,7 @@ class HarnessBuild:
         booted = gunicorn_workers.boot(self._env(), workload, session.dsn, self.preload,
                                        python=self.python, base_env=self.base_env,
                                        thresholds=session.plan.thresholds, go_wait_s=go_wait_s)
-        session.at_close(gunicorn_workers.discard, booted)
+        session.at_close(booted.discard)
         return dataclasses.replace(self, booted=booted)
 
     def judge(self, run: WorkersRun, workload: Workload, thresholds: Thresholds,
@@ -77,7 +77,7 @@ class HarnessBuild:
     def discard(self) -> None:
         """Stop its gunicorn, started ahead, unmeasured (its build turned out not to import)."""
         if self.booted is not None:
-            gunicorn_workers.discard(self.booted)
+            self.booted.discard()
 
 
 def booted_availability(name: str, booted, session: Session) -> Availability:

@@ -132,6 +132,11 @@ class Boot:
         with _owned(self.proc):
             yield
 
+    def discard(self) -> None:
+        """Never measured (the run ended before its turn, or its build does not import):
+        ``_discard``."""
+        _discard(self)
+
     def quick_stop(self) -> None:
         """Every figure is in: ``_quick_stop``."""
         _quick_stop(self.proc, self.run_dir, harness=not self.users_app)
@@ -199,7 +204,7 @@ def boot(build_env: dict[str, str], workload: Workload, dsn: str, preload: bool,
                 preload=preload, users_app=argv is not None)
 
 
-def discard(booted: Boot) -> None:
+def _discard(booted: Boot) -> None:
     """Stop a gunicorn ``boot`` started that ``run_workers`` never took over (the run ended
     before its turn), and remove its run dir."""
     if booted.done:
