@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -481,3 +482,64 @@ def test_a_killed_proxy_stops_the_run_with_one_line(probe_tmp, tmp_path):
     assert run.returncode == 2, out + err
     assert "Traceback" not in err
     assert "delay proxy" in err.strip().splitlines()[-1]
+
+
+def _drop_at_the_query(upstream_port: int) -> tuple[int, threading.Thread]:
+    """A loopback relay to the server that closes both sides when the client sends its first
+    query (a message starting with Q or P, after the startup exchange): a server, proxy or
+    pooler that goes away between the connect and the answer."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def relay():
+        with listener:
+            client, _ = listener.accept()
+        server = socket.create_connection(("127.0.0.1", upstream_port))
+        with client, server:
+            while True:
+                ready, _, _ = select.select([client, server], [], [], 10)
+                if not ready:
+                    return
+                for sock in ready:
+                    data = sock.recv(65536)
+                    if not data or (sock is client and data[:1] in (b"P", b"Q")):
+                        return
+                    (server if sock is client else client).sendall(data)
+
+    thread = threading.Thread(target=relay, daemon=True)
+    thread.start()
+    return listener.getsockname()[1], thread
+
+
+@pytest.mark.integration
+def test_a_connection_closed_while_the_server_is_asked_is_one_line():
+    # Seen in a full suite: the --rtt proxy killed as the run asked the server through it
+    # gave "internal error: OperationalError: consuming input failed" (the connect was
+    # explained, the query after it was not).
+    from geventprobe.processes.server import query_server
+
+    with EmbeddedPostgres(max_connections=10) as pg:
+        port, relay = _drop_at_the_query(pg.port)
+        dsn = f"host=127.0.0.1 port={port} user={SUPERUSER} dbname=postgres sslmode=disable"
+        with pytest.raises(ProbeError) as raised:
+            query_server(dsn, embedded=False, connect_timeout=5)
+        relay.join(5)
+    said = str(raised.value)
+    assert "\n" not in said
+    assert said.startswith(f"PostgreSQL at 127.0.0.1:{port} closed the connection"), said
+    assert "server closed the connection unexpectedly" in said and "server's log" in said
+
+
+@pytest.mark.integration
+def test_a_proxy_killed_before_the_first_connection_through_it_is_named():
+    from geventprobe.core.session import _through_proxy
+
+    with EmbeddedPostgres(max_connections=10) as pg, children.owned(), \
+            DelayProxy(upstream_for(pg.dsn), 20) as proxy:
+        pid = proxy.proc.pid
+        proxy.proc.kill()
+        proxy.proc.wait()
+        with pytest.raises(ProbeError) as raised:
+            _through_proxy(proxied_dsn(pg.dsn, proxy.port), True, Workload(), proxy.port,
+                           upstream_for(pg.dsn))
+    assert str(raised.value).startswith(f"the --rtt delay proxy (pid {pid}) killed by SIGKILL"), \
+        raised.value

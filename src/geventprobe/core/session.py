@@ -169,6 +169,7 @@ def _through_proxy(worker_dsn: str, embedded: bool, workload: Workload, port: in
     try:
         query_server(worker_dsn, embedded=embedded, connect_timeout=workload.connect_timeout_s)
     except ProbeError as exc:
+        children.check_guards()  # the proxy itself died: say that, not what it broke
         detail = str(exc).split(": ", 1)[-1]
         text = str(exc.__cause__ or "").lower()
         if "timeout expired" in text:

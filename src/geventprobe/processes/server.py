@@ -13,7 +13,9 @@ not PostgreSQL, server full...) and its fix, with any password redacted.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from dataclasses import dataclass
 
 from geventprobe.dsn import redact, remember, remember_secret
@@ -70,6 +72,16 @@ def _connect(dsn: str, connect_timeout: int):
                                 application_name=APPLICATION_NAME, options=options)
         conn.autocommit = True
         return conn
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    """The database errors of whichever driver ``_connect`` used (DB-API ``Error``)."""
+    errors = []
+    for name in ("psycopg", "psycopg2"):
+        module = sys.modules.get(name)
+        if module is not None:
+            errors.append(module.Error)
+    return tuple(errors)
 
 
 def first_error_line(exc: BaseException) -> str:
@@ -230,6 +242,9 @@ def query_server(dsn: str, *, embedded: bool, connect_timeout: int = 10,
         raise ProbeError(explain_connect_error(exc, dsn, connect_timeout, needed)) from exc
     try:
         cur = conn.cursor()
+        # Connected, then the connection went (the server restarted, a proxy or pooler in
+        # between went away) or the query ran out of the statement_timeout set above: one
+        # line, not an internal error.
         cur.execute(
             "SELECT current_setting('server_version'), current_setting('server_version_num')::int,"
             " current_setting('max_connections')::int,"
@@ -243,8 +258,17 @@ def query_server(dsn: str, *, embedded: bool, connect_timeout: int = 10,
         )
         (version, num, max_conn, in_use, superuser, su_reserved, reserved, role_limit,
          role_in_use) = cur.fetchone()
+    except _driver_errors() as exc:
+        remember(dsn)
+        # psycopg 3 says ``broken``; psycopg2's ``closed`` is 2 once the connection is lost.
+        lost = getattr(conn, "broken", False) or getattr(conn, "closed", 0) == 2
+        what = "closed the connection" if lost else "refused the query"
+        raise ProbeError(f"PostgreSQL at {_where(dsn)} {what} while geventprobe read its "
+                         f"settings ({first_error_line(exc)}): check the server's log, and run "
+                         "again") from exc
     finally:
-        conn.close()
+        with contextlib.suppress(Exception):  # a connection already gone
+            conn.close()
     return ServerInfo(
         version=version,
         version_num=int(num),
