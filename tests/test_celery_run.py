@@ -41,6 +41,7 @@ pytestmark = pytest.mark.integration
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "celery"
 BIN = str(Path(sys.executable).parent)
+STALL_2S = str(Path(__file__).parent / "apps" / "stall_2s.toml")
 
 
 def _ours(tmp: str) -> list[psutil.Process]:
@@ -190,7 +191,7 @@ def test_psycopg2_without_psycogreen_is_blocking():
 
 def test_a_worker_started_by_worker_main_never_runs_a_task():
     run = Run("--celery-cmd", "python worker.py", "--chdir", str(EXAMPLES / "worker_main"),
-              "--task", "tasks.query")
+              "--task", "tasks.query", "--config", STALL_2S)
     try:
         assert run.code == 1, run.stdout + run.stderr
         record = _finished(run)
@@ -309,7 +310,7 @@ def test_a_worker_killed_or_stopped_from_outside_is_no_verdict(sig):
     """Issue 25 row 9: kill -9 of the worker while a task of the user's ran gave FAILING
     ("they wait on something that never comes"), kill -STOP gave BLOCKING with a fix for the
     hub: neither is the task's or the driver's doing. Now ERROR, the signal named, exit 2."""
-    run = Run("--celery", "tasks", "--chdir", LIMITS, "--greenlets", "2",
+    run = Run("--celery", "tasks", "--chdir", LIMITS, "--greenlets", "2", "--config", STALL_2S,
               "--task", "tasks.slow", "--task-args", "[4]", wait=False)
     try:
         # The probe's 4 tasks (warm-up, alone, 2 at once) are done and the user's began.
