@@ -141,11 +141,11 @@ def test_an_app_still_importing_names_the_setting(run_cli, pg_dsn, tmp_path):
         "import time\ntime.sleep(30)\n\n\ndef application(environ, start_response):\n"
         "    start_response('200 OK', [])\n    return [b'ok']\n")
     proc, _, seconds = drive(run_cli, pg_dsn, tmp_path, chdir=tmp_path,
-                             profile="[workload]\nboot_timeout_s = 4\n")
+                             profile="[workload]\nboot_timeout_s = 2\n")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith("geventprobe: error: your app was still importing in gunicorn "
                            "worker "), line
-    assert "raise boot_timeout_s (now 4 s) in a profile" in line
+    assert "raise boot_timeout_s (now 2 s) in a profile" in line
     assert "Traceback" not in proc.stdout + proc.stderr
     assert seconds < 25  # not the import's 30 s: the boot timeout decided

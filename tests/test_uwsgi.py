@@ -360,7 +360,7 @@ def test_an_app_whose_import_never_ends_is_named_not_waited_for(run_cli, pg_dsn,
     """The master imports the app and never finishes: after the profile's boot timeout, one
     line names the import, exit 2, and uWSGI is stopped (the fixture checks)."""
     (tmp_path / "slow.py").write_text("import time\ntime.sleep(3600)\n")
-    (tmp_path / "short.toml").write_text("[workload]\nboot_timeout_s = 4\n")
+    (tmp_path / "short.toml").write_text("[workload]\nboot_timeout_s = 2\n")
     proc = run_cli("run", "--profile", "quick", "--config", str(tmp_path / "short.toml"),
                    "--uwsgi", "slow.py", cwd=str(tmp_path), env=_env(pg_dsn))
     line = _one_line_exit_2(proc)
