@@ -29,8 +29,8 @@ pytestmark = pytest.mark.integration
 SMALL = ["--workers", "2", "--greenlets", "8"]
 # A SELECT 1 loop long enough that "during the probe" is a wide window.
 LONG_PROBE = "[workload]\nselect1_seconds = 8.0\n"
-# ...for a run that must then finish: the probe is still on 3.5 s after go (a worker stopped
-# 0.5 s in, for 3 s), or long enough to be caught at all (a second and a half).
+# ...for a run that must then finish: the probe is still on 2 s after go (a worker stopped
+# 0.5 s in, for 1.5 s), or long enough to be caught at all (a second and a half).
 PROBE_2S = "[workload]\nselect1_seconds = 2.0\n"
 PROBE_1S = "[workload]\nselect1_seconds = 1.0\n"
 
