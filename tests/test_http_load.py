@@ -36,7 +36,9 @@ def http_server():
     """A real HTTP server on a free loopback port; ``.status`` sets its answer."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.status = 200
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() waits for serve_forever's next look (every 0.5 s by default).
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
+                              daemon=True)
     thread.start()
     yield server
     server.shutdown()
