@@ -133,9 +133,13 @@ class Boot:
             yield
 
     def discard(self) -> None:
-        """Never measured (the run ended before its turn, or its build does not import):
-        ``_discard``."""
-        _discard(self)
+        """Stop a gunicorn ``boot`` started that ``run_workers`` never took over (the run
+        ended before its turn, or its build does not import), and remove its run dir."""
+        if self.done:
+            return
+        self.done = True
+        _stop_now(self.proc)
+        children.remove_temp_dir(self.run_dir)
 
     def quick_stop(self) -> None:
         """Every figure is in: ``_quick_stop``."""
@@ -202,16 +206,6 @@ def boot(build_env: dict[str, str], workload: Workload, dsn: str, preload: bool,
     return Boot(proc=proc, run_dir=run_dir, log_path=log_path, started=started,
                 timeout=timeout if argv is None or timeout_s is None else timeout_s,
                 preload=preload, users_app=argv is not None)
-
-
-def _discard(booted: Boot) -> None:
-    """Stop a gunicorn ``boot`` started that ``run_workers`` never took over (the run ended
-    before its turn), and remove its run dir."""
-    if booted.done:
-        return
-    booted.done = True
-    _stop_now(booted.proc)
-    children.remove_temp_dir(booted.run_dir)
 
 
 def _stop_now(proc) -> None:
